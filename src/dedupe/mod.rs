@@ -1,0 +1,132 @@
+//! Deduplication: a handler runs once per event, though LTVboost delivers at
+//! least once.
+//!
+//! The receiver talks to a [`DedupeStore`] in three steps around each handler
+//! call:
+//!
+//! 1. [`claim`](DedupeStore::claim) the event's key before calling the
+//!    handler. The answer is [`Claim::Acquired`] (go ahead),
+//!    [`Claim::InFlight`] (another delivery of the same event is being handled
+//!    right now: answer `409`, the sender retries later) or [`Claim::Done`]
+//!    (already handled: answer `200` without calling the handler).
+//! 2. [`mark_done`](DedupeStore::mark_done) after the handler succeeded. The
+//!    record lives at least as long as the replay window, so a retry inside it
+//!    is recognised.
+//! 3. [`release`](DedupeStore::release) after the handler failed, so that the
+//!    sender's retry runs it again.
+//!
+//! A claim carries a lease: if the process dies between claim and
+//! mark-done/release, the claim lapses by itself and a later retry runs the
+//! handler. A [`ClaimToken`] ties mark-done and release to the claim they end,
+//! so a slow instance whose lease lapsed cannot end somebody else's claim.
+//!
+//! A store that cannot answer returns a [`StoreError`]: the receiver answers
+//! `503` and calls no handler (fail closed: nothing is acknowledged that was
+//! not handled).
+//!
+//! [`MemoryStore`] is the default, for a single process.
+
+mod memory;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+
+/// The result of trying to claim an event's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is ours until the lease runs out: call the handler.
+    Acquired(ClaimToken),
+    /// Another delivery of the same event holds an unexpired claim.
+    InFlight,
+    /// The event was handled successfully before.
+    Done,
+}
+
+/// Identifies one claim, so that only its holder ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    /// Wraps a store's token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The store could not answer. The receiver answers `503`.
+#[derive(Debug, thiserror::Error)]
+#[error("dedupe store unavailable: {0}")]
+pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl StoreError {
+    /// Wraps the store's own error.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self(error.into())
+    }
+}
+
+/// Where claims and done-records live.
+///
+/// Implementations must make each operation atomic with respect to the others
+/// on the same key: two concurrent claims of one key must not both succeed.
+pub trait DedupeStore: Send + Sync + 'static {
+    /// Claims `key` for `lease`, unless it is done or claimed by someone else.
+    fn claim(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Records `key` as done for `ttl`, if `token` still holds its claim.
+    ///
+    /// Called after the handler succeeded. A claim that lapsed meanwhile is
+    /// recorded as done all the same: the work happened.
+    fn mark_done(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops the claim on `key` if `token` still holds it, so a retry can
+    /// claim it again.
+    fn release(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<S: DedupeStore> DedupeStore for std::sync::Arc<S> {
+    fn claim(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim(key, lease)
+    }
+
+    fn mark_done(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).mark_done(key, token, ttl)
+    }
+
+    fn release(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(key, token)
+    }
+}

@@ -1,0 +1,470 @@
+//! The tower middleware that receives LTVboost webhooks in front of any router.
+//!
+//! [`WebhookLayer`] wraps a service — an axum `Router`, or any tower service
+//! over `http::Request<B>` where `B` implements [`http_body::Body`], so plain
+//! hyper works too. Requests to the webhook path are answered by the layer;
+//! every other request passes through to the wrapped service untouched.
+//!
+//! On the webhook path, each request goes through these steps, and each step
+//! can end it with the status named:
+//!
+//! | step | refused with |
+//! | --- | --- |
+//! | method is `POST` | `405` |
+//! | one well-formed `x-ltvboost-signature` header | `401` |
+//! | body within the size limit, by `Content-Length` and while streaming | `413` |
+//! | whole body received within the read deadline | `408` |
+//! | signature matches the body under an active secret (constant time) | `401` |
+//! | body is a JSON event envelope | `400` |
+//! | dedupe claim: not done before, not in flight, store reachable | `200` / `409` / `503` |
+//! | handler: `Ok` / `Err` or panic / data does not fit its type | `200` / `500` / `400` |
+//!
+//! The handler runs in its own task, so a sender that hangs up mid-request
+//! neither cancels a half-done handler nor strands its claim.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use ltvboost_webhooks::WebhookLayer;
+//! use ltvboost_webhooks::event::ResponseCreated;
+//! use ltvboost_webhooks::handler::{
+//!     ActionHandler, Delivery, FallbackHandler, HandlerResult, ResponseHandler, SegmentHandler,
+//! };
+//! use ltvboost_webhooks::signature::{Secret, Verifier};
+//!
+//! struct MyHandlers;
+//! impl ResponseHandler for MyHandlers {
+//!     async fn created(&self, _: &Delivery, response: &ResponseCreated) -> HandlerResult {
+//!         println!("new response {}", response.id);
+//!         Ok(())
+//!     }
+//! }
+//! impl ActionHandler for MyHandlers {}
+//! impl SegmentHandler for MyHandlers {}
+//! impl FallbackHandler for MyHandlers {}
+//!
+//! let verifier = Verifier::new([Secret::new("a-development-secret-0123")?])?;
+//! let app: Router = Router::new()
+//!     .route("/healthz", get(|| async { "ok" }))
+//!     .layer(WebhookLayer::new(verifier).at("/webhooks/ltvboost").handler(MyHandlers));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod body;
+mod future;
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::{Instrument, field};
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+
+use crate::dedupe::{Claim, DedupeStore, MemoryStore};
+use crate::event::Envelope;
+use crate::handler::{Acknowledge, Delivery, Dispatched, Handlers, dispatch};
+use crate::receive::WebhookConfig;
+use crate::rejection::{Rejection, plain_text};
+
+/// The default webhook path.
+pub const DEFAULT_PATH: &str = "/webhooks/ltvboost";
+
+/// How long a claim holds by default before a crashed receiver's event can be
+/// handled again: longer than any sender waits for an answer.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
+
+/// How long a done-record lives by default: the default replay window
+/// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.
+pub const DEFAULT_DONE_TTL: Duration = Duration::from_secs(25 * 3600 + 5 * 60);
+
+/// A tower [`Layer`] that answers LTVboost deliveries on one path and passes
+/// every other request through.
+///
+/// Built with defaults — path [`DEFAULT_PATH`], 1 MiB body limit, 10 s read
+/// deadline, an in-memory dedupe store, handlers that acknowledge everything —
+/// and refined with the builder methods. See the [module docs](self).
+pub struct WebhookLayer<H = Acknowledge, S = MemoryStore> {
+    config: WebhookConfig,
+    path: Arc<str>,
+    handlers: Arc<H>,
+    store: Arc<S>,
+    claim_lease: Duration,
+    done_ttl: Duration,
+    acknowledge_mismatched: bool,
+}
+
+impl WebhookLayer {
+    /// A layer with the given verifier (or [`WebhookConfig`]) and every other
+    /// setting at its default.
+    pub fn new(config: impl Into<WebhookConfig>) -> Self {
+        Self {
+            config: config.into(),
+            path: Arc::from(DEFAULT_PATH),
+            handlers: Arc::new(Acknowledge),
+            store: Arc::new(MemoryStore::new()),
+            claim_lease: DEFAULT_CLAIM_LEASE,
+            done_ttl: DEFAULT_DONE_TTL,
+            acknowledge_mismatched: false,
+        }
+    }
+}
+
+impl<H, S> WebhookLayer<H, S> {
+    /// The path LTVboost posts to (exact match). Default: [`DEFAULT_PATH`].
+    pub fn at(mut self, path: impl AsRef<str>) -> Self {
+        self.path = Arc::from(path.as_ref());
+        self
+    }
+
+    /// The handlers events are routed to.
+    pub fn handler<H2: Handlers>(self, handlers: H2) -> WebhookLayer<H2, S> {
+        self.handler_arc(Arc::new(handlers))
+    }
+
+    /// The handlers events are routed to, already shared.
+    pub fn handler_arc<H2: Handlers>(self, handlers: Arc<H2>) -> WebhookLayer<H2, S> {
+        WebhookLayer {
+            config: self.config,
+            path: self.path,
+            handlers,
+            store: self.store,
+            claim_lease: self.claim_lease,
+            done_ttl: self.done_ttl,
+            acknowledge_mismatched: self.acknowledge_mismatched,
+        }
+    }
+
+    /// Where claims and done-records are kept. Default: a [`MemoryStore`]
+    /// shared by every service this layer makes. A fleet of receivers needs
+    /// one shared store.
+    pub fn dedupe_store<S2: DedupeStore>(self, store: S2) -> WebhookLayer<H, S2> {
+        WebhookLayer {
+            config: self.config,
+            path: self.path,
+            handlers: self.handlers,
+            store: Arc::new(store),
+            claim_lease: self.claim_lease,
+            done_ttl: self.done_ttl,
+            acknowledge_mismatched: self.acknowledge_mismatched,
+        }
+    }
+
+    /// See [`WebhookConfig::body_limit`].
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config = self.config.body_limit(bytes);
+        self
+    }
+
+    /// See [`WebhookConfig::read_timeout`].
+    pub fn read_timeout(mut self, deadline: Duration) -> Self {
+        self.config = self.config.read_timeout(deadline);
+        self
+    }
+
+    /// How long a claim holds before a delivery whose receiver died can be
+    /// handled again. Keep it longer than your slowest handler. Default:
+    /// [`DEFAULT_CLAIM_LEASE`].
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease;
+        self
+    }
+
+    /// How long an event is remembered as done. Keep it at least as long as
+    /// the replay window. Default: [`DEFAULT_DONE_TTL`].
+    pub fn done_ttl(mut self, ttl: Duration) -> Self {
+        self.done_ttl = ttl;
+        self
+    }
+
+    /// Whether a known event type whose `data` does not fit its payload is
+    /// acknowledged (`200`) after the fallback handler saw it, instead of
+    /// answered `400`. Default: `false`.
+    pub fn acknowledge_mismatched(mut self, acknowledge: bool) -> Self {
+        self.acknowledge_mismatched = acknowledge;
+        self
+    }
+}
+
+impl<H, S> Clone for WebhookLayer<H, S> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            path: self.path.clone(),
+            handlers: self.handlers.clone(),
+            store: self.store.clone(),
+            claim_lease: self.claim_lease,
+            done_ttl: self.done_ttl,
+            acknowledge_mismatched: self.acknowledge_mismatched,
+        }
+    }
+}
+
+impl<H, S> std::fmt::Debug for WebhookLayer<H, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookLayer")
+            .field("config", &self.config)
+            .field("path", &self.path)
+            .field("claim_lease", &self.claim_lease)
+            .field("done_ttl", &self.done_ttl)
+            .field("acknowledge_mismatched", &self.acknowledge_mismatched)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Svc, H, S> Layer<Svc> for WebhookLayer<H, S> {
+    type Service = WebhookService<Svc, H, S>;
+
+    fn layer(&self, inner: Svc) -> Self::Service {
+        WebhookService {
+            inner,
+            receiver: Arc::new(self.clone()),
+        }
+    }
+}
+
+/// The service [`WebhookLayer`] makes: answers the webhook path, passes the
+/// rest to `Svc`.
+pub struct WebhookService<Svc, H = Acknowledge, S = MemoryStore> {
+    inner: Svc,
+    receiver: Arc<WebhookLayer<H, S>>,
+}
+
+impl<Svc: Clone, H, S> Clone for WebhookService<Svc, H, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            receiver: self.receiver.clone(),
+        }
+    }
+}
+
+impl<Svc: std::fmt::Debug, H, S> std::fmt::Debug for WebhookService<Svc, H, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookService")
+            .field("inner", &self.inner)
+            .field("receiver", &self.receiver)
+            .finish()
+    }
+}
+
+impl<Svc, H, S, ReqBody, ResBody> Service<Request<ReqBody>> for WebhookService<Svc, H, S>
+where
+    Svc: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    H: Handlers,
+    S: DedupeStore,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Svc::Error;
+    type Future = ResponseFuture<Svc::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if request.uri().path() != &*self.receiver.path {
+            return ResponseFuture::inner(self.inner.call(request));
+        }
+        let receiver = self.receiver.clone();
+        ResponseFuture::webhook(Box::pin(async move { receiver.answer(request).await }))
+    }
+}
+
+/// How a delivery ended, for the span and the log.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Rejected,
+    Handled,
+    Duplicate,
+    InFlight,
+    StoreUnavailable,
+    Mismatched,
+    HandlerFailed,
+    HandlerPanicked,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Rejected => "rejected",
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
+            Outcome::InFlight => "in_flight",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::Mismatched => "mismatched",
+            Outcome::HandlerFailed => "handler_failed",
+            Outcome::HandlerPanicked => "handler_panicked",
+        }
+    }
+}
+
+type Answer = (Outcome, Response<Full<Bytes>>);
+
+impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
+    async fn answer<B>(self: Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let span = tracing::info_span!(
+            "ltvboost_webhook",
+            event_id = field::Empty,
+            event_type = field::Empty,
+            secret_index = field::Empty,
+            outcome = field::Empty,
+        );
+        async move {
+            let (outcome, response) = match self.verify(request).await {
+                Ok(delivery) => {
+                    let span = tracing::Span::current();
+                    span.record("event_id", delivery.id());
+                    span.record("event_type", delivery.type_name());
+                    span.record("secret_index", delivery.secret_index());
+                    // Its own task: a sender that hangs up must not cancel a
+                    // half-run handler, nor leave its claim behind.
+                    let task = tokio::spawn(self.clone().handle(delivery).in_current_span());
+                    task.await.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "webhook task did not finish");
+                        (
+                            Outcome::HandlerPanicked,
+                            plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler did not finish"),
+                        )
+                    })
+                }
+                Err(rejection) => {
+                    tracing::warn!(status = rejection.status().as_u16(), reason = %rejection, "webhook rejected");
+                    (Outcome::Rejected, rejection.to_response())
+                }
+            };
+            tracing::Span::current().record("outcome", outcome.as_str());
+            tracing::info!(status = response.status().as_u16(), outcome = outcome.as_str(), "webhook answered");
+            response
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Steps up to the parsed envelope: method, signature, body, envelope.
+    async fn verify<B>(&self, request: Request<B>) -> Result<Delivery, Rejection>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if request.method() != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let (parts, body) = request.into_parts();
+        let verified = self.config.receive(&parts.headers, body).await?;
+        let envelope = Envelope::from_slice(verified.body())?;
+        Ok(Delivery::new(envelope, &verified))
+    }
+
+    /// Claim, dispatch, record: the effectively-once part.
+    async fn handle(self: Arc<Self>, delivery: Delivery) -> Answer {
+        let key = delivery.dedupe_key();
+        let token = match self.store.claim(key, self.claim_lease).await {
+            Ok(Claim::Acquired(token)) => token,
+            Ok(Claim::Done) => {
+                return (
+                    Outcome::Duplicate,
+                    plain_text(StatusCode::OK, "duplicate: already handled"),
+                );
+            }
+            Ok(Claim::InFlight) => {
+                return (
+                    Outcome::InFlight,
+                    plain_text(
+                        StatusCode::CONFLICT,
+                        "event is being handled by another delivery",
+                    ),
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dedupe store unavailable; asking the sender to retry");
+                return (
+                    Outcome::StoreUnavailable,
+                    plain_text(StatusCode::SERVICE_UNAVAILABLE, "dedupe store unavailable"),
+                );
+            }
+        };
+
+        let dispatched = AssertUnwindSafe(dispatch(&*self.handlers, &delivery))
+            .catch_unwind()
+            .await;
+
+        let (outcome, response, done) = match dispatched {
+            Ok(Dispatched::Handled) => (Outcome::Handled, plain_text(StatusCode::OK, "ok"), true),
+            Ok(Dispatched::Mismatched) if self.acknowledge_mismatched => (
+                Outcome::Mismatched,
+                plain_text(
+                    StatusCode::OK,
+                    "acknowledged: event data does not fit its type",
+                ),
+                true,
+            ),
+            Ok(Dispatched::Mismatched) => (
+                Outcome::Mismatched,
+                plain_text(
+                    StatusCode::BAD_REQUEST,
+                    format!("event data does not fit {}", delivery.type_name()),
+                ),
+                false,
+            ),
+            Ok(Dispatched::Failed(error)) => {
+                tracing::error!(%error, "webhook handler failed; the sender will retry");
+                (
+                    Outcome::HandlerFailed,
+                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler failed"),
+                    false,
+                )
+            }
+            Err(panic) => {
+                tracing::error!(
+                    panic = panic_message(&*panic),
+                    "webhook handler panicked; the sender will retry"
+                );
+                (
+                    Outcome::HandlerPanicked,
+                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler panicked"),
+                    false,
+                )
+            }
+        };
+
+        let recorded = if done {
+            self.store.mark_done(key, &token, self.done_ttl).await
+        } else {
+            self.store.release(key, &token).await
+        };
+        if let Err(e) = recorded {
+            // The handler's result stands: answering otherwise would make the
+            // sender redo work that happened (after done) or was already
+            // refused (after release). A lapsed lease cleans up either way.
+            tracing::warn!(error = %e, done, "could not record the delivery's end in the dedupe store");
+        }
+        (outcome, response)
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}

@@ -1,0 +1,511 @@
+//! Signing and verifying the `x-ltvboost-signature` header.
+//!
+//! LTVboost signs every delivery with HMAC-SHA256 over the **raw body bytes**,
+//! keyed with the endpoint's secret, and sends the digest as
+//! `x-ltvboost-signature: sha256=<64 lowercase hex digits>`.
+//!
+//! This module does no I/O and knows nothing of HTTP servers: it turns a header
+//! value and a body into a [`Verified`] body, or an error that says why not.
+//!
+//! Two mistakes are easy to make here, and LTVboost's own Node example makes
+//! both:
+//!
+//! * **Verifying re-serialised JSON.** A JSON parser that has already consumed
+//!   the body and serialises it again rarely reproduces the signed bytes (key
+//!   order, whitespace, number formats, escapes). Verify the exact bytes
+//!   received; parse afterwards.
+//! * **Comparing with `==`.** An early-exit comparison returns sooner the
+//!   earlier the first wrong byte is, which lets an attacker find a valid
+//!   digest byte by byte. [`Verifier`] compares the 32 decoded bytes with
+//!   [`subtle`]'s constant-time equality.
+//!
+//! # Example
+//!
+//! ```
+//! use ltvboost_webhooks::signature::{sign, Secret, Verifier};
+//!
+//! let secret = Secret::new("whsec_a-long-random-development-secret")?;
+//! let body = br#"{"id":"evt_1","type":"segment.ready","data":{"id":"seg_1"}}"#;
+//! let header = sign(&secret, body); // "sha256=…", as LTVboost sends it
+//!
+//! let verifier = Verifier::new([secret])?;
+//! let verified = verifier.verify(header.as_bytes(), body.to_vec())?;
+//! assert_eq!(verified.body(), &body[..]);
+//! assert_eq!(verified.secret_index(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+
+use bytes::Bytes;
+use hmac::{KeyInit, Mac};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The request header LTVboost puts the signature in.
+pub const SIGNATURE_HEADER: &str = "x-ltvboost-signature";
+
+/// The only scheme LTVboost documents.
+const SCHEME: &[u8] = b"sha256=";
+
+/// Bytes in an HMAC-SHA256 digest.
+const DIGEST_LEN: usize = 32;
+
+/// Secrets shorter than this are accepted with a warning: they were chosen at
+/// registration and may predate this crate, but they are weak.
+pub const RECOMMENDED_MIN_SECRET_LEN: usize = 16;
+
+/// An endpoint's signing secret.
+///
+/// The bytes are wiped from memory when the value is dropped, and never appear
+/// in `Debug` output, logs or error messages.
+///
+/// ```
+/// use ltvboost_webhooks::signature::Secret;
+///
+/// let secret = Secret::new("whsec_a-long-random-development-secret")?;
+/// assert_eq!(format!("{secret:?}"), "Secret(\"[redacted]\")");
+/// assert!(Secret::new("").is_err());
+/// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+/// ```
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps secret bytes. An empty secret is refused; one shorter than
+    /// [`RECOMMENDED_MIN_SECRET_LEN`] bytes is accepted with a logged warning.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, SecretError> {
+        let bytes = Zeroizing::new(bytes.into());
+        if bytes.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        if bytes.len() < RECOMMENDED_MIN_SECRET_LEN {
+            tracing::warn!(
+                len = bytes.len(),
+                recommended = RECOMMENDED_MIN_SECRET_LEN,
+                "webhook secret is shorter than recommended; rotate to a longer one"
+            );
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The secret's bytes, for registering it with LTVboost.
+    ///
+    /// Handle the result as carefully as the secret itself.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn keyed_mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length (long keys are hashed first).
+        match HmacSha256::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Secret").field(&"[redacted]").finish()
+    }
+}
+
+/// Why a secret or a set of secrets was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret had no bytes: every body would verify against a guessable key.
+    #[error("webhook secret is empty")]
+    Empty,
+    /// A verifier needs at least one secret.
+    #[error("no webhook secret given")]
+    NoSecrets,
+}
+
+/// A signature parsed from an `x-ltvboost-signature` header: the 32 digest bytes.
+///
+/// `Debug` and `Display` show the digest as sent (it is public: it travelled in
+/// the request), which is what a dedupe key made from it needs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; DIGEST_LEN]);
+
+impl Signature {
+    /// Parses a header value strictly: `sha256=` followed by exactly 64 hex
+    /// digits. Surrounding spaces and tabs (HTTP's optional white space) are
+    /// ignored; anything else — another scheme, a list of values, a digest of
+    /// the wrong length, a non-hex character — is refused. Never panics.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::signature::{Signature, SignatureError};
+    ///
+    /// let hex = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    /// assert!(Signature::parse(format!("sha256={hex}").as_bytes()).is_ok());
+    /// assert_eq!(
+    ///     Signature::parse(format!("sha1={hex}").as_bytes()),
+    ///     Err(SignatureError::UnsupportedScheme)
+    /// );
+    /// assert_eq!(Signature::parse(b"sha256=abc"), Err(SignatureError::WrongLength));
+    /// ```
+    pub fn parse(header: &[u8]) -> Result<Self, SignatureError> {
+        let value = header.trim_ascii_start();
+        let value = trim_ows_end(value);
+        if value.is_empty() {
+            return Err(SignatureError::Empty);
+        }
+        let Some(hex_digits) = value.strip_prefix(SCHEME) else {
+            return Err(SignatureError::UnsupportedScheme);
+        };
+        // Length first: no decoding work for a digest that cannot be right.
+        if hex_digits.len() != DIGEST_LEN * 2 {
+            return Err(SignatureError::WrongLength);
+        }
+        let mut digest = [0u8; DIGEST_LEN];
+        hex::decode_to_slice(hex_digits, &mut digest).map_err(|_| SignatureError::NotHex)?;
+        Ok(Self(digest))
+    }
+
+    /// The 32 digest bytes.
+    pub fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
+        &self.0
+    }
+
+    /// The header value for this digest: `sha256=<hex>`.
+    pub fn to_header_value(&self) -> String {
+        format!("sha256={}", hex::encode(self.0))
+    }
+}
+
+fn trim_ows_end(value: &[u8]) -> &[u8] {
+    let end = value
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(0, |i| i + 1);
+    &value[..end]
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.0))
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Why a signature header was refused. Every variant answers `401`.
+///
+/// The messages name the reason only: never the secret, never the expected
+/// digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// No `x-ltvboost-signature` header.
+    #[error("missing x-ltvboost-signature header")]
+    Missing,
+    /// The header appeared more than once, so which one counts is ambiguous.
+    #[error("more than one x-ltvboost-signature header")]
+    Duplicated,
+    /// The header was present but empty.
+    #[error("empty x-ltvboost-signature header")]
+    Empty,
+    /// The value did not start with `sha256=`.
+    #[error("signature scheme is not sha256=")]
+    UnsupportedScheme,
+    /// The digest was not 64 hex digits long.
+    #[error("signature digest is not 64 hex digits")]
+    WrongLength,
+    /// The digest had a character that is not a hex digit.
+    #[error("signature digest is not hex")]
+    NotHex,
+    /// The digest is well formed but matches no active secret: a wrong secret,
+    /// or a body changed in transit.
+    #[error("signature does not match the body")]
+    Mismatch,
+}
+
+/// Checks signatures against one or more active secrets.
+///
+/// Several secrets may be active at once, so a secret can be rotated without
+/// dropping deliveries: register the new one with LTVboost, run the verifier
+/// with both, and retire the old one once [`Verified::secret_index`] no longer
+/// reports it.
+///
+/// Each secret's HMAC key schedule is computed once, here, rather than on every
+/// request. The keyed states are wiped on drop, like the secrets.
+///
+/// ```
+/// use ltvboost_webhooks::signature::{sign, Secret, Verifier};
+///
+/// let old = Secret::new("the-secret-registered-last-year")?;
+/// let new = Secret::new("the-secret-registered-this-week")?;
+/// let verifier = Verifier::new([new.clone(), old.clone()])?;
+///
+/// let body = br#"{"type":"segment.ready","data":{"id":"seg_1"}}"#;
+/// let verified = verifier.verify(sign(&old, body).as_bytes(), &body[..])?;
+/// assert_eq!(verified.secret_index(), 1); // still signed with the old secret
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    keyed: Vec<HmacSha256>,
+}
+
+impl Verifier {
+    /// A verifier for the given secrets, in order: [`Verified::secret_index`]
+    /// is an index into this list. At least one secret is required.
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Result<Self, SecretError> {
+        let keyed: Vec<_> = secrets.into_iter().map(|s| s.keyed_mac()).collect();
+        if keyed.is_empty() {
+            return Err(SecretError::NoSecrets);
+        }
+        Ok(Self { keyed })
+    }
+
+    /// How many secrets are active.
+    pub fn secret_count(&self) -> usize {
+        self.keyed.len()
+    }
+
+    /// Verifies a raw header value against the raw body.
+    ///
+    /// On success the body is handed back, untouched, inside [`Verified`]:
+    /// the bytes that were signed are the bytes you parse.
+    pub fn verify(
+        &self,
+        header: &[u8],
+        body: impl Into<Bytes>,
+    ) -> Result<Verified, SignatureError> {
+        let signature = Signature::parse(header)?;
+        self.verify_signature(signature, body.into())
+    }
+
+    /// Verifies an already parsed [`Signature`] against the raw body.
+    pub fn verify_signature(
+        &self,
+        signature: Signature,
+        body: Bytes,
+    ) -> Result<Verified, SignatureError> {
+        let secret_index = self
+            .match_index(&signature, &body)
+            .ok_or(SignatureError::Mismatch)?;
+        Ok(Verified {
+            body,
+            signature,
+            secret_index,
+        })
+    }
+
+    fn match_index(&self, signature: &Signature, body: &[u8]) -> Option<usize> {
+        // Every secret is tried until one matches. Stopping at a match tells a
+        // caller only which secret their (valid) signature used, which they know.
+        self.keyed.iter().position(|keyed| {
+            let mut mac = keyed.clone();
+            mac.update(body);
+            let expected = Zeroizing::new(<[u8; DIGEST_LEN]>::from(mac.finalize().into_bytes()));
+            bool::from(expected.ct_eq(signature.as_bytes()))
+        })
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("secrets", &format_args!("[{} redacted]", self.keyed.len()))
+            .finish()
+    }
+}
+
+/// A body whose signature matched one of the active secrets.
+///
+/// It holds the exact bytes received. Parsing them is a separate step (see
+/// [`crate::event::Envelope::from_slice`]), so a receiver can verify, enqueue
+/// the bytes, and parse later.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    body: Bytes,
+    signature: Signature,
+    secret_index: usize,
+}
+
+impl Verified {
+    /// The verified bytes, exactly as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Takes the verified bytes.
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+
+    /// The signature that matched.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Which secret matched: an index into the list given to [`Verifier::new`].
+    pub fn secret_index(&self) -> usize {
+        self.secret_index
+    }
+}
+
+/// Signs a body the way LTVboost does, returning the full header value
+/// (`sha256=<hex>`). For tests and for simulating the sender.
+///
+/// ```
+/// use ltvboost_webhooks::signature::{sign, Secret};
+///
+/// let secret = Secret::new("It's a Secret to Everybody")?;
+/// assert_eq!(
+///     sign(&secret, b"Hello, World!"),
+///     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+/// );
+/// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+/// ```
+pub fn sign(secret: &Secret, body: &[u8]) -> String {
+    let mut mac = secret.keyed_mac();
+    mac.update(body);
+    let digest: [u8; DIGEST_LEN] = mac.finalize().into_bytes().into();
+    Signature(digest).to_header_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // GitHub publishes this vector for the same `sha256=` HMAC scheme.
+    const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+    const GITHUB_BODY: &[u8] = b"Hello, World!";
+    const GITHUB_SIGNATURE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    fn github_verifier() -> Verifier {
+        Verifier::new([Secret::new(GITHUB_SECRET).unwrap()]).unwrap()
+    }
+
+    #[test]
+    fn github_known_answer() {
+        let secret = Secret::new(GITHUB_SECRET).unwrap();
+        assert_eq!(sign(&secret, GITHUB_BODY), GITHUB_SIGNATURE);
+        let verified = github_verifier()
+            .verify(GITHUB_SIGNATURE.as_bytes(), GITHUB_BODY)
+            .unwrap();
+        assert_eq!(verified.body().as_ref(), GITHUB_BODY);
+    }
+
+    #[test]
+    fn uppercase_hex_and_surrounding_whitespace_are_accepted() {
+        let upper = format!("sha256={}", GITHUB_SIGNATURE[7..].to_ascii_uppercase());
+        assert!(
+            github_verifier()
+                .verify(upper.as_bytes(), GITHUB_BODY)
+                .is_ok()
+        );
+        let padded = format!(" \t{GITHUB_SIGNATURE}\t ");
+        assert!(
+            github_verifier()
+                .verify(padded.as_bytes(), GITHUB_BODY)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_named() {
+        let hex64 = &GITHUB_SIGNATURE[7..];
+        let cases: &[(&[u8], SignatureError)] = &[
+            (b"", SignatureError::Empty),
+            (b"   ", SignatureError::Empty),
+            (hex64.as_bytes(), SignatureError::UnsupportedScheme),
+            (b"SHA256=00", SignatureError::UnsupportedScheme),
+            (b"sha1=00", SignatureError::UnsupportedScheme),
+            (b"sha256=", SignatureError::WrongLength),
+            (b"sha256=abc", SignatureError::WrongLength),
+            (&[b'a'; 200], SignatureError::UnsupportedScheme),
+        ];
+        for (header, want) in cases {
+            assert_eq!(Signature::parse(header), Err(*want), "{header:?}");
+        }
+        let odd = format!("sha256={}", &hex64[..63]);
+        assert_eq!(
+            Signature::parse(odd.as_bytes()),
+            Err(SignatureError::WrongLength)
+        );
+        let long = format!("sha256={hex64}0");
+        assert_eq!(
+            Signature::parse(long.as_bytes()),
+            Err(SignatureError::WrongLength)
+        );
+        let not_hex = format!("sha256=zz{}", &hex64[2..]);
+        assert_eq!(
+            Signature::parse(not_hex.as_bytes()),
+            Err(SignatureError::NotHex)
+        );
+        let inner_space = format!("sha256= {}", &hex64[1..]);
+        assert_eq!(
+            Signature::parse(inner_space.as_bytes()),
+            Err(SignatureError::NotHex)
+        );
+        let two = format!("{GITHUB_SIGNATURE},{GITHUB_SIGNATURE}");
+        assert_eq!(
+            Signature::parse(two.as_bytes()),
+            Err(SignatureError::WrongLength)
+        );
+    }
+
+    #[test]
+    fn wrong_secret_and_altered_body_mismatch() {
+        let other = Verifier::new([Secret::new("another secret entirely").unwrap()]).unwrap();
+        assert_eq!(
+            other
+                .verify(GITHUB_SIGNATURE.as_bytes(), GITHUB_BODY)
+                .unwrap_err(),
+            SignatureError::Mismatch
+        );
+        assert_eq!(
+            github_verifier()
+                .verify(GITHUB_SIGNATURE.as_bytes(), &b"Hello, World?"[..])
+                .unwrap_err(),
+            SignatureError::Mismatch
+        );
+    }
+
+    #[test]
+    fn rotation_reports_the_matching_secret() {
+        let a = Secret::new("secret-number-one-0000").unwrap();
+        let b = Secret::new("secret-number-two-0000").unwrap();
+        let verifier = Verifier::new([a.clone(), b.clone()]).unwrap();
+        let body = b"{}";
+        let index = |s: &Secret| {
+            verifier
+                .verify(sign(s, body).as_bytes(), &body[..])
+                .unwrap()
+        };
+        assert_eq!(index(&a).secret_index(), 0);
+        assert_eq!(index(&b).secret_index(), 1);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let secret = Secret::new(GITHUB_SECRET).unwrap();
+        let verifier = Verifier::new([secret.clone()]).unwrap();
+        for text in [format!("{secret:?}"), format!("{verifier:?}")] {
+            assert!(!text.contains("Secret to"), "{text}");
+            assert!(text.contains("redacted"), "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_secret_and_empty_set_are_refused() {
+        assert_eq!(Secret::new(Vec::new()).unwrap_err(), SecretError::Empty);
+        assert_eq!(
+            Verifier::new(Vec::new()).unwrap_err(),
+            SecretError::NoSecrets
+        );
+    }
+}
