@@ -1,0 +1,249 @@
+//! Test support: a real server on 127.0.0.1, a raw HTTP/1.1 client that can
+//! send anything (stalls, lies, duplicates), and handlers that record calls.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ltvboost_webhooks::event::*;
+use ltvboost_webhooks::handler::*;
+use ltvboost_webhooks::serve::Server;
+use ltvboost_webhooks::signature::{Secret, Verifier, sign};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const PATH: &str = "/webhooks/ltvboost";
+
+pub fn secret() -> Secret {
+    Secret::new(SECRET).unwrap()
+}
+
+pub fn verifier() -> Verifier {
+    Verifier::new([secret()]).unwrap()
+}
+
+/// Serves `service` on a fresh 127.0.0.1 port with our hardened server.
+pub async fn serve<S, B>(service: S) -> SocketAddr
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(service, |s| s).await
+}
+
+pub async fn serve_with<S, B>(service: S, configure: impl FnOnce(Server) -> Server) -> SocketAddr
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = configure(Server::new(listener));
+    tokio::spawn(server.serve(service));
+    addr
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Writes `request` as is, then reads the response until the server closes.
+pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_reply(&mut stream).await
+}
+
+pub async fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw));
+    // A reset after the response (the server closed with body unread) is fine.
+    let _ = read.await.expect("server did not answer within 30 s");
+    parse_reply(&raw)
+}
+
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// A POST with the given extra header lines and body, `Connection: close`.
+pub fn post_request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Posts `body` signed with the test secret.
+pub async fn post_signed(addr: SocketAddr, body: &[u8]) -> Reply {
+    let signature = sign(&secret(), body);
+    post(addr, &[("x-ltvboost-signature", &signature)], body).await
+}
+
+pub async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    send_raw(addr, &post_request(PATH, headers, body)).await
+}
+
+pub fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
+    format!(
+        r#"{{"id":"{id}","type":"{event_type}","created_at":"2026-11-27T10:00:00Z","data":{data}}}"#
+    )
+    .into_bytes()
+}
+
+/// What a recording handler does when called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Succeed,
+    Fail,
+    Panic,
+}
+
+/// Handlers that count calls per method and can be told to fail, panic or
+/// wait for a permit.
+#[derive(Default)]
+pub struct Recorder {
+    calls: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+    /// Behaviours to use for the next calls, in order; `Succeed` once empty.
+    script: Mutex<Vec<Behaviour>>,
+    /// When set, each call waits for a permit before finishing.
+    pub gate: Option<Arc<Semaphore>>,
+    /// Reasons given to `mismatched`.
+    pub mismatches: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn gated(gate: Arc<Semaphore>) -> Arc<Self> {
+        Arc::new(Self {
+            gate: Some(gate),
+            ..Self::default()
+        })
+    }
+
+    pub fn script(&self, behaviours: &[Behaviour]) {
+        *self.script.lock().unwrap() = behaviours.iter().rev().copied().collect();
+    }
+
+    pub fn calls(&self, method: &str) -> usize {
+        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    async fn record(&self, method: &str) -> HandlerResult {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(method.to_owned())
+            .or_default() += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or(Behaviour::Succeed);
+        match next {
+            Behaviour::Succeed => Ok(()),
+            Behaviour::Fail => Err("scripted failure".into()),
+            Behaviour::Panic => panic!("scripted panic in {method}"),
+        }
+    }
+}
+
+/// `Arc<Recorder>` so a test keeps a handle while the layer owns a clone.
+pub struct Recording(pub Arc<Recorder>);
+
+impl ResponseHandler for Recording {
+    async fn created(&self, _: &Delivery, _: &ResponseCreated) -> HandlerResult {
+        self.0.record("response.created").await
+    }
+    async fn scored(&self, _: &Delivery, _: &ResponseScored) -> HandlerResult {
+        self.0.record("response.scored").await
+    }
+}
+
+impl ActionHandler for Recording {
+    async fn queued(&self, _: &Delivery, _: &ActionQueued) -> HandlerResult {
+        self.0.record("action.queued").await
+    }
+    async fn sent(&self, _: &Delivery, _: &ActionSent) -> HandlerResult {
+        self.0.record("action.sent").await
+    }
+    async fn failed(&self, _: &Delivery, _: &ActionFailed) -> HandlerResult {
+        self.0.record("action.failed").await
+    }
+}
+
+impl SegmentHandler for Recording {
+    async fn updated(&self, _: &Delivery, _: &SegmentUpdated) -> HandlerResult {
+        self.0.record("segment.updated").await
+    }
+    async fn ready(&self, _: &Delivery, _: &SegmentReady) -> HandlerResult {
+        self.0.record("segment.ready").await
+    }
+}
+
+impl FallbackHandler for Recording {
+    async fn unknown(&self, d: &Delivery) -> HandlerResult {
+        self.0.record(&format!("unknown:{}", d.type_name())).await
+    }
+    async fn mismatched(&self, d: &Delivery, reason: &PayloadError) -> HandlerResult {
+        self.0.mismatches.lock().unwrap().push(reason.to_string());
+        self.0
+            .record(&format!("mismatched:{}", d.type_name()))
+            .await
+    }
+}
