@@ -66,3 +66,8 @@ pub use event::{Event, EventType};
 pub use layer::{WebhookLayer, WebhookService};
 pub use receive::{DEFAULT_BODY_LIMIT, DEFAULT_READ_TIMEOUT, WebhookConfig};
 pub use rejection::Rejection;
+
+// The README's code compiles as it is written.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

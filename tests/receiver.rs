@@ -186,7 +186,8 @@ async fn bad_signatures_answer_401_and_call_nothing() {
     let good = sign(&secret(), &body);
     let hex = &good["sha256=".len()..];
     let wrong_secret = sign(&Secret::new("some-other-secret-0000").unwrap(), &body);
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         ("missing", vec![], body.clone()),
         (
             "empty",

@@ -347,12 +347,14 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                     })
                 }
                 Err(rejection) => {
+                    let span = tracing::Span::current();
+                    span.record("outcome", Outcome::Rejected.as_str());
                     tracing::warn!(status = rejection.status().as_u16(), reason = %rejection, "webhook rejected");
-                    (Outcome::Rejected, rejection.to_response())
+                    return rejection.to_response();
                 }
             };
             tracing::Span::current().record("outcome", outcome.as_str());
-            tracing::info!(status = response.status().as_u16(), outcome = outcome.as_str(), "webhook answered");
+            tracing::info!(status = response.status().as_u16(), "webhook answered");
             response
         }
         .instrument(span)

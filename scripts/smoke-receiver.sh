@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the README's first command and sends it the README's signed event:
+# proves the set-up steps work as written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${SMOKE_PORT:-3917}
+log=$(mktemp)
+cargo build --quiet --example receiver
+LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$port cargo run --quiet --example receiver >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+  sleep 0.1
+done
+BODY='{"id":"evt_1","type":"response.created","created_at":"2026-11-27T10:00:00Z","data":{"id":"rsp_1","quiz_id":"quiz_7"}}'
+SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac 'ltvboost-development-secret-do-not-use-in-production' -r | cut -d' ' -f1)
+send() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/webhooks/ltvboost" -H "x-ltvboost-signature: sha256=$SIG" -H 'content-type: application/json' --data-binary "$1"; }
+first=$(send "$BODY"); again=$(send "$BODY"); forged=$(send "${BODY/rsp_1/rsp_2}")
+sleep 0.2
+echo "receiver smoke: first=$first again=$again forged=$forged"
+[ "$first" = 200 ] && [ "$again" = 200 ] && [ "$forged" = 401 ] || { cat "$log"; exit 1; }
+grep -q 'response.created evt_1' "$log" || { echo "no handler line in the receiver's output"; cat "$log"; exit 1; }
+[ "$(grep -c 'response.created evt_1' "$log")" = 1 ] || { echo "handler ran more than once"; cat "$log"; exit 1; }
+grep -q 'development secret' "$log" || { echo "no warning about the development secret"; exit 1; }
+echo "receiver smoke: ok"
