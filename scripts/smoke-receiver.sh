@@ -13,7 +13,7 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
   sleep 0.1
 done
-BODY='{"id":"evt_1","type":"response.created","created_at":"2026-11-27T10:00:00Z","data":{"id":"rsp_1","quiz_id":"quiz_7"}}'
+BODY='{"id":"evt_1","type":"response.created","created_at":"'$(date -u +%FT%TZ)'","data":{"id":"rsp_1","quiz_id":"quiz_7"}}'
 SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac 'ltvboost-development-secret-do-not-use-in-production' -r | cut -d' ' -f1)
 send() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/webhooks/ltvboost" -H "x-ltvboost-signature: sha256=$SIG" -H 'content-type: application/json' --data-binary "$1"; }
 first=$(send "$BODY"); again=$(send "$BODY"); forged=$(send "${BODY/rsp_1/rsp_2}")

@@ -163,8 +163,13 @@ pub struct Envelope {
     /// The event type's wire name, known to this crate or not.
     #[serde(rename = "type")]
     pub type_name: String,
-    /// When the event was created, as sent (RFC 3339 assumed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When the event was created, as sent: RFC 3339 assumed, a Unix
+    /// timestamp (sent as a number) kept as its decimal text.
+    #[serde(
+        default,
+        deserialize_with = "optional_identifier",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<String>,
     /// The payload, as raw JSON.
     #[serde(default = "null_data")]

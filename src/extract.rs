@@ -33,7 +33,7 @@
 
 use axum_core::extract::{FromRef, FromRequest, Request};
 
-use crate::event::{Envelope, Event};
+use crate::event::Event;
 use crate::handler::Delivery;
 use crate::receive::WebhookConfig;
 use crate::rejection::Rejection;
@@ -61,12 +61,8 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let config = WebhookConfig::from_ref(state);
         let (parts, body) = request.into_parts();
-        let verified = config.receive(&parts.headers, body).await?;
-        let envelope = Envelope::from_slice(verified.body())?;
-        let event = envelope.event()?;
-        Ok(Self {
-            delivery: Delivery::new(envelope, &verified),
-            event,
-        })
+        let delivery = config.receive_delivery(&parts.headers, body).await?;
+        let event = delivery.envelope().event()?;
+        Ok(Self { delivery, event })
     }
 }

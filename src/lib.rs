@@ -14,6 +14,7 @@
 //! | [`signature`] | secrets, header parsing, `sign`, constant-time `verify` | no |
 //! | [`event`] | the envelope, the [`Event`] enum, typed payloads | no |
 //! | [`handler`] | the traits you implement, one per event family | no |
+//! | [`replay`] | the replay window on the signed `created_at` | no |
 //! | [`dedupe`] | claims and done-records: effectively-once handling | store |
 //! | [`layer`] | the tower middleware that ties it together | HTTP |
 //! | `extract` | an axum extractor, for plain axum handlers (feature `axum`) | HTTP |
@@ -58,6 +59,7 @@ pub mod handler;
 pub mod layer;
 mod receive;
 mod rejection;
+pub mod replay;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod signature;

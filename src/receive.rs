@@ -9,7 +9,10 @@ use http::HeaderMap;
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::event::Envelope;
+use crate::handler::Delivery;
 use crate::rejection::Rejection;
+use crate::replay::{Clock, ReplayWindow, SystemClock};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError, Verified, Verifier};
 
 /// The default body limit: 1 MiB.
@@ -19,7 +22,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a receiver needs to accept a delivery: the active secrets, how large a
-/// body may be, and how long it may take to arrive.
+/// body may be, how long it may take to arrive, and how old its event may be.
 ///
 /// Cheap to clone. The [`WebhookLayer`](crate::WebhookLayer) holds one; the
 /// axum extractor takes one from the router's state.
@@ -34,11 +37,24 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 ///     .read_timeout(Duration::from_secs(5));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     verifier: Arc<Verifier>,
     body_limit: usize,
     read_timeout: Duration,
+    replay_window: ReplayWindow,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("verifier", &self.verifier)
+            .field("body_limit", &self.body_limit)
+            .field("read_timeout", &self.read_timeout)
+            .field("replay_window", &self.replay_window)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookConfig {
@@ -48,7 +64,28 @@ impl WebhookConfig {
             verifier: Arc::new(verifier),
             body_limit: DEFAULT_BODY_LIMIT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            replay_window: ReplayWindow::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// How far from now an event's signed `created_at` may be; outside it the
+    /// delivery answers `400`. Default: 25 h into the past, 5 min into the
+    /// future. [`ReplayWindow::UNBOUNDED`] turns the check off.
+    pub fn replay_window(mut self, window: ReplayWindow) -> Self {
+        self.replay_window = window;
+        self
+    }
+
+    /// Where "now" comes from for the replay window. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The replay window in force.
+    pub fn window(&self) -> ReplayWindow {
+        self.replay_window
     }
 
     /// The largest body accepted, in bytes. Larger ones answer `413`, before
@@ -85,6 +122,24 @@ impl WebhookConfig {
         let signature = signature_header(headers)?;
         let body = self.read_body(headers, body).await?;
         Ok(self.verifier.verify_signature(signature, body)?)
+    }
+
+    /// [`receive`](Self::receive), then parse the envelope and check the
+    /// replay window: everything up to, not including, deduplication.
+    pub async fn receive_delivery<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Delivery, Rejection>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let verified = self.receive(headers, body).await?;
+        let envelope = Envelope::from_slice(verified.body())?;
+        self.replay_window
+            .check(envelope.created_at.as_deref(), self.clock.now())?;
+        Ok(Delivery::new(envelope, &verified))
     }
 
     async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, Rejection>

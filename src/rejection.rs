@@ -7,6 +7,7 @@ use http::{StatusCode, header};
 use http_body_util::Full;
 
 use crate::event::{EnvelopeError, PayloadError};
+use crate::replay::ReplayError;
 use crate::signature::SignatureError;
 
 /// A request refused before any handler ran.
@@ -46,6 +47,9 @@ pub enum Rejection {
     /// Answers `400`.
     #[error("{0}")]
     Envelope(#[from] EnvelopeError),
+    /// The event's signed `created_at` is outside the replay window. Answers `400`.
+    #[error("{0}")]
+    Replay(#[from] ReplayError),
     /// The event's `data` does not fit its type's payload. Answers `400`.
     #[error("{0}")]
     Payload(#[from] PayloadError),
@@ -59,9 +63,10 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
-            Rejection::BodyRead(_) | Rejection::Envelope(_) | Rejection::Payload(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Rejection::BodyRead(_)
+            | Rejection::Envelope(_)
+            | Rejection::Replay(_)
+            | Rejection::Payload(_) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -24,14 +24,19 @@
 //! `503` and calls no handler (fail closed: nothing is acknowledged that was
 //! not handled).
 //!
-//! [`MemoryStore`] is the default, for a single process.
+//! [`MemoryStore`] is the default, for a single process. `RedisStore`
+//! (feature `redis`) is shared by a fleet of receivers behind a load balancer.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,24 @@ impl ClaimToken {
     /// Wraps a store's token.
     pub fn new(token: impl Into<String>) -> Self {
         Self(token.into())
+    }
+
+    /// A token from 16 random bytes: unique across a fleet without
+    /// coordination.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: the clock and a counter are unique enough for
+            // a claim token, which guards against mix-ups, not attackers.
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mixed = nanos ^ (u128::from(std::process::id()) << 64) ^ u128::from(count);
+            bytes = mixed.to_le_bytes();
+        }
+        Self(hex::encode(bytes))
     }
 
     /// The token's text.

@@ -16,6 +16,7 @@
 //! | whole body received within the read deadline | `408` |
 //! | signature matches the body under an active secret (constant time) | `401` |
 //! | body is a JSON event envelope | `400` |
+//! | signed `created_at` inside the replay window | `400` |
 //! | dedupe claim: not done before, not in flight, store reachable | `200` / `409` / `503` |
 //! | handler: `Ok` / `Err` or panic / data does not fit its type | `200` / `500` / `400` |
 //!
@@ -71,10 +72,10 @@ pub use body::ResponseBody;
 pub use future::ResponseFuture;
 
 use crate::dedupe::{Claim, DedupeStore, MemoryStore};
-use crate::event::Envelope;
 use crate::handler::{Acknowledge, Delivery, Dispatched, Handlers, dispatch};
 use crate::receive::WebhookConfig;
 use crate::rejection::{Rejection, plain_text};
+use crate::replay::{Clock, ReplayWindow};
 
 /// The default webhook path.
 pub const DEFAULT_PATH: &str = "/webhooks/ltvboost";
@@ -165,6 +166,18 @@ impl<H, S> WebhookLayer<H, S> {
         self
     }
 
+    /// See [`WebhookConfig::replay_window`].
+    pub fn replay_window(mut self, window: ReplayWindow) -> Self {
+        self.config = self.config.replay_window(window);
+        self
+    }
+
+    /// See [`WebhookConfig::clock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config = self.config.clock(clock);
+        self
+    }
+
     /// See [`WebhookConfig::read_timeout`].
     pub fn read_timeout(mut self, deadline: Duration) -> Self {
         self.config = self.config.read_timeout(deadline);
@@ -179,8 +192,9 @@ impl<H, S> WebhookLayer<H, S> {
         self
     }
 
-    /// How long an event is remembered as done. Keep it at least as long as
-    /// the replay window. Default: [`DEFAULT_DONE_TTL`].
+    /// How long an event is remembered as done. Default: [`DEFAULT_DONE_TTL`].
+    /// Never shorter than the replay window's span: a record that expired
+    /// inside the window would let a replay through.
     pub fn done_ttl(mut self, ttl: Duration) -> Self {
         self.done_ttl = ttl;
         self
@@ -371,9 +385,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
             return Err(Rejection::MethodNotAllowed);
         }
         let (parts, body) = request.into_parts();
-        let verified = self.config.receive(&parts.headers, body).await?;
-        let envelope = Envelope::from_slice(verified.body())?;
-        Ok(Delivery::new(envelope, &verified))
+        self.config.receive_delivery(&parts.headers, body).await
     }
 
     /// Claim, dispatch, record: the effectively-once part.
@@ -449,7 +461,8 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
         };
 
         let recorded = if done {
-            self.store.mark_done(key, &token, self.done_ttl).await
+            let ttl = self.done_ttl.max(self.config.window().span());
+            self.store.mark_done(key, &token, ttl).await
         } else {
             self.store.release(key, &token).await
         };

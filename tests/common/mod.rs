@@ -125,11 +125,14 @@ pub async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Re
     send_raw(addr, &post_request(PATH, headers, body)).await
 }
 
+/// An event created now, so that it is inside the replay window.
 pub fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
-    format!(
-        r#"{{"id":"{id}","type":"{event_type}","created_at":"2026-11-27T10:00:00Z","data":{data}}}"#
-    )
-    .into_bytes()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(r#"{{"id":"{id}","type":"{event_type}","created_at":{now},"data":{data}}}"#)
+        .into_bytes()
 }
 
 /// What a recording handler does when called.

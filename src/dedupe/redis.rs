@@ -1,0 +1,214 @@
+use std::future::Future;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Claim, ClaimToken, DedupeStore, StoreError};
+
+/// The default prefix of every key the store writes.
+pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:webhook:";
+
+/// The default deadline for one store operation, connection included.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+// Each script reads and writes one key atomically: Redis runs a script
+// without interleaving other commands.
+
+/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = lease in ms.
+const CLAIM: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == false then
+  redis.call('SET', KEYS[1], 'claimed:' .. ARGV[1], 'PX', ARGV[2])
+  return 'acquired'
+elseif current == 'done' then
+  return 'done'
+end
+return 'in_flight'
+";
+
+/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = done TTL in ms. Done even if the
+/// lease lapsed (the work happened), never over another holder's claim.
+const MARK_DONE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == false or current == 'done' or current == 'claimed:' .. ARGV[1] then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// KEYS[1] = key, ARGV[1] = token. Only the holder releases.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == 'claimed:' .. ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// A [`DedupeStore`] in Redis, shared by a fleet of receivers (feature
+/// `redis`).
+///
+/// * Claim: `SET key claimed:<token> PX <lease>` when the key is absent; a
+///   receiver that dies mid-handler leaves a claim that lapses after the lease.
+/// * Mark done: `SET key done PX <ttl>`, unless another receiver holds the
+///   claim now.
+/// * Release: `DEL key`, only by the claim's holder.
+///
+/// Each step is one Lua script, so it is atomic. Commands share one
+/// multiplexed connection that reconnects by itself. Every operation has a
+/// deadline (default 2 s); an unreachable or slow Redis is a [`StoreError`],
+/// which the receiver answers with `503` without calling a handler.
+///
+/// The connection URL may carry a password; it is never printed.
+///
+/// ```no_run
+/// use ltvboost_webhooks::WebhookLayer;
+/// use ltvboost_webhooks::dedupe::RedisStore;
+/// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let layer = WebhookLayer::new(verifier).dedupe_store(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    claim: Script,
+    mark_done: Script,
+    release: Script,
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` and checks the connection once, so that a
+    /// wrong URL fails at start-up rather than on the first delivery.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::lazy(url)?;
+        let mut connection = store.connection.clone();
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<String>(&mut connection);
+        match tokio::time::timeout(store.timeout, ping).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(StoreError::new(e)),
+            Err(_) => Err(StoreError::new("Redis did not answer PING in time")),
+        }
+    }
+
+    /// A store that connects on first use. A receiver built with it starts
+    /// even while Redis is down, and answers `503` until Redis is back.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn lazy(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::new)?;
+        let timeout = DEFAULT_OPERATION_TIMEOUT;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(StoreError::new)?;
+        Ok(Self {
+            connection,
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout,
+            claim: Script::new(CLAIM),
+            mark_done: Script::new(MARK_DONE),
+            release: Script::new(RELEASE),
+        })
+    }
+
+    /// The prefix of every key written. Default: [`DEFAULT_KEY_PREFIX`].
+    /// Give each endpoint its own when several share one Redis.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The deadline for one operation. Default: [`DEFAULT_OPERATION_TIMEOUT`].
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let mut invocation = script.key(format!("{}{key}", self.prefix));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
+            Ok(result) => result.map_err(StoreError::new),
+            Err(_) => Err(StoreError::new("Redis did not answer in time")),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    // PX refuses 0; a sub-millisecond duration still means "expire".
+    duration.as_millis().max(1).to_string()
+}
+
+impl DedupeStore for RedisStore {
+    fn claim(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        async move {
+            let token = ClaimToken::random();
+            let answer: String = self
+                .run(&self.claim, key, &[token.as_str(), &millis(lease)])
+                .await?;
+            match answer.as_str() {
+                "acquired" => Ok(Claim::Acquired(token)),
+                "done" => Ok(Claim::Done),
+                "in_flight" => Ok(Claim::InFlight),
+                other => Err(StoreError::new(format!(
+                    "unexpected claim answer {other:?}"
+                ))),
+            }
+        }
+    }
+
+    fn mark_done(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let _: i64 = self
+                .run(&self.mark_done, key, &[token.as_str(), &millis(ttl)])
+                .await?;
+            Ok(())
+        }
+    }
+
+    fn release(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let _: i64 = self.run(&self.release, key, &[token.as_str()]).await?;
+            Ok(())
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL (and any password in it) is deliberately absent.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
