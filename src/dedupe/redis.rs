@@ -155,50 +155,36 @@ fn millis(duration: Duration) -> String {
 }
 
 impl DedupeStore for RedisStore {
-    fn claim(
-        &self,
-        key: &str,
-        lease: Duration,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        async move {
-            let token = ClaimToken::random();
-            let answer: String = self
-                .run(&self.claim, key, &[token.as_str(), &millis(lease)])
-                .await?;
-            match answer.as_str() {
-                "acquired" => Ok(Claim::Acquired(token)),
-                "done" => Ok(Claim::Done),
-                "in_flight" => Ok(Claim::InFlight),
-                other => Err(StoreError::new(format!(
-                    "unexpected claim answer {other:?}"
-                ))),
-            }
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let token = ClaimToken::random();
+        let answer: String = self
+            .run(&self.claim, key, &[token.as_str(), &millis(lease)])
+            .await?;
+        match answer.as_str() {
+            "acquired" => Ok(Claim::Acquired(token)),
+            "done" => Ok(Claim::Done),
+            "in_flight" => Ok(Claim::InFlight),
+            other => Err(StoreError::new(format!(
+                "unexpected claim answer {other:?}"
+            ))),
         }
     }
 
-    fn mark_done(
+    async fn mark_done(
         &self,
         key: &str,
         token: &ClaimToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async move {
-            let _: i64 = self
-                .run(&self.mark_done, key, &[token.as_str(), &millis(ttl)])
-                .await?;
-            Ok(())
-        }
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run(&self.mark_done, key, &[token.as_str(), &millis(ttl)])
+            .await?;
+        Ok(())
     }
 
-    fn release(
-        &self,
-        key: &str,
-        token: &ClaimToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async move {
-            let _: i64 = self.run(&self.release, key, &[token.as_str()]).await?;
-            Ok(())
-        }
+    async fn release(&self, key: &str, token: &ClaimToken) -> Result<(), StoreError> {
+        let _: i64 = self.run(&self.release, key, &[token.as_str()]).await?;
+        Ok(())
     }
 }
 
