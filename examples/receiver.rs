@@ -2,18 +2,34 @@
 //!
 //! ```sh
 //! cargo run --example receiver
+//! LTVBOOST_REDIS_URL=redis://127.0.0.1:6379/ cargo run --features redis --example receiver
 //! ```
 //!
 //! Listens on `LTVBOOST_WEBHOOK_ADDR` (default `127.0.0.1:3000`), verifies
 //! with `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation; unset, an
 //! embedded development secret), serves `POST /webhooks/ltvboost` and
-//! `GET /healthz`, and prints one line per handled event.
+//! `GET /healthz`, and prints one line per handled event. With
+//! `LTVBOOST_REDIS_URL` set (and the `redis` feature), deduplication is shared
+//! through Redis, so several instances can run behind a load balancer.
 
 mod common;
 
 use axum::{Router, routing::get};
 use ltvboost_webhooks::WebhookLayer;
+use ltvboost_webhooks::dedupe::DedupeStore;
 use ltvboost_webhooks::serve::Server;
+use ltvboost_webhooks::signature::Verifier;
+
+fn app<S: DedupeStore>(verifier: Verifier, store: S) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(
+            WebhookLayer::new(verifier)
+                .at("/webhooks/ltvboost")
+                .handler(common::PrintingHandlers)
+                .dedupe_store(store),
+        )
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,13 +37,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = common::addr_from_env()?;
     let verifier = common::verifier_from_env()?;
 
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(
-            WebhookLayer::new(verifier)
-                .at("/webhooks/ltvboost")
-                .handler(common::PrintingHandlers),
-        );
+    let app = match std::env::var("LTVBOOST_REDIS_URL") {
+        #[cfg(feature = "redis")]
+        Ok(url) => {
+            let store = ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?;
+            tracing::info!("dedupe store: Redis (shared by every instance using it)");
+            app(verifier, store)
+        }
+        #[cfg(not(feature = "redis"))]
+        Ok(_) => {
+            return Err(
+                "LTVBOOST_REDIS_URL is set, but this build has no `redis` feature: \
+                             run with `--features redis`"
+                    .into(),
+            );
+        }
+        Err(_) => {
+            tracing::info!(
+                "dedupe store: in memory (this process only); set LTVBOOST_REDIS_URL to share it"
+            );
+            app(verifier, ltvboost_webhooks::dedupe::MemoryStore::new())
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(

@@ -1,7 +1,39 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, integration (real HTTP on 127.0.0.1), property
-# and doc tests, with every feature. CI runs exactly this.
+# The whole test suite: unit, integration (real HTTP on 127.0.0.1, a real
+# Redis server), property and doc tests, with every feature. CI runs exactly
+# this.
+#
+# Redis: uses LTVBOOST_TEST_REDIS_URL when set; otherwise starts a private
+# redis-server on a free 127.0.0.1 port with no persistence (installing
+# Debian's redis-server first when missing and running as root), and stops it
+# at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -z "${LTVBOOST_TEST_REDIS_URL:-}" ]; then
+  if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing redis-server from Debian's packages"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+      echo "redis-server not found: install it, or set LTVBOOST_TEST_REDIS_URL" >&2
+      exit 1
+    fi
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis_dir=$(mktemp -d)
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --dir "$redis_dir" --daemonize no >"$redis_dir/log" 2>&1 &
+  redis_pid=$!
+  trap 'kill $redis_pid 2>/dev/null; wait $redis_pid 2>/dev/null; rm -rf "$redis_dir"' EXIT
+  for _ in $(seq 1 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null || { echo "redis-server did not start:"; cat "$redis_dir/log"; exit 1; }
+  export LTVBOOST_TEST_REDIS_URL="redis://127.0.0.1:$port/"
+  echo "redis-server for the tests at $LTVBOOST_TEST_REDIS_URL"
+fi
+
 cargo test --all-features --all-targets
 cargo test --all-features --doc

@@ -19,6 +19,7 @@
 //! | [`layer`] | the tower middleware that ties it together | HTTP |
 //! | `extract` | an axum extractor, for plain axum handlers (feature `axum`) | HTTP |
 //! | `serve` | a hyper server with a header-read timeout (feature `serve`) | TCP |
+//! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |
 //!
 //! # Quick start
 //!
@@ -63,6 +64,8 @@ pub mod replay;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use event::{Event, EventType};
 pub use layer::{WebhookLayer, WebhookService};
