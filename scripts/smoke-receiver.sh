@@ -27,4 +27,16 @@ grep -q 'development secret' "$log" || { echo "no warning about the development 
 cargo run --quiet --features testing --example cli -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
 sleep 0.2
 grep -q 'action.sent evt_smoke_cli' "$log" || { echo "the CLI's event was not handled"; cat "$log"; exit 1; }
+# The register example refuses an unknown event before any request, and
+# names the status when the API answers an error (the receiver is no API: 404).
+if out=$(cargo run --quiet --features client --example register -- https://app.example/hook quiz.archived 2>&1); then
+  echo "register accepted an unknown event"; exit 1
+fi
+grep -q 'unknown event "quiz.archived"' <<<"$out" || { echo "$out"; exit 1; }
+if out=$(LTVBOOST_API_TOKEN=smoke-token-not-for-logs LTVBOOST_API_BASE="http://127.0.0.1:$port/v1" \
+         cargo run --quiet --features client --example register -- https://app.example/hook response.created 2>&1); then
+  echo "register succeeded against a non-API"; exit 1
+fi
+grep -q '404' <<<"$out" || { echo "register did not name the status: $out"; exit 1; }
+! grep -q 'smoke-token-not-for-logs' <<<"$out" || { echo "register printed the token"; exit 1; }
 echo "receiver smoke: ok"

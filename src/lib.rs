@@ -19,6 +19,7 @@
 //! | [`layer`] | the tower middleware that ties it together | HTTP |
 //! | `extract` | an axum extractor, for plain axum handlers (feature `axum`) | HTTP |
 //! | `serve` | a hyper server with a header-read timeout (feature `serve`) | TCP |
+//! | `client` | the registration API client (feature `client`) | HTTPS |
 //! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |
 //!
 //! # Quick start
@@ -52,6 +53,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod dedupe;
 pub mod event;
 #[cfg(feature = "axum")]

@@ -36,6 +36,9 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
@@ -91,11 +94,38 @@ impl Secret {
         Ok(Self(bytes))
     }
 
+    /// A new secret from 32 bytes of the operating system's CSPRNG, written
+    /// as 64 hex digits: text, as LTVboost's registration API takes it, with
+    /// 256 bits of entropy. The HMAC key is that text's bytes.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::signature::Secret;
+    ///
+    /// let secret = Secret::generate()?;
+    /// assert_eq!(secret.expose_str().map(str::len), Some(64));
+    /// assert_ne!(secret.expose(), Secret::generate()?.expose());
+    /// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+    /// ```
+    pub fn generate() -> Result<Self, SecretError> {
+        let mut random = Zeroizing::new([0u8; 32]);
+        getrandom::fill(random.as_mut()).map_err(|_| SecretError::NoRandomness)?;
+        let mut text = Zeroizing::new(vec![0u8; 64]);
+        // Both lengths are fixed and match: encoding cannot fail.
+        hex::encode_to_slice(random.as_ref(), text.as_mut())
+            .map_err(|_| SecretError::NoRandomness)?;
+        Ok(Self(text))
+    }
+
     /// The secret's bytes, for registering it with LTVboost.
     ///
     /// Handle the result as carefully as the secret itself.
     pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The secret as text, if it is UTF-8 (the registration API takes text).
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
     }
 
     fn keyed_mac(&self) -> HmacSha256 {
@@ -123,6 +153,9 @@ pub enum SecretError {
     /// A verifier needs at least one secret.
     #[error("no webhook secret given")]
     NoSecrets,
+    /// The operating system's random number generator failed.
+    #[error("no randomness available to generate a secret")]
+    NoRandomness,
 }
 
 /// A signature parsed from an `x-ltvboost-signature` header: the 32 digest bytes.
@@ -254,6 +287,9 @@ pub enum SignatureError {
 #[derive(Clone)]
 pub struct Verifier {
     keyed: Vec<HmacSha256>,
+    /// Per secret: when it last matched, in seconds since the Unix epoch
+    /// (0: never). Shared by clones, so any handle can report it.
+    last_matched: Arc<[AtomicU64]>,
 }
 
 impl Verifier {
@@ -264,7 +300,22 @@ impl Verifier {
         if keyed.is_empty() {
             return Err(SecretError::NoSecrets);
         }
-        Ok(Self { keyed })
+        let last_matched = keyed.iter().map(|_| AtomicU64::new(0)).collect();
+        Ok(Self {
+            keyed,
+            last_matched,
+        })
+    }
+
+    /// When the secret at `index` last verified a delivery, if ever (since
+    /// this verifier was built; second precision).
+    ///
+    /// This is how a rotation ends: once the old secret has not matched for
+    /// longer than LTVboost's 24-hour retry window, nothing signed with it is
+    /// still on its way, and it can be removed.
+    pub fn last_matched(&self, index: usize) -> Option<SystemTime> {
+        let seconds = self.last_matched.get(index)?.load(Ordering::Relaxed);
+        (seconds != 0).then(|| UNIX_EPOCH + Duration::from_secs(seconds))
     }
 
     /// How many secrets are active.
@@ -294,6 +345,10 @@ impl Verifier {
         let secret_index = self
             .match_index(&signature, &body)
             .ok_or(SignatureError::Mismatch)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs().max(1));
+        self.last_matched[secret_index].store(now, Ordering::Relaxed);
         Ok(Verified {
             body,
             signature,

@@ -1,0 +1,273 @@
+//! A client for LTVboost's webhook registration API (feature `client`).
+//!
+//! Register the endpoint that [`WebhookLayer`](crate::WebhookLayer) serves,
+//! with the same [`EventType`](crate::EventType) and
+//! [`Secret`](crate::signature::Secret) types.
+//!
+//! LTVboost documents `POST /v1/webhooks` with a Bearer token and a JSON body
+//! `{"url", "events", "secret"}`. The rest follows the REST conventions of the
+//! same base (an assumption): `GET /v1/webhooks`, and `GET`, `PATCH`,
+//! `DELETE /v1/webhooks/{id}`.
+//!
+//! ```no_run
+//! use ltvboost_webhooks::EventType;
+//! use ltvboost_webhooks::client::{Client, NewWebhook};
+//! use ltvboost_webhooks::signature::Secret;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_env()?; // LTVBOOST_API_TOKEN, LTVBOOST_API_BASE
+//! let secret = Secret::generate()?;
+//! let endpoint = client
+//!     .webhooks()
+//!     .create(&NewWebhook::new(
+//!         "https://your-app.example/webhooks/ltvboost",
+//!         [EventType::ResponseCreated, EventType::ActionSent],
+//!         secret.clone(),
+//!     )?)
+//!     .await?;
+//! println!("registered {}", endpoint.id);
+//! # Ok(()) }
+//! ```
+//!
+//! # Rotating a secret
+//!
+//! 1. Generate a new secret and run the receiver with **both**, new first:
+//!    `Verifier::new([new, old])`. Keep a clone of the verifier.
+//! 2. Register the new one: `client.webhooks().update(id, &WebhookUpdate::new().secret(new))`.
+//! 3. Deliveries signed with the old secret (retries already scheduled) still
+//!    verify. [`Verifier::last_matched`](crate::signature::Verifier::last_matched)`(1)`
+//!    tells when the old one last matched; once that is longer ago than
+//!    LTVboost's 24-hour retry window, drop it from the verifier.
+//!
+//! # On the wire
+//!
+//! Every request carries `Authorization: Bearer …`, `Content-Type:
+//! application/json` and a user agent naming this crate. Requests are
+//! retried with exponential backoff and jitter ([`RetryConfig`]): on `429`
+//! (honouring `Retry-After`) for every method; on `502`, `503`, `504`, time-outs
+//! and connection failures for idempotent methods (`GET`, `PUT`, `DELETE`);
+//! `POST` and `PATCH` only on `429` or when the connection was never made, so
+//! the request provably never reached the server.
+
+mod error;
+mod retry;
+mod webhooks;
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+use zeroize::Zeroizing;
+
+pub use error::{ClientError, ValidationError};
+pub use retry::RetryConfig;
+pub use webhooks::{Endpoint, Events, NewWebhook, WebhookUpdate, Webhooks};
+
+/// The documented API base.
+pub const DEFAULT_API_BASE: &str = "https://api.ltvboost.com/v1";
+
+/// The default deadline for one request attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USER_AGENT: &str = concat!("ltvboost-webhooks/", env!("CARGO_PKG_VERSION"), " (rust)");
+
+/// The registration API client. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: ApiToken,
+    retry: RetryConfig,
+}
+
+/// The bearer token: redacted in `Debug`, wiped on drop.
+#[derive(Clone)]
+struct ApiToken(Zeroizing<String>);
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken([redacted])")
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the documented API base with default settings.
+    pub fn new(token: impl Into<String>) -> Result<Self, ClientError> {
+        Self::builder(token).build()
+    }
+
+    /// A client from `LTVBOOST_API_TOKEN` and, when set, `LTVBOOST_API_BASE`.
+    pub fn from_env() -> Result<Self, ClientError> {
+        let token = std::env::var("LTVBOOST_API_TOKEN")
+            .map_err(|_| ClientError::Config("LTVBOOST_API_TOKEN is not set".into()))?;
+        let mut builder = Self::builder(token);
+        if let Ok(base) = std::env::var("LTVBOOST_API_BASE") {
+            builder = builder.base_url(base);
+        }
+        builder.build()
+    }
+
+    /// A builder, for the base URL, timeout, user agent and retries.
+    pub fn builder(token: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            token: Zeroizing::new(token.into()),
+            base: DEFAULT_API_BASE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            user_agent: USER_AGENT.to_owned(),
+            retry: RetryConfig::default(),
+        }
+    }
+
+    /// The webhook endpoints API.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks::new(self)
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Sends a request (with retries) and decodes a JSON answer.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&(dyn ErasedBody + Sync)>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.send_raw(method, url, body).await?;
+        decode(status, &bytes)
+    }
+
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&(dyn ErasedBody + Sync)>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), ClientError> {
+        let json = match body {
+            Some(body) => Some(
+                body.to_json()
+                    .map_err(|e| ClientError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        retry::send_with_retries(&self.retry, &method, || {
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(self.token.0.as_str());
+            if let Some(json) = &json {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone());
+            }
+            request.send()
+        })
+        .await
+    }
+}
+
+/// A request body serialised once, reused by every retry.
+trait ErasedBody {
+    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+}
+
+impl<T: Serialize> ErasedBody for T {
+    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+}
+
+fn decode<T: DeserializeOwned>(status: http::StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|source| ClientError::Decode { status, source })
+}
+
+/// Builds a [`Client`].
+#[must_use]
+pub struct ClientBuilder {
+    token: Zeroizing<String>,
+    base: String,
+    timeout: Duration,
+    user_agent: String,
+    retry: RetryConfig,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base", &self.base)
+            .field("timeout", &self.timeout)
+            .field("user_agent", &self.user_agent)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The API base. Default: [`DEFAULT_API_BASE`]. Must be `https`, except
+    /// on a loopback host.
+    pub fn base_url(mut self, base: impl Into<String>) -> Self {
+        self.base = base.into();
+        self
+    }
+
+    /// The deadline for one attempt. Default: 30 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The `User-Agent`. Default: `ltvboost-webhooks/<version> (rust)`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// The retry policy. Default: [`RetryConfig::default`];
+    /// [`RetryConfig::disabled`] turns retries off.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let base = webhooks::checked_url(&self.base)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .user_agent(self.user_agent)
+            .default_headers(headers)
+            // This client decides what is retried (see the module docs).
+            .retry(reqwest::retry::never())
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token: ApiToken(self.token),
+            retry: self.retry,
+        })
+    }
+}

@@ -1,0 +1,274 @@
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use reqwest::Method;
+
+use super::ClientError;
+
+/// When and how the client retries a failed request.
+///
+/// Waits grow exponentially from `initial_backoff`, capped at `max_backoff`,
+/// each drawn at random between half and all of its value (jitter), so that
+/// many clients failing together do not retry together. A `Retry-After`
+/// header on `429` replaces the computed wait, up to `max_retry_after`;
+/// beyond that the `429` is returned at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt. Default: 3.
+    pub max_retries: u32,
+    /// The first wait. Default: 250 ms.
+    pub initial_backoff: Duration,
+    /// The longest computed wait. Default: 8 s.
+    pub max_backoff: Duration,
+    /// The longest `Retry-After` honoured. Default: 60 s.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries at all.
+    pub fn disabled() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+
+    fn backoff(&self, retry: u32) -> Duration {
+        let full = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry))
+            .min(self.max_backoff);
+        full.mul_f64(0.5 + 0.5 * unit_random())
+    }
+}
+
+/// What one attempt's result allows.
+enum Verdict {
+    Done,
+    RetryAfter(Duration),
+    Retry,
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries run out.
+pub(super) async fn send_with_retries<F, Fut>(
+    config: &RetryConfig,
+    method: &Method,
+    mut attempt: F,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    let mut retry = 0;
+    loop {
+        let result = read(attempt().await).await;
+        let verdict = match &result {
+            Ok(_) => Verdict::Done,
+            Err(Failure::Status {
+                status,
+                retry_after,
+                ..
+            }) if *status == StatusCode::TOO_MANY_REQUESTS => match retry_after {
+                Some(wait) if *wait > config.max_retry_after => Verdict::Done,
+                Some(wait) => Verdict::RetryAfter(*wait),
+                None => Verdict::Retry,
+            },
+            Err(Failure::Status { status, .. })
+                if idempotent(method)
+                    && matches!(
+                        *status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    ) =>
+            {
+                Verdict::Retry
+            }
+            // Never connected: the request provably did not reach the server.
+            Err(Failure::Transport(e)) if e.is_connect() => Verdict::Retry,
+            Err(Failure::Transport(_)) if idempotent(method) => Verdict::Retry,
+            Err(_) => Verdict::Done,
+        };
+        let wait = match verdict {
+            _ if retry >= config.max_retries => None,
+            Verdict::Done => None,
+            Verdict::RetryAfter(wait) => Some(wait),
+            Verdict::Retry => Some(config.backoff(retry)),
+        };
+        match wait {
+            Some(wait) => {
+                tracing::debug!(retry = retry + 1, ?wait, "retrying LTVboost API request");
+                tokio::time::sleep(wait).await;
+                retry += 1;
+            }
+            None => return result.map_err(Failure::into_error),
+        }
+    }
+}
+
+enum Failure {
+    Transport(reqwest::Error),
+    Status {
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: Bytes,
+    },
+}
+
+impl Failure {
+    fn into_error(self) -> ClientError {
+        match self {
+            Failure::Transport(e) if e.is_timeout() => ClientError::Timeout,
+            // The URL is the API's, not a secret, but keep errors short.
+            Failure::Transport(e) => ClientError::Transport(e.without_url()),
+            Failure::Status { status, body, .. } => api_error(status, &body),
+        }
+    }
+}
+
+async fn read(
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<(StatusCode, Bytes), Failure> {
+    let response = response.map_err(Failure::Transport)?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.bytes().await.map_err(Failure::Transport)?;
+    if status.is_success() {
+        Ok((status, body))
+    } else {
+        Err(Failure::Status {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let format = time::format_description::well_known::Rfc2822;
+    let at = time::OffsetDateTime::parse(value.trim(), &format).ok()?;
+    Some(
+        SystemTime::from(at)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The API's error body: `{"error": {"code", "message"}}`, `{"code",
+/// "message"}` or `{"error": "…"}`; anything else is kept raw.
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let object = parsed.as_ref().map(|v| match v.get("error") {
+        Some(inner) if inner.is_object() => inner,
+        _ => v,
+    });
+    let text = |key: &str| {
+        object
+            .and_then(|o| o.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let code = text("code").or_else(|| text("type"));
+    let message = text("message").or_else(|| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get("error"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    });
+    let raw = (code.is_none() && message.is_none() && !body.is_empty()).then(|| {
+        let end = body.len().min(4096);
+        String::from_utf8_lossy(&body[..end]).into_owned()
+    });
+    ClientError::Api {
+        status,
+        code,
+        message,
+        body: raw,
+    }
+}
+
+fn unit_random() -> f64 {
+    let mut bytes = [0u8; 8];
+    // Jitter needs no cryptographic quality; without OS randomness, no jitter.
+    if getrandom::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let config = RetryConfig::default();
+        for retry in 0..10 {
+            let full = config
+                .initial_backoff
+                .saturating_mul(1 << retry)
+                .min(config.max_backoff);
+            let wait = config.backoff(retry);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "{retry}: {wait:?} vs {full:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_error_bodies() {
+        let nested = api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":{"code":"invalid_url","message":"bad"}}"#,
+        );
+        assert!(
+            matches!(nested, ClientError::Api { code: Some(ref c), message: Some(ref m), body: None, .. } if c == "invalid_url" && m == "bad")
+        );
+        let flat = api_error(StatusCode::NOT_FOUND, br#"{"error":"not found"}"#);
+        assert!(matches!(flat, ClientError::Api { message: Some(ref m), .. } if m == "not found"));
+        let raw = api_error(StatusCode::BAD_GATEWAY, b"<html>upstream</html>");
+        assert!(
+            matches!(raw, ClientError::Api { body: Some(ref b), .. } if b.contains("upstream"))
+        );
+    }
+}

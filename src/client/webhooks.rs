@@ -1,0 +1,408 @@
+use std::fmt;
+use std::net::IpAddr;
+
+use reqwest::Method;
+use serde::de::Deserializer;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use url::{Host, Url};
+
+use super::{Client, ClientError, ValidationError};
+use crate::event::EventType;
+use crate::signature::Secret;
+
+/// A registered webhook endpoint, as the API returns it.
+///
+/// Fields the client does not model are kept in `extra`. A secret in the
+/// answer is held as a [`Secret`] (redacted in `Debug`), never as text.
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct Endpoint {
+    /// The endpoint's id.
+    #[serde(deserialize_with = "id_text")]
+    pub id: String,
+    /// The URL LTVboost delivers to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The subscribed event types this crate knows.
+    #[serde(default, deserialize_with = "known_events")]
+    pub events: Events,
+    /// The signing secret, if the API echoes it.
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub secret: Option<Secret>,
+    /// Every other field, as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An endpoint's event subscriptions: the types this crate knows, and the
+/// names it does not (a newer API may list types added since).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Documented types.
+    pub known: Vec<EventType>,
+    /// Names this crate does not know, as sent.
+    pub unknown: Vec<String>,
+}
+
+fn id_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "endpoint id is {other}, not a string"
+        ))),
+    }
+}
+
+fn known_events<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Events, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    let mut events = Events::default();
+    for name in names {
+        match name.parse() {
+            Ok(t) => events.known.push(t),
+            Err(_) => events.unknown.push(name),
+        }
+    }
+    Ok(events)
+}
+
+fn optional_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.and_then(|t| Secret::new(t).ok()))
+}
+
+/// The body of `POST /webhooks`: `{"url", "events", "secret"}`, exactly as
+/// LTVboost's page shows it. Validated when built.
+#[derive(Clone)]
+pub struct NewWebhook {
+    url: String,
+    events: Vec<EventType>,
+    secret: Secret,
+}
+
+impl NewWebhook {
+    /// Checks the URL (absolute; `https`, or `http` on a loopback host), the
+    /// event list (non-empty; duplicates dropped) and the secret (text).
+    pub fn new(
+        url: impl Into<String>,
+        events: impl IntoIterator<Item = EventType>,
+        secret: Secret,
+    ) -> Result<Self, ValidationError> {
+        let url = url.into();
+        checked_url(&url)?;
+        let events = checked_events(events)?;
+        checked_secret(&secret)?;
+        Ok(Self {
+            url,
+            events,
+            secret,
+        })
+    }
+}
+
+impl fmt::Debug for NewWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl Serialize for NewWebhook {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut body = serializer.serialize_struct("NewWebhook", 3)?;
+        body.serialize_field("url", &self.url)?;
+        body.serialize_field("events", &self.events)?;
+        body.serialize_field("secret", self.secret.expose_str().unwrap_or_default())?;
+        body.end()
+    }
+}
+
+/// The body of `PATCH /webhooks/{id}`: only the fields set are sent.
+#[derive(Clone, Default)]
+pub struct WebhookUpdate {
+    url: Option<String>,
+    events: Option<Vec<EventType>>,
+    secret: Option<Secret>,
+    validation: Option<ValidationError>,
+}
+
+impl WebhookUpdate {
+    /// An update that changes nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new URL (checked as in [`NewWebhook::new`]).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        if let Err(e) = checked_url(&url) {
+            self.validation.get_or_insert(e);
+        }
+        self.url = Some(url);
+        self
+    }
+
+    /// A new event list (non-empty).
+    pub fn events(mut self, events: impl IntoIterator<Item = EventType>) -> Self {
+        match checked_events(events) {
+            Ok(events) => self.events = Some(events),
+            Err(e) => {
+                self.validation.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// A new signing secret (see the rotation steps in the
+    /// [module docs](super)).
+    pub fn secret(mut self, secret: Secret) -> Self {
+        if let Err(e) = checked_secret(&secret) {
+            self.validation.get_or_insert(e);
+        }
+        self.secret = Some(secret);
+        self
+    }
+
+    fn checked(&self) -> Result<(), ValidationError> {
+        self.validation.clone().map_or(Ok(()), Err)
+    }
+}
+
+impl fmt::Debug for WebhookUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookUpdate")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for WebhookUpdate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut body = serializer.serialize_map(None)?;
+        if let Some(url) = &self.url {
+            body.serialize_entry("url", url)?;
+        }
+        if let Some(events) = &self.events {
+            body.serialize_entry("events", events)?;
+        }
+        if let Some(secret) = &self.secret {
+            body.serialize_entry("secret", secret.expose_str().unwrap_or_default())?;
+        }
+        body.end()
+    }
+}
+
+/// The webhook endpoints API: `client.webhooks()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Webhooks<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Webhooks<'a> {
+    pub(super) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// `POST /webhooks`: registers an endpoint.
+    pub async fn create(&self, webhook: &NewWebhook) -> Result<Endpoint, ClientError> {
+        let url = self.client.url(&["webhooks"]);
+        self.client.send(Method::POST, url, Some(webhook)).await
+    }
+
+    /// `GET /webhooks`: every registered endpoint. Accepts a bare array or an
+    /// object wrapping it in `data` or `webhooks`.
+    pub async fn list(&self) -> Result<Vec<Endpoint>, ClientError> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Listing {
+            Bare(Vec<Endpoint>),
+            Data { data: Vec<Endpoint> },
+            Webhooks { webhooks: Vec<Endpoint> },
+        }
+        let url = self.client.url(&["webhooks"]);
+        let listing: Listing = self.client.send(Method::GET, url, None).await?;
+        Ok(match listing {
+            Listing::Bare(all)
+            | Listing::Data { data: all }
+            | Listing::Webhooks { webhooks: all } => all,
+        })
+    }
+
+    /// `GET /webhooks/{id}`.
+    pub async fn get(&self, id: &str) -> Result<Endpoint, ClientError> {
+        let url = self.client.url(&["webhooks", checked_id(id)?]);
+        self.client.send(Method::GET, url, None).await
+    }
+
+    /// `PATCH /webhooks/{id}` with the fields the update sets.
+    pub async fn update(&self, id: &str, update: &WebhookUpdate) -> Result<Endpoint, ClientError> {
+        update.checked()?;
+        let url = self.client.url(&["webhooks", checked_id(id)?]);
+        self.client.send(Method::PATCH, url, Some(update)).await
+    }
+
+    /// `DELETE /webhooks/{id}`. Whatever body the API answers with is ignored.
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        let url = self.client.url(&["webhooks", checked_id(id)?]);
+        self.client.send_raw(Method::DELETE, url, None).await?;
+        Ok(())
+    }
+}
+
+fn checked_id(id: &str) -> Result<&str, ValidationError> {
+    if id.is_empty() {
+        Err(ValidationError::EmptyId)
+    } else {
+        Ok(id)
+    }
+}
+
+fn checked_events(
+    events: impl IntoIterator<Item = EventType>,
+) -> Result<Vec<EventType>, ValidationError> {
+    let mut list: Vec<EventType> = Vec::new();
+    for event in events {
+        if !list.contains(&event) {
+            list.push(event);
+        }
+    }
+    if list.is_empty() {
+        return Err(ValidationError::NoEvents);
+    }
+    Ok(list)
+}
+
+fn checked_secret(secret: &Secret) -> Result<(), ValidationError> {
+    secret
+        .expose_str()
+        .map(drop)
+        .ok_or(ValidationError::SecretNotText)
+}
+
+/// An absolute `https` URL, or `http` on a loopback host.
+pub(super) fn checked_url(text: &str) -> Result<Url, ValidationError> {
+    let url = Url::parse(text).map_err(|_| ValidationError::NotAbsolute(text.to_owned()))?;
+    let loopback = match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => return Err(ValidationError::NotAbsolute(text.to_owned())),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(ValidationError::NotHttps(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("a-registered-secret-0123").unwrap()
+    }
+
+    #[test]
+    fn urls_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://example.com/hook",
+            "http://localhost:3000/webhooks/ltvboost",
+            "http://127.0.0.1:3000/x",
+            "http://127.8.9.10/x",
+            "http://[::1]:3000/x",
+        ] {
+            assert!(checked_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com/hook",
+            "http://10.0.0.1/x",
+            "ftp://example.com/",
+            "ws://localhost/",
+        ] {
+            assert!(
+                matches!(checked_url(bad), Err(ValidationError::NotHttps(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["/webhooks/ltvboost", "example.com/hook", ""] {
+            assert!(
+                matches!(checked_url(bad), Err(ValidationError::NotAbsolute(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_webhook_serialises_as_the_page_shows() {
+        let hook = NewWebhook::new(
+            "https://your-app.com/webhooks/ltvboost",
+            [
+                EventType::ResponseCreated,
+                EventType::ActionSent,
+                EventType::ResponseCreated,
+            ],
+            secret(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&hook).unwrap(),
+            serde_json::json!({
+                "url": "https://your-app.com/webhooks/ltvboost",
+                "events": ["response.created", "action.sent"],
+                "secret": "a-registered-secret-0123",
+            })
+        );
+        assert!(!format!("{hook:?}").contains("a-registered-secret"));
+    }
+
+    #[test]
+    fn empty_events_and_binary_secrets_are_refused() {
+        assert_eq!(
+            NewWebhook::new("https://a.example/", [], secret()).unwrap_err(),
+            ValidationError::NoEvents
+        );
+        let binary = Secret::new(vec![0xff, 0xfe, 0xfd]).unwrap();
+        assert_eq!(
+            NewWebhook::new("https://a.example/", [EventType::SegmentReady], binary).unwrap_err(),
+            ValidationError::SecretNotText
+        );
+    }
+
+    #[test]
+    fn updates_send_only_what_they_set() {
+        let update = WebhookUpdate::new().events([EventType::SegmentReady]);
+        assert_eq!(
+            serde_json::to_value(&update).unwrap(),
+            serde_json::json!({"events": ["segment.ready"]})
+        );
+        assert!(
+            WebhookUpdate::new()
+                .url("http://example.com/")
+                .checked()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn endpoints_keep_unknown_fields_and_events() {
+        let endpoint: Endpoint = serde_json::from_value(serde_json::json!({
+            "id": 17, "url": "https://a.example/", "events": ["response.created", "quiz.archived"],
+            "secret": "echoed-secret-value-000", "status": "active",
+        }))
+        .unwrap();
+        assert_eq!(endpoint.id, "17");
+        assert_eq!(endpoint.events.known, [EventType::ResponseCreated]);
+        assert_eq!(endpoint.events.unknown, ["quiz.archived"]);
+        assert_eq!(endpoint.extra["status"], "active");
+        assert!(!format!("{endpoint:?}").contains("echoed-secret"));
+    }
+}
