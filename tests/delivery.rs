@@ -131,6 +131,13 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::InFlight);
     other.mark_done("b", &fresh, ttl).await.unwrap();
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::Done);
+
+    // An "unbounded" TTL (from ReplayWindow::UNBOUNDED) neither overflows nor errs.
+    let Claim::Acquired(token) = store.claim("c", Duration::MAX).await.unwrap() else {
+        panic!()
+    };
+    store.mark_done("c", &token, Duration::MAX).await.unwrap();
+    assert_eq!(other.claim("c", lease).await.unwrap(), Claim::Done);
 }
 
 async fn fleet_runs_a_concurrently_delivered_event_exactly_once<S: DedupeStore>([a, b]: [S; 2]) {

@@ -498,3 +498,16 @@ async fn a_connection_that_stalls_mid_header_is_closed() {
     );
     assert_eq!(recorder.total(), 0);
 }
+
+#[tokio::test]
+async fn an_unbounded_replay_window_still_deduplicates() {
+    let recorder = Recorder::new();
+    let addr = app_with(&recorder, |l| {
+        l.replay_window(ltvboost_webhooks::replay::ReplayWindow::UNBOUNDED)
+    })
+    .await;
+    let old = br#"{"id":"evt_old","type":"segment.ready","created_at":"1999-01-01T00:00:00Z","data":{"id":"s"}}"#;
+    assert_eq!(post_signed(addr, old).await.status, 200);
+    assert_eq!(post_signed(addr, old).await.status, 200);
+    assert_eq!(recorder.calls("segment.ready"), 1);
+}

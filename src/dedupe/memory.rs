@@ -91,7 +91,7 @@ impl MemoryStore {
             key.to_owned(),
             Entry {
                 state: State::Claimed(token),
-                expires: now + lease,
+                expires: expiry(now, lease),
             },
         );
         Claim::Acquired(ClaimToken::new(token.to_string()))
@@ -113,7 +113,7 @@ impl MemoryStore {
                         key.to_owned(),
                         Entry {
                             state: State::Done,
-                            expires: Instant::now() + ttl,
+                            expires: expiry(Instant::now(), ttl),
                         },
                     );
                 }
@@ -125,6 +125,14 @@ impl MemoryStore {
             }
         }
     }
+}
+
+/// `now + after`, saturating: an "unbounded" TTL must not overflow.
+fn expiry(now: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 impl DedupeStore for MemoryStore {
@@ -193,6 +201,16 @@ mod tests {
         store.mark_done("k", &stale, TTL).await.unwrap();
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::InFlight);
         store.mark_done("k", &fresh, TTL).await.unwrap();
+        assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
+    }
+
+    #[tokio::test]
+    async fn unbounded_durations_do_not_overflow() {
+        let store = MemoryStore::new();
+        let Claim::Acquired(token) = store.claim("k", Duration::MAX).await.unwrap() else {
+            panic!()
+        };
+        store.mark_done("k", &token, Duration::MAX).await.unwrap();
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
     }
 

@@ -150,8 +150,10 @@ impl RedisStore {
 }
 
 fn millis(duration: Duration) -> String {
-    // PX refuses 0; a sub-millisecond duration still means "expire".
-    duration.as_millis().max(1).to_string()
+    // PX refuses 0 (a sub-millisecond duration still means "expire") and
+    // values near i64::MAX (an "unbounded" duration means "a century").
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    duration.min(CENTURY).as_millis().max(1).to_string()
 }
 
 impl DedupeStore for RedisStore {
