@@ -104,19 +104,24 @@ impl EventBuilder {
         self.id.as_deref()
     }
 
-    /// The body bytes: `{"id", "type", "created_at", "data"}`.
+    /// The body bytes: `{"id", "type", "created_at", "data"}`, in that order.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut envelope = Map::new();
+        // Plain JSON values always serialise; the fields are written in the
+        // envelope's order rather than a map's sorted one.
+        let json = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+        let mut body = String::from("{");
         if let Some(id) = &self.id {
-            envelope.insert("id".into(), Value::String(id.clone()));
+            body.push_str(&format!("\"id\":{},", json(&Value::String(id.clone()))));
         }
-        envelope.insert("type".into(), Value::String(self.type_name.clone()));
+        body.push_str(&format!(
+            "\"type\":{}",
+            json(&Value::String(self.type_name.clone()))
+        ));
         if let Some(at) = &self.created_at {
-            envelope.insert("created_at".into(), at.clone());
+            body.push_str(&format!(",\"created_at\":{}", json(at)));
         }
-        envelope.insert("data".into(), self.data.clone());
-        // A map of plain JSON values always serialises.
-        serde_json::to_vec(&Value::Object(envelope)).unwrap_or_default()
+        body.push_str(&format!(",\"data\":{}}}", json(&self.data)));
+        body.into_bytes()
     }
 }
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# End-to-end load: wrk posts one signed 1 KiB event to each receiver in turn,
+# on this machine, in one run, and prints a table with ratios.
+#
+#   bash bench/e2e/run.sh                 # 10 s a server, 64 connections
+#   DURATION=3 bash bench/e2e/run.sh      # a quick smoke
+#
+# Receivers: the bare axum ceiling, the WebhookLayer (every request handled in
+# full), the README's example receiver (one event repeated: after the first it
+# answers "duplicate"), and the seed's Express receiver (express.raw + the
+# documented HMAC). Installs wrk (Debian) and express (npm) when missing.
+# Only 127.0.0.1 is targeted; every run is bounded by DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+here=bench/e2e
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+if [ ! -d "$here/express/node_modules/express" ]; then
+  (cd "$here/express" && npm install --silent --no-package-lock --no-audit --no-fund >/dev/null)
+fi
+cargo build --quiet --release --features serve --example bench_server --example receiver
+
+# One realistic 1 KiB response.created event, created now, signed.
+python3 - "$work" <<'PY'
+import hashlib, hmac, json, sys, time
+answers = [{"question": f"q{i}", "answer": f"answer number {i}"} for i in range(14)]
+event = {"id": "evt_bench_1", "type": "response.created",
+         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         "data": {"id": "rsp_8f3a9c2d", "quiz_id": "quiz_onboarding", "customer_id": "cus_1042",
+                  "email": "ada@example.com", "answers": answers}}
+body = json.dumps(event, separators=(",", ":")).encode()
+key = b"ltvboost-development-secret-do-not-use-in-production"
+open(sys.argv[1] + "/body", "wb").write(body)
+open(sys.argv[1] + "/sig", "w").write("sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest())
+print(f"event body: {len(body)} bytes", file=sys.stderr)
+PY
+export BODY_FILE="$work/body" SIG_FILE="$work/sig"
+
+start() { # name port command...
+  local name=$1 port=$2; shift 2
+  "$@" >"$work/$name.out" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+  for _ in $(seq 1 100); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not start"; cat "$work/$name.out"; exit 1
+}
+
+measure() { # name port
+  local name=$1 port=$2 pid_var="pid_$1"
+  local url="http://127.0.0.1:$port/webhooks/ltvboost"
+  # A correctness check first: a benchmark of errors would be worthless.
+  local status
+  status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
+    -H 'content-type: application/json' --data-binary @"$BODY_FILE")
+  [ "$status" = 200 ] || { echo "$name answered $status to a valid event"; exit 1; }
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$here/post.lua" "$url" >"$work/$name.wrk"
+  local rps p50 p99 rss errors
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.wrk")
+  p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
+  p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
+  errors=$(awk '/Non-2xx/ {print $NF}' "$work/$name.wrk"); errors=${errors:-0}
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/${!pid_var}/status")
+  [ "$errors" = 0 ] || { echo "$name: $errors non-2xx answers"; cat "$work/$name.wrk"; exit 1; }
+  printf '%s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$rss" >>"$work/results"
+}
+
+start bare 4101 ./target/release/examples/bench_server bare 127.0.0.1:4101
+start layer 4102 ./target/release/examples/bench_server layer 127.0.0.1:4102
+LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4103 RUST_LOG=warn start receiver 4103 ./target/release/examples/receiver
+start express 4104 node "$here/express/server.js" 4104
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, $(nproc) cores"
+for pair in "bare 4101" "layer 4102" "receiver 4103" "express 4104"; do
+  measure $pair
+done
+
+python3 - "$work/results" <<'PY'
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+by = {r[0]: r for r in rows}
+bare, express = float(by["bare"][1]), float(by["express"][1])
+names = {"bare": "bare axum (reads the body only)", "layer": "WebhookLayer, every event handled",
+         "receiver": "examples/receiver (repeat event: duplicate path)", "express": "seed's Express receiver"}
+print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for name, rps, p50, p99, rss in rows:
+    r = float(rps)
+    print(f"| {names[name]} | {r:,.0f} | {r / bare:.2f} | {r / express:.1f} | {p50} | {p99} | {int(rss) / 1024:.1f} MiB |")
+PY

@@ -1,0 +1,171 @@
+//! What the receiver costs, each figure against a baseline measured in the
+//! same run (see BENCHMARKS.md for the results and the machine).
+//!
+//! ```sh
+//! cargo bench --all-features --bench throughput
+//! ```
+//!
+//! * `verify/*`: header parse + HMAC over the body with the pre-keyed state +
+//!   constant-time compare, against raw SHA-256 of the same bytes and a raw
+//!   (re-keyed per call) `hmac` + `sha2` HMAC.
+//! * `parse/*`: the envelope-first parse of a 1 KiB event, against serde's
+//!   straightforward internally tagged enum.
+//! * `service/*`: the whole tower service called in process (verify, parse,
+//!   dedupe claim in a `MemoryStore`, dispatch, mark done), against a bare
+//!   service that only collects the body.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use ltvboost_webhooks::EventType;
+use ltvboost_webhooks::WebhookLayer;
+use ltvboost_webhooks::event::Envelope;
+use ltvboost_webhooks::signature::{Secret, Verifier, sign};
+use ltvboost_webhooks::testing::{EventBuilder, signed_request};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tower::{Layer, ServiceExt, service_fn};
+
+const KEY: &str = "benchmark-secret-0123456789abcdef";
+
+fn verify(c: &mut Criterion) {
+    let secret = Secret::new(KEY).unwrap();
+    let verifier = Verifier::new([secret.clone()]).unwrap();
+    let mut group = c.benchmark_group("verify");
+    for size in [256usize, 1024, 16 * 1024, 1024 * 1024] {
+        let body = Bytes::from(vec![b'x'; size]);
+        let header = sign(&secret, &body);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("raw_sha256", size), &body, |b, body| {
+            b.iter(|| black_box(Sha256::digest(black_box(&body[..]))))
+        });
+        group.bench_with_input(BenchmarkId::new("raw_hmac", size), &body, |b, body| {
+            b.iter(|| {
+                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+                mac.update(black_box(&body[..]));
+                black_box(mac.finalize().into_bytes())
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("ltvboost_verify", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    black_box(
+                        verifier
+                            .verify(black_box(header.as_bytes()), body.clone())
+                            .is_ok(),
+                    )
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// The straightforward parse: one internally tagged enum over the whole body.
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "data")]
+#[allow(dead_code)]
+enum NaiveEvent {
+    #[serde(rename = "response.created")]
+    ResponseCreated(serde_json::Value),
+    #[serde(rename = "response.scored")]
+    ResponseScored(serde_json::Value),
+    #[serde(rename = "segment.ready")]
+    SegmentReady(serde_json::Value),
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct NaiveEnvelope {
+    id: String,
+    created_at: String,
+    #[serde(flatten)]
+    event: NaiveEvent,
+}
+
+fn one_kib_event() -> Vec<u8> {
+    let answers: Vec<serde_json::Value> = (0..17)
+        .map(|i| serde_json::json!({"question": format!("q{i}"), "answer": format!("answer number {i}")}))
+        .collect();
+    let body = EventBuilder::new(EventType::ResponseCreated)
+        .data(serde_json::json!({
+            "id": "rsp_8f3a9c2d", "quiz_id": "quiz_onboarding", "customer_id": "cus_1042",
+            "email": "ada@example.com", "answers": answers,
+        }))
+        .to_bytes();
+    assert!((900..1200).contains(&body.len()), "{} bytes", body.len());
+    body
+}
+
+fn parse(c: &mut Criterion) {
+    let body = one_kib_event();
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("naive_tagged_enum", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<NaiveEnvelope>(black_box(&body)).is_ok()))
+    });
+    group.bench_function("ltvboost_envelope_then_event", |b| {
+        b.iter(|| {
+            let envelope = Envelope::from_slice(black_box(&body)).unwrap();
+            black_box(envelope.event().is_ok())
+        })
+    });
+    group.bench_function("ltvboost_envelope_only", |b| {
+        b.iter(|| black_box(Envelope::from_slice(black_box(&body)).is_ok()))
+    });
+    group.finish();
+}
+
+fn service(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let secret = Secret::new(KEY).unwrap();
+    let template = String::from_utf8(one_kib_event()).unwrap();
+    let counter = AtomicU64::new(0);
+    // A fresh event id per iteration, signed outside the timed part.
+    let request = || {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let body = template.replacen("\"id\":\"evt_", &format!("\"id\":\"evt_{n}_"), 1);
+        signed_request(&secret, body)
+    };
+    let bare = service_fn(|request: http::Request<Full<Bytes>>| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        black_box(body);
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+    });
+    let layered = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap()).layer(bare);
+
+    let mut group = c.benchmark_group("service");
+    group.bench_function("bare_collect_body", |b| {
+        b.to_async(&runtime).iter_batched(
+            request,
+            |request| async { bare.oneshot(request).await.unwrap() },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("ltvboost_layer", |b| {
+        b.to_async(&runtime).iter_batched(
+            request,
+            |request| async {
+                let response = layered.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, parse, service);
+criterion_main!(benches);

@@ -1,0 +1,87 @@
+//! The servers the end-to-end benchmark (`bench/e2e/run.sh`) compares.
+//!
+//! ```sh
+//! cargo run --release --example bench_server -- bare  127.0.0.1:4001
+//! cargo run --release --example bench_server -- layer 127.0.0.1:4002
+//! ```
+//!
+//! * `bare`: axum that only reads the body: the ceiling.
+//! * `layer`: the same router behind `WebhookLayer`, every delivery handled in
+//!   full (verify, parse, typed payload, handler). Deduplication uses a store
+//!   that always grants the claim, because the load generator repeats one
+//!   signed event: with a real store every request after the first would take
+//!   the cheaper duplicate path. The in-memory store's own cost is measured by
+//!   `cargo bench --bench throughput` (`service/ltvboost_layer`).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use ltvboost_webhooks::WebhookLayer;
+use ltvboost_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, StoreError};
+use ltvboost_webhooks::event::ResponseCreated;
+use ltvboost_webhooks::handler::*;
+use ltvboost_webhooks::serve::Server;
+use ltvboost_webhooks::signature::{Secret, Verifier};
+
+const SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
+
+struct AlwaysFresh;
+
+impl DedupeStore for AlwaysFresh {
+    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
+        Ok(Claim::Acquired(ClaimToken::new("bench")))
+    }
+    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Does what a real handler's cheapest work would: looks at the payload.
+struct Touch;
+
+impl ResponseHandler for Touch {
+    async fn created(&self, _: &Delivery, response: &ResponseCreated) -> HandlerResult {
+        std::hint::black_box(&response.id);
+        Ok(())
+    }
+}
+impl ActionHandler for Touch {}
+impl SegmentHandler for Touch {}
+impl FallbackHandler for Touch {}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("layer");
+    let addr = args.get(1).map(String::as_str).unwrap_or("127.0.0.1:4002");
+    let bare = Router::new().route(
+        "/webhooks/ltvboost",
+        post(|body: Bytes| async move {
+            std::hint::black_box(body);
+            "ok"
+        }),
+    );
+    let app = match mode {
+        "bare" => bare,
+        "layer" => {
+            let verifier = Verifier::new([Secret::new(SECRET)?])?;
+            // The layer answers the webhook path itself; the bare route is
+            // never reached there.
+            bare.layer(
+                WebhookLayer::new(verifier)
+                    .handler(Touch)
+                    .dedupe_store(AlwaysFresh),
+            )
+        }
+        other => return Err(format!("unknown mode {other:?}: bare or layer").into()),
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("bench_server {mode} on {addr}");
+    Server::new(listener).serve(app).await?;
+    Ok(())
+}
