@@ -124,8 +124,10 @@ fn parse(c: &mut Criterion) {
 }
 
 fn service(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // Current-thread: as on a server's worker thread, the handler task the
+    // layer spawns lands on the same thread (a cross-thread wake-up from
+    // outside the runtime would dominate the figure).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();

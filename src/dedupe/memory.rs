@@ -1,22 +1,23 @@
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::{Future, ready};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Claim, ClaimToken, DedupeStore, StoreError};
 
-/// Expired entries are swept once per this many claims, which keeps the map
-/// bounded by the live entries at an amortised O(1) cost per claim.
-const SWEEP_EVERY: u64 = 1024;
-
 /// An in-process [`DedupeStore`]: the default.
 ///
 /// Right for a single receiver process. Claims and done-records vanish when
 /// the process exits, and are not shared between processes: a fleet behind a
 /// load balancer needs a shared store.
+///
+/// Expired entries leave in order of expiry (a min-heap beside the map), so
+/// every operation costs O(log n) however many events the window holds; no
+/// operation ever scans the whole map.
 ///
 /// Uses tokio's clock, so tests can move time with `tokio::time::pause`.
 ///
@@ -35,8 +36,16 @@ const SWEEP_EVERY: u64 = 1024;
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    inner: Mutex<Inner>,
     next_token: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Arc<str>, Entry>,
+    /// Every expiry ever set, soonest first. An item whose entry has since
+    /// changed or gone is stale and skipped when it comes up.
+    expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 #[derive(Debug)]
@@ -51,16 +60,42 @@ enum State {
     Done,
 }
 
+impl Inner {
+    /// Drops every entry that has expired by `now`.
+    fn purge(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.expiries.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, key))) = self.expiries.pop() else {
+                break;
+            };
+            if self.entries.get(&key).is_some_and(|e| e.expires == at) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    fn set(&mut self, key: &str, state: State, expires: Instant) {
+        let key: Arc<str> = match self.entries.get_key_value(key) {
+            Some((existing, _)) => existing.clone(),
+            None => Arc::from(key),
+        };
+        self.expiries.push(Reverse((expires, key.clone())));
+        self.entries.insert(key, Entry { state, expires });
+    }
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// How many claims and done-records are held (expired ones included until
-    /// the next sweep).
+    /// How many claims and done-records are held (expired ones are dropped
+    /// by the next operation).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Whether the store holds nothing.
@@ -68,59 +103,48 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding this lock cannot leave a map half-updated
-        // (each operation is one insert or remove), so poisoning is ignored.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every operation leaves the map and heap consistent before anything
+        // that could panic, so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn claim_now(&self, key: &str, lease: Duration) -> Claim {
         let now = Instant::now();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.lock();
-        if token % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            entries.retain(|_, e| e.expires > now);
-        }
-        if let Some(entry) = entries.get(key).filter(|e| e.expires > now) {
+        let mut inner = self.lock();
+        inner.purge(now);
+        if let Some(entry) = inner.entries.get(key) {
             return match entry.state {
                 State::Done => Claim::Done,
                 State::Claimed(_) => Claim::InFlight,
             };
         }
-        entries.insert(
-            key.to_owned(),
-            Entry {
-                state: State::Claimed(token),
-                expires: expiry(now, lease),
-            },
-        );
+        inner.set(key, State::Claimed(token), expiry(now, lease));
         Claim::Acquired(ClaimToken::new(token.to_string()))
     }
 
     fn end_claim(&self, key: &str, token: &ClaimToken, done_for: Option<Duration>) {
+        let now = Instant::now();
         let ours = token.as_str().parse::<u64>().ok();
-        let mut entries = self.lock();
+        let mut inner = self.lock();
+        inner.purge(now);
         let holds = |e: &Entry| matches!(e.state, State::Claimed(t) if Some(t) == ours);
         match done_for {
             Some(ttl) => {
                 // Done even if the lease lapsed (the work happened), but never
                 // over a claim that somebody else now holds.
-                let taken = entries
+                let taken = inner
+                    .entries
                     .get(key)
                     .is_some_and(|e| !holds(e) && e.state != State::Done);
                 if !taken {
-                    entries.insert(
-                        key.to_owned(),
-                        Entry {
-                            state: State::Done,
-                            expires: expiry(Instant::now(), ttl),
-                        },
-                    );
+                    inner.set(key, State::Done, expiry(now, ttl));
                 }
             }
             None => {
-                if entries.get(key).is_some_and(holds) {
-                    entries.remove(key);
+                if inner.entries.get(key).is_some_and(holds) {
+                    inner.entries.remove(key);
                 }
             }
         }
@@ -215,16 +239,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn expired_entries_are_swept() {
+    async fn expired_entries_leave_and_live_ones_stay() {
         let store = MemoryStore::new();
-        for i in 0..SWEEP_EVERY - 1 {
+        for i in 0..1000 {
             let key = format!("k{i}");
             let token = acquire(&store, &key).await;
-            store.mark_done(&key, &token, TTL).await.unwrap();
+            // Half live for the TTL, half for twice as long.
+            let ttl = if i % 2 == 0 { TTL } else { TTL * 2 };
+            store.mark_done(&key, &token, ttl).await.unwrap();
         }
-        assert_eq!(store.len(), (SWEEP_EVERY - 1) as usize);
+        acquire(&store, "in-flight").await; // a claim for LEASE
+        assert_eq!(store.len(), 1001);
         tokio::time::advance(TTL + Duration::from_secs(1)).await;
-        acquire(&store, "last").await;
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.claim("k1", LEASE).await.unwrap(), Claim::Done);
+        assert_eq!(store.len(), 500, "the expired half and the lapsed claim are gone");
+        acquire(&store, "k0").await;
+        tokio::time::advance(TTL).await;
+        acquire(&store, "k1").await;
+        assert_eq!(store.len(), 1, "only the newest claim is left");
     }
 }
