@@ -25,8 +25,9 @@
 //! * Identifiers are strings; a number is accepted and kept as its decimal
 //!   text. In each payload every field but the main identifier is optional,
 //!   and the identifier may be sent as `id` or as `<kind>_id`
-//!   (`response_id`, `action_id`, `segment_id`). Unknown fields are kept in
-//!   `extra`, and the raw `data` stays reachable through [`Envelope::data`].
+//!   (`response_id`, `action_id`, `segment_id`). Unknown fields stay
+//!   reachable through each payload's `extra()`, and the raw `data` through
+//!   [`Envelope::data`] and each payload's `raw()`.
 //! * An unknown `type` is not an error: it becomes [`Event::Unknown`], which a
 //!   receiver acknowledges, so a new event on LTVboost's side never turns into
 //!   a retry storm.
@@ -43,7 +44,7 @@
 //!     Event::ResponseScored(scored) => {
 //!         assert_eq!(scored.id, "rsp_9");
 //!         assert_eq!(scored.score, Some(87.5));
-//!         assert_eq!(scored.extra["locale"], "de"); // unknown fields are kept
+//!         assert_eq!(scored.extra()["locale"], "de"); // unknown fields are kept
 //!     }
 //!     other => panic!("unexpected {other:?}"),
 //! }
@@ -208,7 +209,7 @@ impl Envelope {
                 data: self.data.clone(),
             });
         };
-        let json = self.data.get();
+        let json = &*self.data;
         let fit = |source| PayloadError { event_type, source };
         Ok(match event_type {
             EventType::ResponseCreated => Event::ResponseCreated(decode(json).map_err(fit)?),
@@ -222,8 +223,27 @@ impl Envelope {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_str(json)
+/// A payload struct, decoded from `data` and keeping it raw beside.
+trait Payload: serde::de::DeserializeOwned {
+    fn keep_raw(&mut self, raw: &RawValue);
+}
+
+/// Decodes `data` into its payload struct. Unmodelled fields are skipped
+/// without being built (no `#[serde(flatten)]`, which buffers the whole
+/// object first); [`unmodelled`] recovers them on demand.
+fn decode<T: Payload>(data: &RawValue) -> Result<T, serde_json::Error> {
+    let mut payload: T = serde_json::from_str(data.get())?;
+    payload.keep_raw(data);
+    Ok(payload)
+}
+
+/// The members of a raw JSON object whose names are not in `known`.
+fn unmodelled(raw: Option<&RawValue>, known: &[&str]) -> Map<String, Value> {
+    let Some(Ok(mut all)) = raw.map(|r| serde_json::from_str::<Map<String, Value>>(r.get())) else {
+        return Map::new();
+    };
+    all.retain(|name, _| !known.contains(&name.as_str()));
+    all
 }
 
 /// The body was not a JSON event envelope (not JSON, not an object, no
@@ -321,7 +341,7 @@ macro_rules! payload {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+        #[derive(Debug, Clone, Deserialize, Serialize)]
         #[non_exhaustive]
         pub struct $name {
             #[doc = concat!("The main identifier, sent as `id` or `", $alias, "`.")]
@@ -332,15 +352,35 @@ macro_rules! payload {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
-            /// Fields this crate does not model, kept as sent.
-            #[serde(flatten)]
-            pub extra: Map<String, Value>,
+            /// The whole `data` object as sent (see [`Self::extra`]).
+            #[serde(skip)]
+            raw: Option<Box<RawValue>>,
         }
 
         impl $name {
             /// A payload with only its identifier set, for tests and fixtures.
             pub fn new(id: impl Into<String>) -> Self {
-                Self { id: id.into(), $( $field: None, )* extra: Map::new() }
+                Self { id: id.into(), $( $field: None, )* raw: None }
+            }
+
+            /// The fields of `data` this crate does not model, as sent.
+            ///
+            /// Decoded on demand from the raw `data`, so that payloads without
+            /// them cost nothing extra.
+            pub fn extra(&self) -> Map<String, Value> {
+                unmodelled(self.raw.as_deref(), &["id", $alias, $(stringify!($field)),*])
+            }
+
+            /// The whole `data` object as sent, when this payload was decoded
+            /// from an event.
+            pub fn raw(&self) -> Option<&RawValue> {
+                self.raw.as_deref()
+            }
+        }
+
+        impl Payload for $name {
+            fn keep_raw(&mut self, raw: &RawValue) {
+                self.raw = Some(raw.to_owned());
             }
         }
     };
@@ -357,8 +397,11 @@ payload! {
         customer_id: String,
         /// The respondent's e-mail address, when collected.
         email: String,
-        /// The answers, as sent.
-        answers: Value,
+        /// The answers, as raw JSON: decode them into your own types with
+        /// `serde_json::from_str(answers.get())`. Kept raw because their
+        /// shape is the quiz's, and building a generic tree for every
+        /// delivery was most of the parse time.
+        answers: Box<RawValue>,
     }
 }
 
@@ -463,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn unmodelled_fields_and_raw_data_stay_reachable() {
+        let e = envelope(
+            r#"{"type":"response.created","data":{"response_id":"r1","answers":[{"q":"goal","a":"x"}],"locale":"de","score":{"n":1}}}"#,
+        );
+        let Event::ResponseCreated(created) = e.event().unwrap() else {
+            panic!("wrong variant")
+        };
+        assert_eq!(created.id, "r1");
+        assert_eq!(
+            created.answers.as_ref().unwrap().get(),
+            r#"[{"q":"goal","a":"x"}]"#
+        );
+        let extra = created.extra();
+        assert_eq!(extra.keys().collect::<Vec<_>>(), ["locale", "score"]);
+        assert_eq!(created.raw().unwrap().get(), e.data().get());
+        assert!(ResponseCreated::new("r2").extra().is_empty());
+    }
+
+    #[test]
     fn unknown_type_keeps_raw_data() {
         let e = envelope(r#"{"type":"quiz.archived","data":{"quiz_id":"q1"}}"#);
         assert_eq!(e.event_type(), None);
@@ -510,14 +572,29 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_neither_overflows_the_stack_nor_decodes() {
+    fn deep_nesting_never_overflows_the_stack() {
         let (open, close) = ("[".repeat(100_000), "]".repeat(100_000));
-        // Raw `data` is skipped over without recursion: the envelope parses…
+        // Raw values are skipped over without recursion: the envelope and a
+        // payload whose deep part is kept raw both parse…
         let deep =
             format!(r#"{{"type":"response.created","data":{{"id":"r","answers":{open}{close}}}}}"#);
         let e = Envelope::from_slice(deep.as_bytes()).unwrap();
-        // …and decoding it hits serde_json's recursion limit, not the stack.
-        assert!(e.event().is_err());
+        let Event::ResponseCreated(created) = e.event().unwrap() else {
+            panic!("wrong variant")
+        };
+        // …and whoever decodes the raw part meets serde_json's recursion limit.
+        let answers = created.answers.as_ref().unwrap();
+        assert!(serde_json::from_str::<Value>(answers.get()).is_err());
+        assert!(created.extra().is_empty());
+        // Deep nesting where a typed field is expected fails at once.
+        let deep_score =
+            format!(r#"{{"type":"response.scored","data":{{"id":"r","score":{open}{close}}}}}"#);
+        assert!(
+            Envelope::from_slice(deep_score.as_bytes())
+                .unwrap()
+                .event()
+                .is_err()
+        );
         // Deep nesting in the envelope itself is refused outright.
         let deep_type = format!(r#"{{"type":{open}{close}}}"#);
         assert!(Envelope::from_slice(deep_type.as_bytes()).is_err());

@@ -252,7 +252,11 @@ mod tests {
         assert_eq!(store.len(), 1001);
         tokio::time::advance(TTL + Duration::from_secs(1)).await;
         assert_eq!(store.claim("k1", LEASE).await.unwrap(), Claim::Done);
-        assert_eq!(store.len(), 500, "the expired half and the lapsed claim are gone");
+        assert_eq!(
+            store.len(),
+            500,
+            "the expired half and the lapsed claim are gone"
+        );
         acquire(&store, "k0").await;
         tokio::time::advance(TTL).await;
         acquire(&store, "k1").await;
