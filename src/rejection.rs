@@ -1,5 +1,6 @@
 //! Why a request was refused before any handler ran, and the status it gets.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,7 +84,7 @@ impl Rejection {
 
     /// The rejection as a plain-text HTTP response.
     pub fn to_response(&self) -> http::Response<Full<Bytes>> {
-        let mut response = plain_text(self.status(), self.body_text());
+        let mut response = plain_text(self.status(), format!("{}\n", self.body_text()));
         if let Rejection::MethodNotAllowed = self {
             response
                 .headers_mut()
@@ -93,14 +94,16 @@ impl Rejection {
     }
 }
 
-/// A short plain-text response.
+/// A short plain-text response. Fixed texts are sent without copying.
 pub(crate) fn plain_text(
     status: StatusCode,
-    text: impl Into<String>,
+    text: impl Into<Cow<'static, str>>,
 ) -> http::Response<Full<Bytes>> {
-    let mut text = text.into();
-    text.push('\n');
-    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    let body = match text.into() {
+        Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
+        Cow::Owned(text) => Bytes::from(text),
+    };
+    let mut response = http::Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

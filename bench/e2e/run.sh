@@ -30,7 +30,7 @@ cargo build --quiet --release --features serve --example bench_server --example 
 # One realistic 1 KiB response.created event, created now, signed.
 python3 - "$work" <<'PY'
 import hashlib, hmac, json, sys, time
-answers = [{"question": f"q{i}", "answer": f"answer number {i}"} for i in range(14)]
+answers = [{"question": f"q{i}", "answer": f"answer number {i}"} for i in range(18)]
 event = {"id": "evt_bench_1", "type": "response.created",
          "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "data": {"id": "rsp_8f3a9c2d", "quiz_id": "quiz_onboarding", "customer_id": "cus_1042",

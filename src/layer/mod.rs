@@ -356,7 +356,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                         tracing::error!(error = %e, "webhook task did not finish");
                         (
                             Outcome::HandlerPanicked,
-                            plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler did not finish"),
+                            plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler did not finish\n"),
                         )
                     })
                 }
@@ -396,7 +396,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
             Ok(Claim::Done) => {
                 return (
                     Outcome::Duplicate,
-                    plain_text(StatusCode::OK, "duplicate: already handled"),
+                    plain_text(StatusCode::OK, "duplicate: already handled\n"),
                 );
             }
             Ok(Claim::InFlight) => {
@@ -404,7 +404,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                     Outcome::InFlight,
                     plain_text(
                         StatusCode::CONFLICT,
-                        "event is being handled by another delivery",
+                        "event is being handled by another delivery\n",
                     ),
                 );
             }
@@ -412,7 +412,10 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                 tracing::error!(error = %e, "dedupe store unavailable; asking the sender to retry");
                 return (
                     Outcome::StoreUnavailable,
-                    plain_text(StatusCode::SERVICE_UNAVAILABLE, "dedupe store unavailable"),
+                    plain_text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "dedupe store unavailable\n",
+                    ),
                 );
             }
         };
@@ -422,12 +425,12 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
             .await;
 
         let (outcome, response, done) = match dispatched {
-            Ok(Dispatched::Handled) => (Outcome::Handled, plain_text(StatusCode::OK, "ok"), true),
+            Ok(Dispatched::Handled) => (Outcome::Handled, plain_text(StatusCode::OK, "ok\n"), true),
             Ok(Dispatched::Mismatched) if self.acknowledge_mismatched => (
                 Outcome::Mismatched,
                 plain_text(
                     StatusCode::OK,
-                    "acknowledged: event data does not fit its type",
+                    "acknowledged: event data does not fit its type\n",
                 ),
                 true,
             ),
@@ -435,7 +438,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                 Outcome::Mismatched,
                 plain_text(
                     StatusCode::BAD_REQUEST,
-                    format!("event data does not fit {}", delivery.type_name()),
+                    format!("event data does not fit {}\n", delivery.type_name()),
                 ),
                 false,
             ),
@@ -443,7 +446,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                 tracing::error!(%error, "webhook handler failed; the sender will retry");
                 (
                     Outcome::HandlerFailed,
-                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler failed"),
+                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler failed\n"),
                     false,
                 )
             }
@@ -454,7 +457,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
                 );
                 (
                     Outcome::HandlerPanicked,
-                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler panicked"),
+                    plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler panicked\n"),
                     false,
                 )
             }
