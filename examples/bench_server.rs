@@ -7,39 +7,23 @@
 //!
 //! * `bare`: axum that only reads the body: the ceiling.
 //! * `layer`: the same router behind `WebhookLayer`, every delivery handled in
-//!   full (verify, parse, typed payload, handler). Deduplication uses a store
-//!   that always grants the claim, because the load generator repeats one
+//!   full (verify, parse, typed payload, handler). Deduplication uses
+//!   `NoDedupe`, which always grants the claim, because the load generator repeats one
 //!   signed event: with a real store every request after the first would take
 //!   the cheaper duplicate path. The in-memory store's own cost is measured by
 //!   `cargo bench --bench throughput` (`service/ltvboost_layer`).
-
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 use ltvboost_webhooks::WebhookLayer;
-use ltvboost_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, StoreError};
+use ltvboost_webhooks::dedupe::NoDedupe;
 use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::Server;
 use ltvboost_webhooks::signature::{Secret, Verifier};
 
 const SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
-
-struct AlwaysFresh;
-
-impl DedupeStore for AlwaysFresh {
-    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
-        Ok(Claim::Acquired(ClaimToken::new("bench")))
-    }
-    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 /// Does what a real handler's cheapest work would: looks at the payload.
 struct Touch;
@@ -75,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bare.layer(
                 WebhookLayer::new(verifier)
                     .handler(Touch)
-                    .dedupe_store(AlwaysFresh),
+                    .dedupe_store(NoDedupe),
             )
         }
         other => return Err(format!("unknown mode {other:?}: bare or layer").into()),

@@ -52,6 +52,15 @@ fn sig_line(value: &str) -> String {
     format!("x-ltvboost-signature: {value}")
 }
 
+/// POST to the webhook path with exactly these header lines (framing
+/// included: no content-length is added) and these body bytes.
+fn raw_post(lines: &[String], body: &[u8]) -> Vec<u8> {
+    let mut bytes = head("POST", PATH, lines).into_bytes();
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// POST to the webhook path, correctly signed.
 fn signed(body: &[u8]) -> Vec<u8> {
     with_body("POST", PATH, &[sig_line(&sign(&secret(), body))], body)
@@ -236,76 +245,31 @@ fn body_cases() -> Vec<Case> {
     let deep_type = format!(r#"{{"type":{}{}}}"#, "[".repeat(20_000), "]".repeat(20_000));
     let valid = valid_body();
     let hex = hex_of(&valid);
-    let lie_short = {
-        // Declares 10 bytes, sends the whole body: the server reads 10 bytes,
-        // which the signature (over the whole body) does not cover.
-        let mut bytes = head("POST", PATH, &[sig_line(&format!("sha256={hex}"))]).into_bytes();
-        bytes.extend_from_slice(b"content-length: 10\r\n\r\n");
-        bytes.extend_from_slice(&valid);
-        bytes
-    };
-    let lie_long = {
-        // Declares more than it sends, then waits: the read deadline answers.
-        let mut bytes = head("POST", PATH, &[sig_line(&format!("sha256={hex}"))]).into_bytes();
-        bytes
-            .extend_from_slice(format!("content-length: {}\r\n\r\n", valid.len() + 100).as_bytes());
-        bytes.extend_from_slice(&valid);
-        bytes
-    };
-    let huge_declared = {
-        let mut bytes = head("POST", PATH, &[sig_line(&format!("sha256={hex}"))]).into_bytes();
-        bytes.extend_from_slice(b"content-length: 10737418240\r\n\r\n");
-        bytes
-    };
-    let huge_chunked = {
-        let mut bytes = head(
-            "POST",
-            PATH,
-            &[
-                sig_line(&format!("sha256={hex}")),
-                "transfer-encoding: chunked".into(),
-            ],
-        )
-        .into_bytes();
-        bytes.extend_from_slice(b"\r\n");
-        let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
-        for _ in 0..8 {
-            bytes.extend_from_slice(chunk.as_bytes());
-        }
-        bytes
-    };
-    let smuggle = {
-        let mut bytes = head(
-            "POST",
-            PATH,
-            &[
-                sig_line(&format!("sha256={hex}")),
-                "transfer-encoding: chunked".into(),
-                "content-length: 5".into(),
-            ],
-        )
-        .into_bytes();
-        bytes.extend_from_slice(b"\r\n0\r\n\r\n");
-        bytes
-    };
-    let bad_chunk = {
-        let mut bytes = head(
-            "POST",
-            PATH,
-            &[
-                sig_line(&format!("sha256={hex}")),
-                "transfer-encoding: chunked".into(),
-            ],
-        )
-        .into_bytes();
-        bytes.extend_from_slice(b"\r\nzz\r\nhello\r\n0\r\n\r\n");
-        bytes
-    };
-    let huge_unsigned = {
-        let mut bytes = head("POST", PATH, &[]).into_bytes();
-        bytes.extend_from_slice(b"content-length: 10737418240\r\n\r\n");
-        bytes
-    };
+    let signature = sig_line(&format!("sha256={hex}"));
+    let chunked = "transfer-encoding: chunked".to_owned();
+    // Declares 10 bytes, sends the whole body: the server reads 10 bytes,
+    // which the signature (over the whole body) does not cover.
+    let lie_short = raw_post(&[signature.clone(), "content-length: 10".into()], &valid);
+    // Declares more than it sends, then waits: the read deadline answers.
+    let declared = format!("content-length: {}", valid.len() + 100);
+    let lie_long = raw_post(&[signature.clone(), declared], &valid);
+    let huge = "content-length: 10737418240".to_owned();
+    let huge_declared = raw_post(&[signature.clone(), huge.clone()], b"");
+    let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+    let huge_chunked = raw_post(
+        &[signature.clone(), chunked.clone()],
+        chunk.repeat(8).as_bytes(),
+    );
+    let smuggle = raw_post(
+        &[
+            signature.clone(),
+            chunked.clone(),
+            "content-length: 5".into(),
+        ],
+        b"0\r\n\r\n",
+    );
+    let bad_chunk = raw_post(&[signature, chunked], b"zz\r\nhello\r\n0\r\n\r\n");
+    let huge_unsigned = raw_post(&[huge], b"");
     let within_limit_whitespace = vec![b' '; LIMIT - 10];
     vec![
         case("empty body", signed(b""), 400),

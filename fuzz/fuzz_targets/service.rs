@@ -5,14 +5,13 @@
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
 use ltvboost_webhooks::WebhookLayer;
-use ltvboost_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, StoreError};
+use ltvboost_webhooks::dedupe::NoDedupe;
 use ltvboost_webhooks::signature::{SIGNATURE_HEADER, Secret, Verifier, sign};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -32,22 +31,6 @@ struct Input {
 const METHODS: [&str; 5] = ["POST", "GET", "PUT", "DELETE", "PATCH"];
 const PATHS: [&str; 4] = ["/webhooks/ltvboost", "/healthz", "/webhooks/ltvboost/", "/"];
 const HEADER_NAMES: [&str; 4] = [SIGNATURE_HEADER, "content-length", "content-type", "x-other"];
-
-/// Claims always succeed: the fuzzer explores parsing and dispatch, not
-/// memory growth from millions of distinct ids.
-struct AlwaysFresh;
-
-impl DedupeStore for AlwaysFresh {
-    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
-        Ok(Claim::Acquired(ClaimToken::new("t")))
-    }
-    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 fn secret() -> &'static Secret {
     static SECRET: OnceLock<Secret> = OnceLock::new();
@@ -85,7 +68,9 @@ fuzz_target!(|input: Input| {
     let on_path = request.uri().path() == PATHS[0];
 
     let mut service = WebhookLayer::new(verifier)
-        .dedupe_store(AlwaysFresh)
+        // Claims always succeed: the fuzzer explores parsing and dispatch,
+        // not memory growth from millions of distinct ids.
+        .dedupe_store(NoDedupe)
         .body_limit(4096)
         .layer(tower_service_fn());
     let response = runtime().block_on(async {

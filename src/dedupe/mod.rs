@@ -127,6 +127,29 @@ pub trait DedupeStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A store that remembers nothing: every claim is granted.
+///
+/// For receivers whose handlers are idempotent on their own (an upsert keyed
+/// on the event id, say), and for benchmarks and fuzzing, where deduplication
+/// is not what is measured. With it, a retry of an event that succeeded runs
+/// the handler again, and so does a concurrent duplicate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDedupe;
+
+impl DedupeStore for NoDedupe {
+    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
+        Ok(Claim::Acquired(ClaimToken(String::new())))
+    }
+
+    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 impl<S: DedupeStore> DedupeStore for std::sync::Arc<S> {
     fn claim(
         &self,
@@ -151,5 +174,21 @@ impl<S: DedupeStore> DedupeStore for std::sync::Arc<S> {
         token: &ClaimToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).release(key, token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_dedupe_grants_every_claim() {
+        let lease = Duration::from_secs(60);
+        for _ in 0..2 {
+            let Claim::Acquired(token) = NoDedupe.claim("k", lease).await.unwrap() else {
+                panic!("NoDedupe refused a claim")
+            };
+            NoDedupe.mark_done("k", &token, lease).await.unwrap();
+        }
     }
 }
