@@ -511,3 +511,41 @@ async fn an_unbounded_replay_window_still_deduplicates() {
     assert_eq!(post_signed(addr, old).await.status, 200);
     assert_eq!(recorder.calls("segment.ready"), 1);
 }
+
+#[tokio::test]
+async fn a_sender_that_hangs_up_does_not_cancel_a_running_handler() {
+    let gate = Arc::new(Semaphore::new(0));
+    let recorder = Recorder::gated(gate.clone());
+    let addr = app(&recorder).await;
+    let body = created("evt_hangup");
+    let signature = sign(&secret(), &body);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&post_request(
+            PATH,
+            &[("x-ltvboost-signature", &signature)],
+            &body,
+        ))
+        .await
+        .unwrap();
+    while recorder.total() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(stream); // the sender gives up mid-handler
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(1); // the handler finishes anyway…
+    let mut reply = post_signed(addr, &body).await;
+    for _ in 0..100 {
+        if reply.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        reply = post_signed(addr, &body).await;
+    }
+    // …and its success was recorded: the retry is a duplicate.
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (200, "duplicate: already handled")
+    );
+    assert_eq!(recorder.total(), 1);
+}
