@@ -27,6 +27,23 @@ grep -q 'development secret' "$log" || { echo "no warning about the development 
 cargo run --quiet --features testing --example cli -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
 sleep 0.2
 grep -q 'action.sent evt_smoke_cli' "$log" || { echo "the CLI's event was not handled"; cat "$log"; exit 1; }
+# The same receiver on plain hyper answers the same way.
+hyper_log=$(mktemp)
+LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$((port + 1)) cargo run --quiet --example hyper_receiver >"$hyper_log" 2>&1 &
+hyper_pid=$!
+trap 'kill $pid $hyper_pid 2>/dev/null || true; rm -f "$log" "$hyper_log"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$((port + 1))/healthz" >/dev/null && break
+  sleep 0.1
+done
+hyper_first=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/webhooks/ltvboost" \
+  -H "x-ltvboost-signature: sha256=$SIG" --data-binary "$BODY")
+hyper_404=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/nowhere")
+sleep 0.2
+echo "hyper receiver smoke: first=$hyper_first elsewhere=$hyper_404"
+[ "$hyper_first" = 200 ] && [ "$hyper_404" = 404 ] || { cat "$hyper_log"; exit 1; }
+grep -q 'response.created evt_1' "$hyper_log" || { echo "no handler line from hyper_receiver"; cat "$hyper_log"; exit 1; }
+
 # The register example refuses an unknown event before any request, and
 # names the status when the API answers an error (the receiver is no API: 404).
 if out=$(cargo run --quiet --features client --example register -- https://app.example/hook quiz.archived 2>&1); then
