@@ -6,12 +6,17 @@
 #   bash fuzz/run.sh            # 30 s a target: the CI smoke pass
 #   bash fuzz/run.sh 600        # longer runs
 #   bash fuzz/run.sh 60 event   # one target
+#   SANITIZER=address bash fuzz/run.sh 40   # AddressSanitizer and libFuzzer's
+#                                           # compare hooks (RUSTC_BOOTSTRAP=1)
 #
 # Prints the executions run per target; exits non-zero on a crash (the
 # reproducer is left in fuzz/artifacts/<target>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
+sanitizer=${SANITIZER:-none}
+# The sanitizer build needs nightly flags; stable accepts them with this.
+[ "$sanitizer" = none ] || export RUSTC_BOOTSTRAP=1
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(signature event service)
@@ -25,8 +30,8 @@ for target in "${targets[@]}"; do
   corpus="fuzz/target/corpus/$target"
   mkdir -p "$corpus"
   log="fuzz/target/$target.log"
-  echo "== fuzz $target for ${seconds}s"
-  if ! cargo fuzz run -s none --release "$target" "$corpus" "fuzz/seeds/$target" -- \
+  echo "== fuzz $target for ${seconds}s (sanitizer: $sanitizer)"
+  if ! cargo fuzz run -s "$sanitizer" --release "$target" "$corpus" "fuzz/seeds/$target" -- \
       -max_total_time="$seconds" -dict=fuzz/dict/webhooks.dict -print_final_stats=1 \
       -rss_limit_mb=4096 >"$log" 2>&1; then
     tail -n 40 "$log"
