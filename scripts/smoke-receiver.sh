@@ -5,14 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${SMOKE_PORT:-3917}
 log=$(mktemp)
-cargo build --quiet --example receiver
-LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$port cargo run --quiet --example receiver >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
-  sleep 0.1
-done
+hyper_log=$(mktemp)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$log" "$hyper_log"' EXIT
+# Built first, so that starting them is quick.
+cargo build --quiet --example receiver --example hyper_receiver
+
+start() { # example port log: runs it as the README says, waits for /healthz
+  LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$2 cargo run --quiet --example "$1" >"$3" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start"; cat "$3"; exit 1
+}
+
+start receiver "$port" "$log"
 BODY='{"id":"evt_1","type":"response.created","created_at":"'$(date -u +%FT%TZ)'","data":{"id":"rsp_1","quiz_id":"quiz_7"}}'
 SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac 'ltvboost-development-secret-do-not-use-in-production' -r | cut -d' ' -f1)
 send() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/webhooks/ltvboost" -H "x-ltvboost-signature: sha256=$SIG" -H 'content-type: application/json' --data-binary "$1"; }
@@ -28,14 +37,7 @@ cargo run --quiet --features testing --example cli -- send "http://127.0.0.1:$po
 sleep 0.2
 grep -q 'action.sent evt_smoke_cli' "$log" || { echo "the CLI's event was not handled"; cat "$log"; exit 1; }
 # The same receiver on plain hyper answers the same way.
-hyper_log=$(mktemp)
-LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$((port + 1)) cargo run --quiet --example hyper_receiver >"$hyper_log" 2>&1 &
-hyper_pid=$!
-trap 'kill $pid $hyper_pid 2>/dev/null || true; rm -f "$log" "$hyper_log"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$((port + 1))/healthz" >/dev/null && break
-  sleep 0.1
-done
+start hyper_receiver "$((port + 1))" "$hyper_log"
 hyper_first=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/webhooks/ltvboost" \
   -H "x-ltvboost-signature: sha256=$SIG" --data-binary "$BODY")
 hyper_404=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((port + 1))/nowhere")
