@@ -56,6 +56,7 @@ mod webhooks;
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -149,7 +150,7 @@ impl Client {
         &self,
         method: reqwest::Method,
         url: Url,
-        body: Option<&(dyn ErasedBody + Sync)>,
+        body: Option<Bytes>,
     ) -> Result<T, ClientError> {
         let (status, bytes) = self.send_raw(method, url, body).await?;
         decode(status, &bytes)
@@ -159,21 +160,15 @@ impl Client {
         &self,
         method: reqwest::Method,
         url: Url,
-        body: Option<&(dyn ErasedBody + Sync)>,
-    ) -> Result<(http::StatusCode, bytes::Bytes), ClientError> {
-        let json = match body {
-            Some(body) => Some(
-                body.to_json()
-                    .map_err(|e| ClientError::Config(e.to_string()))?,
-            ),
-            None => None,
-        };
+        body: Option<Bytes>,
+    ) -> Result<(http::StatusCode, Bytes), ClientError> {
         retry::send_with_retries(&self.retry, &method, || {
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(self.token.0.as_str());
-            if let Some(json) = &json {
+            if let Some(json) = &body {
+                // Bytes: every retry sends the same buffer without copying it.
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(json.clone());
@@ -184,15 +179,11 @@ impl Client {
     }
 }
 
-/// A request body serialised once, reused by every retry.
-trait ErasedBody {
-    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
-}
-
-impl<T: Serialize> ErasedBody for T {
-    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
+/// A request body, serialised once and reused by every retry.
+fn json_body(value: &impl Serialize) -> Result<Bytes, ClientError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 fn decode<T: DeserializeOwned>(status: http::StatusCode, bytes: &[u8]) -> Result<T, ClientError> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
-use super::{Client, ClientError, ValidationError};
+use super::{Client, ClientError, ValidationError, json_body};
 use crate::event::EventType;
 use crate::signature::Secret;
 
@@ -214,7 +214,9 @@ impl<'a> Webhooks<'a> {
     /// `POST /webhooks`: registers an endpoint.
     pub async fn create(&self, webhook: &NewWebhook) -> Result<Endpoint, ClientError> {
         let url = self.client.url(&["webhooks"]);
-        self.client.send(Method::POST, url, Some(webhook)).await
+        self.client
+            .send(Method::POST, url, Some(json_body(webhook)?))
+            .await
     }
 
     /// `GET /webhooks`: every registered endpoint. Accepts a bare array or an
@@ -246,7 +248,9 @@ impl<'a> Webhooks<'a> {
     pub async fn update(&self, id: &str, update: &WebhookUpdate) -> Result<Endpoint, ClientError> {
         update.checked()?;
         let url = self.client.url(&["webhooks", checked_id(id)?]);
-        self.client.send(Method::PATCH, url, Some(update)).await
+        self.client
+            .send(Method::PATCH, url, Some(json_body(update)?))
+            .await
     }
 
     /// `DELETE /webhooks/{id}`. Whatever body the API answers with is ignored.
