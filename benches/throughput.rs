@@ -146,6 +146,9 @@ fn service(c: &mut Criterion) {
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
     let layered = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap()).layer(bare);
+    let no_store = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
+        .dedupe_store(ltvboost_webhooks::dedupe::NoDedupe)
+        .layer(bare);
 
     let mut group = c.benchmark_group("service");
     group.bench_function("bare_collect_body", |b| {
@@ -160,6 +163,17 @@ fn service(c: &mut Criterion) {
             request,
             |request| async {
                 let response = layered.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("ltvboost_layer_no_dedupe", |b| {
+        b.to_async(&runtime).iter_batched(
+            request,
+            |request| async {
+                let response = no_store.clone().oneshot(request).await.unwrap();
                 assert_eq!(response.status(), 200);
                 response
             },

@@ -3,13 +3,13 @@
 //! This module does no I/O. Parse only bytes that [`crate::signature`] has
 //! verified.
 //!
-//! Parsing happens in two steps, so that the cheap, always-present part is read
-//! first and the payload is decoded only for a type this crate knows:
-//!
-//! 1. [`Envelope::from_slice`] reads `{"id", "type", "created_at", "data"}`,
-//!    keeping `data` as raw JSON.
-//! 2. [`Envelope::event`] decodes `data` into the typed payload that `type`
-//!    names, or yields [`Event::Unknown`] for a type this crate does not know.
+//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` and
+//! decodes `data` into the typed payload that `type` names, or keeps it raw as
+//! [`Event::Unknown`] for a type this crate does not know. When `type` comes
+//! before `data`, as LTVboost sends it, that is one pass over the body: `data`
+//! is decoded where it stands, never buffered or scanned twice, and nothing
+//! of the body is copied (the envelope shares the verified [`Bytes`]). A body
+//! with `data` first costs a second pass over `data`, nothing more.
 //!
 //! # Assumptions
 //!
@@ -54,6 +54,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -152,40 +158,185 @@ impl<'de> Deserialize<'de> for EventType {
     }
 }
 
-/// The outer JSON object of every delivery, with `data` still raw.
+/// One JSON value exactly as it was sent: a slice of the verified body,
+/// shared with it rather than copied.
+///
+/// The bytes are always one well-formed JSON value in UTF-8 (this crate only
+/// makes a `RawJson` from a value the JSON parser accepted).
+///
+/// ```
+/// use ltvboost_webhooks::event::Envelope;
+///
+/// let envelope = Envelope::from_slice(br#"{"type":"quiz.archived","data":{"quiz_id":"q1"}}"#)?;
+/// let data = envelope.data();
+/// assert_eq!(data.get(), r#"{"quiz_id":"q1"}"#);
+/// let parsed: serde_json::Value = data.parse()?;
+/// assert_eq!(parsed["quiz_id"], "q1");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Bytes);
+
+impl RawJson {
+    /// The JSON `null`.
+    pub const NULL: RawJson = RawJson(Bytes::from_static(b"null"));
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        // Checked rather than assumed, to keep this crate free of `unsafe`:
+        // the bytes came from a `&str` the JSON parser returned, so this
+        // never fails, and it costs a few nanoseconds a kilobyte.
+        std::str::from_utf8(&self.0).unwrap_or("null")
+    }
+
+    /// The JSON text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The JSON text as a shared [`Bytes`] (no copy).
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// Decodes the value into your own type.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.0)
+    }
+
+    /// A copy as serde_json's [`RawValue`].
+    pub fn to_raw_value(&self) -> Box<RawValue> {
+        RawValue::from_string(self.get().to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RawJson").field(&self.get()).finish()
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// The outer JSON object of every delivery, parsed together with its typed
+/// payload.
 ///
 /// See the [module documentation](self) for what is assumed about its fields.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The envelope keeps the verified body (shared, not copied), so the raw
+/// `data` stays reachable through [`Envelope::data`].
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Envelope {
     /// The event's id (`evt_…`), when the sender includes one.
-    #[serde(default, deserialize_with = "optional_identifier")]
     pub id: Option<String>,
     /// The event type's wire name, known to this crate or not.
-    #[serde(rename = "type")]
     pub type_name: String,
     /// When the event was created, as sent: RFC 3339 assumed, a Unix
     /// timestamp (sent as a number) kept as its decimal text.
-    #[serde(
-        default,
-        deserialize_with = "optional_identifier",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub created_at: Option<String>,
-    /// The payload, as raw JSON.
-    #[serde(default = "null_data")]
-    pub data: Box<RawValue>,
+    body: Bytes,
+    data: DataSpan,
+    event: Result<Event, PayloadError>,
 }
 
-fn null_data() -> Box<RawValue> {
-    RawValue::NULL.to_owned()
+/// Where `data` sits in the body.
+#[derive(Clone, Debug)]
+enum DataSpan {
+    /// The envelope has no `data`.
+    Absent,
+    /// These bytes of the body.
+    At(Range<usize>),
+    /// Decoded straight into its payload while the envelope was read, so
+    /// its place was not recorded; found again on demand.
+    Decoded,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("type_name", &self.type_name)
+            .field("created_at", &self.created_at)
+            .field("data", &self.data())
+            .finish()
+    }
 }
 
 impl Envelope {
-    /// Parses the envelope from (verified) body bytes. `data` is checked to be
-    /// well-formed JSON but not decoded.
+    /// Parses the envelope and its typed payload from (verified) body bytes,
+    /// copying them once. See [`Envelope::from_bytes`].
     pub fn from_slice(body: &[u8]) -> Result<Self, EnvelopeError> {
-        serde_json::from_slice(body).map_err(EnvelopeError)
+        Self::from_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// Parses the envelope and its typed payload from (verified) body bytes,
+    /// keeping them without a copy.
+    ///
+    /// The body must be a JSON object with a string `type`. A known type
+    /// whose `data` does not fit its payload is not an error here: the
+    /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
+    ///
+    /// When `type` comes before `data`, as LTVboost sends it, the body is
+    /// read once: `data` is decoded straight into the payload `type` names.
+    pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
+        match serde_json::from_slice::<Scanned<'_>>(&body) {
+            Ok(scanned) => Ok(Self::assemble(scanned, &body)),
+            // Either the envelope is malformed or its data does not fit the
+            // payload: read again with `data` kept raw to tell which. Only
+            // refused bodies pay for this second read.
+            Err(_) => {
+                let scanned = serde_json::from_slice::<RawScanned<'_>>(&body)
+                    .map_err(EnvelopeError)?
+                    .0;
+                Ok(Self::assemble(scanned, &body))
+            }
+        }
+    }
+
+    fn assemble(scanned: Scanned<'_>, body: &Bytes) -> Self {
+        let Scanned {
+            id,
+            type_name,
+            created_at,
+            data,
+        } = scanned;
+        let (data, event) = match data {
+            ScannedData::Decoded(mut event) => {
+                event.keep_body(body);
+                (DataSpan::Decoded, Ok(event))
+            }
+            ScannedData::Raw(raw) => {
+                let span = subslice(body, raw.get().as_bytes());
+                let json = span
+                    .clone()
+                    .map_or(RawJson::NULL, |r| RawJson(body.slice(r)));
+                let event = decode_event(&type_name, &json, body);
+                (span.map_or(DataSpan::Absent, DataSpan::At), event)
+            }
+            ScannedData::Absent => (
+                DataSpan::Absent,
+                decode_event(&type_name, &RawJson::NULL, body),
+            ),
+        };
+        Self {
+            id,
+            type_name,
+            created_at,
+            body: body.clone(),
+            data,
+            event,
+        }
     }
 
     /// The documented event type, or `None` for a type this crate does not know.
@@ -193,53 +344,230 @@ impl Envelope {
         self.type_name.parse().ok()
     }
 
-    /// The raw `data` JSON, whatever the type.
-    pub fn data(&self) -> &RawValue {
-        &self.data
+    /// The raw `data` JSON, whatever the type (`null` when absent).
+    pub fn data(&self) -> RawJson {
+        match &self.data {
+            DataSpan::Absent => RawJson::NULL,
+            DataSpan::At(span) => RawJson(self.body.slice(span.clone())),
+            DataSpan::Decoded => find_data(&self.body).unwrap_or(RawJson::NULL),
+        }
     }
 
-    /// Decodes `data` into the payload that `type` names.
+    /// The whole body, as verified.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The typed event that `type` names.
     ///
-    /// An unknown type is not an error: it yields [`Event::Unknown`]. A known
-    /// type whose `data` does not fit its payload struct is a [`PayloadError`].
-    pub fn event(&self) -> Result<Event, PayloadError> {
-        let Some(event_type) = self.event_type() else {
-            return Ok(Event::Unknown {
-                type_name: self.type_name.clone(),
-                data: self.data.clone(),
-            });
-        };
-        let json = &*self.data;
-        let fit = |source| PayloadError { event_type, source };
-        Ok(match event_type {
-            EventType::ResponseCreated => Event::ResponseCreated(decode(json).map_err(fit)?),
-            EventType::ResponseScored => Event::ResponseScored(decode(json).map_err(fit)?),
-            EventType::ActionQueued => Event::ActionQueued(decode(json).map_err(fit)?),
-            EventType::ActionSent => Event::ActionSent(decode(json).map_err(fit)?),
-            EventType::ActionFailed => Event::ActionFailed(decode(json).map_err(fit)?),
-            EventType::SegmentUpdated => Event::SegmentUpdated(decode(json).map_err(fit)?),
-            EventType::SegmentReady => Event::SegmentReady(decode(json).map_err(fit)?),
+    /// An unknown type is not an error: it is [`Event::Unknown`]. A known
+    /// type whose `data` does not fit its payload struct is a [`PayloadError`]
+    /// (cheap to clone: it shares serde_json's error).
+    pub fn event(&self) -> Result<&Event, PayloadError> {
+        self.event.as_ref().map_err(Clone::clone)
+    }
+
+    /// The typed event, taking the envelope apart.
+    pub fn into_event(self) -> Result<Event, PayloadError> {
+        self.event
+    }
+}
+
+/// The raw `data` of an envelope body, found by reading it again.
+fn find_data(body: &Bytes) -> Option<RawJson> {
+    let scanned = serde_json::from_slice::<RawScanned<'_>>(body).ok()?.0;
+    match scanned.data {
+        ScannedData::Raw(raw) => {
+            subslice(body, raw.get().as_bytes()).map(|r| RawJson(body.slice(r)))
+        }
+        ScannedData::Absent | ScannedData::Decoded(_) => None,
+    }
+}
+
+/// Where `inner`, borrowed from `outer`, sits in it.
+fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    let end = start.checked_add(inner.len())?;
+    (end <= outer.len()).then_some(start..end)
+}
+
+/// Decodes raw `data` into the payload `type_name` names.
+fn decode_event(type_name: &str, data: &RawJson, body: &Bytes) -> Result<Event, PayloadError> {
+    let Ok(event_type) = type_name.parse::<EventType>() else {
+        return Ok(Event::Unknown {
+            type_name: type_name.to_owned(),
+            data: data.clone(),
+        });
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(data.as_bytes());
+    let mut event = PayloadSeed(event_type)
+        .deserialize(&mut deserializer)
+        .and_then(|event| deserializer.end().map(|()| event))
+        .map_err(|source| PayloadError {
+            event_type,
+            source: Arc::new(source),
+        })?;
+    event.keep_body(body);
+    Ok(event)
+}
+
+/// The envelope as read: `data` either decoded on the way or kept raw.
+struct Scanned<'a> {
+    id: Option<String>,
+    type_name: String,
+    created_at: Option<String>,
+    data: ScannedData<'a>,
+}
+
+enum ScannedData<'a> {
+    Absent,
+    Raw(&'a RawValue),
+    Decoded(Event),
+}
+
+/// The envelope read with `data` always kept raw.
+struct RawScanned<'a>(Scanned<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scanned<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor {
+            decode: true,
+            body: PhantomData,
         })
     }
 }
 
-/// A payload struct, decoded from `data` and keeping it raw beside.
-trait Payload: serde::de::DeserializeOwned {
-    fn keep_raw(&mut self, raw: &RawValue);
+impl<'de: 'a, 'a> Deserialize<'de> for RawScanned<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(EnvelopeVisitor {
+                decode: false,
+                body: PhantomData,
+            })
+            .map(RawScanned)
+    }
 }
 
-/// Decodes `data` into its payload struct. Unmodelled fields are skipped
-/// without being built (no `#[serde(flatten)]`, which buffers the whole
-/// object first); [`unmodelled`] recovers them on demand.
-fn decode<T: Payload>(data: &RawValue) -> Result<T, serde_json::Error> {
-    let mut payload: T = serde_json::from_str(data.get())?;
-    payload.keep_raw(data);
-    Ok(payload)
+/// Reads the envelope's members in any order, refusing duplicates. With
+/// `decode`, a `data` that follows a known `type` is decoded straight into
+/// its payload: one pass over the body instead of two.
+struct EnvelopeVisitor<'a> {
+    decode: bool,
+    body: PhantomData<&'a ()>,
+}
+
+enum Member {
+    Id,
+    Type,
+    CreatedAt,
+    Data,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "id" => Member::Id,
+                    "type" => Member::Type,
+                    "created_at" => Member::CreatedAt,
+                    "data" => Member::Data,
+                    _ => Member::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Name)
+    }
+}
+
+/// `Option<String>` through [`optional_identifier`].
+struct OptionalIdentifier(Option<String>);
+
+impl<'de> Deserialize<'de> for OptionalIdentifier {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        optional_identifier(deserializer).map(OptionalIdentifier)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
+    type Value = Scanned<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event envelope object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scanned<'a>, A::Error> {
+        use serde::de::Error;
+        let mut id = None;
+        let mut type_name: Option<String> = None;
+        let mut created_at = None;
+        let mut data = None;
+        while let Some(member) = map.next_key::<Member>()? {
+            match member {
+                Member::Id if id.is_some() => return Err(A::Error::duplicate_field("id")),
+                Member::Id => id = Some(map.next_value::<OptionalIdentifier>()?.0),
+                Member::Type if type_name.is_some() => {
+                    return Err(A::Error::duplicate_field("type"));
+                }
+                Member::Type => type_name = Some(map.next_value()?),
+                Member::CreatedAt if created_at.is_some() => {
+                    return Err(A::Error::duplicate_field("created_at"));
+                }
+                Member::CreatedAt => {
+                    created_at = Some(map.next_value::<OptionalIdentifier>()?.0);
+                }
+                Member::Data if data.is_some() => return Err(A::Error::duplicate_field("data")),
+                Member::Data => {
+                    let known = type_name.as_deref().and_then(|t| t.parse().ok());
+                    data = Some(match known {
+                        Some(event_type) if self.decode => {
+                            ScannedData::Decoded(map.next_value_seed(PayloadSeed(event_type))?)
+                        }
+                        _ => ScannedData::Raw(map.next_value::<&'a RawValue>()?),
+                    });
+                }
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Scanned {
+            id: id.flatten(),
+            type_name: type_name.ok_or_else(|| A::Error::missing_field("type"))?,
+            created_at: created_at.flatten(),
+            data: data.unwrap_or(ScannedData::Absent),
+        })
+    }
+}
+
+/// Decodes `data` into the payload struct of one event type.
+struct PayloadSeed(EventType);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed {
+    type Value = Event;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+        Ok(match self.0 {
+            EventType::ResponseCreated => Event::ResponseCreated(Deserialize::deserialize(d)?),
+            EventType::ResponseScored => Event::ResponseScored(Deserialize::deserialize(d)?),
+            EventType::ActionQueued => Event::ActionQueued(Deserialize::deserialize(d)?),
+            EventType::ActionSent => Event::ActionSent(Deserialize::deserialize(d)?),
+            EventType::ActionFailed => Event::ActionFailed(Deserialize::deserialize(d)?),
+            EventType::SegmentUpdated => Event::SegmentUpdated(Deserialize::deserialize(d)?),
+            EventType::SegmentReady => Event::SegmentReady(Deserialize::deserialize(d)?),
+        })
+    }
 }
 
 /// The members of a raw JSON object whose names are not in `known`.
-fn unmodelled(raw: Option<&RawValue>, known: &[&str]) -> Map<String, Value> {
-    let Some(Ok(mut all)) = raw.map(|r| serde_json::from_str::<Map<String, Value>>(r.get())) else {
+fn unmodelled(raw: Option<RawJson>, known: &[&str]) -> Map<String, Value> {
+    let Some(Ok(mut all)) = raw.map(|r| r.parse::<Map<String, Value>>()) else {
         return Map::new();
     };
     all.retain(|name, _| !known.contains(&name.as_str()));
@@ -253,14 +581,14 @@ fn unmodelled(raw: Option<&RawValue>, known: &[&str]) -> Map<String, Value> {
 pub struct EnvelopeError(#[source] serde_json::Error);
 
 /// A known event type whose `data` does not fit its payload struct.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("data does not fit {event_type}: {source}")]
 pub struct PayloadError {
     /// The type whose payload failed to decode.
     pub event_type: EventType,
-    /// What serde_json reported.
+    /// What serde_json reported (shared, so the error can be cloned).
     #[source]
-    pub source: serde_json::Error,
+    pub source: Arc<serde_json::Error>,
 }
 
 /// A decoded event.
@@ -289,11 +617,26 @@ pub enum Event {
         /// The wire name, e.g. `"quiz.archived"`.
         type_name: String,
         /// The raw `data` JSON.
-        data: Box<RawValue>,
+        data: RawJson,
     },
 }
 
 impl Event {
+    /// Lets the payload find its raw `data` later (see `raw()` and `extra()`).
+    fn keep_body(&mut self, body: &Bytes) {
+        let body = Some(body.clone());
+        match self {
+            Event::ResponseCreated(p) => p.body = body,
+            Event::ResponseScored(p) => p.body = body,
+            Event::ActionQueued(p) => p.body = body,
+            Event::ActionSent(p) => p.body = body,
+            Event::ActionFailed(p) => p.body = body,
+            Event::SegmentUpdated(p) => p.body = body,
+            Event::SegmentReady(p) => p.body = body,
+            Event::Unknown { .. } => {}
+        }
+    }
+
     /// The documented type, or `None` for [`Event::Unknown`].
     pub fn event_type(&self) -> Option<EventType> {
         Some(match self {
@@ -311,18 +654,28 @@ impl Event {
 
 /// Accepts an identifier sent as a string or as an integer.
 fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Text(String),
-        Signed(i64),
-        Unsigned(u64),
+    // A visitor rather than an untagged enum, which would buffer the value
+    // into serde's generic `Content` first.
+    struct Id;
+    impl Visitor<'_> for Id {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an integer identifier")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_owned())
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<String, E> {
+            Ok(s)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
+            Ok(n.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<String, E> {
+            Ok(n.to_string())
+        }
     }
-    Ok(match Id::deserialize(deserializer)? {
-        Id::Text(s) => s,
-        Id::Signed(n) => n.to_string(),
-        Id::Unsigned(n) => n.to_string(),
-    })
+    deserializer.deserialize_any(Id)
 }
 
 fn optional_identifier<'de, D: Deserializer<'de>>(
@@ -341,7 +694,7 @@ macro_rules! payload {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Deserialize, Serialize)]
+        #[derive(Clone, Deserialize, Serialize)]
         #[non_exhaustive]
         pub struct $name {
             #[doc = concat!("The main identifier, sent as `id` or `", $alias, "`.")]
@@ -352,35 +705,40 @@ macro_rules! payload {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
-            /// The whole `data` object as sent (see [`Self::extra`]).
+            /// The verified body this payload came from (shared, not
+            /// copied), for [`Self::raw`] and [`Self::extra`].
             #[serde(skip)]
-            raw: Option<Box<RawValue>>,
+            body: Option<Bytes>,
+        }
+
+        // The fields as decoded; not the body they came from.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("id", &self.id)
+                    $( .field(stringify!($field), &self.$field) )*
+                    .finish()
+            }
         }
 
         impl $name {
             /// A payload with only its identifier set, for tests and fixtures.
             pub fn new(id: impl Into<String>) -> Self {
-                Self { id: id.into(), $( $field: None, )* raw: None }
+                Self { id: id.into(), $( $field: None, )* body: None }
             }
 
             /// The fields of `data` this crate does not model, as sent.
             ///
-            /// Decoded on demand from the raw `data`, so that payloads without
-            /// them cost nothing extra.
+            /// Decoded on demand from the raw `data` (one more read of the
+            /// body), so that deliveries that never ask cost nothing extra.
             pub fn extra(&self) -> Map<String, Value> {
-                unmodelled(self.raw.as_deref(), &["id", $alias, $(stringify!($field)),*])
+                unmodelled(self.raw(), &["id", $alias, $(stringify!($field)),*])
             }
 
             /// The whole `data` object as sent, when this payload was decoded
-            /// from an event.
-            pub fn raw(&self) -> Option<&RawValue> {
-                self.raw.as_deref()
-            }
-        }
-
-        impl Payload for $name {
-            fn keep_raw(&mut self, raw: &RawValue) {
-                self.raw = Some(raw.to_owned());
+            /// from an event. Found on demand by reading the body again.
+            pub fn raw(&self) -> Option<RawJson> {
+                self.body.as_ref().and_then(find_data)
             }
         }
     };
@@ -522,6 +880,55 @@ mod tests {
         assert_eq!(extra.keys().collect::<Vec<_>>(), ["locale", "score"]);
         assert_eq!(created.raw().unwrap().get(), e.data().get());
         assert!(ResponseCreated::new("r2").extra().is_empty());
+    }
+
+    #[test]
+    fn one_pass_and_two_pass_reads_agree() {
+        // `type` before `data` decodes in one pass; `data` first takes the
+        // raw-then-decode path. Both must see the same event and raw data.
+        let data = r#"{"response_id":"r1","quiz_id":7,"email":"a@b.c","answers":[1,{"x":"\u00e9"}],"extra":true}"#;
+        for (t, d) in [
+            ("response.created", data),
+            (
+                "response.scored",
+                r#"{"id":"r","score":1e2,"outcome":null}"#,
+            ),
+            ("action.failed", r#"{"action_id":9,"error":"timeout"}"#),
+            ("segment.ready", r#"{"segment_id":"s","member_count":3}"#),
+            ("quiz.archived", r#"[1,2]"#),
+        ] {
+            let first = envelope(&format!(r#"{{"id":"e","type":"{t}","data":{d}}}"#));
+            let second = envelope(&format!(r#"{{"data":{d},"id":"e","type":"{t}"}}"#));
+            assert_eq!(
+                format!("{:?}", first.event()),
+                format!("{:?}", second.event()),
+                "{t}"
+            );
+            assert_eq!(first.data().get(), d);
+            assert_eq!(second.data().get(), d);
+            if let Ok(Event::ResponseCreated(p)) = first.event() {
+                assert_eq!(p.raw().unwrap().get(), d);
+                assert_eq!(p.extra()["extra"], true);
+            }
+        }
+        // A payload that does not fit is an error on either path, with the
+        // envelope intact.
+        for body in [
+            r#"{"type":"segment.ready","data":{"id":"s","member_count":"many"}}"#,
+            r#"{"data":{"id":"s","member_count":"many"},"type":"segment.ready"}"#,
+        ] {
+            let e = envelope(body);
+            assert_eq!(e.event().unwrap_err().event_type, EventType::SegmentReady);
+            assert_eq!(e.data().get(), r#"{"id":"s","member_count":"many"}"#);
+        }
+        // A malformed envelope stays an envelope error even when its data
+        // would not fit either.
+        assert!(
+            Envelope::from_slice(
+                br#"{"type":"segment.ready","data":{"member_count":"x"},"type":"a"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ where
         let config = WebhookConfig::from_ref(state);
         let (parts, body) = request.into_parts();
         let delivery = config.receive_delivery(&parts.headers, body).await?;
-        let event = delivery.envelope().event()?;
+        let event = delivery.envelope().event()?.clone();
         Ok(Self { delivery, event })
     }
 }

@@ -57,12 +57,10 @@
 use std::fmt;
 use std::future::Future;
 
-use serde_json::value::RawValue;
-
 use crate::signature::Verified;
 
 use crate::event::{
-    ActionFailed, ActionQueued, ActionSent, Envelope, Event, EventType, PayloadError,
+    ActionFailed, ActionQueued, ActionSent, Envelope, Event, EventType, PayloadError, RawJson,
     ResponseCreated, ResponseScored, SegmentReady, SegmentUpdated,
 };
 
@@ -158,7 +156,7 @@ impl Delivery {
     }
 
     /// The raw `data` JSON.
-    pub fn data(&self) -> &RawValue {
+    pub fn data(&self) -> RawJson {
         self.envelope.data()
     }
 

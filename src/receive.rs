@@ -136,7 +136,7 @@ impl WebhookConfig {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let verified = self.receive(headers, body).await?;
-        let envelope = Envelope::from_slice(verified.body())?;
+        let envelope = Envelope::from_bytes(verified.body().clone())?;
         self.replay_window
             .check(envelope.created_at.as_deref(), self.clock.now())?;
         Ok(Delivery::new(envelope, &verified))
@@ -173,7 +173,10 @@ impl From<Verifier> for WebhookConfig {
 
 /// The one `x-ltvboost-signature` header, parsed.
 fn signature_header(headers: &HeaderMap) -> Result<Signature, SignatureError> {
-    let mut values = headers.get_all(SIGNATURE_HEADER).iter();
+    // A `HeaderName` constant: looking up by `&str` would parse the name
+    // on every request.
+    const NAME: http::HeaderName = http::HeaderName::from_static(SIGNATURE_HEADER);
+    let mut values = headers.get_all(NAME).iter();
     let value = values.next().ok_or(SignatureError::Missing)?;
     if values.next().is_some() {
         return Err(SignatureError::Duplicated);

@@ -10,11 +10,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(envelope) = Envelope::from_slice(data) else { return };
     let _ = ReplayWindow::default().check(envelope.created_at.as_deref(), std::time::SystemTime::UNIX_EPOCH);
     match envelope.event() {
-        Ok(Event::Unknown { type_name, .. }) => {
-            assert_eq!(type_name, envelope.type_name);
+        Ok(Event::Unknown { type_name, data }) => {
+            assert_eq!(*type_name, envelope.type_name);
             assert!(envelope.event_type().is_none());
+            assert_eq!(*data, envelope.data());
         }
         Ok(event) => assert_eq!(event.event_type(), envelope.event_type()),
         Err(e) => assert_eq!(Some(e.event_type), envelope.event_type()),
     }
+    // The raw data is found again, whichever path decoded the payload.
+    let data = envelope.data();
+    assert!(serde_json::from_str::<&serde_json::value::RawValue>(data.get()).is_ok());
 });
