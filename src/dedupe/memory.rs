@@ -42,7 +42,10 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<Arc<str>, Entry>,
+    // foldhash rather than SipHash: keys come only from deliveries whose
+    // signature verified, so nobody without the secret can choose them to
+    // flood one bucket; it is still seeded at random per map.
+    entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     /// Every expiry ever set, soonest first. An item whose entry has since
     /// changed or gone is stale and skipped when it comes up.
     expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
@@ -52,6 +55,8 @@ struct Inner {
 struct Entry {
     state: State,
     expires: Instant,
+    /// The map's key, shared with the expiry heap without a second lookup.
+    key: Arc<str>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,13 +81,16 @@ impl Inner {
         }
     }
 
-    fn set(&mut self, key: &str, state: State, expires: Instant) {
-        let key: Arc<str> = match self.entries.get_key_value(key) {
-            Some((existing, _)) => existing.clone(),
-            None => Arc::from(key),
-        };
+    /// Adds an entry for a key the map does not hold.
+    fn insert(&mut self, key: &str, state: State, expires: Instant) {
+        let key: Arc<str> = Arc::from(key);
         self.expiries.push(Reverse((expires, key.clone())));
-        self.entries.insert(key, Entry { state, expires });
+        let entry = Entry {
+            state,
+            expires,
+            key: key.clone(),
+        };
+        self.entries.insert(key, entry);
     }
 }
 
@@ -120,7 +128,7 @@ impl MemoryStore {
                 State::Claimed(_) => Claim::InFlight,
             };
         }
-        inner.set(key, State::Claimed(token), expiry(now, lease));
+        inner.insert(key, State::Claimed(token), expiry(now, lease));
         Claim::Acquired(ClaimToken::new(token.to_string()))
     }
 
@@ -130,23 +138,21 @@ impl MemoryStore {
         let mut inner = self.lock();
         inner.purge(now);
         let holds = |e: &Entry| matches!(e.state, State::Claimed(t) if Some(t) == ours);
-        match done_for {
-            Some(ttl) => {
-                // Done even if the lease lapsed (the work happened), but never
-                // over a claim that somebody else now holds.
-                let taken = inner
-                    .entries
-                    .get(key)
-                    .is_some_and(|e| !holds(e) && e.state != State::Done);
-                if !taken {
-                    inner.set(key, State::Done, expiry(now, ttl));
-                }
+        let Inner { entries, expiries } = &mut *inner;
+        match (done_for, entries.get_mut(key)) {
+            // Done even if the lease lapsed (the work happened), but never
+            // over a claim that somebody else now holds.
+            (Some(_), Some(e)) if !holds(e) && e.state != State::Done => {}
+            (Some(ttl), Some(e)) => {
+                e.state = State::Done;
+                e.expires = expiry(now, ttl);
+                expiries.push(Reverse((e.expires, e.key.clone())));
             }
-            None => {
-                if inner.entries.get(key).is_some_and(holds) {
-                    inner.entries.remove(key);
-                }
+            (Some(ttl), None) => inner.insert(key, State::Done, expiry(now, ttl)),
+            (None, Some(e)) if holds(e) => {
+                entries.remove(key);
             }
+            (None, _) => {}
         }
     }
 }
