@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::HeaderMap;
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -153,14 +154,21 @@ impl WebhookConfig {
         if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
             return Err(too_large);
         }
-        let read = Limited::new(body, self.body_limit).collect();
-        match tokio::time::timeout(self.read_timeout, read).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large),
-            Ok(Err(e)) => Err(Rejection::BodyRead(e)),
-            Err(_) => Err(Rejection::BodyTimeout {
-                deadline: self.read_timeout,
-            }),
+        let mut read = std::pin::pin!(Limited::new(body, self.body_limit).collect());
+        // A small body usually arrives with the head: then it is complete at
+        // the first poll, and no deadline needs arming.
+        let collected = match read.as_mut().now_or_never() {
+            Some(collected) => collected,
+            None => tokio::time::timeout(self.read_timeout, read)
+                .await
+                .map_err(|_| Rejection::BodyTimeout {
+                    deadline: self.read_timeout,
+                })?,
+        };
+        match collected {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(too_large),
+            Err(e) => Err(Rejection::BodyRead(e)),
         }
     }
 }
