@@ -120,9 +120,8 @@ impl WebhookConfig {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let signature = signature_header(headers)?;
-        let body = self.read_body(headers, body).await?;
-        Ok(self.verifier.verify_signature(signature, body)?)
+        let head = self.check_head(headers)?;
+        self.read_verified(head, body).await
     }
 
     /// [`receive`](Self::receive), then parse the envelope and check the
@@ -137,29 +136,57 @@ impl WebhookConfig {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let verified = self.receive(headers, body).await?;
+        self.delivery(verified)
+    }
+
+    /// What can be checked before the body is read: one well-formed
+    /// signature header, and a `Content-Length` within the limit. Needs no
+    /// I/O, so a request that fails here costs no read and no allocation.
+    pub(crate) fn check_head(&self, headers: &HeaderMap) -> Result<Head, Rejection> {
+        let signature = signature_header(headers)?;
+        if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
+            return Err(self.too_large());
+        }
+        Ok(Head { signature })
+    }
+
+    /// Reads the body within the limits and verifies it against the
+    /// signature [`check_head`](Self::check_head) found.
+    pub(crate) async fn read_verified<B>(&self, head: Head, body: B) -> Result<Verified, Rejection>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = self.read_body(body).await?;
+        Ok(self.verifier.verify_signature(head.signature, body)?)
+    }
+
+    /// Parses a verified body and checks its replay window.
+    pub(crate) fn delivery(&self, verified: Verified) -> Result<Delivery, Rejection> {
         let envelope = Envelope::from_bytes(verified.body().clone())?;
         self.replay_window
             .check(envelope.created_at.as_deref(), self.clock.now())?;
         Ok(Delivery::new(envelope, &verified))
     }
 
-    async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, Rejection>
+    fn too_large(&self) -> Rejection {
+        Rejection::PayloadTooLarge {
+            limit: self.body_limit,
+        }
+    }
+
+    async fn read_body<B>(&self, body: B) -> Result<Bytes, Rejection>
     where
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let too_large = Rejection::PayloadTooLarge {
-            limit: self.body_limit,
-        };
-        if content_length(headers).is_some_and(|len| len > self.body_limit as u64) {
-            return Err(too_large);
-        }
         let mut read = std::pin::pin!(Limited::new(body, self.body_limit).collect());
         // A small body usually arrives with the head: then it is complete at
         // the first poll, and no deadline needs arming.
         let collected = match read.as_mut().now_or_never() {
             Some(collected) => collected,
-            None => tokio::time::timeout(self.read_timeout, read)
+            // Boxed: only bodies that trickle in pay for the timer's room.
+            None => Box::pin(tokio::time::timeout(self.read_timeout, read))
                 .await
                 .map_err(|_| Rejection::BodyTimeout {
                     deadline: self.read_timeout,
@@ -167,10 +194,16 @@ impl WebhookConfig {
         };
         match collected {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<LengthLimitError>() => Err(too_large),
+            Err(e) if e.is::<LengthLimitError>() => Err(self.too_large()),
             Err(e) => Err(Rejection::BodyRead(e)),
         }
     }
+}
+
+/// The parts of a request's head a delivery needs once its body is read.
+#[derive(Debug)]
+pub(crate) struct Head {
+    signature: Signature,
 }
 
 impl From<Verifier> for WebhookConfig {

@@ -24,6 +24,7 @@ pin_project! {
     enum Kind<F> {
         Inner { #[pin] future: F },
         Webhook { future: Answering },
+        Ready { response: Option<Response<Full<Bytes>>> },
     }
 }
 
@@ -31,6 +32,14 @@ impl<F> ResponseFuture<F> {
     pub(super) fn inner(future: F) -> Self {
         Self {
             kind: Kind::Inner { future },
+        }
+    }
+
+    pub(super) fn ready(response: Response<Full<Bytes>>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
         }
     }
 
@@ -53,6 +62,11 @@ where
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
+            // Polled again after completing (a misuse): stay pending.
+            KindProj::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response.map(ResponseBody::answer))),
+                None => Poll::Pending,
+            },
             KindProj::Webhook { future } => {
                 let response = ready!(future.as_mut().poll(cx));
                 Poll::Ready(Ok(response.map(ResponseBody::answer)))

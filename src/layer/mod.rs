@@ -77,7 +77,7 @@ pub use future::ResponseFuture;
 use self::finish::FinishOnDrop;
 use crate::dedupe::{Claim, DedupeStore, MemoryStore};
 use crate::handler::{Acknowledge, Delivery, Dispatched, Handlers, dispatch};
-use crate::receive::WebhookConfig;
+use crate::receive::{Head, WebhookConfig};
 use crate::rejection::{Rejection, plain_text};
 use crate::replay::{Clock, ReplayWindow};
 
@@ -297,9 +297,45 @@ where
         if request.uri().path() != &*self.receiver.path {
             return ResponseFuture::inner(self.inner.call(request));
         }
-        let receiver = self.receiver.clone();
-        ResponseFuture::webhook(Box::pin(async move { receiver.answer(request).await }))
+        let span = delivery_span();
+        // Method and head are checked here, before any future is built: a
+        // request that fails them is answered without a read or an
+        // allocation, and the future that reads the body holds nothing of
+        // the request but its body.
+        let head = if request.method() == Method::POST {
+            self.receiver.config.check_head(request.headers())
+        } else {
+            Err(Rejection::MethodNotAllowed)
+        };
+        match head {
+            Ok(head) => ResponseFuture::webhook(Box::pin(
+                self.receiver
+                    .clone()
+                    .answer(head, request.into_body())
+                    .instrument(span),
+            )),
+            Err(rejection) => ResponseFuture::ready(span.in_scope(|| reject(&rejection))),
+        }
     }
+}
+
+/// The span every delivery's logs sit in; its fields are filled as they
+/// become known.
+fn delivery_span() -> tracing::Span {
+    tracing::info_span!(
+        "ltvboost_webhook",
+        event_id = field::Empty,
+        event_type = field::Empty,
+        secret_index = field::Empty,
+        outcome = field::Empty,
+    )
+}
+
+/// Logs a rejection in the current span and answers it.
+fn reject(rejection: &Rejection) -> Response<Full<Bytes>> {
+    tracing::Span::current().record("outcome", Outcome::Rejected.as_str());
+    tracing::warn!(status = rejection.status().as_u16(), reason = %rejection, "webhook rejected");
+    rejection.to_response()
 }
 
 /// How a delivery ended, for the span and the log.
@@ -333,80 +369,58 @@ impl Outcome {
 type Answer = (Outcome, Response<Full<Bytes>>);
 
 impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
-    async fn answer<B>(self: Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    /// Reads and verifies the body, then handles the delivery. Runs in
+    /// the span [`delivery_span`] made.
+    async fn answer<B>(self: Arc<Self>, head: Head, body: B) -> Response<Full<Bytes>>
     where
         B: Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let span = tracing::info_span!(
-            "ltvboost_webhook",
-            event_id = field::Empty,
-            event_type = field::Empty,
-            secret_index = field::Empty,
-            outcome = field::Empty,
+        let verified = self.config.read_verified(head, body).await;
+        let delivery = match verified.and_then(|v| self.config.delivery(v)) {
+            Ok(delivery) => delivery,
+            Err(rejection) => return reject(&rejection),
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", delivery.id());
+        span.record("event_type", delivery.type_name());
+        span.record("secret_index", delivery.secret_index());
+        // Run here, but finished on a task of its own if the sender hangs
+        // up: a half-run handler must not be cancelled, nor its claim left
+        // behind. Boxed now, so that this future stays small.
+        let handling = FinishOnDrop::new(
+            AssertUnwindSafe(self.clone().handle(delivery))
+                .catch_unwind()
+                .in_current_span(),
         );
-        async move {
-            let (outcome, response) = match self.verify(request).await {
-                Ok(delivery) => {
-                    let span = tracing::Span::current();
-                    span.record("event_id", delivery.id());
-                    span.record("event_type", delivery.type_name());
-                    span.record("secret_index", delivery.secret_index());
-                    // One yield between reading the request and handling
-                    // it: the server's connection task gets to finish its
-                    // read-side work first. Measured end to end (see
-                    // BENCHMARKS.md): 8% more requests/s than going straight
-                    // on, and as fast as a task per handler, at half the CPU.
-                    tokio::task::yield_now().await;
-                    // Run here, but finished on a task of its own if the
-                    // sender hangs up: a half-run handler must not be
-                    // cancelled, nor its claim left behind.
-                    let handling = AssertUnwindSafe(self.clone().handle(delivery))
-                        .catch_unwind()
-                        .in_current_span();
-                    match FinishOnDrop::new(handling).await {
-                        Ok(answer) => answer,
-                        Err(panic) => {
-                            // Handler panics are caught inside `handle`; this
-                            // is a panic in a dedupe store.
-                            tracing::error!(
-                                panic = panic_message(&*panic),
-                                "webhook delivery panicked outside its handler"
-                            );
-                            (
-                                Outcome::HandlerPanicked,
-                                plain_text(StatusCode::INTERNAL_SERVER_ERROR, "handler did not finish\n"),
-                            )
-                        }
-                    }
-                }
-                Err(rejection) => {
-                    let span = tracing::Span::current();
-                    span.record("outcome", Outcome::Rejected.as_str());
-                    tracing::warn!(status = rejection.status().as_u16(), reason = %rejection, "webhook rejected");
-                    return rejection.to_response();
-                }
-            };
-            tracing::Span::current().record("outcome", outcome.as_str());
-            tracing::info!(status = response.status().as_u16(), "webhook answered");
-            response
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Steps up to the parsed envelope: method, signature, body, envelope.
-    async fn verify<B>(&self, request: Request<B>) -> Result<Delivery, Rejection>
-    where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        if request.method() != Method::POST {
-            return Err(Rejection::MethodNotAllowed);
-        }
-        let (parts, body) = request.into_parts();
-        self.config.receive_delivery(&parts.headers, body).await
+        // One yield between reading the request and handling it: the
+        // server's connection task gets to finish its read-side work first.
+        // Measured end to end (see BENCHMARKS.md): 8% more requests/s than
+        // going straight on, and as fast as a task per handler, at half the
+        // CPU.
+        tokio::task::yield_now().await;
+        let (outcome, response) = match handling.await {
+            Ok(answer) => answer,
+            Err(panic) => {
+                // Handler panics are caught inside `handle`; this is a panic
+                // in a dedupe store.
+                tracing::error!(
+                    panic = panic_message(&*panic),
+                    "webhook delivery panicked outside its handler"
+                );
+                (
+                    Outcome::HandlerPanicked,
+                    plain_text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "handler did not finish\n",
+                    ),
+                )
+            }
+        };
+        tracing::Span::current().record("outcome", outcome.as_str());
+        tracing::info!(status = response.status().as_u16(), "webhook answered");
+        response
     }
 
     /// Claim, dispatch, record: the effectively-once part.
