@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::HeaderMap;
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use crate::event::Envelope;
 use crate::handler::Delivery;
@@ -180,11 +180,11 @@ impl WebhookConfig {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut read = std::pin::pin!(Limited::new(body, self.body_limit).collect());
+        let mut read = std::pin::pin!(read_limited(body, self.body_limit));
         // A small body usually arrives with the head: then it is complete at
         // the first poll, and no deadline needs arming.
-        let collected = match read.as_mut().now_or_never() {
-            Some(collected) => collected,
+        let read = match read.as_mut().now_or_never() {
+            Some(read) => read,
             // Boxed: only bodies that trickle in pay for the timer's room.
             None => Box::pin(tokio::time::timeout(self.read_timeout, read))
                 .await
@@ -192,12 +192,52 @@ impl WebhookConfig {
                     deadline: self.read_timeout,
                 })?,
         };
-        match collected {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<LengthLimitError>() => Err(self.too_large()),
-            Err(e) => Err(Rejection::BodyRead(e)),
+        read.map_err(|e| match e {
+            ReadError::TooLarge => self.too_large(),
+            ReadError::Body(e) => Rejection::BodyRead(e),
+        })
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Body(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Collects a body of at most `limit` bytes. A body that arrives as one
+/// frame, as a small one usually does, is kept as it is: no copy, no list
+/// of chunks.
+async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers carry nothing that is signed
+        };
+        let received = first.len() + joined.as_ref().map_or(0, BytesMut::len);
+        if data.remaining() > limit.saturating_sub(received) {
+            return Err(ReadError::TooLarge);
+        }
+        let chunk = data.copy_to_bytes(data.remaining());
+        match &mut joined {
+            Some(joined) => joined.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut both = BytesMut::with_capacity(first.len() + chunk.len());
+                both.extend_from_slice(&first);
+                both.extend_from_slice(&chunk);
+                first = Bytes::new();
+                joined = Some(both);
+            }
         }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 /// The parts of a request's head a delivery needs once its body is read.

@@ -103,12 +103,16 @@ pub(crate) fn plain_text(
         Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
         Cow::Owned(text) => Bytes::from(text),
     };
-    let mut response = http::Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
+    // Room for content-type and one more (`allow`): the default map's
+    // first insert reserves room for six headers.
+    let mut headers = http::HeaderMap::with_capacity(2);
+    headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    let mut response = http::Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
     response
 }
 

@@ -381,7 +381,12 @@ impl Verifier {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_secs().max(1));
-        self.last_matched[secret_index].store(now, Ordering::Relaxed);
+        // Written only when the second changes: a write on every request
+        // would bounce the cache line between every core that verifies.
+        let last = &self.last_matched[secret_index];
+        if last.load(Ordering::Relaxed) != now {
+            last.store(now, Ordering::Relaxed);
+        }
         Ok(Verified {
             body,
             signature,
