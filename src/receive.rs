@@ -273,3 +273,68 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+    type FrameStream =
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>;
+
+    fn body(frames: Frames) -> StreamBody<FrameStream> {
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn data(text: &'static str) -> Result<Frame<Bytes>, std::io::Error> {
+        Ok(Frame::data(Bytes::from_static(text.as_bytes())))
+    }
+
+    async fn read(frames: Frames, limit: usize) -> Result<Bytes, &'static str> {
+        read_limited(body(frames), limit)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => "too large",
+                ReadError::Body(_) => "body error",
+            })
+    }
+
+    #[tokio::test]
+    async fn frames_are_joined_in_order_within_the_limit() {
+        assert_eq!(read(vec![], 8).await.unwrap(), "");
+        assert_eq!(read(vec![data("abc")], 8).await.unwrap(), "abc");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        let frames = vec![
+            data(""),
+            data("ab"),
+            data(""),
+            data("cd"),
+            Ok(Frame::trailers(trailers)),
+            data("ef"),
+        ];
+        assert_eq!(read(frames, 6).await.unwrap(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn the_limit_is_exact_and_holds_across_frames() {
+        assert_eq!(read(vec![data("abcdefg")], 6).await, Err("too large"));
+        assert_eq!(
+            read(vec![data("abc"), data("defg")], 6).await,
+            Err("too large")
+        );
+        assert_eq!(
+            read(vec![data("abc"), data("def")], 6).await.unwrap(),
+            "abcdef"
+        );
+        assert_eq!(read(vec![data("a")], 0).await, Err("too large"));
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_an_error() {
+        let broken = vec![data("ab"), Err(std::io::Error::other("reset"))];
+        assert_eq!(read(broken, 8).await, Err("body error"));
+    }
+}
