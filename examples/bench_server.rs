@@ -3,11 +3,15 @@
 //! ```sh
 //! cargo run --release --example bench_server -- bare  127.0.0.1:4001
 //! cargo run --release --example bench_server -- layer 127.0.0.1:4002
+//! cargo run --release --example bench_server -- router-layer 127.0.0.1:4003
 //! ```
 //!
 //! * `bare`: axum that only reads the body: the ceiling.
-//! * `layer`: the same router behind `WebhookLayer`, every delivery handled in
-//!   full (verify, parse, typed payload, handler). Deduplication uses
+//! * `layer`: the same router wrapped by `WebhookLayer` (`WebhookLayer::wrap`,
+//!   the recommended mounting), every delivery handled in full (verify,
+//!   parse, typed payload, handler).
+//! * `router-layer`: the same, mounted with axum's `Router::layer`, which
+//!   puts the layer on every route and on the fallback. Deduplication uses
 //!   `NoDedupe`, which always grants the claim, because the load generator repeats one
 //!   signed event: with a real store every request after the first would take
 //!   the cheaper duplicate path. The in-memory store's own cost is measured by
@@ -50,22 +54,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ok"
         }),
     );
-    let app = match mode {
-        "bare" => bare,
-        "layer" => {
-            let verifier = Verifier::new([Secret::new(SECRET)?])?;
-            // The layer answers the webhook path itself; the bare route is
-            // never reached there.
-            bare.layer(
-                WebhookLayer::new(verifier)
-                    .handler(Touch)
-                    .dedupe_store(NoDedupe),
-            )
-        }
-        other => return Err(format!("unknown mode {other:?}: bare or layer").into()),
-    };
+    let layer = WebhookLayer::new(Verifier::new([Secret::new(SECRET)?])?)
+        .handler(Touch)
+        .dedupe_store(NoDedupe);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("bench_server {mode} on {addr}");
-    Server::new(listener).serve(app).await?;
+    let server = Server::new(listener);
+    // In both layer modes the layer answers the webhook path itself; the
+    // bare route is never reached there.
+    match mode {
+        "bare" => server.serve(bare).await?,
+        "layer" => server.serve(layer.wrap(bare)).await?,
+        "router-layer" => server.serve(bare.layer(layer)).await?,
+        other => {
+            return Err(format!("unknown mode {other:?}: bare, layer or router-layer").into());
+        }
+    }
     Ok(())
 }

@@ -15,20 +15,23 @@
 mod common;
 
 use axum::{Router, routing::get};
-use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::DedupeStore;
 use ltvboost_webhooks::serve::Server;
 use ltvboost_webhooks::signature::Verifier;
+use ltvboost_webhooks::{WebhookLayer, WebhookService};
 
-fn app<S: DedupeStore>(verifier: Verifier, store: S) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(
-            WebhookLayer::new(verifier)
-                .at("/webhooks/ltvboost")
-                .handler(common::PrintingHandlers)
-                .dedupe_store(store),
-        )
+/// The router, wrapped by the webhook layer: deliveries are answered before
+/// any routing, every other path reaches the router.
+fn app<S: DedupeStore>(
+    verifier: Verifier,
+    store: S,
+) -> WebhookService<Router, common::PrintingHandlers, S> {
+    let router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    WebhookLayer::new(verifier)
+        .at("/webhooks/ltvboost")
+        .handler(common::PrintingHandlers)
+        .dedupe_store(store)
+        .wrap(router)
 }
 
 #[tokio::main]
@@ -36,31 +39,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let addr = common::addr_from_env()?;
     let verifier = common::verifier_from_env()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
 
-    let app = match std::env::var("LTVBOOST_REDIS_URL") {
+    match std::env::var("LTVBOOST_REDIS_URL") {
         #[cfg(feature = "redis")]
         Ok(url) => {
             let store = ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?;
             tracing::info!("dedupe store: Redis (shared by every instance using it)");
-            app(verifier, store)
+            serve(listener, app(verifier, store)).await
         }
         #[cfg(not(feature = "redis"))]
-        Ok(_) => {
-            return Err(
-                "LTVBOOST_REDIS_URL is set, but this build has no `redis` feature: \
-                             run with `--features redis`"
-                    .into(),
-            );
-        }
+        Ok(_) => Err(
+            "LTVBOOST_REDIS_URL is set, but this build has no `redis` feature: \
+             run with `--features redis`"
+                .into(),
+        ),
         Err(_) => {
             tracing::info!(
                 "dedupe store: in memory (this process only); set LTVBOOST_REDIS_URL to share it"
             );
-            app(verifier, ltvboost_webhooks::dedupe::MemoryStore::new())
+            let store = ltvboost_webhooks::dedupe::MemoryStore::new();
+            serve(listener, app(verifier, store)).await
         }
-    };
+    }
+}
 
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Serves until Ctrl-C, then drains in-flight deliveries.
+async fn serve<S: DedupeStore>(
+    listener: tokio::net::TcpListener,
+    app: WebhookService<Router, common::PrintingHandlers, S>,
+) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         "listening on http://{}/webhooks/ltvboost",
         listener.local_addr()?

@@ -41,9 +41,12 @@
 //!
 //! let secret = Secret::new(std::env::var("LTVBOOST_WEBHOOK_SECRET")
 //!     .unwrap_or_else(|_| "a-development-secret-0123".into()))?;
-//! let app: Router = Router::new()
-//!     .route("/healthz", get(|| async { "ok" }))
-//!     .layer(WebhookLayer::new(Verifier::new([secret])?).at("/webhooks/ltvboost").handler(MyHandlers));
+//! let router: Router = Router::new().route("/healthz", get(|| async { "ok" }));
+//! // Deliveries are answered before any routing; other paths reach the router.
+//! let app = WebhookLayer::new(Verifier::new([secret])?)
+//!     .at("/webhooks/ltvboost")
+//!     .handler(MyHandlers)
+//!     .wrap(router);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -5,8 +5,9 @@
 #   bash bench/e2e/run.sh                 # 10 s a server, 64 connections
 #   DURATION=3 bash bench/e2e/run.sh      # a quick smoke
 #
-# Receivers: the bare axum ceiling, the WebhookLayer (every request handled in
-# full), the README's example receiver (one event repeated: after the first it
+# Receivers: the bare axum ceiling, the WebhookLayer wrapping that router
+# (every request handled in full), the same mounted with axum's Router::layer,
+# the README's example receiver (one event repeated: after the first it
 # answers "duplicate"), and the seed's Express receiver (express.raw + the
 # documented HMAC). Installs wrk (Debian) and express (npm) when missing.
 # Only 127.0.0.1 is targeted; every run is bounded by DURATION.
@@ -77,11 +78,12 @@ measure() { # name port
 
 start bare 4101 ./target/release/examples/bench_server bare 127.0.0.1:4101
 start layer 4102 ./target/release/examples/bench_server layer 127.0.0.1:4102
+start routerlayer 4105 ./target/release/examples/bench_server router-layer 127.0.0.1:4105
 LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4103 RUST_LOG=warn start receiver 4103 ./target/release/examples/receiver
 start express 4104 node "$here/express/server.js" 4104
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, $(nproc) cores"
-for pair in "bare 4101" "layer 4102" "receiver 4103" "express 4104"; do
+for pair in "bare 4101" "layer 4102" "routerlayer 4105" "receiver 4103" "express 4104"; do
   measure $pair
 done
 
@@ -90,7 +92,9 @@ import sys
 rows = [line.split() for line in open(sys.argv[1])]
 by = {r[0]: r for r in rows}
 bare, express = float(by["bare"][1]), float(by["express"][1])
-names = {"bare": "bare axum (reads the body only)", "layer": "WebhookLayer, every event handled",
+names = {"bare": "bare axum (reads the body only)",
+         "layer": "WebhookLayer wrapping the router, every event handled",
+         "routerlayer": "the same mounted with Router::layer",
          "receiver": "examples/receiver (repeat event: duplicate path)", "express": "seed's Express receiver"}
 print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
