@@ -2,8 +2,12 @@
 # End-to-end load: wrk posts one signed 1 KiB event to each receiver in turn,
 # on this machine, in one run, and prints a table with ratios.
 #
-#   bash bench/e2e/run.sh                 # 10 s a server, 64 connections
-#   DURATION=3 bash bench/e2e/run.sh      # a quick smoke
+#   bash bench/e2e/run.sh                       # 3 rounds of 10 s a server
+#   DURATION=3 ROUNDS=1 bash bench/e2e/run.sh   # a quick smoke
+#
+# Each round measures every receiver once, in turn, so that a slow spell on
+# the shared machine hits one round rather than one receiver; the table
+# gives each receiver's median over the rounds.
 #
 # Receivers: the bare axum ceiling, the WebhookLayer wrapping that router
 # (every request handled in full), the same mounted with axum's Router::layer,
@@ -14,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 here=bench/e2e
@@ -82,23 +87,37 @@ start routerlayer 4105 ./target/release/examples/bench_server router-layer 127.0
 LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4103 RUST_LOG=warn start receiver 4103 ./target/release/examples/receiver
 start express 4104 node "$here/express/server.js" 4104
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, $(nproc) cores"
-for pair in "bare 4101" "layer 4102" "routerlayer 4105" "receiver 4103" "express 4104"; do
-  measure $pair
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, median of $ROUNDS rounds, $(nproc) cores"
+for _ in $(seq 1 "$ROUNDS"); do
+  for pair in "bare 4101" "layer 4102" "routerlayer 4105" "receiver 4103" "express 4104"; do
+    measure $pair
+  done
 done
 
 python3 - "$work/results" <<'PY'
-import sys
-rows = [line.split() for line in open(sys.argv[1])]
-by = {r[0]: r for r in rows}
-bare, express = float(by["bare"][1]), float(by["express"][1])
+import statistics, sys
+def micros(text):
+    for unit, scale in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(text)
+runs = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99, rss = line.split()
+    runs.setdefault(name, []).append((float(rps), micros(p50), micros(p99), int(rss)))
+median = {n: statistics.median(r[0] for r in rs) for n, rs in runs.items()}
+bare, express = median["bare"], median["express"]
 names = {"bare": "bare axum (reads the body only)",
          "layer": "WebhookLayer wrapping the router, every event handled",
          "routerlayer": "the same mounted with Router::layer",
          "receiver": "examples/receiver (repeat event: duplicate path)", "express": "seed's Express receiver"}
 print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-for name, rps, p50, p99, rss in rows:
-    r = float(rps)
-    print(f"| {names[name]} | {r:,.0f} | {r / bare:.2f} | {r / express:.1f} | {p50} | {p99} | {int(rss) / 1024:.1f} MiB |")
+for name, rs in runs.items():
+    r = median[name]
+    p50 = statistics.median(x[1] for x in rs)
+    p99 = statistics.median(x[2] for x in rs)
+    rss = max(x[3] for x in rs)
+    spread = f" ({min(x[0] for x in rs):,.0f}–{max(x[0] for x in rs):,.0f})" if len(rs) > 1 else ""
+    print(f"| {names[name]} | {r:,.0f}{spread} | {r / bare:.2f} | {r / express:.1f} | {p50:,.0f} µs | {p99:,.0f} µs | {rss / 1024:.1f} MiB |")
 PY
