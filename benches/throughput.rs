@@ -28,6 +28,7 @@ use ltvboost_webhooks::EventType;
 use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::{Claim, DedupeStore, MemoryStore, NoDedupe};
 use ltvboost_webhooks::event::Envelope;
+use ltvboost_webhooks::replay::{ManualClock, ReplayWindow};
 use ltvboost_webhooks::signature::{Secret, Verifier, sign};
 use ltvboost_webhooks::testing::{EventBuilder, signed_request};
 use serde::Deserialize;
@@ -148,9 +149,8 @@ fn parse(c: &mut Criterion) {
 const WARM_BATCH: BatchSize = BatchSize::NumIterations(64);
 
 fn service(c: &mut Criterion) {
-    // Current-thread: as on a server's worker thread, the handler task the
-    // layer spawns lands on the same thread (a cross-thread wake-up from
-    // outside the runtime would dominate the figure).
+    // Current-thread: the delivery runs on the thread that polls it, as on a
+    // server's worker thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -169,26 +169,26 @@ fn service(c: &mut Criterion) {
         black_box(body);
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
     });
+    // The default layer: a fresh in-memory store that grows with every event
+    // (no event expires within a run), rehashes and first-touch page faults
+    // included.
     let layered = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap()).layer(bare);
-    // A store in its steady state: it already holds a million done-records
-    // (about 11 events a second over the 25-hour window) and was sized for
-    // the events still to come, so it neither grows nor touches fresh memory
-    // mid-run, as a long-running receiver's store does not. The layer above
-    // starts from an empty store and grows with every event, rehashes and
-    // first-touch page faults included.
-    let steady = MemoryStore::with_capacity(4 << 20);
-    runtime.block_on(async {
-        let lease = std::time::Duration::from_secs(120);
-        let ttl = std::time::Duration::from_secs(25 * 3600);
-        for n in 0..1_000_000u32 {
-            let key = format!("evt:evt_prefill_{n}");
-            if let Claim::Acquired(token) = steady.claim(&key, lease).await.unwrap() {
-                steady.mark_done(&key, &token, ttl).await.unwrap();
-            }
-        }
-    });
-    let presized = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
-        .dedupe_store(steady)
+    // A store in its steady state, as in a receiver that has run for a day:
+    // as many records expire as arrive, so it neither grows nor touches
+    // fresh memory. A 5-second lifetime stands for the 25-hour one (the
+    // replay window's clock is frozen at the events' `created_at`), and the
+    // store starts with a million records, which then expire as new ones
+    // arrive: about as many as 11 events a second leave over 25 hours.
+    let lifetime = std::time::Duration::from_secs(5);
+    let steady = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
+        .dedupe_store(steady_store(&runtime, lifetime))
+        .claim_lease(lifetime)
+        .done_ttl(lifetime)
+        .replay_window(ReplayWindow {
+            past: lifetime,
+            future: std::time::Duration::ZERO,
+        })
+        .clock(ManualClock::new(std::time::SystemTime::now()))
         .layer(bare);
     let no_store = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
         .dedupe_store(NoDedupe)
@@ -217,7 +217,7 @@ fn service(c: &mut Criterion) {
         b.to_async(&runtime).iter_batched(
             request,
             |request| async {
-                let response = presized.clone().oneshot(request).await.unwrap();
+                let response = steady.clone().oneshot(request).await.unwrap();
                 assert_eq!(response.status(), 200);
                 response
             },
@@ -238,5 +238,48 @@ fn service(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verify, parse, service);
+/// A store sized for four million records, holding a million whose claims
+/// and done-records all expire `lifetime` from now.
+fn steady_store(runtime: &tokio::runtime::Runtime, lifetime: std::time::Duration) -> MemoryStore {
+    let store = MemoryStore::with_capacity(4 << 20);
+    runtime.block_on(async {
+        for n in 0..1_000_000u32 {
+            let key = format!("evt:evt_prefill_{n}");
+            if let Claim::Acquired(token) = store.claim(&key, lifetime).await.unwrap() {
+                store.mark_done(&key, &token, lifetime).await.unwrap();
+            }
+        }
+    });
+    store
+}
+
+/// The in-memory store's own cost per delivery (a claim and a done-record)
+/// in its steady state: records live one second here, so that as many expire
+/// as arrive and the store stays at about a million.
+fn dedupe(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lifetime = std::time::Duration::from_secs(1);
+    let store = steady_store(&runtime, lifetime);
+    let store = &store;
+    let counter = AtomicU64::new(0);
+    let mut group = c.benchmark_group("dedupe");
+    group.bench_function("memory_claim_then_done", |b| {
+        b.to_async(&runtime).iter_batched(
+            || format!("evt:evt_{}", counter.fetch_add(1, Ordering::Relaxed)),
+            |key| async move {
+                let Claim::Acquired(token) = store.claim(&key, lifetime).await.unwrap() else {
+                    panic!("a fresh key is claimed");
+                };
+                store.mark_done(&key, &token, lifetime).await.unwrap();
+            },
+            WARM_BATCH,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, parse, service, dedupe);
 criterion_main!(benches);
