@@ -432,7 +432,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scanned<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(EnvelopeVisitor {
             decode: true,
-            body: PhantomData,
+            lifetime: PhantomData,
         })
     }
 }
@@ -442,7 +442,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawScanned<'a> {
         deserializer
             .deserialize_map(EnvelopeVisitor {
                 decode: false,
-                body: PhantomData,
+                lifetime: PhantomData,
             })
             .map(RawScanned)
     }
@@ -453,7 +453,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawScanned<'a> {
 /// its payload: one pass over the body instead of two.
 struct EnvelopeVisitor<'a> {
     decode: bool,
-    body: PhantomData<&'a ()>,
+    lifetime: PhantomData<&'a ()>,
 }
 
 enum Member {
