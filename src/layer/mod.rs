@@ -4,6 +4,9 @@
 //! over `http::Request<B>` where `B` implements [`http_body::Body`], so plain
 //! hyper works too. Requests to the webhook path are answered by the layer;
 //! every other request passes through to the wrapped service untouched.
+//! Wrapping the whole router ([`WebhookLayer::wrap`]) is the fastest
+//! mounting; axum's `Router::layer`, as in the example below, works too (see
+//! [`WebhookLayer::wrap`] for the difference).
 //!
 //! On the webhook path, each request goes through these steps, and each step
 //! can end it with the status named:
