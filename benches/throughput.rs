@@ -235,6 +235,34 @@ fn service(c: &mut Criterion) {
             WARM_BATCH,
         )
     });
+    // The same two services called from a spawned task, as a server calls
+    // them from a connection's task; the spawn and join cost both alike.
+    // Shown beside the figures above, not instead of them: in `block_on`
+    // a yield wakes the runtime's I/O driver (a system call); in a task it
+    // is taken in the scheduler's stride.
+    group.bench_function("bare_collect_body_in_task", |b| {
+        b.to_async(&runtime).iter_batched(
+            request,
+            |request| async {
+                tokio::spawn(bare.oneshot(request)).await.unwrap().unwrap()
+            },
+            WARM_BATCH,
+        )
+    });
+    group.bench_function("ltvboost_layer_in_task", |b| {
+        b.to_async(&runtime).iter_batched(
+            request,
+            |request| async {
+                let response = tokio::spawn(layered.clone().oneshot(request))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                response
+            },
+            WARM_BATCH,
+        )
+    });
     group.finish();
 }
 
