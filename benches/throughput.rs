@@ -243,9 +243,7 @@ fn service(c: &mut Criterion) {
     group.bench_function("bare_collect_body_in_task", |b| {
         b.to_async(&runtime).iter_batched(
             request,
-            |request| async {
-                tokio::spawn(bare.oneshot(request)).await.unwrap().unwrap()
-            },
+            |request| async { tokio::spawn(bare.oneshot(request)).await.unwrap().unwrap() },
             WARM_BATCH,
         )
     });
