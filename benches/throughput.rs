@@ -202,39 +202,25 @@ fn service(c: &mut Criterion) {
             WARM_BATCH,
         )
     });
-    group.bench_function("ltvboost_layer", |b| {
-        b.to_async(&runtime).iter_batched(
-            request,
-            |request| async {
-                let response = layered.clone().oneshot(request).await.unwrap();
-                assert_eq!(response.status(), 200);
-                response
-            },
-            WARM_BATCH,
-        )
-    });
-    group.bench_function("ltvboost_layer_steady_store", |b| {
-        b.to_async(&runtime).iter_batched(
-            request,
-            |request| async {
-                let response = steady.clone().oneshot(request).await.unwrap();
-                assert_eq!(response.status(), 200);
-                response
-            },
-            WARM_BATCH,
-        )
-    });
-    group.bench_function("ltvboost_layer_no_dedupe", |b| {
-        b.to_async(&runtime).iter_batched(
-            request,
-            |request| async {
-                let response = no_store.clone().oneshot(request).await.unwrap();
-                assert_eq!(response.status(), 200);
-                response
-            },
-            WARM_BATCH,
-        )
-    });
+    // Each layered service is called the same way; only the store differs.
+    macro_rules! bench_layered {
+        ($name:literal, $service:expr) => {
+            group.bench_function($name, |b| {
+                b.to_async(&runtime).iter_batched(
+                    request,
+                    |request| async {
+                        let response = $service.clone().oneshot(request).await.unwrap();
+                        assert_eq!(response.status(), 200);
+                        response
+                    },
+                    WARM_BATCH,
+                )
+            });
+        };
+    }
+    bench_layered!("ltvboost_layer", layered);
+    bench_layered!("ltvboost_layer_steady_store", steady);
+    bench_layered!("ltvboost_layer_no_dedupe", no_store);
     // The same two services called from a spawned task, as a server calls
     // them from a connection's task; the spawn and join cost both alike.
     // Shown beside the figures above, not instead of them: in `block_on`

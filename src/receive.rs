@@ -280,15 +280,15 @@ mod tests {
     use http_body::Frame;
     use http_body_util::StreamBody;
 
-    type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
-    type FrameStream =
-        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>;
+    type FrameResult = Result<Frame<Bytes>, std::io::Error>;
+    type Frames = Vec<FrameResult>;
+    type FrameStream = futures_util::stream::Iter<std::vec::IntoIter<FrameResult>>;
 
     fn body(frames: Frames) -> StreamBody<FrameStream> {
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
-    fn data(text: &'static str) -> Result<Frame<Bytes>, std::io::Error> {
+    fn data(text: &'static str) -> FrameResult {
         Ok(Frame::data(Bytes::from_static(text.as_bytes())))
     }
 
