@@ -47,8 +47,12 @@ use super::{Claim, ClaimToken, DedupeStore, StoreError};
 /// ```
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// The next claim's token; 0 is never issued (it marks a done-record).
     next_token: AtomicU64,
     fingerprint_key: [u64; 2],
+    /// Times are held as nanoseconds since this instant: half the size of an
+    /// `Instant`, which matters in an entry the map moves when it grows.
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -68,6 +72,9 @@ impl Default for MemoryStore {
 /// A key's 128-bit keyed fingerprint.
 type Fingerprint = u128;
 
+/// Nanoseconds since the store's epoch; `u64::MAX` is "never" (584 years).
+type Tick = u64;
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<Fingerprint, Entry, BuildFingerprintHasher>,
@@ -76,7 +83,7 @@ struct Inner {
     /// comes up.
     queues: Vec<ExpiryQueue>,
     /// Expiries of lifetimes beyond the first [`MAX_QUEUES`], soonest first.
-    overflow: BinaryHeap<Reverse<(Instant, Fingerprint)>>,
+    overflow: BinaryHeap<Reverse<(Tick, Fingerprint)>>,
     /// Room to reserve in each new queue.
     queue_capacity: usize,
 }
@@ -86,19 +93,38 @@ const MAX_QUEUES: usize = 16;
 
 struct ExpiryQueue {
     lifetime: Duration,
-    expiries: VecDeque<(Instant, Fingerprint)>,
+    expiries: VecDeque<Expiry>,
 }
 
+/// One queued expiry: 24 bytes, where `(Tick, u128)` would pad to 32.
+#[derive(Clone, Copy)]
+struct Expiry {
+    at: Tick,
+    key: [u64; 2],
+}
+
+impl Expiry {
+    fn new(at: Tick, key: Fingerprint) -> Self {
+        Self {
+            at,
+            key: [key as u64, (key >> 64) as u64],
+        }
+    }
+
+    fn key(self) -> Fingerprint {
+        u128::from(self.key[0]) | (u128::from(self.key[1]) << 64)
+    }
+}
+
+/// 16 bytes: with its key, a map slot is 32.
 struct Entry {
-    state: State,
-    expires: Instant,
+    expires: Tick,
+    /// The token of the claim that holds the key, or [`DONE`].
+    holder: u64,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    Claimed(u64),
-    Done,
-}
+/// The `holder` of a done-record.
+const DONE: u64 = 0;
 
 /// Fingerprints are already uniformly distributed: the map uses their low
 /// bits as they are instead of hashing them again.
@@ -132,25 +158,25 @@ impl std::hash::Hasher for FingerprintHasher {
 
 impl Inner {
     /// Drops every entry that has expired by `now`.
-    fn purge(&mut self, now: Instant) {
+    fn purge(&mut self, now: Tick) {
         let Inner {
             entries,
             queues,
             overflow,
             ..
         } = self;
-        let mut expire = |at: Instant, key: Fingerprint| {
+        let mut expire = |at: Tick, key: Fingerprint| {
             if entries.get(&key).is_some_and(|e| e.expires == at) {
                 entries.remove(&key);
             }
         };
         for queue in queues.iter_mut() {
-            while let Some(&(at, key)) = queue.expiries.front() {
-                if at > now {
+            while let Some(&expiry) = queue.expiries.front() {
+                if expiry.at > now {
                     break;
                 }
                 queue.expiries.pop_front();
-                expire(at, key);
+                expire(expiry.at, expiry.key());
             }
         }
         while let Some(&Reverse((at, key))) = overflow.peek() {
@@ -163,8 +189,8 @@ impl Inner {
     }
 
     /// Remembers that `key` expires `lifetime` after `now`.
-    fn schedule(&mut self, key: Fingerprint, now: Instant, lifetime: Duration) -> Instant {
-        let expires = expiry(now, lifetime);
+    fn schedule(&mut self, key: Fingerprint, now: Tick, lifetime: Duration) -> Tick {
+        let expires = now.saturating_add(u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX));
         let position = self.queues.iter().position(|q| q.lifetime == lifetime);
         let queue = match position {
             Some(i) => Some(i),
@@ -179,15 +205,15 @@ impl Inner {
             None => None,
         };
         match queue.and_then(|i| self.queues.get_mut(i)) {
-            Some(queue) => queue.expiries.push_back((expires, key)),
+            Some(queue) => queue.expiries.push_back(Expiry::new(expires, key)),
             None => self.overflow.push(Reverse((expires, key))),
         }
         expires
     }
 
-    fn set(&mut self, key: Fingerprint, state: State, now: Instant, lifetime: Duration) {
+    fn set(&mut self, key: Fingerprint, holder: u64, now: Tick, lifetime: Duration) {
         let expires = self.schedule(key, now, lifetime);
-        self.entries.insert(key, Entry { state, expires });
+        self.entries.insert(key, Entry { expires, holder });
     }
 }
 
@@ -235,8 +261,9 @@ impl MemoryStore {
                 overflow: BinaryHeap::new(),
                 queue_capacity: events,
             }),
-            next_token: AtomicU64::new(0),
+            next_token: AtomicU64::new(DONE + 1),
             fingerprint_key: [word(k0), word(k1)],
+            epoch: Instant::now(),
         }
     }
 
@@ -265,53 +292,54 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Now, on the store's clock. Read under the lock, so that each queue's
+    /// expiries only grow.
+    fn now(&self) -> Tick {
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn claim_now(&self, key: &str, lease: Duration) -> Claim {
         let key = self.fingerprint(key);
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        // Wraps only after 2^64 claims; skipping DONE keeps it unambiguous.
+        let token = match self.next_token.fetch_add(1, Ordering::Relaxed) {
+            DONE => self.next_token.fetch_add(1, Ordering::Relaxed),
+            token => token,
+        };
         let mut inner = self.lock();
-        // Read under the lock, so that each queue's expiries only grow.
-        let now = Instant::now();
+        let now = self.now();
         inner.purge(now);
         if let Some(entry) = inner.entries.get(&key) {
-            return match entry.state {
-                State::Done => Claim::Done,
-                State::Claimed(_) => Claim::InFlight,
+            return match entry.holder {
+                DONE => Claim::Done,
+                _ => Claim::InFlight,
             };
         }
-        inner.set(key, State::Claimed(token), now, lease);
-        Claim::Acquired(ClaimToken::new(token.to_string()))
+        inner.set(key, token, now, lease);
+        Claim::Acquired(ClaimToken::new(u128::from(token)))
     }
 
     fn end_claim(&self, key: &str, token: &ClaimToken, done_for: Option<Duration>) {
         let key = self.fingerprint(key);
-        let ours = token.as_str().parse::<u64>().ok();
         let mut inner = self.lock();
-        let now = Instant::now();
+        let now = self.now();
         inner.purge(now);
         // (ours, done) for the entry the key has now, if any.
         let current = inner.entries.get(&key).map(|e| {
-            let ours = matches!(e.state, State::Claimed(t) if Some(t) == ours);
-            (ours, e.state == State::Done)
+            let done = e.holder == DONE;
+            (!done && u128::from(e.holder) == token.get(), done)
         });
         match (done_for, current) {
             // Done even if the lease lapsed (the work happened), but never
             // over a claim that somebody else now holds.
             (Some(_), Some((false, false))) => {}
-            (Some(ttl), _) => inner.set(key, State::Done, now, ttl),
+            (Some(ttl), _) => inner.set(key, DONE, now, ttl),
             (None, Some((true, _))) => {
                 inner.entries.remove(&key);
             }
             (None, _) => {}
         }
     }
-}
-
-/// `now + after`, saturating: an "unbounded" TTL must not overflow.
-fn expiry(now: Instant, after: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    now.checked_add(after)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }
 
 impl DedupeStore for MemoryStore {

@@ -50,13 +50,26 @@ pub enum Claim {
 }
 
 /// Identifies one claim, so that only its holder ends it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClaimToken(String);
+///
+/// A 128-bit number: a store's counter, or 16 random bytes where claims come
+/// from many processes. It is `Copy` and costs no allocation; its text form
+/// (`Display`) is 32 lowercase hex digits, for stores that keep text.
+///
+/// ```
+/// use ltvboost_webhooks::dedupe::ClaimToken;
+///
+/// let token = ClaimToken::new(0xbeef);
+/// assert_eq!(token.get(), 0xbeef);
+/// assert_eq!(token.to_string(), "0000000000000000000000000000beef");
+/// assert_ne!(ClaimToken::random(), ClaimToken::random());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(u128);
 
 impl ClaimToken {
     /// Wraps a store's token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+    pub const fn new(token: u128) -> Self {
+        Self(token)
     }
 
     /// A token from 16 random bytes: unique across a fleet without
@@ -74,12 +87,18 @@ impl ClaimToken {
             let mixed = nanos ^ (u128::from(std::process::id()) << 64) ^ u128::from(count);
             bytes = mixed.to_le_bytes();
         }
-        Self(hex::encode(bytes))
+        Self(u128::from_le_bytes(bytes))
     }
 
-    /// The token's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The token's number.
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ClaimToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 
@@ -138,7 +157,7 @@ pub struct NoDedupe;
 
 impl DedupeStore for NoDedupe {
     async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
-        Ok(Claim::Acquired(ClaimToken(String::new())))
+        Ok(Claim::Acquired(ClaimToken(0)))
     }
 
     async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {

@@ -160,7 +160,7 @@ impl DedupeStore for RedisStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
         let answer: String = self
-            .run(&self.claim, key, &[token.as_str(), &millis(lease)])
+            .run(&self.claim, key, &[&token.to_string(), &millis(lease)])
             .await?;
         match answer.as_str() {
             "acquired" => Ok(Claim::Acquired(token)),
@@ -179,13 +179,13 @@ impl DedupeStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let _: i64 = self
-            .run(&self.mark_done, key, &[token.as_str(), &millis(ttl)])
+            .run(&self.mark_done, key, &[&token.to_string(), &millis(ttl)])
             .await?;
         Ok(())
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<(), StoreError> {
-        let _: i64 = self.run(&self.release, key, &[token.as_str()]).await?;
+        let _: i64 = self.run(&self.release, key, &[&token.to_string()]).await?;
         Ok(())
     }
 }

@@ -201,5 +201,7 @@ fn rfc3339(at: SystemTime) -> String {
 
 pub(super) fn random_hex(bytes: usize) -> String {
     let token = crate::dedupe::ClaimToken::random();
-    token.as_str()[..(bytes * 2).min(32)].to_owned()
+    let mut hex = token.to_string();
+    hex.truncate(bytes * 2);
+    hex
 }
