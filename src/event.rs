@@ -238,16 +238,48 @@ impl Serialize for RawJson {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Envelope {
-    /// The event's id (`evt_…`), when the sender includes one.
-    pub id: Option<String>,
-    /// The event type's wire name, known to this crate or not.
-    pub type_name: String,
-    /// When the event was created, as sent: RFC 3339 assumed, a Unix
-    /// timestamp (sent as a number) kept as its decimal text.
-    pub created_at: Option<String>,
+    id: Option<Text>,
+    type_name: Text,
+    created_at: Option<Text>,
     body: Bytes,
     data: DataSpan,
     event: Result<Event, PayloadError>,
+}
+
+/// A string member of the envelope. Most are found in the body as they are
+/// (no escapes), and only their place is kept: no allocation per member.
+#[derive(Clone)]
+enum Text {
+    /// These bytes of the body: UTF-8, as serde_json checked.
+    At(Range<usize>),
+    /// A known event type's name.
+    Static(&'static str),
+    /// Text that is not in the body as it is: it had escapes, or was a number.
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn new(scanned: ScannedText<'_>, body: &[u8]) -> Self {
+        match scanned {
+            ScannedText::Borrowed(text) => match subslice(body, text.as_bytes()) {
+                Some(range) => Text::At(range),
+                None => Text::Owned(text.into()),
+            },
+            ScannedText::Owned(text) => Text::Owned(text.into()),
+        }
+    }
+
+    fn get<'a>(&'a self, body: &'a [u8]) -> &'a str {
+        match self {
+            // serde_json validated these bytes; the check cannot fail.
+            Text::At(range) => body
+                .get(range.clone())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Text::Static(text) => text,
+            Text::Owned(text) => text,
+        }
+    }
 }
 
 /// Where `data` sits in the body.
@@ -265,9 +297,9 @@ enum DataSpan {
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Envelope")
-            .field("id", &self.id)
-            .field("type_name", &self.type_name)
-            .field("created_at", &self.created_at)
+            .field("id", &self.id())
+            .field("type_name", &self.type_name())
+            .field("created_at", &self.created_at())
             .field("data", &self.data())
             .finish()
     }
@@ -311,6 +343,12 @@ impl Envelope {
             created_at,
             data,
         } = scanned;
+        let known = type_name.get().parse::<EventType>().ok();
+        let type_name = match known {
+            Some(event_type) => Text::Static(event_type.as_str()),
+            None => Text::new(type_name, body),
+        };
+        let type_text = type_name.get(body);
         let (data, event) = match data {
             ScannedData::Decoded(mut event) => {
                 event.keep_body(body);
@@ -321,27 +359,47 @@ impl Envelope {
                 let json = span
                     .clone()
                     .map_or(RawJson::NULL, |r| RawJson(body.slice(r)));
-                let event = decode_event(&type_name, &json, body);
+                let event = decode_event(type_text, &json, body);
                 (span.map_or(DataSpan::Absent, DataSpan::At), event)
             }
             ScannedData::Absent => (
                 DataSpan::Absent,
-                decode_event(&type_name, &RawJson::NULL, body),
+                decode_event(type_text, &RawJson::NULL, body),
             ),
         };
         Self {
-            id,
+            id: id.map(|id| Text::new(id, body)),
             type_name,
-            created_at,
+            created_at: created_at.map(|at| Text::new(at, body)),
             body: body.clone(),
             data,
             event,
         }
     }
 
+    /// The event's id (`evt_…`), when the sender includes one. A numeric id
+    /// is given as its decimal text.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_ref().map(|t| t.get(&self.body))
+    }
+
+    /// The event type's wire name, known to this crate or not.
+    pub fn type_name(&self) -> &str {
+        self.type_name.get(&self.body)
+    }
+
+    /// When the event was created, as sent: RFC 3339 assumed, a Unix
+    /// timestamp (sent as a number) kept as its decimal text.
+    pub fn created_at(&self) -> Option<&str> {
+        self.created_at.as_ref().map(|t| t.get(&self.body))
+    }
+
     /// The documented event type, or `None` for a type this crate does not know.
     pub fn event_type(&self) -> Option<EventType> {
-        self.type_name.parse().ok()
+        match self.type_name {
+            Text::Static(name) => name.parse().ok(),
+            _ => None,
+        }
     }
 
     /// The raw `data` JSON, whatever the type (`null` when absent).
@@ -413,10 +471,104 @@ fn decode_event(type_name: &str, data: &RawJson, body: &Bytes) -> Result<Event, 
 
 /// The envelope as read: `data` either decoded on the way or kept raw.
 struct Scanned<'a> {
-    id: Option<String>,
-    type_name: String,
-    created_at: Option<String>,
+    id: Option<ScannedText<'a>>,
+    type_name: ScannedText<'a>,
+    created_at: Option<ScannedText<'a>>,
     data: ScannedData<'a>,
+}
+
+/// A string member as read: borrowed from the body when it has no escapes.
+enum ScannedText<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl ScannedText<'_> {
+    fn get(&self) -> &str {
+        match self {
+            ScannedText::Borrowed(text) => text,
+            ScannedText::Owned(text) => text,
+        }
+    }
+}
+
+/// Reads a [`ScannedText`]: a JSON string, or with `numbers` an integer too
+/// (kept as its decimal text), as [`identifier`] accepts.
+struct TextVisitor<'a> {
+    numbers: bool,
+    lifetime: PhantomData<&'a ()>,
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+    type Value = ScannedText<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.numbers {
+            "a string or an integer identifier"
+        } else {
+            "a string"
+        })
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(ScannedText::Borrowed(s))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(ScannedText::Owned(s.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(ScannedText::Owned(s))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        if self.numbers {
+            Ok(ScannedText::Owned(n.to_string()))
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Signed(n), &self))
+        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        if self.numbers {
+            Ok(ScannedText::Owned(n.to_string()))
+        } else {
+            Err(E::invalid_type(serde::de::Unexpected::Unsigned(n), &self))
+        }
+    }
+}
+
+/// The envelope's `type`: a string.
+struct TypeName<'a>(ScannedText<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypeName<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(TextVisitor {
+                numbers: false,
+                lifetime: PhantomData,
+            })
+            .map(TypeName)
+    }
+}
+
+/// An optional identifier member (`id`, `created_at`): a string, an
+/// integer, or `null`.
+struct OptionalIdentifier<'a>(Option<ScannedText<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for OptionalIdentifier<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Present<'a>(ScannedText<'a>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer
+                    .deserialize_any(TextVisitor {
+                        numbers: true,
+                        lifetime: PhantomData,
+                    })
+                    .map(Present)
+            }
+        }
+        Ok(OptionalIdentifier(
+            Option::<Present<'a>>::deserialize(deserializer)?.map(|p| p.0),
+        ))
+    }
 }
 
 enum ScannedData<'a> {
@@ -486,15 +638,6 @@ impl<'de> Deserialize<'de> for Member {
     }
 }
 
-/// `Option<String>` through [`optional_identifier`].
-struct OptionalIdentifier(Option<String>);
-
-impl<'de> Deserialize<'de> for OptionalIdentifier {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        optional_identifier(deserializer).map(OptionalIdentifier)
-    }
-}
-
 impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
     type Value = Scanned<'a>;
 
@@ -505,7 +648,7 @@ impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scanned<'a>, A::Error> {
         use serde::de::Error;
         let mut id = None;
-        let mut type_name: Option<String> = None;
+        let mut type_name: Option<ScannedText<'a>> = None;
         let mut created_at = None;
         let mut data = None;
         while let Some(member) = map.next_key::<Member>()? {
@@ -515,7 +658,7 @@ impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
                 Member::Type if type_name.is_some() => {
                     return Err(A::Error::duplicate_field("type"));
                 }
-                Member::Type => type_name = Some(map.next_value()?),
+                Member::Type => type_name = Some(map.next_value::<TypeName<'a>>()?.0),
                 Member::CreatedAt if created_at.is_some() => {
                     return Err(A::Error::duplicate_field("created_at"));
                 }
@@ -524,7 +667,7 @@ impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
                 }
                 Member::Data if data.is_some() => return Err(A::Error::duplicate_field("data")),
                 Member::Data => {
-                    let known = type_name.as_deref().and_then(|t| t.parse().ok());
+                    let known = type_name.as_ref().and_then(|t| t.get().parse().ok());
                     data = Some(match known {
                         Some(event_type) if self.decode => {
                             ScannedData::Decoded(map.next_value_seed(PayloadSeed(event_type))?)
@@ -854,13 +997,38 @@ mod tests {
     fn identifiers_accept_alias_and_numbers() {
         let e =
             envelope(r#"{"id":42,"type":"segment.ready","data":{"segment_id":7,"name":"vip"}}"#);
-        assert_eq!(e.id.as_deref(), Some("42"));
+        assert_eq!(e.id(), Some("42"));
         let Event::SegmentReady(ready) = e.event().unwrap() else {
             panic!("wrong variant")
         };
         assert_eq!(ready.id, "7");
         assert_eq!(ready.name.as_deref(), Some("vip"));
         assert_eq!(ready.member_count, None);
+    }
+
+    #[test]
+    fn envelope_strings_read_alike_with_or_without_escapes() {
+        // Plain members are kept as places in the body; escaped ones are
+        // unescaped into text of their own. Both must read the same.
+        let plain = envelope(
+            r#"{"id":"evt_1","type":"response.created","created_at":"2026-11-27T10:00:00Z","data":{"id":"r"}}"#,
+        );
+        let escaped = envelope(
+            r#"{"id":"evt\u005f1","type":"response\u002ecreated","created_at":"2026-11-27T10:00:00\u005a","data":{"id":"r"}}"#,
+        );
+        for e in [&plain, &escaped] {
+            assert_eq!(e.id(), Some("evt_1"));
+            assert_eq!(e.type_name(), "response.created");
+            assert_eq!(e.event_type(), Some(EventType::ResponseCreated));
+            assert_eq!(e.created_at(), Some("2026-11-27T10:00:00Z"));
+            assert!(matches!(e.event(), Ok(Event::ResponseCreated(_))));
+        }
+        let unknown = envelope(r#"{"type":"quiz.\u0061rchived","id":null}"#);
+        assert_eq!(unknown.type_name(), "quiz.archived");
+        assert_eq!(unknown.event_type(), None);
+        assert_eq!(unknown.id(), None);
+        assert!(Envelope::from_slice(br#"{"type":7}"#).is_err());
+        assert!(Envelope::from_slice(br#"{"type":null}"#).is_err());
     }
 
     #[test]

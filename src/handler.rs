@@ -118,7 +118,7 @@ impl Delivery {
     pub fn new(envelope: Envelope, verified: &Verified) -> Self {
         // Built by hand: this runs for every delivery, and the formatting
         // machinery costs more than the copy.
-        let dedupe_key = match &envelope.id {
+        let dedupe_key = match envelope.id() {
             Some(id) => ["evt:", id].concat(),
             // Without an id, a retry is recognised by its identical bytes,
             // hence its identical signature.
@@ -139,12 +139,12 @@ impl Delivery {
 
     /// The event's id, when the sender includes one.
     pub fn id(&self) -> Option<&str> {
-        self.envelope.id.as_deref()
+        self.envelope.id()
     }
 
     /// The event type's wire name.
     pub fn type_name(&self) -> &str {
-        &self.envelope.type_name
+        self.envelope.type_name()
     }
 
     /// The documented event type, or `None` for an unknown one.
@@ -154,7 +154,7 @@ impl Delivery {
 
     /// `created_at` as sent.
     pub fn created_at(&self) -> Option<&str> {
-        self.envelope.created_at.as_deref()
+        self.envelope.created_at()
     }
 
     /// The raw `data` JSON.

@@ -165,7 +165,7 @@ impl WebhookConfig {
     pub(crate) fn delivery(&self, verified: Verified) -> Result<Delivery, Rejection> {
         let envelope = Envelope::from_bytes(verified.body().clone())?;
         self.replay_window
-            .check(envelope.created_at.as_deref(), self.clock.now())?;
+            .check(envelope.created_at(), self.clock.now())?;
         Ok(Delivery::new(envelope, &verified))
     }
 

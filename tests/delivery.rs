@@ -102,10 +102,7 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
     };
     assert_eq!(other.claim("a", lease).await.unwrap(), Claim::InFlight);
     other
-        .release(
-            "a",
-            &ltvboost_webhooks::dedupe::ClaimToken::new(u128::MAX),
-        )
+        .release("a", &ltvboost_webhooks::dedupe::ClaimToken::new(u128::MAX))
         .await
         .unwrap();
     assert_eq!(

@@ -8,10 +8,10 @@ use ltvboost_webhooks::replay::ReplayWindow;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(envelope) = Envelope::from_slice(data) else { return };
-    let _ = ReplayWindow::default().check(envelope.created_at.as_deref(), std::time::SystemTime::UNIX_EPOCH);
+    let _ = ReplayWindow::default().check(envelope.created_at(), std::time::SystemTime::UNIX_EPOCH);
     match envelope.event() {
         Ok(Event::Unknown { type_name, data }) => {
-            assert_eq!(*type_name, envelope.type_name);
+            assert_eq!(type_name, envelope.type_name());
             assert!(envelope.event_type().is_none());
             assert_eq!(*data, envelope.data());
         }

@@ -23,7 +23,7 @@ use crate::signature::{SIGNATURE_HEADER, Secret, sign};
 ///     .data(json!({"segment_id": "seg_1", "member_count": 12}))
 ///     .to_bytes();
 /// let envelope = Envelope::from_slice(&body)?;
-/// assert_eq!(envelope.id.as_deref(), Some("evt_42"));
+/// assert_eq!(envelope.id(), Some("evt_42"));
 /// assert!(matches!(envelope.event()?, Event::SegmentReady(ready) if ready.member_count == Some(12)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
