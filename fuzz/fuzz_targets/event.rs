@@ -1,5 +1,6 @@
-//! The envelope and event parsers on arbitrary bytes: never a panic, and a
-//! decoded event agrees with its envelope's type.
+//! The envelope and event parsers on arbitrary bytes: never a panic, a
+//! decoded event agrees with its envelope's type, and the envelope's members
+//! (kept as places in the body, or unescaped) read as serde_json reads them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +10,16 @@ use ltvboost_webhooks::replay::ReplayWindow;
 fuzz_target!(|data: &[u8]| {
     let Ok(envelope) = Envelope::from_slice(data) else { return };
     let _ = ReplayWindow::default().check(envelope.created_at(), std::time::SystemTime::UNIX_EPOCH);
+    if let Ok(serde_json::Value::Object(members)) = serde_json::from_slice(data) {
+        let text = |name: &str| match members.get(name) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        assert_eq!(text("type").as_deref(), Some(envelope.type_name()));
+        assert_eq!(text("id").as_deref(), envelope.id());
+        assert_eq!(text("created_at").as_deref(), envelope.created_at());
+    }
     match envelope.event() {
         Ok(Event::Unknown { type_name, data }) => {
             assert_eq!(type_name, envelope.type_name());
