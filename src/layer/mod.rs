@@ -428,7 +428,7 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
         // One yield between reading the request and handling it, when other
         // tasks share the runtime: the server's connection task goes round
         // its loop once (its read-side work) before the handler runs.
-        // Measured end to end (see BENCHMARKS.md): 11% more requests/s than
+        // Measured end to end (see BENCHMARKS.md): 10% more requests/s than
         // going straight on. It wakes its own task rather than calling
         // `tokio::task::yield_now`, which also makes the worker poll its
         // sockets: a system call that measured 1% slower end to end and
