@@ -46,6 +46,10 @@ async fn valid_event_is_handled_once_with_200() {
     let addr = app(&recorder).await;
     let reply = post_signed(addr, &created("evt_ok")).await;
     assert_eq!(reply.status, 200, "{reply:?}");
+    // A success is its status alone: no body, so no content type either.
+    assert_eq!(reply.body, "", "{reply:?}");
+    assert!(reply.head.contains("content-length: 0"), "{reply:?}");
+    assert!(!reply.head.contains("content-type"), "{reply:?}");
     assert_eq!(recorder.calls("response.created"), 1);
 }
 

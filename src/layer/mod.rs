@@ -497,7 +497,10 @@ impl<H: Handlers, S: DedupeStore> WebhookLayer<H, S> {
             .await;
 
         let (outcome, response, done) = match dispatched {
-            Ok(Dispatched::Handled) => (Outcome::Handled, plain_text(StatusCode::OK, "ok\n"), true),
+            // Nothing to explain: the status is the whole answer. An empty
+            // 200 is 6% more requests/s end to end than a text one
+            // (BENCHMARKS.md); refusals and duplicates still say why.
+            Ok(Dispatched::Handled) => (Outcome::Handled, Response::new(Full::default()), true),
             Ok(Dispatched::Mismatched) if self.acknowledge_mismatched => (
                 Outcome::Mismatched,
                 plain_text(
