@@ -490,10 +490,17 @@ impl ScannedText<'_> {
             ScannedText::Owned(text) => text,
         }
     }
+
+    fn into_string(self) -> String {
+        match self {
+            ScannedText::Borrowed(text) => text.to_owned(),
+            ScannedText::Owned(text) => text,
+        }
+    }
 }
 
 /// Reads a [`ScannedText`]: a JSON string, or with `numbers` an integer too
-/// (kept as its decimal text), as [`identifier`] accepts.
+/// (kept as its decimal text), as identifiers are accepted.
 struct TextVisitor<'a> {
     numbers: bool,
     lifetime: PhantomData<&'a ()>,
@@ -799,26 +806,12 @@ impl Event {
 fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     // A visitor rather than an untagged enum, which would buffer the value
     // into serde's generic `Content` first.
-    struct Id;
-    impl Visitor<'_> for Id {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or an integer identifier")
-        }
-        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
-            Ok(s.to_owned())
-        }
-        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<String, E> {
-            Ok(s)
-        }
-        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
-            Ok(n.to_string())
-        }
-        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<String, E> {
-            Ok(n.to_string())
-        }
-    }
-    deserializer.deserialize_any(Id)
+    deserializer
+        .deserialize_any(TextVisitor {
+            numbers: true,
+            lifetime: PhantomData,
+        })
+        .map(ScannedText::into_string)
 }
 
 fn optional_identifier<'de, D: Deserializer<'de>>(
