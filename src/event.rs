@@ -541,17 +541,29 @@ impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
     }
 }
 
+/// Reads a string, or with `numbers` an identifier (a string or an integer),
+/// through [`TextVisitor`].
+fn scanned_text<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+    numbers: bool,
+) -> Result<ScannedText<'a>, D::Error> {
+    let visitor = TextVisitor {
+        numbers,
+        lifetime: PhantomData,
+    };
+    if numbers {
+        deserializer.deserialize_any(visitor)
+    } else {
+        deserializer.deserialize_str(visitor)
+    }
+}
+
 /// The envelope's `type`: a string.
 struct TypeName<'a>(ScannedText<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for TypeName<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_str(TextVisitor {
-                numbers: false,
-                lifetime: PhantomData,
-            })
-            .map(TypeName)
+        scanned_text(deserializer, false).map(TypeName)
     }
 }
 
@@ -564,12 +576,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OptionalIdentifier<'a> {
         struct Present<'a>(ScannedText<'a>);
         impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                deserializer
-                    .deserialize_any(TextVisitor {
-                        numbers: true,
-                        lifetime: PhantomData,
-                    })
-                    .map(Present)
+                scanned_text(deserializer, true).map(Present)
             }
         }
         Ok(OptionalIdentifier(
@@ -806,12 +813,7 @@ impl Event {
 fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     // A visitor rather than an untagged enum, which would buffer the value
     // into serde's generic `Content` first.
-    deserializer
-        .deserialize_any(TextVisitor {
-            numbers: true,
-            lifetime: PhantomData,
-        })
-        .map(ScannedText::into_string)
+    scanned_text(deserializer, true).map(ScannedText::into_string)
 }
 
 fn optional_identifier<'de, D: Deserializer<'de>>(
