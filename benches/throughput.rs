@@ -25,12 +25,14 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use hmac::{KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
 use ltvboost_webhooks::EventType;
-use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::{Claim, DedupeStore, MemoryStore, NoDedupe};
 use ltvboost_webhooks::event::Envelope;
+use ltvboost_webhooks::event::ResponseCreated;
+use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::replay::{ManualClock, ReplayWindow};
 use ltvboost_webhooks::signature::{Secret, Verifier, sign};
 use ltvboost_webhooks::testing::{EventBuilder, signed_request};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tower::{Layer, ServiceExt, service_fn};
@@ -148,6 +150,16 @@ fn parse(c: &mut Criterion) {
 /// service that reads the body pays.)
 const WARM_BATCH: BatchSize = BatchSize::NumIterations(64);
 
+/// The cheapest real handler: looks at the payload.
+struct Touch;
+
+impl ResponseHandler for Touch {
+    async fn created(&self, _: &Delivery, response: &ResponseCreated) -> HandlerResult {
+        black_box(&response.id);
+        Ok(())
+    }
+}
+
 fn service(c: &mut Criterion) {
     // Current-thread: the delivery runs on the thread that polls it, as on a
     // server's worker thread.
@@ -172,7 +184,9 @@ fn service(c: &mut Criterion) {
     // The default layer: a fresh in-memory store that grows with every event
     // (no event expires within a run), rehashes and first-touch page faults
     // included.
-    let layered = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap()).layer(bare);
+    let config = WebhookConfig::new(Verifier::new([secret.clone()]).unwrap());
+    let handlers = Handlers::responses(Touch);
+    let layered = WebhookLayer::new(config.clone(), handlers.clone()).layer(bare);
     // A store in its steady state, as in a receiver that has run for a day:
     // as many records expire as arrive, so it neither grows nor touches
     // fresh memory. A 5-second lifetime stands for the 25-hour one (the
@@ -180,7 +194,8 @@ fn service(c: &mut Criterion) {
     // store starts with a million records, which then expire as new ones
     // arrive: about as many as 11 events a second leave over 25 hours.
     let lifetime = std::time::Duration::from_secs(5);
-    let steady = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
+    let steady_config = config
+        .clone()
         .dedupe_store(steady_store(&runtime, lifetime))
         .claim_lease(lifetime)
         .done_ttl(lifetime)
@@ -188,11 +203,9 @@ fn service(c: &mut Criterion) {
             past: lifetime,
             future: std::time::Duration::ZERO,
         })
-        .clock(ManualClock::new(std::time::SystemTime::now()))
-        .layer(bare);
-    let no_store = WebhookLayer::new(Verifier::new([secret.clone()]).unwrap())
-        .dedupe_store(NoDedupe)
-        .layer(bare);
+        .clock(ManualClock::new(std::time::SystemTime::now()));
+    let steady = WebhookLayer::new(steady_config, handlers.clone()).layer(bare);
+    let no_store = WebhookLayer::new(config.dedupe_store(NoDedupe), handlers).layer(bare);
 
     let mut group = c.benchmark_group("service");
     group.bench_function("bare_collect_body", |b| {

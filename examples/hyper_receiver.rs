@@ -12,8 +12,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ltvboost_webhooks::WebhookLayer;
-use ltvboost_webhooks::serve::Server;
+use ltvboost_webhooks::handler::Handlers;
+use ltvboost_webhooks::serve::{Server, shutdown_signal};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use tower::{Layer, service_fn};
 
 /// Everything that is not the webhook path: a health check and 404s.
@@ -31,9 +32,8 @@ async fn routes(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let addr = common::addr_from_env()?;
-    let service = WebhookLayer::new(common::verifier_from_env()?)
-        .at("/webhooks/ltvboost")
-        .handler(common::PrintingHandlers)
+    let config = WebhookConfig::new(common::verifier_from_env()?).path("/webhooks/ltvboost");
+    let service = WebhookLayer::new(config, Handlers::all(common::PrintingHandlers))
         .layer(service_fn(routes));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -42,9 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?
     );
     Server::new(listener)
-        .serve_with_shutdown(service, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve_with_shutdown(service, shutdown_signal())
         .await?;
     Ok(())
 }

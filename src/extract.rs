@@ -5,10 +5,12 @@
 //! [`WebhookConfig`], verifies the signature, and parses the event. It refuses
 //! with a [`Rejection`] that answers by the same status table as the layer.
 //!
-//! The extractor does not deduplicate: LTVboost delivers at least once, so
-//! either make the handler idempotent, or use a
-//! [`DedupeStore`](crate::dedupe::DedupeStore) keyed on
-//! [`Delivery::dedupe_key`], or use the layer, which does both for you.
+//! It runs the pipeline (`src/pipeline.rs`)'s steps 2–6 (signature header,
+//! bounded read, signature, envelope, replay window) and stops there: it
+//! does not deduplicate. LTVboost delivers at least once, so either make the
+//! handler idempotent, or use a [`DedupeStore`](crate::dedupe::DedupeStore)
+//! keyed on [`Delivery::dedupe_key`], or use the
+//! [`WebhookEndpoint`](crate::WebhookEndpoint), which does both for you.
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -33,9 +35,10 @@
 
 use axum_core::extract::{FromRef, FromRequest, Request};
 
+use crate::config::WebhookConfig;
 use crate::event::Event;
 use crate::handler::Delivery;
-use crate::receive::WebhookConfig;
+use crate::pipeline::{check_head, receive};
 use crate::rejection::Rejection;
 
 /// A delivery whose signature verified, with its decoded event.
@@ -61,8 +64,20 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let config = WebhookConfig::from_ref(state);
         let (parts, body) = request.into_parts();
-        let delivery = config.receive_delivery(&parts.headers, body).await?;
-        let event = delivery.envelope().event()?.clone();
-        Ok(Self { delivery, event })
+        let received = async {
+            let head = check_head(&config, &parts.headers)?;
+            let delivery = receive(&config, head, body).await?;
+            let event = delivery.envelope().event()?.clone();
+            Ok(Self { delivery, event })
+        };
+        received.await.inspect_err(|rejection: &Rejection| {
+            let level_debug = !rejection.is_authenticated();
+            let reason = rejection.reason();
+            if level_debug {
+                tracing::debug!(reason, "webhook refused by the extractor");
+            } else {
+                tracing::warn!(reason, detail = %rejection, "webhook refused by the extractor");
+            }
+        })
     }
 }

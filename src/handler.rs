@@ -8,8 +8,10 @@
 //! | [`FallbackHandler`] | unknown types, and known types whose `data` does not fit |
 //!
 //! Every method has a default that acknowledges the event, so you implement
-//! only what you use; a type that implements all four traits is a
-//! [`Handlers`] and can be given to [`WebhookLayer::handler`].
+//! only what you use. [`Handlers`] is what a receiver routes to: register
+//! one type per family you care about (`Handlers::responses(…)`,
+//! `.actions(…)`, …), or one type for all four with [`Handlers::all`].
+//! Events of a family nobody registered are acknowledged.
 //!
 //! What a method returns decides the answer to LTVboost: `Ok(())` answers
 //! `200` and records the event as done, so a retry of it is not handled again;
@@ -18,44 +20,37 @@
 //! you can: a process that dies after the work but before the answer leaves
 //! the sender no way to know.
 //!
+//! Handlers reach your application's state through their own fields: a
+//! database pool, an HTTP client, a channel. They are shared by every
+//! delivery, so they take `&self`.
+//!
 //! ```
-//! use ltvboost_webhooks::handler::{
-//!     ActionHandler, Delivery, FallbackHandler, HandlerResult, ResponseHandler, SegmentHandler,
-//! };
-//! use ltvboost_webhooks::event::{ActionFailed, ResponseCreated};
+//! use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
+//! use ltvboost_webhooks::event::ResponseCreated;
 //!
-//! struct MyHandlers;
+//! /// Application state lives in the handler; here, a channel to a worker.
+//! struct Responses {
+//!     new_responses: tokio::sync::mpsc::Sender<String>,
+//! }
 //!
-//! impl ResponseHandler for MyHandlers {
+//! impl ResponseHandler for Responses {
 //!     async fn created(&self, delivery: &Delivery, response: &ResponseCreated) -> HandlerResult {
 //!         println!("{} {:?}: new response {}", delivery.type_name(), delivery.id(), response.id);
+//!         // An error answers 500: LTVboost delivers this event again later.
+//!         self.new_responses.send(response.id.clone()).await?;
 //!         Ok(())
 //!     }
 //! }
 //!
-//! impl ActionHandler for MyHandlers {
-//!     async fn failed(&self, _: &Delivery, action: &ActionFailed) -> HandlerResult {
-//!         // An error answers 500: LTVboost delivers this event again later.
-//!         Err(format!("could not record failure of {}", action.id).into())
-//!     }
-//! }
-//!
-//! impl SegmentHandler for MyHandlers {} // acknowledge every segment event
-//! impl FallbackHandler for MyHandlers {} // acknowledge unknown types
-//!
-//! let layer = ltvboost_webhooks::WebhookLayer::new(
-//!     ltvboost_webhooks::signature::Verifier::new([
-//!         ltvboost_webhooks::signature::Secret::new("a-development-secret-0123")?,
-//!     ])?,
-//! )
-//! .handler(MyHandlers);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! let (sender, _receiver) = tokio::sync::mpsc::channel(100);
+//! // Only responses are handled; action and segment events are acknowledged.
+//! let handlers = Handlers::responses(Responses { new_responses: sender });
 //! ```
-//!
-//! [`WebhookLayer::handler`]: crate::WebhookLayer::handler
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::signature::Verified;
 
@@ -116,14 +111,7 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery of `envelope`, parsed from the body that `verified` holds.
     pub fn new(envelope: Envelope, verified: &Verified) -> Self {
-        // Built by hand: this runs for every delivery, and the formatting
-        // machinery costs more than the copy.
-        let dedupe_key = match envelope.id() {
-            Some(id) => ["evt:", id].concat(),
-            // Without an id, a retry is recognised by its identical bytes,
-            // hence its identical signature.
-            None => format!("sig:{}", verified.signature()),
-        };
+        let dedupe_key = crate::dedupe::event_key(envelope.id(), verified.signature());
         Self {
             envelope,
             secret_index: verified.secret_index(),
@@ -131,8 +119,7 @@ impl Delivery {
         }
     }
 
-    /// The key deduplication uses: `evt:<id>`, or `sig:<hex signature>` for an
-    /// event without an id.
+    /// The key deduplication uses (see [`crate::dedupe::event_key`]).
     pub fn dedupe_key(&self) -> &str {
         &self.dedupe_key
     }
@@ -174,10 +161,13 @@ impl Delivery {
     }
 }
 
+/// A handler method's future, boxed: what [`Handlers`] stores and calls.
+type HandlerFuture<'a> = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'a>>;
+
 macro_rules! family {
     (
         $(#[$meta:meta])*
-        $trait:ident {
+        $trait:ident as $erased:ident {
             $( $(#[$mmeta:meta])* fn $method:ident($payload:ty); )*
         }
     ) => {
@@ -197,12 +187,42 @@ macro_rules! family {
                 }
             )*
         }
+
+        /// The trait behind a pointer, so that [`Handlers`] holds any type.
+        trait $erased: Send + Sync + 'static {
+            $(
+                fn $method<'a>(&'a self, delivery: &'a Delivery, payload: &'a $payload)
+                    -> HandlerFuture<'a>;
+            )*
+        }
+
+        impl<T: $trait> $erased for T {
+            $(
+                fn $method<'a>(&'a self, delivery: &'a Delivery, payload: &'a $payload)
+                    -> HandlerFuture<'a>
+                {
+                    Box::pin($trait::$method(self, delivery, payload))
+                }
+            )*
+        }
+
+        impl<T: $trait> $trait for Arc<T> {
+            $(
+                fn $method(
+                    &self,
+                    delivery: &Delivery,
+                    payload: &$payload,
+                ) -> impl Future<Output = HandlerResult> + Send {
+                    (**self).$method(delivery, payload)
+                }
+            )*
+        }
     };
 }
 
 family! {
     /// Handles `response.*` events.
-    ResponseHandler {
+    ResponseHandler as ErasedResponseHandler {
         /// `response.created`: a new quiz response was received.
         fn created(ResponseCreated);
         /// `response.scored`: a response was scored and its outcome determined.
@@ -212,7 +232,7 @@ family! {
 
 family! {
     /// Handles `action.*` events.
-    ActionHandler {
+    ActionHandler as ErasedActionHandler {
         /// `action.queued`: an action was added to the processing queue.
         fn queued(ActionQueued);
         /// `action.sent`: an action was executed successfully.
@@ -224,7 +244,7 @@ family! {
 
 family! {
     /// Handles `segment.*` events.
-    SegmentHandler {
+    SegmentHandler as ErasedSegmentHandler {
         /// `segment.updated`: a segment's membership changed.
         fn updated(SegmentUpdated);
         /// `segment.ready`: a segment's calculation completed.
@@ -245,43 +265,200 @@ pub trait FallbackHandler: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// A known type whose `data` did not decode, with the reason. The receiver
-    /// answers `400` after this returns `Ok` (unless configured to acknowledge
-    /// such events), and `500` if it returns `Err`.
+    /// A known type whose `data` did not decode (it is not an object, or it
+    /// has no usable identifier), with the reason. The receiver answers
+    /// `400` after this returns `Ok` (unless configured to acknowledge such
+    /// events), and `500` if it returns `Err`.
     ///
-    /// The default logs the reason and returns `Ok`.
+    /// The default returns `Ok`; the receiver logs the reason.
     fn mismatched(
         &self,
         delivery: &Delivery,
         reason: &PayloadError,
     ) -> impl Future<Output = HandlerResult> + Send {
-        tracing::warn!(
-            event_id = delivery.id(),
-            event_type = delivery.type_name(),
-            %reason,
-            "event data does not fit its type"
-        );
+        let _ = (delivery, reason);
         async { Ok(()) }
     }
 }
 
-/// Everything the receiver routes to: all four traits on one type.
+/// [`FallbackHandler`] behind a pointer.
+trait ErasedFallbackHandler: Send + Sync + 'static {
+    fn unknown<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a>;
+    fn mismatched<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        reason: &'a PayloadError,
+    ) -> HandlerFuture<'a>;
+}
+
+impl<T: FallbackHandler> ErasedFallbackHandler for T {
+    fn unknown<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a> {
+        Box::pin(FallbackHandler::unknown(self, delivery))
+    }
+    fn mismatched<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        reason: &'a PayloadError,
+    ) -> HandlerFuture<'a> {
+        Box::pin(FallbackHandler::mismatched(self, delivery, reason))
+    }
+}
+
+impl<T: FallbackHandler> FallbackHandler for Arc<T> {
+    fn unknown(&self, delivery: &Delivery) -> impl Future<Output = HandlerResult> + Send {
+        (**self).unknown(delivery)
+    }
+    fn mismatched(
+        &self,
+        delivery: &Delivery,
+        reason: &PayloadError,
+    ) -> impl Future<Output = HandlerResult> + Send {
+        (**self).mismatched(delivery, reason)
+    }
+}
+
+/// What a receiver routes events to: at most one handler per family.
 ///
-/// Implemented for every type that implements [`ResponseHandler`],
-/// [`ActionHandler`], [`SegmentHandler`] and [`FallbackHandler`].
-pub trait Handlers: ResponseHandler + ActionHandler + SegmentHandler + FallbackHandler {}
+/// Built from at least one handler, so a receiver cannot be built with none
+/// (which would acknowledge every event and lose them all). A family nobody
+/// registered is acknowledged with `200`: registering only
+/// [`responses`](Self::responses) says "I do not care about actions and
+/// segments". Cheap to clone (the handlers are shared).
+///
+/// ```
+/// use ltvboost_webhooks::handler::{
+///     ActionHandler, FallbackHandler, Handlers, ResponseHandler, SegmentHandler,
+/// };
+///
+/// struct Responses;
+/// impl ResponseHandler for Responses {}
+/// struct Everything;
+/// impl ResponseHandler for Everything {}
+/// impl ActionHandler for Everything {}
+/// impl SegmentHandler for Everything {}
+/// impl FallbackHandler for Everything {}
+///
+/// let one_family = Handlers::responses(Responses);
+/// let every_family = Handlers::all(Everything);
+/// ```
+#[derive(Clone)]
+pub struct Handlers {
+    responses: Option<Arc<dyn ErasedResponseHandler>>,
+    actions: Option<Arc<dyn ErasedActionHandler>>,
+    segments: Option<Arc<dyn ErasedSegmentHandler>>,
+    fallback: Option<Arc<dyn ErasedFallbackHandler>>,
+}
 
-impl<T> Handlers for T where T: ResponseHandler + ActionHandler + SegmentHandler + FallbackHandler {}
+impl Handlers {
+    const NONE: Self = Self {
+        responses: None,
+        actions: None,
+        segments: None,
+        fallback: None,
+    };
 
-/// Handlers that acknowledge every event and do nothing else: the layer's
-/// default until [`WebhookLayer::handler`](crate::WebhookLayer::handler) is called.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Acknowledge;
+    /// One type for all four families.
+    pub fn all<H>(handler: H) -> Self
+    where
+        H: ResponseHandler + ActionHandler + SegmentHandler + FallbackHandler,
+    {
+        let shared = Arc::new(handler);
+        Self {
+            responses: Some(shared.clone()),
+            actions: Some(shared.clone()),
+            segments: Some(shared.clone()),
+            fallback: Some(shared),
+        }
+    }
 
-impl ResponseHandler for Acknowledge {}
-impl ActionHandler for Acknowledge {}
-impl SegmentHandler for Acknowledge {}
-impl FallbackHandler for Acknowledge {}
+    /// Handlers with `response.*` events going to `handler`.
+    pub fn responses(handler: impl ResponseHandler) -> Self {
+        Self::NONE.and_responses(handler)
+    }
+
+    /// Handlers with `action.*` events going to `handler`.
+    pub fn actions(handler: impl ActionHandler) -> Self {
+        Self::NONE.and_actions(handler)
+    }
+
+    /// Handlers with `segment.*` events going to `handler`.
+    pub fn segments(handler: impl SegmentHandler) -> Self {
+        Self::NONE.and_segments(handler)
+    }
+
+    /// Handlers with unknown and mismatched events going to `handler`.
+    pub fn fallback(handler: impl FallbackHandler) -> Self {
+        Self::NONE.and_fallback(handler)
+    }
+
+    /// Adds (or replaces) the `response.*` handler.
+    pub fn and_responses(mut self, handler: impl ResponseHandler) -> Self {
+        self.responses = Some(Arc::new(handler));
+        self
+    }
+
+    /// Adds (or replaces) the `action.*` handler.
+    pub fn and_actions(mut self, handler: impl ActionHandler) -> Self {
+        self.actions = Some(Arc::new(handler));
+        self
+    }
+
+    /// Adds (or replaces) the `segment.*` handler.
+    pub fn and_segments(mut self, handler: impl SegmentHandler) -> Self {
+        self.segments = Some(Arc::new(handler));
+        self
+    }
+
+    /// Adds (or replaces) the fallback for unknown and mismatched events.
+    pub fn and_fallback(mut self, handler: impl FallbackHandler) -> Self {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
+    /// Decodes the payload and calls the method its type names.
+    pub(crate) async fn dispatch(&self, delivery: &Delivery) -> Dispatched {
+        let event = match delivery.envelope.event() {
+            Ok(event) => event,
+            Err(reason) => {
+                tracing::warn!(%reason, "event data does not fit its type");
+                let result = match &self.fallback {
+                    Some(fallback) => fallback.mismatched(delivery, &reason).await,
+                    None => Ok(()),
+                };
+                return match result {
+                    Ok(()) => Dispatched::Mismatched,
+                    Err(e) => Dispatched::Failed(e),
+                };
+            }
+        };
+        let acknowledged = || -> HandlerFuture<'_> { Box::pin(async { Ok(()) }) };
+        let result = match event {
+            Event::ResponseCreated(p) => self.responses.as_ref().map(|h| h.created(delivery, p)),
+            Event::ResponseScored(p) => self.responses.as_ref().map(|h| h.scored(delivery, p)),
+            Event::ActionQueued(p) => self.actions.as_ref().map(|h| h.queued(delivery, p)),
+            Event::ActionSent(p) => self.actions.as_ref().map(|h| h.sent(delivery, p)),
+            Event::ActionFailed(p) => self.actions.as_ref().map(|h| h.failed(delivery, p)),
+            Event::SegmentUpdated(p) => self.segments.as_ref().map(|h| h.updated(delivery, p)),
+            Event::SegmentReady(p) => self.segments.as_ref().map(|h| h.ready(delivery, p)),
+            Event::Unknown { .. } => self.fallback.as_ref().map(|h| h.unknown(delivery)),
+        };
+        match result.unwrap_or_else(acknowledged).await {
+            Ok(()) => Dispatched::Handled,
+            Err(e) => Dispatched::Failed(e),
+        }
+    }
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handlers")
+            .field("responses", &self.responses.is_some())
+            .field("actions", &self.actions.is_some())
+            .field("segments", &self.segments.is_some())
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
 
 /// How a delivery ended in the handlers.
 #[derive(Debug)]
@@ -292,31 +469,4 @@ pub(crate) enum Dispatched {
     Mismatched,
     /// A handler returned `Err`.
     Failed(HandlerError),
-}
-
-/// Decodes the payload and calls the method its type names.
-pub(crate) async fn dispatch<H: Handlers>(handlers: &H, delivery: &Delivery) -> Dispatched {
-    let event = match delivery.envelope.event() {
-        Ok(event) => event,
-        Err(reason) => {
-            return match handlers.mismatched(delivery, &reason).await {
-                Ok(()) => Dispatched::Mismatched,
-                Err(e) => Dispatched::Failed(e),
-            };
-        }
-    };
-    let result = match &event {
-        Event::ResponseCreated(p) => handlers.created(delivery, p).await,
-        Event::ResponseScored(p) => handlers.scored(delivery, p).await,
-        Event::ActionQueued(p) => handlers.queued(delivery, p).await,
-        Event::ActionSent(p) => handlers.sent(delivery, p).await,
-        Event::ActionFailed(p) => handlers.failed(delivery, p).await,
-        Event::SegmentUpdated(p) => handlers.updated(delivery, p).await,
-        Event::SegmentReady(p) => handlers.ready(delivery, p).await,
-        Event::Unknown { .. } => handlers.unknown(delivery).await,
-    };
-    match result {
-        Ok(()) => Dispatched::Handled,
-        Err(e) => Dispatched::Failed(e),
-    }
 }

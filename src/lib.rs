@@ -7,18 +7,32 @@
 //! retries failed deliveries (any non-2xx answer, or a timeout) with
 //! exponential backoff, up to 5 times within 24 hours.
 //!
-//! # The pieces
+//! # The shape
+//!
+//! One POST, top to bottom:
+//!
+//! ```text
+//! request ─► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)
+//!              │
+//!              ▼  pipeline: method, signature header, bounded body, signature,
+//!                 envelope, replay window, dedupe claim, handler (claim renewed), done/released
+//!              │
+//!              ▼
+//!           Outcome ─► response (status + short text) · log line (same code)
+//! ```
 //!
 //! | module | job | does I/O |
 //! | --- | --- | --- |
 //! | [`signature`] | secrets, header parsing, `sign`, constant-time `verify` | no |
 //! | [`event`] | the envelope, the [`Event`] enum, typed payloads | no |
-//! | [`handler`] | the traits you implement, one per event family | no |
 //! | [`replay`] | the replay window on the signed `created_at` | no |
 //! | [`dedupe`] | claims and done-records: effectively-once handling | store |
-//! | [`layer`] | the tower middleware that ties it together | HTTP |
-//! | `extract` | an axum extractor, for plain axum handlers (feature `axum`) | HTTP |
-//! | `serve` | a hyper server with a header-read timeout (feature `serve`) | TCP |
+//! | [`outcome`] | every way a delivery ends: the status table | no |
+//! | [`config`] | every setting, one builder | no |
+//! | `pipeline` | the one pass, steps 1–8, returning an [`Outcome`] | HTTP body |
+//! | [`handler`] | the traits you implement, one per event family | no |
+//! | [`layer`], [`endpoint`], `extract` | adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
+//! | `serve` | a hardened hyper server (feature `serve`) | TCP |
 //! | `client` | the registration API client (feature `client`) | HTTPS |
 //! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |
 //!
@@ -26,27 +40,25 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use ltvboost_webhooks::{WebhookLayer, handler::*, event::*, signature::*};
+//! use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
+//! use ltvboost_webhooks::event::ResponseScored;
+//! use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
+//! use ltvboost_webhooks::signature::{Secret, Verifier};
 //!
-//! struct MyHandlers;
-//! impl ResponseHandler for MyHandlers {
+//! struct Scores;
+//! impl ResponseHandler for Scores {
 //!     async fn scored(&self, delivery: &Delivery, scored: &ResponseScored) -> HandlerResult {
 //!         println!("{:?}: {} scored {:?}", delivery.id(), scored.id, scored.score);
 //!         Ok(())
 //!     }
 //! }
-//! impl ActionHandler for MyHandlers {}
-//! impl SegmentHandler for MyHandlers {}
-//! impl FallbackHandler for MyHandlers {}
 //!
 //! let secret = Secret::new(std::env::var("LTVBOOST_WEBHOOK_SECRET")
 //!     .unwrap_or_else(|_| "a-development-secret-0123".into()))?;
+//! let config = WebhookConfig::new(Verifier::new([secret])?).path("/webhooks/ltvboost");
 //! let router: Router = Router::new().route("/healthz", get(|| async { "ok" }));
 //! // Deliveries are answered before any routing; other paths reach the router.
-//! let app = WebhookLayer::new(Verifier::new([secret])?)
-//!     .at("/webhooks/ltvboost")
-//!     .handler(MyHandlers)
-//!     .wrap(router);
+//! let app = WebhookLayer::new(config, Handlers::responses(Scores)).wrap(router);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -58,13 +70,16 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod config;
 pub mod dedupe;
+pub mod endpoint;
 pub mod event;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod handler;
 pub mod layer;
-mod receive;
+pub mod outcome;
+mod pipeline;
 mod rejection;
 pub mod replay;
 #[cfg(feature = "serve")]
@@ -73,9 +88,11 @@ pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use config::WebhookConfig;
+pub use endpoint::WebhookEndpoint;
 pub use event::{Event, EventType};
 pub use layer::{WebhookLayer, WebhookService};
-pub use receive::{DEFAULT_BODY_LIMIT, DEFAULT_READ_TIMEOUT, WebhookConfig};
+pub use outcome::Outcome;
 pub use rejection::Rejection;
 
 // The README's code compiles as it is written.

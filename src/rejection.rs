@@ -1,11 +1,13 @@
 //! Why a request was refused before any handler ran, and the status it gets.
+//!
+//! A [`Rejection`] is one row group of the status table ([`crate::Outcome`]
+//! holds it as [`Outcome::Rejected`](crate::Outcome::Rejected)), and the
+//! rejection of the [`VerifiedEvent`](crate::extract::VerifiedEvent)
+//! extractor.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{StatusCode, header};
-use http_body_util::Full;
+use http::StatusCode;
 
 use crate::event::{EnvelopeError, PayloadError};
 use crate::replay::ReplayError;
@@ -71,6 +73,38 @@ impl Rejection {
         }
     }
 
+    /// The stable code of this rejection, for logs and metrics: one of
+    /// `method_not_allowed`, `body_too_large`, `body_timeout`,
+    /// `body_read_failed`, `signature_missing`, `signature_duplicated`,
+    /// `signature_malformed`, `signature_mismatch`, `not_an_event`,
+    /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::PayloadTooLarge { .. } => "body_too_large",
+            Rejection::BodyTimeout { .. } => "body_timeout",
+            Rejection::BodyRead(_) => "body_read_failed",
+            Rejection::Signature(SignatureError::Missing) => "signature_missing",
+            Rejection::Signature(SignatureError::Duplicated) => "signature_duplicated",
+            Rejection::Signature(SignatureError::Mismatch) => "signature_mismatch",
+            Rejection::Signature(_) => "signature_malformed",
+            Rejection::Envelope(_) => "not_an_event",
+            Rejection::Replay(ReplayError::TooOld { .. }) => "replay_too_old",
+            Rejection::Replay(_) => "replay_in_future",
+            Rejection::Payload(_) => "payload_mismatch",
+        }
+    }
+
+    /// Whether the request proved it came from LTVboost before it was
+    /// refused (its signature matched). Refusals of unauthenticated requests
+    /// are logged at `debug`, so that a flood of them cannot flood the logs.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(
+            self,
+            Rejection::Envelope(_) | Rejection::Replay(_) | Rejection::Payload(_)
+        )
+    }
+
     /// The text sent back: short, and free of anything the sender did not
     /// already know.
     pub fn body_text(&self) -> String {
@@ -81,44 +115,11 @@ impl Rejection {
             other => other.to_string(),
         }
     }
-
-    /// The rejection as a plain-text HTTP response.
-    pub fn to_response(&self) -> http::Response<Full<Bytes>> {
-        let mut response = plain_text(self.status(), format!("{}\n", self.body_text()));
-        if let Rejection::MethodNotAllowed = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-        }
-        response
-    }
-}
-
-/// A short plain-text response. Fixed texts are sent without copying.
-pub(crate) fn plain_text(
-    status: StatusCode,
-    text: impl Into<Cow<'static, str>>,
-) -> http::Response<Full<Bytes>> {
-    let body = match text.into() {
-        Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
-        Cow::Owned(text) => Bytes::from(text),
-    };
-    // Room for content-type and one more (`allow`): the default map's
-    // first insert reserves room for six headers.
-    let mut headers = http::HeaderMap::with_capacity(2);
-    headers.insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let mut response = http::Response::new(Full::new(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
 }
 
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Rejection {
     fn into_response(self) -> axum_core::response::Response {
-        self.to_response().map(axum_core::body::Body::new)
+        crate::Outcome::Rejected(self).into_response()
     }
 }

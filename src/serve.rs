@@ -188,6 +188,41 @@ impl Server {
     }
 }
 
+/// Completes when the process is asked to stop: SIGTERM (what Docker,
+/// Kubernetes and systemd send) or SIGINT (Ctrl-C). Give it to
+/// [`Server::serve_with_shutdown`].
+///
+/// ```no_run
+/// use ltvboost_webhooks::serve::{Server, shutdown_signal};
+/// # async fn run(app: axum::Router) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// Server::new(listener).serve_with_shutdown(app, shutdown_signal()).await
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received: draining"),
+        () = terminate => tracing::info!("SIGTERM received: draining"),
+    }
+}
+
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),

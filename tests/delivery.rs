@@ -84,12 +84,12 @@ for_both_stores!(
 
 /// A receiver instance on its own port, over a given store.
 async fn instance<S: DedupeStore>(store: S, recorder: &Arc<Recorder>) -> SocketAddr {
-    let layer = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
+    let config = config()
         .dedupe_store(store)
         // Long enough that a loaded CI machine still answers 409 before it
         // lapses, short enough to wait out in a test.
         .claim_lease(LEASE);
+    let layer = WebhookLayer::new(config, recording(recorder));
     serve(Router::new().layer(layer)).await
 }
 
@@ -419,9 +419,7 @@ async fn replay_window_edges_with_an_injected_clock() {
     let clock = ManualClock::new(created);
     let window = ReplayWindow::default();
     let recorder = Recorder::new();
-    let layer = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
-        .clock(clock.clone());
+    let layer = WebhookLayer::new(config().clock(clock.clone()), recording(&recorder));
     let addr = serve(Router::new().layer(layer)).await;
     let second = Duration::from_secs(1);
     let event = |id: &str| {

@@ -521,10 +521,10 @@ async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_their_status_and_reach_no_handler() {
     let recorder = Recorder::new();
-    let layer = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
+    let config = config()
         .body_limit(LIMIT)
         .read_timeout(Duration::from_millis(500));
+    let layer = WebhookLayer::new(config, recording(&recorder));
     let addr = serve(Router::new().layer(layer)).await;
 
     let cases: Vec<Case> = [header_cases(), body_cases(), method_and_path_cases()]

@@ -23,9 +23,7 @@ async fn routes(
 #[tokio::test]
 async fn the_layer_wraps_a_plain_hyper_service() {
     let recorder = Recorder::new();
-    let service = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
-        .layer(service_fn(routes));
+    let service = WebhookLayer::new(config(), recording(&recorder)).layer(service_fn(routes));
     let addr = serve(service).await;
 
     let body = event_json("evt_hyper", "action.queued", r#"{"action_id":"a_1"}"#);
@@ -50,11 +48,11 @@ async fn the_layer_wraps_a_plain_hyper_service() {
 async fn the_service_answers_in_process_without_a_server() {
     use tower::ServiceExt;
     let recorder = Recorder::new();
-    let service = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
-        .layer(service_fn(|_: Request<Full<Bytes>>| async {
+    let service = WebhookLayer::new(config(), recording(&recorder)).layer(service_fn(
+        |_: Request<Full<Bytes>>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-        }));
+        },
+    ));
     let body = event_json(
         "evt_oneshot",
         "segment.updated",

@@ -8,28 +8,22 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use common::*;
-use ltvboost_webhooks::WebhookLayer;
-use ltvboost_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, StoreError};
+use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 use ltvboost_webhooks::signature::{Secret, Verifier, sign};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-
-type Layer = WebhookLayer<Recording>;
 
 async fn app(recorder: &Arc<Recorder>) -> std::net::SocketAddr {
     app_with(recorder, |layer| layer).await
 }
 
-async fn app_with<S: DedupeStore>(
+async fn app_with(
     recorder: &Arc<Recorder>,
-    configure: impl FnOnce(Layer) -> WebhookLayer<Recording, S>,
+    configure: impl FnOnce(WebhookConfig) -> WebhookConfig,
 ) -> std::net::SocketAddr {
-    let layer = configure(
-        WebhookLayer::new(verifier())
-            .at(PATH)
-            .handler(Recording(recorder.clone())),
-    );
+    let layer = WebhookLayer::new(configure(config()), recording(recorder));
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .layer(layer);
@@ -166,7 +160,7 @@ async fn data_that_does_not_fit_answers_400_after_the_fallback_saw_it() {
     let body = event_json("evt_bad", "response.scored", r#"{"id":"r","score":"high"}"#);
     let reply = post_signed(addr, &body).await;
     assert_eq!(reply.status, 400, "{reply:?}");
-    assert!(reply.body.contains("response.scored"), "{reply:?}");
+    assert!(reply.body.contains("does not fit"), "{reply:?}");
     assert_eq!(recorder.calls("mismatched:response.scored"), 1);
     assert_eq!(recorder.calls("response.scored"), 0);
     assert!(recorder.mismatches.lock().unwrap()[0].contains("invalid type"));
@@ -422,9 +416,11 @@ async fn rotation_accepts_both_secrets_and_refuses_a_retired_one() {
     let new = Secret::new("the-new-secret-from-2026").unwrap();
     let retired = Secret::new("a-secret-retired-long-ago").unwrap();
     let recorder = Recorder::new();
-    let layer = WebhookLayer::new(Verifier::new([new.clone(), old.clone()]).unwrap())
-        .at(PATH)
-        .handler(Recording(recorder.clone()));
+    let verifier = Verifier::new([new.clone(), old.clone()]).unwrap();
+    let layer = WebhookLayer::new(
+        WebhookConfig::new(verifier).path(PATH),
+        recording(&recorder),
+    );
     let addr = serve(Router::new().layer(layer)).await;
     for (i, secret) in [&new, &old].into_iter().enumerate() {
         let body = created(&format!("evt_rot_{i}"));
@@ -454,10 +450,18 @@ impl DedupeStore for UnreachableStore {
     async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
         Err(StoreError::new("connection refused"))
     }
-    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<ClaimStatus, StoreError> {
         Err(StoreError::new("connection refused"))
     }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
+    async fn mark_done(
+        &self,
+        _: &str,
+        _: &ClaimToken,
+        _: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<ClaimStatus, StoreError> {
         Err(StoreError::new("connection refused"))
     }
 }
@@ -474,8 +478,7 @@ async fn an_unreachable_store_answers_503_and_calls_nothing() {
 #[tokio::test]
 async fn a_connection_that_stalls_mid_header_is_closed() {
     let recorder = Recorder::new();
-    let router =
-        Router::new().layer(WebhookLayer::new(verifier()).handler(Recording(recorder.clone())));
+    let router = Router::new().layer(WebhookLayer::new(config(), recording(&recorder)));
     let addr = serve_with(router, |s| {
         s.header_read_timeout(Duration::from_millis(300))
     })

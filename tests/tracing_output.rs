@@ -37,15 +37,13 @@ async fn spans_name_the_delivery_and_never_the_secret() {
 
     let recorder = Recorder::new();
     recorder.script(&[Behaviour::Fail]);
-    let service = WebhookLayer::new(verifier())
-        .handler(Recording(recorder.clone()))
-        .layer(tower::service_fn(
-            |_: http::Request<hyper::body::Incoming>| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
-                    bytes::Bytes,
-                >::new()))
-            },
-        ));
+    let service = WebhookLayer::new(config(), recording(&recorder)).layer(tower::service_fn(
+        |_: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::new(),
+            )))
+        },
+    ));
     let addr = serve(service).await;
 
     let failing = event_json("evt_fails_first", "action.failed", r#"{"id":"a"}"#);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Claim, ClaimToken, DedupeStore, StoreError};
+use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 
 /// An in-process [`DedupeStore`]: the default.
 ///
@@ -319,25 +319,43 @@ impl MemoryStore {
         Claim::Acquired(ClaimToken::new(u128::from(token)))
     }
 
-    fn end_claim(&self, key: &str, token: &ClaimToken, done_for: Option<Duration>) {
+    fn end_claim(&self, key: &str, token: &ClaimToken, done_for: Option<Duration>) -> ClaimStatus {
         let key = self.fingerprint(key);
         let mut inner = self.lock();
         let now = self.now();
         inner.purge(now);
-        // (ours, done) for the entry the key has now, if any.
-        let current = inner.entries.get(&key).map(|e| {
-            let done = e.holder == DONE;
-            (!done && u128::from(e.holder) == token.get(), done)
-        });
-        match (done_for, current) {
+        let holder = inner.entries.get(&key).map(|e| e.holder);
+        let ours = holder.is_some_and(|h| h != DONE && u128::from(h) == token.get());
+        match done_for {
             // Done even if the lease lapsed (the work happened), but never
             // over a claim that somebody else now holds.
-            (Some(_), Some((false, false))) => {}
-            (Some(ttl), _) => inner.set(key, DONE, now, ttl),
-            (None, Some((true, _))) => {
+            Some(ttl) if ours || holder.is_none() || holder == Some(DONE) => {
+                inner.set(key, DONE, now, ttl);
+            }
+            Some(_) => {}
+            None if ours => {
                 inner.entries.remove(&key);
             }
-            (None, _) => {}
+            None => {}
+        }
+        if ours {
+            ClaimStatus::Held
+        } else {
+            ClaimStatus::Lost
+        }
+    }
+
+    fn renew_now(&self, key: &str, token: &ClaimToken, lease: Duration) -> ClaimStatus {
+        let key = self.fingerprint(key);
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.purge(now);
+        match inner.entries.get(&key).map(|e| e.holder) {
+            Some(holder) if holder != DONE && u128::from(holder) == token.get() => {
+                inner.set(key, holder, now, lease);
+                ClaimStatus::Held
+            }
+            _ => ClaimStatus::Lost,
         }
     }
 }
@@ -351,23 +369,30 @@ impl DedupeStore for MemoryStore {
         ready(Ok(self.claim_now(key, lease)))
     }
 
+    fn renew(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
+        ready(Ok(self.renew_now(key, token, lease)))
+    }
+
     fn mark_done(
         &self,
         key: &str,
         token: &ClaimToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.end_claim(key, token, Some(ttl));
-        ready(Ok(()))
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
+        ready(Ok(self.end_claim(key, token, Some(ttl))))
     }
 
     fn release(
         &self,
         key: &str,
         token: &ClaimToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.end_claim(key, token, None);
-        ready(Ok(()))
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
+        ready(Ok(self.end_claim(key, token, None)))
     }
 }
 
@@ -448,10 +473,32 @@ mod tests {
         let stale = acquire(&store, "k").await;
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         let fresh = acquire(&store, "k").await;
-        store.release("k", &stale).await.unwrap();
-        store.mark_done("k", &stale, TTL).await.unwrap();
+        let lost = Ok(ClaimStatus::Lost);
+        assert_eq!(store.release("k", &stale).await.map_err(drop), lost);
+        assert_eq!(store.mark_done("k", &stale, TTL).await.map_err(drop), lost);
+        assert_eq!(store.renew("k", &stale, LEASE).await.map_err(drop), lost);
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::InFlight);
-        store.mark_done("k", &fresh, TTL).await.unwrap();
+        let held = store.mark_done("k", &fresh, TTL).await.unwrap();
+        assert_eq!(held, ClaimStatus::Held);
+        assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_claim_outlives_its_first_lease_and_a_lapsed_one_is_done_all_the_same() {
+        let store = MemoryStore::new();
+        let token = acquire(&store, "k").await;
+        for _ in 0..5 {
+            tokio::time::advance(LEASE / 2).await;
+            assert_eq!(
+                store.renew("k", &token, LEASE).await.unwrap(),
+                ClaimStatus::Held
+            );
+        }
+        assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::InFlight);
+        tokio::time::advance(LEASE + Duration::from_secs(1)).await;
+        // Lapsed, nobody else took it: recorded as done, reported as lost.
+        let status = store.mark_done("k", &token, TTL).await.unwrap();
+        assert_eq!(status, ClaimStatus::Lost);
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
     }
 

@@ -17,7 +17,9 @@
 //!
 //! A claim carries a lease: if the process dies between claim and
 //! mark-done/release, the claim lapses by itself and a later retry runs the
-//! handler. A [`ClaimToken`] ties mark-done and release to the claim they end,
+//! handler. While a handler runs, the receiver [renews](DedupeStore::renew)
+//! the lease every third of its length, so a handler slower than the lease
+//! still runs only once at a time. A [`ClaimToken`] ties mark-done and release to the claim they end,
 //! so a slow instance whose lease lapsed cannot end somebody else's claim.
 //!
 //! A store that cannot answer returns a [`StoreError`]: the receiver answers
@@ -32,7 +34,10 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use crate::signature::Signature;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -40,6 +45,7 @@ pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Claim {
     /// The key is ours until the lease runs out: call the handler.
     Acquired(ClaimToken),
@@ -114,6 +120,20 @@ impl StoreError {
     }
 }
 
+/// Whether a claim was still held by the token that ended or renewed it.
+///
+/// `Lost` means the lease lapsed (and perhaps another delivery claimed the
+/// key since): the receiver logs it at `error` with the event id, because a
+/// handler may then have run twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimStatus {
+    /// The token held the claim until this operation.
+    Held,
+    /// The claim had lapsed or belonged to another token.
+    Lost,
+}
+
 /// Where claims and done-records live.
 ///
 /// Implementations must make each operation atomic with respect to the others
@@ -126,16 +146,28 @@ pub trait DedupeStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
-    /// Records `key` as done for `ttl`, if `token` still holds its claim.
+    /// Extends the claim on `key` to `lease` from now, if `token` still
+    /// holds it. The receiver calls it every third of the lease while a
+    /// handler runs, so a slow handler's claim never lapses under it.
+    fn renew(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send;
+
+    /// Records `key` as done for `ttl`, if `token` still holds its claim or
+    /// nobody does.
     ///
     /// Called after the handler succeeded. A claim that lapsed meanwhile is
-    /// recorded as done all the same: the work happened.
+    /// recorded as done all the same (the work happened), and reported as
+    /// [`ClaimStatus::Lost`]; a claim another token holds now is left alone.
     fn mark_done(
         &self,
         key: &str,
         token: &ClaimToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send;
 
     /// Drops the claim on `key` if `token` still holds it, so a retry can
     /// claim it again.
@@ -143,7 +175,81 @@ pub trait DedupeStore: Send + Sync + 'static {
         &self,
         key: &str,
         token: &ClaimToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send;
+}
+
+/// The key an event is deduplicated on: `evt:<id>`, or `sig:<hex signature>`
+/// for an event without an id (a retry carries identical bytes, hence an
+/// identical signature).
+///
+/// ```
+/// use ltvboost_webhooks::dedupe::event_key;
+/// use ltvboost_webhooks::signature::Signature;
+///
+/// let signature = Signature::parse(format!("sha256={}", "ab".repeat(32)).as_bytes())?;
+/// assert_eq!(event_key(Some("evt_1"), &signature), "evt:evt_1");
+/// assert_eq!(event_key(None, &signature), format!("sig:{}", "ab".repeat(32)));
+/// # Ok::<(), ltvboost_webhooks::signature::SignatureError>(())
+/// ```
+pub fn event_key(id: Option<&str>, signature: &Signature) -> String {
+    match id {
+        Some(id) => format!("evt:{id}"),
+        None => format!("sig:{signature}"),
+    }
+}
+
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// [`DedupeStore`] behind a pointer: the receiver holds any store as
+/// `Arc<dyn ErasedStore>`, so its public types need no store parameter.
+pub(crate) trait ErasedStore: Send + Sync + 'static {
+    fn claim_boxed<'a>(&'a self, key: &'a str, lease: Duration) -> StoreFuture<'a, Claim>;
+    fn renew_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ClaimStatus>;
+    fn mark_done_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ClaimStatus>;
+    fn release_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+    ) -> StoreFuture<'a, ClaimStatus>;
+}
+
+impl<S: DedupeStore> ErasedStore for S {
+    fn claim_boxed<'a>(&'a self, key: &'a str, lease: Duration) -> StoreFuture<'a, Claim> {
+        Box::pin(DedupeStore::claim(self, key, lease))
+    }
+    fn renew_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ClaimStatus> {
+        Box::pin(DedupeStore::renew(self, key, token, lease))
+    }
+    fn mark_done_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ClaimStatus> {
+        Box::pin(DedupeStore::mark_done(self, key, token, ttl))
+    }
+    fn release_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a ClaimToken,
+    ) -> StoreFuture<'a, ClaimStatus> {
+        Box::pin(DedupeStore::release(self, key, token))
+    }
 }
 
 /// A store that remembers nothing: every claim is granted.
@@ -160,12 +266,21 @@ impl DedupeStore for NoDedupe {
         Ok(Claim::Acquired(ClaimToken(0)))
     }
 
-    async fn mark_done(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
-        Ok(())
+    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<ClaimStatus, StoreError> {
+        Ok(ClaimStatus::Held)
     }
 
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<(), StoreError> {
-        Ok(())
+    async fn mark_done(
+        &self,
+        _: &str,
+        _: &ClaimToken,
+        _: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        Ok(ClaimStatus::Held)
+    }
+
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<ClaimStatus, StoreError> {
+        Ok(ClaimStatus::Held)
     }
 }
 
@@ -178,12 +293,21 @@ impl<S: DedupeStore> DedupeStore for std::sync::Arc<S> {
         (**self).claim(key, lease)
     }
 
+    fn renew(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
+        (**self).renew(key, token, lease)
+    }
+
     fn mark_done(
         &self,
         key: &str,
         token: &ClaimToken,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
         (**self).mark_done(key, token, ttl)
     }
 
@@ -191,7 +315,7 @@ impl<S: DedupeStore> DedupeStore for std::sync::Arc<S> {
         &self,
         key: &str,
         token: &ClaimToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send {
         (**self).release(key, token)
     }
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Claim, ClaimToken, DedupeStore, StoreError};
+use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 
 /// The default prefix of every key the store writes.
 pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:webhook:";
@@ -26,14 +26,26 @@ end
 return 'in_flight'
 ";
 
-/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = done TTL in ms. Done even if the
-/// lease lapsed (the work happened), never over another holder's claim.
-const MARK_DONE: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == false or current == 'done' or current == 'claimed:' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = lease in ms. Only the holder
+/// renews. 1: held, 0: lost.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == 'claimed:' .. ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
+return 0
+";
+
+/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = done TTL in ms. Done even if the
+/// lease lapsed (the work happened), never over another holder's claim.
+/// 1: the claim was held, 0: it was lost.
+const MARK_DONE: &str = r"
+local current = redis.call('GET', KEYS[1])
+local held = current == 'claimed:' .. ARGV[1]
+if held or current == false or current == 'done' then
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+end
+if held then return 1 end
 return 0
 ";
 
@@ -62,11 +74,11 @@ return 0
 /// The connection URL may carry a password; it is never printed.
 ///
 /// ```no_run
-/// use ltvboost_webhooks::WebhookLayer;
+/// use ltvboost_webhooks::WebhookConfig;
 /// use ltvboost_webhooks::dedupe::RedisStore;
 /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let layer = WebhookLayer::new(verifier).dedupe_store(store);
+/// let config = WebhookConfig::new(verifier).dedupe_store(store);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -75,6 +87,7 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     claim: Script,
+    renew: Script,
     mark_done: Script,
     release: Script,
 }
@@ -101,9 +114,11 @@ impl RedisStore {
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::new)?;
         let timeout = DEFAULT_OPERATION_TIMEOUT;
+        // No response timeout of the manager's own: `run` bounds every
+        // operation by `operation_timeout`, whatever it is set to.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let connection =
@@ -113,6 +128,7 @@ impl RedisStore {
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout,
             claim: Script::new(CLAIM),
+            renew: Script::new(RENEW),
             mark_done: Script::new(MARK_DONE),
             release: Script::new(RELEASE),
         })
@@ -125,7 +141,8 @@ impl RedisStore {
         self
     }
 
-    /// The deadline for one operation. Default: [`DEFAULT_OPERATION_TIMEOUT`].
+    /// The deadline for one operation, a reconnection included. Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`].
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -172,21 +189,42 @@ impl DedupeStore for RedisStore {
         }
     }
 
+    async fn renew(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        let held: i64 = self
+            .run(&self.renew, key, &[&token.to_string(), &millis(lease)])
+            .await?;
+        Ok(status(held))
+    }
+
     async fn mark_done(
         &self,
         key: &str,
         token: &ClaimToken,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let _: i64 = self
+    ) -> Result<ClaimStatus, StoreError> {
+        let held: i64 = self
             .run(&self.mark_done, key, &[&token.to_string(), &millis(ttl)])
             .await?;
-        Ok(())
+        Ok(status(held))
     }
 
-    async fn release(&self, key: &str, token: &ClaimToken) -> Result<(), StoreError> {
-        let _: i64 = self.run(&self.release, key, &[&token.to_string()]).await?;
-        Ok(())
+    async fn release(&self, key: &str, token: &ClaimToken) -> Result<ClaimStatus, StoreError> {
+        let held: i64 = self.run(&self.release, key, &[&token.to_string()]).await?;
+        Ok(status(held))
+    }
+}
+
+/// A script's 1 (held) or 0 (lost).
+fn status(held: i64) -> ClaimStatus {
+    if held == 1 {
+        ClaimStatus::Held
+    } else {
+        ClaimStatus::Lost
     }
 }
 

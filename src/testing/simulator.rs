@@ -9,7 +9,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
 use super::builder::signed_request_to;
-use crate::layer::DEFAULT_PATH;
+use crate::config::DEFAULT_PATH;
 use crate::signature::Secret;
 
 /// When a sender retries: exponential backoff, a cap on retries, and a window.
@@ -138,16 +138,17 @@ pub enum SimulatorError {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use ltvboost_webhooks::{EventType, WebhookLayer};
+/// use ltvboost_webhooks::{EventType, WebhookEndpoint};
+/// use ltvboost_webhooks::handler::{Handlers, ResponseHandler};
 /// use ltvboost_webhooks::signature::{Secret, Verifier};
 /// use ltvboost_webhooks::testing::{SenderSimulator, fixture};
-/// use tower::{Layer, service_fn};
+///
+/// struct Responses;
+/// impl ResponseHandler for Responses {}
 ///
 /// let secret = Secret::new("a-test-secret-0123456789")?;
-/// let not_found = service_fn(|_: http::Request<_>| async {
-///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
-/// });
-/// let service = WebhookLayer::new(Verifier::new([secret.clone()])?).layer(not_found);
+/// let verifier = Verifier::new([secret.clone()])?;
+/// let service = WebhookEndpoint::new(verifier, Handlers::responses(Responses));
 ///
 /// let report = SenderSimulator::new(secret)
 ///     .time_scale(0.0) // the whole 24-hour schedule, instantly

@@ -209,6 +209,16 @@ impl Recorder {
 /// `Arc<Recorder>` so a test keeps a handle while the layer owns a clone.
 pub struct Recording(pub Arc<Recorder>);
 
+/// Every family routed to a [`Recording`] of `recorder`.
+pub fn recording(recorder: &Arc<Recorder>) -> Handlers {
+    Handlers::all(Recording(recorder.clone()))
+}
+
+/// The test verifier's configuration at the test path.
+pub fn config() -> ltvboost_webhooks::WebhookConfig {
+    ltvboost_webhooks::WebhookConfig::new(verifier()).path(PATH)
+}
+
 impl ResponseHandler for Recording {
     async fn created(&self, _: &Delivery, _: &ResponseCreated) -> HandlerResult {
         self.0.record("response.created").await

@@ -3,29 +3,26 @@
 //! ```sh
 //! cargo run --release --example bench_server -- bare  127.0.0.1:4001
 //! cargo run --release --example bench_server -- layer 127.0.0.1:4002
-//! cargo run --release --example bench_server -- router-layer 127.0.0.1:4003
 //! ```
 //!
 //! * `bare`: axum that only reads the body: the ceiling.
-//! * `layer`: the same router wrapped by `WebhookLayer` (`WebhookLayer::wrap`,
-//!   the recommended mounting), every delivery handled in full (verify,
-//!   parse, typed payload, handler).
-//! * `router-layer`: the same, mounted with axum's `Router::layer`, which
-//!   puts the layer on every route and on the fallback. Deduplication uses
-//!   `NoDedupe`, which always grants the claim, because the load generator repeats one
-//!   signed event: with a real store every request after the first would take
-//!   the cheaper duplicate path. The in-memory store's own cost is measured by
-//!   `cargo bench --bench throughput` (`service/ltvboost_layer`).
+//! * `layer`: the same router wrapped by `WebhookLayer` (`WebhookLayer::wrap`)
+//!   with every default, the in-memory dedupe store included: what a user
+//!   runs. Every delivery is handled in full (verify, parse, claim, typed
+//!   handler, done-record) when the load generator sends distinct events.
+//! * `layer-no-dedupe`: the same with `NoDedupe`, the best case.
+//! * `router-layer`: the default layer mounted with axum's `Router::layer`.
+//! * `endpoint`: `WebhookEndpoint` mounted with `Router::route_service`.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
-use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::NoDedupe;
 use ltvboost_webhooks::event::ResponseCreated;
-use ltvboost_webhooks::handler::*;
+use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::serve::Server;
 use ltvboost_webhooks::signature::{Secret, Verifier};
+use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint, WebhookLayer};
 
 const SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
 
@@ -38,9 +35,6 @@ impl ResponseHandler for Touch {
         Ok(())
     }
 }
-impl ActionHandler for Touch {}
-impl SegmentHandler for Touch {}
-impl FallbackHandler for Touch {}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,20 +48,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ok"
         }),
     );
-    let layer = WebhookLayer::new(Verifier::new([Secret::new(SECRET)?])?)
-        .handler(Touch)
-        .dedupe_store(NoDedupe);
+    let config = WebhookConfig::new(Verifier::new([Secret::new(SECRET)?])?);
+    let layer = WebhookLayer::new(config.clone(), Handlers::responses(Touch));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("bench_server {mode} on {addr}");
     let server = Server::new(listener);
-    // In both layer modes the layer answers the webhook path itself; the
+    // In the layer modes the layer answers the webhook path itself; the
     // bare route is never reached there.
     match mode {
         "bare" => server.serve(bare).await?,
         "layer" => server.serve(layer.wrap(bare)).await?,
+        "layer-no-dedupe" => {
+            let layer =
+                WebhookLayer::new(config.dedupe_store(NoDedupe), Handlers::responses(Touch));
+            server.serve(layer.wrap(bare)).await?
+        }
         "router-layer" => server.serve(bare.layer(layer)).await?,
+        "endpoint" => {
+            let endpoint = WebhookEndpoint::new(config, Handlers::responses(Touch));
+            server
+                .serve(Router::new().route_service("/webhooks/ltvboost", endpoint))
+                .await?
+        }
         other => {
-            return Err(format!("unknown mode {other:?}: bare, layer or router-layer").into());
+            return Err(format!(
+                "unknown mode {other:?}: bare, layer, layer-no-dedupe, router-layer or endpoint"
+            )
+            .into());
         }
     }
     Ok(())

@@ -1,0 +1,179 @@
+//! Every setting of a receiver, in one builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore};
+use crate::replay::{Clock, ReplayWindow, SystemClock};
+use crate::signature::Verifier;
+
+/// The default webhook path.
+pub const DEFAULT_PATH: &str = "/webhooks/ltvboost";
+
+/// The default body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The default deadline for receiving the whole body: 10 seconds.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a claim holds by default before a crashed receiver's event can be
+/// handled again: longer than any sender waits for an answer. A running
+/// handler's claim is renewed, so it never lapses under it.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
+
+/// How long a done-record lives by default: the default replay window
+/// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.
+pub const DEFAULT_DONE_TTL: Duration = Duration::from_secs(25 * 3600 + 5 * 60);
+
+/// What a receiver needs to accept a delivery: the active secrets, the path,
+/// how large a body may be and how long it may take to arrive, how old its
+/// event may be, and where deduplication is kept.
+///
+/// One builder for the [`WebhookLayer`](crate::WebhookLayer), the
+/// [`WebhookEndpoint`](crate::WebhookEndpoint) and the axum extractor (which
+/// uses the limits and the replay window, not the store). Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use ltvboost_webhooks::WebhookConfig;
+/// use ltvboost_webhooks::dedupe::MemoryStore;
+/// use ltvboost_webhooks::signature::{Secret, Verifier};
+///
+/// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?)
+///     .path("/hooks/ltvboost")
+///     .body_limit(256 * 1024)
+///     .read_timeout(Duration::from_secs(5))
+///     .dedupe_store(MemoryStore::with_capacity(100_000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) path: Arc<str>,
+    pub(crate) body_limit: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) replay_window: ReplayWindow,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn ErasedStore>,
+    pub(crate) claim_lease: Duration,
+    pub(crate) done_ttl: Duration,
+    pub(crate) acknowledge_mismatched: bool,
+}
+
+impl WebhookConfig {
+    /// A configuration with every setting at its default: path
+    /// [`DEFAULT_PATH`], 1 MiB, 10 seconds, a 25-hour replay window, an
+    /// in-memory dedupe store.
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+            path: Arc::from(DEFAULT_PATH),
+            body_limit: DEFAULT_BODY_LIMIT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            replay_window: ReplayWindow::default(),
+            clock: Arc::new(SystemClock),
+            store: Arc::new(MemoryStore::new()),
+            claim_lease: DEFAULT_CLAIM_LEASE,
+            done_ttl: DEFAULT_DONE_TTL,
+            acknowledge_mismatched: false,
+        }
+    }
+
+    /// The path LTVboost posts to, matched exactly (a trailing slash is a
+    /// different path) by [`WebhookLayer`](crate::WebhookLayer). The
+    /// endpoint and the extractor answer wherever the router mounts them.
+    /// Default: [`DEFAULT_PATH`].
+    pub fn path(mut self, path: impl AsRef<str>) -> Self {
+        self.path = Arc::from(path.as_ref());
+        self
+    }
+
+    /// The largest body accepted, in bytes. Larger ones answer `413`, before
+    /// they are read when `Content-Length` says so, and as soon as the limit
+    /// is crossed when it does not.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How long the whole body may take to arrive. This is one deadline for
+    /// the whole read, not a per-frame timeout, so a client that trickles a
+    /// byte at a time cannot hold the request open. Past it: `408`.
+    pub fn read_timeout(mut self, deadline: Duration) -> Self {
+        self.read_timeout = deadline;
+        self
+    }
+
+    /// How far from now an event's signed `created_at` may be; outside it the
+    /// delivery answers `400`. Default: 25 h into the past, 5 min into the
+    /// future. [`ReplayWindow::UNBOUNDED`] turns the check off.
+    pub fn replay_window(mut self, window: ReplayWindow) -> Self {
+        self.replay_window = window;
+        self
+    }
+
+    /// Where "now" comes from for the replay window. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Where claims and done-records are kept. Default: a
+    /// [`MemoryStore`], for one process. A fleet of receivers needs one
+    /// shared store (`RedisStore`, feature `redis`).
+    pub fn dedupe_store(mut self, store: impl DedupeStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// How long a claim holds before a delivery whose receiver died can be
+    /// handled again. A running handler's claim is renewed every third of
+    /// it. Default: [`DEFAULT_CLAIM_LEASE`].
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        // A zero lease would renew in a busy loop.
+        self.claim_lease = lease.max(Duration::from_millis(3));
+        self
+    }
+
+    /// How long an event is remembered as done. Default: [`DEFAULT_DONE_TTL`].
+    /// Never shorter than the replay window's span: a record that expired
+    /// inside the window would let a replay through.
+    pub fn done_ttl(mut self, ttl: Duration) -> Self {
+        self.done_ttl = ttl;
+        self
+    }
+
+    /// Whether a known event type whose `data` does not fit its payload is
+    /// acknowledged (`200`) after the fallback handler saw it, instead of
+    /// answered `400`. Default: `false`.
+    pub fn acknowledge_mismatched(mut self, acknowledge: bool) -> Self {
+        self.acknowledge_mismatched = acknowledge;
+        self
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+}
+
+impl From<Verifier> for WebhookConfig {
+    fn from(verifier: Verifier) -> Self {
+        Self::new(verifier)
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("verifier", &self.verifier)
+            .field("path", &self.path)
+            .field("body_limit", &self.body_limit)
+            .field("read_timeout", &self.read_timeout)
+            .field("replay_window", &self.replay_window)
+            .field("claim_lease", &self.claim_lease)
+            .field("done_ttl", &self.done_ttl)
+            .field("acknowledge_mismatched", &self.acknowledge_mismatched)
+            .finish_non_exhaustive()
+    }
+}

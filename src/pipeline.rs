@@ -1,0 +1,320 @@
+//! The one pass every delivery takes, top to bottom.
+//!
+//! The adapters ([`WebhookLayer`](crate::WebhookLayer),
+//! [`WebhookEndpoint`](crate::WebhookEndpoint), the axum extractor) turn HTTP
+//! into a call here and the [`Outcome`] back into a response. Each step can
+//! end the delivery:
+//!
+//! | step | function | ends with |
+//! | --- | --- | --- |
+//! | 1. method is `POST` | [`Pipeline::check_head`] | `405` |
+//! | 2. one well-formed signature header, `Content-Length` within the limit | [`check_head`] | `401` / `413` |
+//! | 3. the whole body, within the size limit and the read deadline | [`receive`] | `413` / `408` |
+//! | 4. signature matches under an active secret (constant time) | [`receive`] | `401` |
+//! | 5. body is a JSON event envelope | [`receive`] | `400` |
+//! | 6. signed `created_at` inside the replay window | [`receive`] | `400` |
+//! | 7. dedupe claim | [`handle`] | `200` duplicate / `409` / `503` |
+//! | 8. the handler, its claim renewed while it runs; done or released | [`handle`] | `200` / `500` / `400` |
+//!
+//! Steps 1–2 need no I/O: a request that fails them costs no read and no
+//! allocation. The extractor stops after step 6. Steps 7–8 run on a task of
+//! their own, so a sender that hangs up mid-delivery cancels neither the
+//! handler nor the end of its claim.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderMap, Method};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tracing::{Instrument, field};
+
+use crate::config::WebhookConfig;
+use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore};
+use crate::event::Envelope;
+use crate::handler::{Delivery, Dispatched, Handlers};
+use crate::outcome::Outcome;
+use crate::rejection::Rejection;
+use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the layer and the endpoint share: the configuration and the handlers.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    pub(crate) config: WebhookConfig,
+    handlers: Handlers,
+}
+
+/// The parts of a request's head a delivery needs once its body is read.
+#[derive(Debug)]
+pub(crate) struct Head {
+    signature: Signature,
+}
+
+impl Pipeline {
+    pub(crate) fn new(config: WebhookConfig, handlers: Handlers) -> Self {
+        Self { config, handlers }
+    }
+
+    /// Steps 1–2. A refusal is logged here, in its own span.
+    pub(crate) fn check_head(&self, method: &Method, headers: &HeaderMap) -> Result<Head, Outcome> {
+        let head = if method == Method::POST {
+            check_head(&self.config, headers)
+        } else {
+            Err(Rejection::MethodNotAllowed)
+        };
+        head.map_err(|rejection| {
+            let outcome = Outcome::Rejected(rejection);
+            delivery_span().in_scope(|| report(&outcome));
+            outcome
+        })
+    }
+
+    /// Steps 3–8, in the delivery's span, logged when done.
+    pub(crate) async fn run<B>(self: Arc<Self>, head: Head, body: B) -> Outcome
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let span = delivery_span();
+        let outcome = async {
+            let outcome = match receive(&self.config, head, body).await {
+                Ok(delivery) => {
+                    let span = tracing::Span::current();
+                    span.record("event_id", delivery.id());
+                    span.record("event_type", delivery.type_name());
+                    span.record("secret_index", delivery.secret_index());
+                    handle_on_own_task(self.clone(), delivery).await
+                }
+                Err(rejection) => Outcome::Rejected(rejection),
+            };
+            report(&outcome);
+            outcome
+        };
+        outcome.instrument(span).await
+    }
+}
+
+/// Step 2: one well-formed signature header, and a `Content-Length` within
+/// the limit.
+pub(crate) fn check_head(config: &WebhookConfig, headers: &HeaderMap) -> Result<Head, Rejection> {
+    let signature = signature_header(headers)?;
+    if content_length(headers).is_some_and(|len| len > config.body_limit as u64) {
+        return Err(too_large(config));
+    }
+    Ok(Head { signature })
+}
+
+/// Steps 3–6: read the body within the limits, verify it, parse it, check
+/// its replay window.
+pub(crate) async fn receive<B>(
+    config: &WebhookConfig,
+    head: Head,
+    body: B,
+) -> Result<Delivery, Rejection>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let body = read_body(config, body).await?;
+    let verified = config.verifier.verify_signature(head.signature, body)?;
+    let envelope = Envelope::from_bytes(verified.body().clone())?;
+    config
+        .replay_window
+        .check(envelope.created_at(), config.clock.now())?;
+    Ok(Delivery::new(envelope, &verified))
+}
+
+/// Step 3: the whole body, at most `body_limit` bytes, within one deadline
+/// for the whole read (not per frame: a byte-at-a-time sender cannot hold
+/// the request open).
+async fn read_body<B>(config: &WebhookConfig, body: B) -> Result<Bytes, Rejection>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let read = Limited::new(body, config.body_limit).collect();
+    match tokio::time::timeout(config.read_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(config)),
+        Ok(Err(e)) => Err(Rejection::BodyRead(e)),
+        Err(_) => Err(Rejection::BodyTimeout {
+            deadline: config.read_timeout,
+        }),
+    }
+}
+
+fn too_large(config: &WebhookConfig) -> Rejection {
+    Rejection::PayloadTooLarge {
+        limit: config.body_limit,
+    }
+}
+
+/// Steps 7–8 on a task of their own (where a runtime is at hand), so that
+/// a sender hanging up cancels nothing.
+async fn handle_on_own_task(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
+    let handling = handle(pipeline, delivery).in_current_span();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return handling.await;
+    };
+    match runtime.spawn(handling).await {
+        Ok(outcome) => outcome,
+        // Handler panics are caught in `handle`: this is the store's.
+        Err(e) => {
+            let panic = e.try_into_panic().ok();
+            tracing::error!(
+                panic = panic.as_deref().map_or("cancelled", panic_message),
+                "dedupe store failed; asking the sender to retry"
+            );
+            Outcome::StoreUnavailable
+        }
+    }
+}
+
+/// Steps 7–8: claim, dispatch with the claim renewed, then done or released.
+async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
+    let config = &pipeline.config;
+    let store = &*config.store;
+    let key = delivery.dedupe_key();
+    let token = match store.claim_boxed(key, config.claim_lease).await {
+        Ok(Claim::Acquired(token)) => token,
+        Ok(Claim::Done) => return Outcome::Duplicate,
+        Ok(Claim::InFlight) => return Outcome::InFlight,
+        Err(error) => {
+            tracing::error!(%error, "dedupe store unavailable; asking the sender to retry");
+            return Outcome::StoreUnavailable;
+        }
+    };
+
+    let dispatch = AssertUnwindSafe(pipeline.handlers.dispatch(&delivery)).catch_unwind();
+    let dispatched = tokio::select! {
+        biased;
+        dispatched = dispatch => dispatched,
+        never = keep_claimed(store, key, &token, config) => match never {},
+    };
+
+    let outcome = match dispatched {
+        Ok(Dispatched::Handled) => Outcome::Handled,
+        Ok(Dispatched::Mismatched) => Outcome::Mismatched {
+            acknowledged: config.acknowledge_mismatched,
+        },
+        Ok(Dispatched::Failed(error)) => {
+            tracing::error!(%error, "webhook handler failed; the sender will retry");
+            Outcome::HandlerFailed
+        }
+        Err(panic) => {
+            tracing::error!(
+                panic = panic_message(&*panic),
+                "webhook handler panicked; the sender will retry"
+            );
+            Outcome::HandlerPanicked
+        }
+    };
+
+    let done = outcome.is_success();
+    let settled = if done {
+        let ttl = config.done_ttl.max(config.replay_window.span());
+        store.mark_done_boxed(key, &token, ttl).await
+    } else {
+        store.release_boxed(key, &token).await
+    };
+    match settled {
+        Ok(ClaimStatus::Held) => {}
+        Ok(_) => tracing::error!(
+            done,
+            "the claim lapsed while the handler ran: another delivery may have run it too"
+        ),
+        // The handler's result stands: answering otherwise would make the
+        // sender redo work that happened (after done) or was already refused
+        // (after release). A lapsed lease cleans up either way.
+        Err(error) => tracing::warn!(%error, done, "could not record the delivery's end"),
+    }
+    outcome
+}
+
+/// Renews the claim every third of its lease, for as long as it is polled.
+async fn keep_claimed(
+    store: &dyn ErasedStore,
+    key: &str,
+    token: &ClaimToken,
+    config: &WebhookConfig,
+) -> Infallible {
+    let lease = config.claim_lease;
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+    loop {
+        every.tick().await;
+        match store.renew_boxed(key, token, lease).await {
+            Ok(ClaimStatus::Held) => {}
+            Ok(_) => tracing::error!("the claim lapsed while the handler ran"),
+            Err(error) => tracing::warn!(%error, "could not renew the claim"),
+        }
+    }
+}
+
+/// The span every delivery's logs sit in; its fields are filled as they
+/// become known.
+fn delivery_span() -> tracing::Span {
+    tracing::info_span!(
+        "ltvboost_webhook",
+        event_id = field::Empty,
+        event_type = field::Empty,
+        secret_index = field::Empty,
+        outcome = field::Empty,
+        reason = field::Empty,
+    )
+}
+
+/// The one log line per delivery, at a level that fits the outcome.
+/// Refusals of unauthenticated requests go to `debug`: a flood of forged
+/// requests must not flood the logs.
+fn report(outcome: &Outcome) {
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.kind());
+    if let Some(reason) = outcome.reason() {
+        span.record("reason", reason);
+    }
+    let status = outcome.status().as_u16();
+    match outcome {
+        Outcome::Handled | Outcome::Duplicate => tracing::info!(status, "webhook answered"),
+        Outcome::Rejected(rejection) if !rejection.is_authenticated() => {
+            tracing::debug!(status, reason = %rejection, "webhook refused")
+        }
+        Outcome::Rejected(rejection) => {
+            tracing::warn!(status, reason = %rejection, "webhook refused")
+        }
+        _ => tracing::warn!(status, "webhook answered"),
+    }
+}
+
+/// The one `x-ltvboost-signature` header, parsed.
+fn signature_header(headers: &HeaderMap) -> Result<Signature, SignatureError> {
+    const NAME: http::HeaderName = http::HeaderName::from_static(SIGNATURE_HEADER);
+    let mut values = headers.get_all(NAME).iter();
+    let value = values.next().ok_or(SignatureError::Missing)?;
+    if values.next().is_some() {
+        return Err(SignatureError::Duplicated);
+    }
+    Signature::parse(value.as_bytes())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
