@@ -3,13 +3,12 @@
 //! This module does no I/O. Parse only bytes that [`crate::signature`] has
 //! verified.
 //!
-//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` and
-//! decodes `data` into the typed payload that `type` names, or keeps it raw as
-//! [`Event::Unknown`] for a type this crate does not know. When `type` comes
-//! before `data`, as LTVboost sends it, that is one pass over the body: `data`
-//! is decoded where it stands, never buffered or scanned twice, and nothing
-//! of the body is copied (the envelope shares the verified [`Bytes`]). A body
-//! with `data` first costs a second pass over `data`, nothing more.
+//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` with
+//! `data` kept as a place in the verified body, then decodes `data` into the
+//! typed payload that `type` names, or keeps it raw as [`Event::Unknown`] for
+//! a type this crate does not know. Nothing of the body is copied: the
+//! envelope, [`Envelope::data`] and each payload's `raw()` share the verified
+//! [`Bytes`].
 //!
 //! # Assumptions
 //!
@@ -28,6 +27,13 @@
 //!   (`response_id`, `action_id`, `segment_id`). Unknown fields stay
 //!   reachable through each payload's `extra()`, and the raw `data` through
 //!   [`Envelope::data`] and each payload's `raw()`.
+//! * **A wrong guess never costs an event.** Every typed field is a guess:
+//!   a field whose JSON shape differs from the model (`"score": "high"`
+//!   where a number is expected) decodes as `None`, its value stays in
+//!   `raw()`, and the event still reaches its typed handler. Only `data`
+//!   that is not an object, or has no usable identifier, does not fit.
+//!   Where either shape is plausible, both are modelled: an action's
+//!   `error` is a [`ActionError`] read from a string or an object.
 //! * An unknown `type` is not an error: it becomes [`Event::Unknown`], which a
 //!   receiver acknowledges, so a new event on LTVboost's side never turns into
 //!   a retry storm.
@@ -51,76 +57,123 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
-
-use std::marker::PhantomData;
 use std::ops::Range;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// The seven event types LTVboost documents.
-///
-/// Serialises as the wire name (`"response.created"`, …), so the same type
-/// serves the registration API's `events` list.
-///
-/// ```
-/// use ltvboost_webhooks::event::EventType;
-///
-/// let t: EventType = "action.failed".parse()?;
-/// assert_eq!(t, EventType::ActionFailed);
-/// assert_eq!(t.to_string(), "action.failed");
-/// assert!("quiz.archived".parse::<EventType>().is_err());
-/// # Ok::<(), ltvboost_webhooks::event::UnknownEventType>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum EventType {
-    /// `response.created`: a new quiz response was received.
-    ResponseCreated,
-    /// `response.scored`: a response was scored and its outcome determined.
-    ResponseScored,
-    /// `action.queued`: an action was added to the processing queue.
-    ActionQueued,
-    /// `action.sent`: an action was executed successfully.
-    ActionSent,
-    /// `action.failed`: an action failed to execute.
-    ActionFailed,
-    /// `segment.updated`: a segment's membership changed.
-    SegmentUpdated,
-    /// `segment.ready`: a segment's calculation completed.
-    SegmentReady,
+/// Writes the event list once: the [`EventType`] enum, its names, the
+/// [`Event`] enum and the decoding of each payload.
+macro_rules! events {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// The seven event types LTVboost documents.
+        ///
+        /// Serialises as the wire name (`"response.created"`, …), so the same type
+        /// serves the registration API's `events` list.
+        ///
+        /// ```
+        /// use ltvboost_webhooks::event::EventType;
+        ///
+        /// let t: EventType = "action.failed".parse()?;
+        /// assert_eq!(t, EventType::ActionFailed);
+        /// assert_eq!(t.to_string(), "action.failed");
+        /// assert!("quiz.archived".parse::<EventType>().is_err());
+        /// assert_eq!(EventType::ALL.len(), 7);
+        /// # Ok::<(), ltvboost_webhooks::event::UnknownEventType>(())
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum EventType {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl EventType {
+            /// Every documented event type, in the order LTVboost's page lists them.
+            pub const ALL: &'static [EventType] = &[ $( EventType::$variant, )* ];
+
+            /// The wire name, e.g. `"response.created"`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( EventType::$variant => $name, )*
+                }
+            }
+        }
+
+        impl FromStr for EventType {
+            type Err = UnknownEventType;
+
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                match name {
+                    $( $name => Ok(EventType::$variant), )*
+                    _ => Err(UnknownEventType(name.to_owned())),
+                }
+            }
+        }
+
+        /// A decoded event.
+        ///
+        /// `#[non_exhaustive]`: LTVboost may add types, and this crate will add them
+        /// here; until then they arrive as [`Event::Unknown`].
+        #[derive(Debug, Clone)]
+        #[non_exhaustive]
+        pub enum Event {
+            $( $(#[$doc])* $variant($variant), )*
+            /// A type this crate does not know, with its raw `data`.
+            Unknown {
+                /// The wire name, e.g. `"quiz.archived"`.
+                type_name: String,
+                /// The raw `data` JSON.
+                data: RawJson,
+            },
+        }
+
+        impl Event {
+            /// The documented type, or `None` for [`Event::Unknown`].
+            pub fn event_type(&self) -> Option<EventType> {
+                match self {
+                    $( Event::$variant(_) => Some(EventType::$variant), )*
+                    Event::Unknown { .. } => None,
+                }
+            }
+
+            /// Decodes `data` into the payload `event_type` names, and lets the
+            /// payload keep its raw `data` for `raw()` and `extra()`.
+            fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> {
+                let fail = |source| PayloadError { event_type, source: Arc::new(source) };
+                Ok(match event_type {
+                    $( EventType::$variant => {
+                        let mut payload: $variant = data.parse().map_err(fail)?;
+                        payload.data = Some(data.clone());
+                        Event::$variant(payload)
+                    } )*
+                })
+            }
+        }
+    };
 }
 
-impl EventType {
-    /// Every documented event type, in the order LTVboost's page lists them.
-    pub const ALL: [EventType; 7] = [
-        EventType::ResponseCreated,
-        EventType::ResponseScored,
-        EventType::ActionQueued,
-        EventType::ActionSent,
-        EventType::ActionFailed,
-        EventType::SegmentUpdated,
-        EventType::SegmentReady,
-    ];
-
-    /// The wire name, e.g. `"response.created"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventType::ResponseCreated => "response.created",
-            EventType::ResponseScored => "response.scored",
-            EventType::ActionQueued => "action.queued",
-            EventType::ActionSent => "action.sent",
-            EventType::ActionFailed => "action.failed",
-            EventType::SegmentUpdated => "segment.updated",
-            EventType::SegmentReady => "segment.ready",
-        }
-    }
+events! {
+    /// `response.created`: a new quiz response was received.
+    ResponseCreated = "response.created",
+    /// `response.scored`: a response was scored and its outcome determined.
+    ResponseScored = "response.scored",
+    /// `action.queued`: an action was added to the processing queue.
+    ActionQueued = "action.queued",
+    /// `action.sent`: an action was executed successfully.
+    ActionSent = "action.sent",
+    /// `action.failed`: an action failed to execute.
+    ActionFailed = "action.failed",
+    /// `segment.updated`: a segment's membership changed.
+    SegmentUpdated = "segment.updated",
+    /// `segment.ready`: a segment's calculation completed.
+    SegmentReady = "segment.ready",
 }
 
 impl fmt::Display for EventType {
@@ -134,17 +187,6 @@ impl fmt::Display for EventType {
 #[error("unknown LTVboost event type {0:?}")]
 pub struct UnknownEventType(pub String);
 
-impl FromStr for EventType {
-    type Err = UnknownEventType;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == name)
-            .ok_or_else(|| UnknownEventType(name.to_owned()))
-    }
-}
-
 impl Serialize for EventType {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
@@ -153,7 +195,7 @@ impl Serialize for EventType {
 
 impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let name = <Cow<'de, str>>::deserialize(deserializer)?;
         name.parse().map_err(serde::de::Error::custom)
     }
 }
@@ -234,64 +276,38 @@ impl Serialize for RawJson {
 ///
 /// See the [module documentation](self) for what is assumed about its fields.
 /// The envelope keeps the verified body (shared, not copied), so the raw
-/// `data` stays reachable through [`Envelope::data`].
+/// `data` stays reachable through [`Envelope::data`]. Its `Debug` shows the
+/// id, the type and the body's size, never the body: it may carry personal
+/// data.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Envelope {
-    id: Option<Text>,
-    type_name: Text,
-    created_at: Option<Text>,
+    id: Option<Box<str>>,
+    type_name: TypeName,
+    created_at: Option<Box<str>>,
     body: Bytes,
-    data: DataSpan,
+    data: Option<Range<usize>>,
     event: Result<Event, PayloadError>,
 }
 
-/// A string member of the envelope. Most are found in the body as they are
-/// (no escapes), and only their place is kept: no allocation per member.
 #[derive(Clone)]
-enum Text {
-    /// These bytes of the body: UTF-8, as serde_json checked.
-    At(Range<usize>),
-    /// A known event type's name.
-    Static(&'static str),
-    /// Text that is not in the body as it is: it had escapes, or was a number.
-    Owned(Box<str>),
+enum TypeName {
+    Known(EventType),
+    Other(Box<str>),
 }
 
-impl Text {
-    fn new(scanned: ScannedText<'_>, body: &[u8]) -> Self {
-        match scanned {
-            ScannedText::Borrowed(text) => match subslice(body, text.as_bytes()) {
-                Some(range) => Text::At(range),
-                None => Text::Owned(text.into()),
-            },
-            ScannedText::Owned(text) => Text::Owned(text.into()),
-        }
-    }
-
-    fn get<'a>(&'a self, body: &'a [u8]) -> &'a str {
-        match self {
-            // serde_json validated these bytes; the check cannot fail.
-            Text::At(range) => body
-                .get(range.clone())
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default(),
-            Text::Static(text) => text,
-            Text::Owned(text) => text,
-        }
-    }
-}
-
-/// Where `data` sits in the body.
-#[derive(Clone, Debug)]
-enum DataSpan {
-    /// The envelope has no `data`.
-    Absent,
-    /// These bytes of the body.
-    At(Range<usize>),
-    /// Decoded straight into its payload while the envelope was read, so
-    /// its place was not recorded; found again on demand.
-    Decoded,
+/// The envelope as sent: `data` and the optional members kept raw, so that
+/// a member of an unexpected shape is read tolerantly afterwards.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "type", borrow)]
+    type_name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    created_at: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 impl fmt::Debug for Envelope {
@@ -300,7 +316,7 @@ impl fmt::Debug for Envelope {
             .field("id", &self.id())
             .field("type_name", &self.type_name())
             .field("created_at", &self.created_at())
-            .field("data", &self.data())
+            .field("body_len", &self.body.len())
             .finish()
     }
 }
@@ -318,97 +334,68 @@ impl Envelope {
     /// The body must be a JSON object with a string `type`. A known type
     /// whose `data` does not fit its payload is not an error here: the
     /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
-    ///
-    /// When `type` comes before `data`, as LTVboost sends it, the body is
-    /// read once: `data` is decoded straight into the payload `type` names.
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
-        match serde_json::from_slice::<Scanned<'_>>(&body) {
-            Ok(scanned) => Ok(Self::assemble(scanned, &body)),
-            // Either the envelope is malformed or its data does not fit the
-            // payload: read again with `data` kept raw to tell which. Only
-            // refused bodies pay for this second read.
+        let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
+        let data = wire
+            .data
+            .and_then(|raw| subslice(&body, raw.get().as_bytes()));
+        let data_json = data
+            .clone()
+            .map_or(RawJson::NULL, |range| RawJson(body.slice(range)));
+        let (type_name, event) = match wire.type_name.parse::<EventType>() {
+            Ok(known) => (TypeName::Known(known), Event::decode(known, &data_json)),
             Err(_) => {
-                let scanned = serde_json::from_slice::<RawScanned<'_>>(&body)
-                    .map_err(EnvelopeError)?
-                    .0;
-                Ok(Self::assemble(scanned, &body))
+                let name = wire.type_name.into_owned();
+                let event = Event::Unknown {
+                    type_name: name.clone(),
+                    data: data_json,
+                };
+                (TypeName::Other(name.into()), Ok(event))
             }
-        }
-    }
-
-    fn assemble(scanned: Scanned<'_>, body: &Bytes) -> Self {
-        let Scanned {
-            id,
-            type_name,
-            created_at,
-            data,
-        } = scanned;
-        let known = type_name.get().parse::<EventType>().ok();
-        let type_name = match known {
-            Some(event_type) => Text::Static(event_type.as_str()),
-            None => Text::new(type_name, body),
         };
-        let type_text = type_name.get(body);
-        let (data, event) = match data {
-            ScannedData::Decoded(mut event) => {
-                event.keep_body(body);
-                (DataSpan::Decoded, Ok(event))
-            }
-            ScannedData::Raw(raw) => {
-                let span = subslice(body, raw.get().as_bytes());
-                let json = span
-                    .clone()
-                    .map_or(RawJson::NULL, |r| RawJson(body.slice(r)));
-                let event = decode_event(type_text, &json, body);
-                (span.map_or(DataSpan::Absent, DataSpan::At), event)
-            }
-            ScannedData::Absent => (
-                DataSpan::Absent,
-                decode_event(type_text, &RawJson::NULL, body),
-            ),
-        };
-        Self {
-            id: id.map(|id| Text::new(id, body)),
+        Ok(Self {
+            id: wire.id.and_then(identifier_text).map(Into::into),
             type_name,
-            created_at: created_at.map(|at| Text::new(at, body)),
-            body: body.clone(),
+            created_at: wire.created_at.and_then(identifier_text).map(Into::into),
+            body,
             data,
             event,
-        }
+        })
     }
 
     /// The event's id (`evt_…`), when the sender includes one. A numeric id
-    /// is given as its decimal text.
+    /// is given as its decimal text; an id of another shape counts as absent.
     pub fn id(&self) -> Option<&str> {
-        self.id.as_ref().map(|t| t.get(&self.body))
+        self.id.as_deref()
     }
 
     /// The event type's wire name, known to this crate or not.
     pub fn type_name(&self) -> &str {
-        self.type_name.get(&self.body)
+        match &self.type_name {
+            TypeName::Known(known) => known.as_str(),
+            TypeName::Other(name) => name,
+        }
     }
 
     /// When the event was created, as sent: RFC 3339 assumed, a Unix
     /// timestamp (sent as a number) kept as its decimal text.
     pub fn created_at(&self) -> Option<&str> {
-        self.created_at.as_ref().map(|t| t.get(&self.body))
+        self.created_at.as_deref()
     }
 
     /// The documented event type, or `None` for a type this crate does not know.
     pub fn event_type(&self) -> Option<EventType> {
         match self.type_name {
-            Text::Static(name) => name.parse().ok(),
-            _ => None,
+            TypeName::Known(known) => Some(known),
+            TypeName::Other(_) => None,
         }
     }
 
     /// The raw `data` JSON, whatever the type (`null` when absent).
     pub fn data(&self) -> RawJson {
-        match &self.data {
-            DataSpan::Absent => RawJson::NULL,
-            DataSpan::At(span) => RawJson(self.body.slice(span.clone())),
-            DataSpan::Decoded => find_data(&self.body).unwrap_or(RawJson::NULL),
-        }
+        self.data
+            .clone()
+            .map_or(RawJson::NULL, |range| RawJson(self.body.slice(range)))
     }
 
     /// The whole body, as verified.
@@ -431,17 +418,6 @@ impl Envelope {
     }
 }
 
-/// The raw `data` of an envelope body, found by reading it again.
-fn find_data(body: &Bytes) -> Option<RawJson> {
-    let scanned = serde_json::from_slice::<RawScanned<'_>>(body).ok()?.0;
-    match scanned.data {
-        ScannedData::Raw(raw) => {
-            subslice(body, raw.get().as_bytes()).map(|r| RawJson(body.slice(r)))
-        }
-        ScannedData::Absent | ScannedData::Decoded(_) => None,
-    }
-}
-
 /// Where `inner`, borrowed from `outer`, sits in it.
 fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
@@ -449,276 +425,12 @@ fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
     (end <= outer.len()).then_some(start..end)
 }
 
-/// Decodes raw `data` into the payload `type_name` names.
-fn decode_event(type_name: &str, data: &RawJson, body: &Bytes) -> Result<Event, PayloadError> {
-    let Ok(event_type) = type_name.parse::<EventType>() else {
-        return Ok(Event::Unknown {
-            type_name: type_name.to_owned(),
-            data: data.clone(),
-        });
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(data.as_bytes());
-    let mut event = PayloadSeed(event_type)
-        .deserialize(&mut deserializer)
-        .and_then(|event| deserializer.end().map(|()| event))
-        .map_err(|source| PayloadError {
-            event_type,
-            source: Arc::new(source),
-        })?;
-    event.keep_body(body);
-    Ok(event)
-}
-
-/// The envelope as read: `data` either decoded on the way or kept raw.
-struct Scanned<'a> {
-    id: Option<ScannedText<'a>>,
-    type_name: ScannedText<'a>,
-    created_at: Option<ScannedText<'a>>,
-    data: ScannedData<'a>,
-}
-
-/// A string member as read: borrowed from the body when it has no escapes.
-enum ScannedText<'a> {
-    Borrowed(&'a str),
-    Owned(String),
-}
-
-impl ScannedText<'_> {
-    fn get(&self) -> &str {
-        match self {
-            ScannedText::Borrowed(text) => text,
-            ScannedText::Owned(text) => text,
-        }
-    }
-
-    fn into_string(self) -> String {
-        match self {
-            ScannedText::Borrowed(text) => text.to_owned(),
-            ScannedText::Owned(text) => text,
-        }
-    }
-}
-
-/// Reads a [`ScannedText`]: a JSON string, or with `numbers` an integer too
-/// (kept as its decimal text), as identifiers are accepted.
-struct TextVisitor<'a> {
-    numbers: bool,
-    lifetime: PhantomData<&'a ()>,
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-    type Value = ScannedText<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.numbers {
-            "a string or an integer identifier"
-        } else {
-            "a string"
-        })
-    }
-    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(ScannedText::Borrowed(s))
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(ScannedText::Owned(s.to_owned()))
-    }
-    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(ScannedText::Owned(s))
-    }
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
-        if self.numbers {
-            Ok(ScannedText::Owned(n.to_string()))
-        } else {
-            Err(E::invalid_type(serde::de::Unexpected::Signed(n), &self))
-        }
-    }
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        if self.numbers {
-            Ok(ScannedText::Owned(n.to_string()))
-        } else {
-            Err(E::invalid_type(serde::de::Unexpected::Unsigned(n), &self))
-        }
-    }
-}
-
-/// Reads a string, or with `numbers` an identifier (a string or an integer),
-/// through [`TextVisitor`].
-fn scanned_text<'de: 'a, 'a, D: Deserializer<'de>>(
-    deserializer: D,
-    numbers: bool,
-) -> Result<ScannedText<'a>, D::Error> {
-    let visitor = TextVisitor {
-        numbers,
-        lifetime: PhantomData,
-    };
-    if numbers {
-        deserializer.deserialize_any(visitor)
-    } else {
-        deserializer.deserialize_str(visitor)
-    }
-}
-
-/// The envelope's `type`: a string.
-struct TypeName<'a>(ScannedText<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for TypeName<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        scanned_text(deserializer, false).map(TypeName)
-    }
-}
-
-/// An optional identifier member (`id`, `created_at`): a string, an
-/// integer, or `null`.
-struct OptionalIdentifier<'a>(Option<ScannedText<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for OptionalIdentifier<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Present<'a>(ScannedText<'a>);
-        impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                scanned_text(deserializer, true).map(Present)
-            }
-        }
-        Ok(OptionalIdentifier(
-            Option::<Present<'a>>::deserialize(deserializer)?.map(|p| p.0),
-        ))
-    }
-}
-
-enum ScannedData<'a> {
-    Absent,
-    Raw(&'a RawValue),
-    Decoded(Event),
-}
-
-/// The envelope read with `data` always kept raw.
-struct RawScanned<'a>(Scanned<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Scanned<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EnvelopeVisitor {
-            decode: true,
-            lifetime: PhantomData,
-        })
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawScanned<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_map(EnvelopeVisitor {
-                decode: false,
-                lifetime: PhantomData,
-            })
-            .map(RawScanned)
-    }
-}
-
-/// Reads the envelope's members in any order, refusing duplicates. With
-/// `decode`, a `data` that follows a known `type` is decoded straight into
-/// its payload: one pass over the body instead of two.
-struct EnvelopeVisitor<'a> {
-    decode: bool,
-    lifetime: PhantomData<&'a ()>,
-}
-
-enum Member {
-    Id,
-    Type,
-    CreatedAt,
-    Data,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl serde::de::Visitor<'_> for Name {
-            type Value = Member;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
-                Ok(match name {
-                    "id" => Member::Id,
-                    "type" => Member::Type,
-                    "created_at" => Member::CreatedAt,
-                    "data" => Member::Data,
-                    _ => Member::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(Name)
-    }
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for EnvelopeVisitor<'a> {
-    type Value = Scanned<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event envelope object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scanned<'a>, A::Error> {
-        use serde::de::Error;
-        let mut id = None;
-        let mut type_name: Option<ScannedText<'a>> = None;
-        let mut created_at = None;
-        let mut data = None;
-        while let Some(member) = map.next_key::<Member>()? {
-            match member {
-                Member::Id if id.is_some() => return Err(A::Error::duplicate_field("id")),
-                Member::Id => id = Some(map.next_value::<OptionalIdentifier>()?.0),
-                Member::Type if type_name.is_some() => {
-                    return Err(A::Error::duplicate_field("type"));
-                }
-                Member::Type => type_name = Some(map.next_value::<TypeName<'a>>()?.0),
-                Member::CreatedAt if created_at.is_some() => {
-                    return Err(A::Error::duplicate_field("created_at"));
-                }
-                Member::CreatedAt => {
-                    created_at = Some(map.next_value::<OptionalIdentifier>()?.0);
-                }
-                Member::Data if data.is_some() => return Err(A::Error::duplicate_field("data")),
-                Member::Data => {
-                    let known = type_name.as_ref().and_then(|t| t.get().parse().ok());
-                    data = Some(match known {
-                        Some(event_type) if self.decode => {
-                            ScannedData::Decoded(map.next_value_seed(PayloadSeed(event_type))?)
-                        }
-                        _ => ScannedData::Raw(map.next_value::<&'a RawValue>()?),
-                    });
-                }
-                Member::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Scanned {
-            id: id.flatten(),
-            type_name: type_name.ok_or_else(|| A::Error::missing_field("type"))?,
-            created_at: created_at.flatten(),
-            data: data.unwrap_or(ScannedData::Absent),
-        })
-    }
-}
-
-/// Decodes `data` into the payload struct of one event type.
-struct PayloadSeed(EventType);
-
-impl<'de> DeserializeSeed<'de> for PayloadSeed {
-    type Value = Event;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
-        Ok(match self.0 {
-            EventType::ResponseCreated => Event::ResponseCreated(Deserialize::deserialize(d)?),
-            EventType::ResponseScored => Event::ResponseScored(Deserialize::deserialize(d)?),
-            EventType::ActionQueued => Event::ActionQueued(Deserialize::deserialize(d)?),
-            EventType::ActionSent => Event::ActionSent(Deserialize::deserialize(d)?),
-            EventType::ActionFailed => Event::ActionFailed(Deserialize::deserialize(d)?),
-            EventType::SegmentUpdated => Event::SegmentUpdated(Deserialize::deserialize(d)?),
-            EventType::SegmentReady => Event::SegmentReady(Deserialize::deserialize(d)?),
-        })
+/// A string, or an integer as its decimal text; anything else is `None`.
+fn identifier_text(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(text) => Some(text),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -737,101 +449,60 @@ fn unmodelled(raw: Option<RawJson>, known: &[&str]) -> Map<String, Value> {
 #[error("body is not a JSON event envelope: {0}")]
 pub struct EnvelopeError(#[source] serde_json::Error);
 
-/// A known event type whose `data` does not fit its payload struct.
+/// A known event type whose `data` does not fit its payload struct: it is
+/// not an object, or it has no usable identifier.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("data does not fit {event_type}: {source}")]
 pub struct PayloadError {
     /// The type whose payload failed to decode.
     pub event_type: EventType,
-    /// What serde_json reported (shared, so the error can be cloned).
+    /// What serde_json reported (shared, so the error can be cloned). It
+    /// names the line and column, never a value from the body.
     #[source]
     pub source: Arc<serde_json::Error>,
 }
 
-/// A decoded event.
-///
-/// `#[non_exhaustive]`: LTVboost may add types, and this crate will add them
-/// here; until then they arrive as [`Event::Unknown`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Event {
-    /// `response.created`
-    ResponseCreated(ResponseCreated),
-    /// `response.scored`
-    ResponseScored(ResponseScored),
-    /// `action.queued`
-    ActionQueued(ActionQueued),
-    /// `action.sent`
-    ActionSent(ActionSent),
-    /// `action.failed`
-    ActionFailed(ActionFailed),
-    /// `segment.updated`
-    SegmentUpdated(SegmentUpdated),
-    /// `segment.ready`
-    SegmentReady(SegmentReady),
-    /// A type this crate does not know, with its raw `data`.
-    Unknown {
-        /// The wire name, e.g. `"quiz.archived"`.
-        type_name: String,
-        /// The raw `data` JSON.
-        data: RawJson,
-    },
-}
-
-impl Event {
-    /// Lets the payload find its raw `data` later (see `raw()` and `extra()`).
-    fn keep_body(&mut self, body: &Bytes) {
-        let body = Some(body.clone());
-        match self {
-            Event::ResponseCreated(p) => p.body = body,
-            Event::ResponseScored(p) => p.body = body,
-            Event::ActionQueued(p) => p.body = body,
-            Event::ActionSent(p) => p.body = body,
-            Event::ActionFailed(p) => p.body = body,
-            Event::SegmentUpdated(p) => p.body = body,
-            Event::SegmentReady(p) => p.body = body,
-            Event::Unknown { .. } => {}
-        }
-    }
-
-    /// The documented type, or `None` for [`Event::Unknown`].
-    pub fn event_type(&self) -> Option<EventType> {
-        Some(match self {
-            Event::ResponseCreated(_) => EventType::ResponseCreated,
-            Event::ResponseScored(_) => EventType::ResponseScored,
-            Event::ActionQueued(_) => EventType::ActionQueued,
-            Event::ActionSent(_) => EventType::ActionSent,
-            Event::ActionFailed(_) => EventType::ActionFailed,
-            Event::SegmentUpdated(_) => EventType::SegmentUpdated,
-            Event::SegmentReady(_) => EventType::SegmentReady,
-            Event::Unknown { .. } => return None,
-        })
-    }
-}
-
-/// Accepts an identifier sent as a string or as an integer.
+/// The main identifier: a string or an integer, required.
 fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    // A visitor rather than an untagged enum, which would buffer the value
-    // into serde's generic `Content` first.
-    scanned_text(deserializer, true).map(ScannedText::into_string)
+    match Value::deserialize(deserializer)? {
+        Value::String(text) => Ok(text),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        _ => Err(serde::de::Error::custom(
+            "the identifier is not a string or an integer",
+        )),
+    }
 }
 
-fn optional_identifier<'de, D: Deserializer<'de>>(
+/// An optional field read tolerantly: a value of another shape is `None`
+/// (it stays in `raw()`), never an error.
+fn tolerant<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(T::deserialize(Value::deserialize(deserializer)?).ok())
+}
+
+/// An optional identifier read tolerantly: a string, or an integer as its
+/// decimal text; anything else is `None`.
+fn tolerant_identifier<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrapped(#[serde(deserialize_with = "identifier")] String);
-    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => Some(text),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 macro_rules! payload {
     (
         $(#[$meta:meta])*
         $name:ident, id alias $alias:literal {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty, )*
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty as $read:literal, )*
         }
     ) => {
         $(#[$meta])*
+        ///
+        /// Its `Debug` shows the decoded fields, not the raw `data`.
         #[derive(Clone, Deserialize, Serialize)]
         #[non_exhaustive]
         pub struct $name {
@@ -841,15 +512,15 @@ macro_rules! payload {
             $(
                 $(#[$fmeta])*
                 #[serde(default, skip_serializing_if = "Option::is_none")]
+                #[serde(deserialize_with = $read)]
                 pub $field: Option<$ty>,
             )*
-            /// The verified body this payload came from (shared, not
-            /// copied), for [`Self::raw`] and [`Self::extra`].
+            /// The raw `data` this payload came from (a slice of the
+            /// verified body), for [`Self::raw`] and [`Self::extra`].
             #[serde(skip)]
-            body: Option<Bytes>,
+            data: Option<RawJson>,
         }
 
-        // The fields as decoded; not the body they came from.
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
@@ -862,21 +533,22 @@ macro_rules! payload {
         impl $name {
             /// A payload with only its identifier set, for tests and fixtures.
             pub fn new(id: impl Into<String>) -> Self {
-                Self { id: id.into(), $( $field: None, )* body: None }
+                Self { id: id.into(), $( $field: None, )* data: None }
             }
 
             /// The fields of `data` this crate does not model, as sent.
             ///
-            /// Decoded on demand from the raw `data` (one more read of the
-            /// body), so that deliveries that never ask cost nothing extra.
+            /// Decoded on demand from the raw `data`, so that deliveries that
+            /// never ask cost nothing extra.
             pub fn extra(&self) -> Map<String, Value> {
                 unmodelled(self.raw(), &["id", $alias, $(stringify!($field)),*])
             }
 
             /// The whole `data` object as sent, when this payload was decoded
-            /// from an event. Found on demand by reading the body again.
+            /// from an event: a field of a shape this crate did not expect is
+            /// still here.
             pub fn raw(&self) -> Option<RawJson> {
-                self.body.as_ref().and_then(find_data)
+                self.data.clone()
             }
         }
     };
@@ -886,18 +558,15 @@ payload! {
     /// `response.created`: a new quiz response was received.
     ResponseCreated, id alias "response_id" {
         /// The quiz answered.
-        #[serde(deserialize_with = "optional_identifier")]
-        quiz_id: String,
+        quiz_id: String as "tolerant_identifier",
         /// The customer who answered, when known.
-        #[serde(deserialize_with = "optional_identifier")]
-        customer_id: String,
+        customer_id: String as "tolerant_identifier",
         /// The respondent's e-mail address, when collected.
-        email: String,
+        email: String as "tolerant",
         /// The answers, as raw JSON: decode them into your own types with
         /// `serde_json::from_str(answers.get())`. Kept raw because their
-        /// shape is the quiz's, and building a generic tree for every
-        /// delivery was most of the parse time.
-        answers: Box<RawValue>,
+        /// shape is the quiz's.
+        answers: Box<RawValue> as "raw_value",
     }
 }
 
@@ -905,12 +574,11 @@ payload! {
     /// `response.scored`: a response was scored and its outcome determined.
     ResponseScored, id alias "response_id" {
         /// The quiz answered.
-        #[serde(deserialize_with = "optional_identifier")]
-        quiz_id: String,
+        quiz_id: String as "tolerant_identifier",
         /// The score.
-        score: f64,
+        score: f64 as "tolerant",
         /// The outcome the score led to.
-        outcome: String,
+        outcome: String as "tolerant",
     }
 }
 
@@ -918,10 +586,9 @@ payload! {
     /// `action.queued`: an action was added to the processing queue.
     ActionQueued, id alias "action_id" {
         /// What kind of action (e-mail, webhook, tag, …), as sent.
-        action_type: String,
+        action_type: String as "tolerant",
         /// The response that triggered the action.
-        #[serde(deserialize_with = "optional_identifier")]
-        response_id: String,
+        response_id: String as "tolerant_identifier",
     }
 }
 
@@ -929,10 +596,9 @@ payload! {
     /// `action.sent`: an action was executed successfully.
     ActionSent, id alias "action_id" {
         /// What kind of action, as sent.
-        action_type: String,
+        action_type: String as "tolerant",
         /// The response that triggered the action.
-        #[serde(deserialize_with = "optional_identifier")]
-        response_id: String,
+        response_id: String as "tolerant_identifier",
     }
 }
 
@@ -940,12 +606,11 @@ payload! {
     /// `action.failed`: an action failed to execute.
     ActionFailed, id alias "action_id" {
         /// What kind of action, as sent.
-        action_type: String,
+        action_type: String as "tolerant",
         /// The response that triggered the action.
-        #[serde(deserialize_with = "optional_identifier")]
-        response_id: String,
-        /// Why it failed, as sent.
-        error: String,
+        response_id: String as "tolerant_identifier",
+        /// Why it failed, sent as a string or as an object.
+        error: ActionError as "tolerant",
     }
 }
 
@@ -953,9 +618,9 @@ payload! {
     /// `segment.updated`: a segment's membership changed.
     SegmentUpdated, id alias "segment_id" {
         /// The segment's name.
-        name: String,
+        name: String as "tolerant",
         /// How many members the segment has now.
-        member_count: u64,
+        member_count: u64 as "tolerant",
     }
 }
 
@@ -963,9 +628,63 @@ payload! {
     /// `segment.ready`: a segment's calculation completed.
     SegmentReady, id alias "segment_id" {
         /// The segment's name.
-        name: String,
+        name: String as "tolerant",
         /// How many members the segment has.
-        member_count: u64,
+        member_count: u64 as "tolerant",
+    }
+}
+
+/// Any JSON value, kept raw: it always fits.
+fn raw_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// Why an action failed: LTVboost's page does not say whether this is a
+/// message (`"error": "mailbox full"`) or an object (`"error": {"code":
+/// "bounced", "message": "mailbox full"}`), so both are read.
+///
+/// ```
+/// use ltvboost_webhooks::event::{Envelope, Event};
+///
+/// for data in [r#""mailbox full""#, r#"{"code":"bounced","message":"mailbox full"}"#] {
+///     let body = format!(r#"{{"type":"action.failed","data":{{"id":"act_1","error":{data}}}}}"#);
+///     let Event::ActionFailed(failed) = Envelope::from_slice(body.as_bytes())?.into_event()? else {
+///         unreachable!()
+///     };
+///     assert_eq!(failed.error.unwrap().message.as_deref(), Some("mailbox full"));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ActionError {
+    /// A machine-readable code, when the error is an object with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The human-readable message: the string itself, or the object's
+    /// `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ActionError {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+        match Value::deserialize(deserializer)? {
+            Value::String(message) => Ok(Self {
+                code: None,
+                message: Some(message),
+            }),
+            Value::Object(object) => Ok(Self {
+                code: text(object.get("code")),
+                message: text(object.get("message")),
+            }),
+            _ => Err(serde::de::Error::custom(
+                "an error is a string or an object",
+            )),
+        }
     }
 }
 
@@ -979,7 +698,7 @@ mod tests {
 
     #[test]
     fn every_type_round_trips_through_its_name() {
-        for t in EventType::ALL {
+        for &t in EventType::ALL {
             assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<EventType>(&json).unwrap(), t);
@@ -999,6 +718,56 @@ mod tests {
         assert_eq!(ready.id, "7");
         assert_eq!(ready.name.as_deref(), Some("vip"));
         assert_eq!(ready.member_count, None);
+    }
+
+    #[test]
+    fn a_field_of_another_shape_is_none_and_the_event_still_decodes() {
+        // Every optional field of every payload, sent with a shape the model
+        // does not expect: each decodes as None, its value stays in raw().
+        let odd = r#"{"nested":{"deep":[1,2]}}"#;
+        for (t, fields) in [
+            ("response.created", &["quiz_id", "customer_id", "email"][..]),
+            ("response.scored", &["quiz_id", "score", "outcome"]),
+            ("action.queued", &["action_type", "response_id"]),
+            ("action.sent", &["action_type", "response_id"]),
+            ("action.failed", &["action_type", "response_id", "error"]),
+            ("segment.updated", &["name", "member_count"]),
+            ("segment.ready", &["name", "member_count"]),
+        ] {
+            let members: Vec<String> = fields.iter().map(|f| format!(r#""{f}":[{odd}]"#)).collect();
+            let data = format!(r#"{{"id":"x_1",{}}}"#, members.join(","));
+            let e = envelope(&format!(r#"{{"type":"{t}","data":{data}}}"#));
+            let event = e.event().unwrap_or_else(|err| panic!("{t}: {err}"));
+            let debug = format!("{event:?}");
+            for field in fields {
+                assert!(debug.contains(&format!("{field}: None")), "{t}: {debug}");
+            }
+            assert!(debug.contains(r#"id: "x_1""#), "{t}: {debug}");
+            assert_eq!(e.data().get(), data);
+        }
+        // The example the crate once got wrong: an error object, not a string.
+        let failed = envelope(
+            r#"{"type":"action.failed","data":{"id":"a","error":{"code":"bounced","message":"mailbox full"}}}"#,
+        );
+        let Event::ActionFailed(failed) = failed.event().unwrap() else {
+            panic!("wrong variant")
+        };
+        let error = failed.error.as_ref().unwrap();
+        assert_eq!(error.code.as_deref(), Some("bounced"));
+        assert_eq!(error.message.as_deref(), Some("mailbox full"));
+    }
+
+    #[test]
+    fn debug_shows_no_body() {
+        let e = envelope(
+            r#"{"id":"evt_1","type":"response.created","data":{"id":"r","email":"ada@example.com"}}"#,
+        );
+        let debug = format!("{e:?}");
+        assert!(!debug.contains("ada@example.com"), "{debug}");
+        assert!(
+            debug.contains("evt_1") && debug.contains("body_len"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -1074,15 +843,15 @@ mod tests {
                 assert_eq!(p.extra()["extra"], true);
             }
         }
-        // A payload that does not fit is an error on either path, with the
-        // envelope intact.
+        // A payload without an identifier does not fit, in either order,
+        // with the envelope intact.
         for body in [
-            r#"{"type":"segment.ready","data":{"id":"s","member_count":"many"}}"#,
-            r#"{"data":{"id":"s","member_count":"many"},"type":"segment.ready"}"#,
+            r#"{"type":"segment.ready","data":{"name":"s","member_count":3}}"#,
+            r#"{"data":{"name":"s","member_count":3},"type":"segment.ready"}"#,
         ] {
             let e = envelope(body);
             assert_eq!(e.event().unwrap_err().event_type, EventType::SegmentReady);
-            assert_eq!(e.data().get(), r#"{"id":"s","member_count":"many"}"#);
+            assert_eq!(e.data().get(), r#"{"name":"s","member_count":3}"#);
         }
         // A malformed envelope stays an envelope error even when its data
         // would not fit either.
@@ -1156,7 +925,8 @@ mod tests {
         let answers = created.answers.as_ref().unwrap();
         assert!(serde_json::from_str::<Value>(answers.get()).is_err());
         assert!(created.extra().is_empty());
-        // Deep nesting where a typed field is expected fails at once.
+        // Deep nesting where a typed field is expected stops at serde_json's
+        // recursion limit: the payload does not fit, nothing overflows.
         let deep_score =
             format!(r#"{{"type":"response.scored","data":{{"id":"r","score":{open}{close}}}}}"#);
         assert!(

@@ -1,6 +1,6 @@
 //! The envelope and event parsers on arbitrary bytes: never a panic, a
 //! decoded event agrees with its envelope's type, and the envelope's members
-//! (kept as places in the body, or unescaped) read as serde_json reads them.
+//! read as serde_json reads them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(serde_json::Value::Object(members)) = serde_json::from_slice(data) {
         let text = |name: &str| match members.get(name) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
             _ => None,
         };
         assert_eq!(text("type").as_deref(), Some(envelope.type_name()));
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(event) => assert_eq!(event.event_type(), envelope.event_type()),
         Err(e) => assert_eq!(Some(e.event_type), envelope.event_type()),
     }
-    // The raw data is found again, whichever path decoded the payload.
+    // The raw data is one JSON value.
     let data = envelope.data();
     assert!(serde_json::from_str::<&serde_json::value::RawValue>(data.get()).is_ok());
 });

@@ -10,11 +10,19 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
-use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::NoDedupe;
+use ltvboost_webhooks::handler::{ActionHandler, FallbackHandler, Handlers, ResponseHandler, SegmentHandler};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use ltvboost_webhooks::signature::{SIGNATURE_HEADER, Secret, Verifier, sign};
 use tower_layer::Layer;
 use tower_service::Service;
+
+/// Every family acknowledged by the traits' default methods.
+struct Acknowledge;
+impl ResponseHandler for Acknowledge {}
+impl ActionHandler for Acknowledge {}
+impl SegmentHandler for Acknowledge {}
+impl FallbackHandler for Acknowledge {}
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -67,12 +75,10 @@ fuzz_target!(|input: Input| {
     let verifies = headers.len() == 1 && verifier.verify(headers[0].as_bytes(), input.body.clone()).is_ok();
     let on_path = request.uri().path() == PATHS[0];
 
-    let mut service = WebhookLayer::new(verifier)
-        // Claims always succeed: the fuzzer explores parsing and dispatch,
-        // not memory growth from millions of distinct ids.
-        .dedupe_store(NoDedupe)
-        .body_limit(4096)
-        .layer(tower_service_fn());
+    // Claims always succeed: the fuzzer explores parsing and dispatch, not
+    // memory growth from millions of distinct ids.
+    let config = WebhookConfig::new(verifier).dedupe_store(NoDedupe).body_limit(4096);
+    let mut service = WebhookLayer::new(config, Handlers::all(Acknowledge)).layer(tower_service_fn());
     let response = runtime().block_on(async {
         poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
         service.call(request).await.unwrap()
