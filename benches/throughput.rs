@@ -48,14 +48,14 @@ fn verify(c: &mut Criterion) {
         let header = sign(&secret, &body);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("raw_sha256", size), &body, |b, body| {
-            b.iter(|| black_box(Sha256::digest(black_box(&body[..]))))
+            b.iter(|| black_box(Sha256::digest(black_box(&body[..]))));
         });
         group.bench_with_input(BenchmarkId::new("raw_hmac", size), &body, |b, body| {
             b.iter(|| {
                 let mut mac = hmac::Hmac::<Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
                 mac.update(black_box(&body[..]));
                 black_box(mac.finalize().into_bytes())
-            })
+            });
         });
         group.bench_with_input(
             BenchmarkId::new("ltvboost_verify", size),
@@ -67,7 +67,7 @@ fn verify(c: &mut Criterion) {
                             .verify(black_box(header.as_bytes()), body.clone())
                             .is_ok(),
                     )
-                })
+                });
             },
         );
     }
@@ -115,13 +115,13 @@ fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("naive_tagged_enum", |b| {
-        b.iter(|| black_box(serde_json::from_slice::<NaiveEnvelope>(black_box(&body)).is_ok()))
+        b.iter(|| black_box(serde_json::from_slice::<NaiveEnvelope>(black_box(&body)).is_ok()));
     });
     group.bench_function("ltvboost_type_before_data", |b| {
         b.iter(|| {
             let envelope = Envelope::from_slice(black_box(&body)).unwrap();
             black_box(envelope.event().is_ok())
-        })
+        });
     });
     // The same event with `data` before `type`: the envelope is read with
     // `data` kept raw, then `data` is decoded (two passes over it).
@@ -138,7 +138,7 @@ fn parse(c: &mut Criterion) {
         b.iter(|| {
             let envelope = Envelope::from_slice(black_box(&data_first)).unwrap();
             black_box(envelope.event().is_ok())
-        })
+        });
     });
     group.finish();
 }
@@ -199,10 +199,7 @@ fn service(c: &mut Criterion) {
         .dedupe_store(steady_store(&runtime, lifetime))
         .claim_lease(lifetime)
         .done_ttl(lifetime)
-        .replay_window(ReplayWindow {
-            past: lifetime,
-            future: std::time::Duration::ZERO,
-        })
+        .replay_window(ReplayWindow::new(lifetime, std::time::Duration::ZERO))
         .clock(ManualClock::new(std::time::SystemTime::now()));
     let steady = WebhookLayer::new(steady_config, handlers.clone()).layer(bare);
     let no_store = WebhookLayer::new(config.dedupe_store(NoDedupe), handlers).layer(bare);
@@ -213,7 +210,7 @@ fn service(c: &mut Criterion) {
             request,
             |request| async { bare.oneshot(request).await.unwrap() },
             WARM_BATCH,
-        )
+        );
     });
     // Each layered service is called the same way; only the store differs.
     macro_rules! bench_layered {
@@ -244,7 +241,7 @@ fn service(c: &mut Criterion) {
             request,
             |request| async { tokio::spawn(bare.oneshot(request)).await.unwrap().unwrap() },
             WARM_BATCH,
-        )
+        );
     });
     // The layer yields once before the handler when other tasks share the
     // runtime (on a server under load: other connections); alone it does
@@ -272,7 +269,7 @@ fn service(c: &mut Criterion) {
                     response
                 },
                 WARM_BATCH,
-            )
+            );
         });
     }
     group.finish();
@@ -316,7 +313,7 @@ fn dedupe(c: &mut Criterion) {
                 store.mark_done(&key, &token, lifetime).await.unwrap();
             },
             WARM_BATCH,
-        )
+        );
     });
     group.finish();
 }

@@ -32,9 +32,8 @@ fn secret() -> Result<Secret, String> {
 }
 
 async fn send(args: &[String]) -> Result<bool, String> {
-    let (url, type_name) = match args {
-        [url, type_name, ..] => (url, type_name),
-        _ => return Err(USAGE.to_owned()),
+    let [url, type_name, ..] = args else {
+        return Err(USAGE.to_owned());
     };
     let mut event = match type_name.parse::<EventType>() {
         Ok(t) => fixture(t),
@@ -54,7 +53,7 @@ async fn send(args: &[String]) -> Result<bool, String> {
             "--time-scale" => {
                 scale = value
                     .parse()
-                    .map_err(|_| format!("--time-scale {value:?} is not a number"))?
+                    .map_err(|_| format!("--time-scale {value:?} is not a number"))?;
             }
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }

@@ -758,6 +758,26 @@ mod tests {
     }
 
     #[test]
+    fn an_id_of_another_shape_counts_as_absent() {
+        // Deduplication then keys on the signature: the event is not lost.
+        for id in [
+            "1e400",
+            "123456789012345678901234567890",
+            "1.5",
+            "{}",
+            "[1]",
+            "true",
+        ] {
+            let e = envelope(&format!(
+                r#"{{"id":{id},"type":"quiz.archived","data":{{}}}}"#
+            ));
+            assert_eq!(e.id(), None, "{id}");
+            let e = envelope(&format!(r#"{{"created_at":{id},"type":"quiz.archived"}}"#));
+            assert_eq!(e.created_at(), None, "{id}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_body() {
         let e = envelope(
             r#"{"id":"evt_1","type":"response.created","data":{"id":"r","email":"ada@example.com"}}"#,

@@ -282,10 +282,10 @@ fn report(outcome: &Outcome) {
     match outcome {
         Outcome::Handled | Outcome::Duplicate => tracing::info!(status, "webhook answered"),
         Outcome::Rejected(rejection) if !rejection.is_authenticated() => {
-            tracing::debug!(status, reason = %rejection, "webhook refused")
+            tracing::debug!(status, reason = %rejection, "webhook refused");
         }
         Outcome::Rejected(rejection) => {
-            tracing::warn!(status, reason = %rejection, "webhook refused")
+            tracing::warn!(status, reason = %rejection, "webhook refused");
         }
         _ => tracing::warn!(status, "webhook answered"),
     }

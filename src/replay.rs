@@ -37,6 +37,7 @@ use time::format_description::well_known::Rfc3339;
 
 /// How far from now an event's `created_at` may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayWindow {
     /// How old an event may be. Default: 25 hours.
     pub past: Duration,
@@ -76,6 +77,19 @@ pub enum ReplayError {
 }
 
 impl ReplayWindow {
+    /// A window `past` into the past and `future` into the future of now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ltvboost_webhooks::replay::ReplayWindow;
+    ///
+    /// let window = ReplayWindow::new(Duration::from_secs(3600), Duration::from_secs(60));
+    /// assert_eq!(window.span(), Duration::from_secs(3660));
+    /// ```
+    pub const fn new(past: Duration, future: Duration) -> Self {
+        Self { past, future }
+    }
+
     /// A window that accepts every event: the check is off.
     pub const UNBOUNDED: ReplayWindow = ReplayWindow {
         past: Duration::MAX,
@@ -168,19 +182,28 @@ impl ManualClock {
 
     /// Sets the time.
     pub fn set(&self, now: SystemTime) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
     }
 
     /// Moves the time forward.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *now += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

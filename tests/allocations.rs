@@ -2,6 +2,8 @@
 //! deterministic, so they can be asserted. Each test counts only the
 //! allocations made on its own thread.
 
+#![allow(unsafe_code)] // a counting global allocator must implement `GlobalAlloc`
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;

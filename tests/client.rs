@@ -94,10 +94,7 @@ async fn fake_api(script: Vec<Canned>) -> (Arc<Fake>, SocketAddr) {
 fn client(addr: SocketAddr) -> Client {
     client_with(
         addr,
-        RetryConfig {
-            initial_backoff: Duration::from_millis(10),
-            ..RetryConfig::default()
-        },
+        RetryConfig::default().initial_backoff(Duration::from_millis(10)),
     )
 }
 
@@ -360,11 +357,9 @@ async fn a_503_is_retried_for_get_but_not_for_post() {
 async fn retries_stop_after_the_configured_count_and_can_be_off() {
     let unavailable = || answer(502, Value::Null);
     let (fake, addr) = fake_api(vec![unavailable(); 10]).await;
-    let retry = RetryConfig {
-        max_retries: 2,
-        initial_backoff: Duration::from_millis(5),
-        ..RetryConfig::default()
-    };
+    let retry = RetryConfig::default()
+        .max_retries(2)
+        .initial_backoff(Duration::from_millis(5));
     assert!(client_with(addr, retry).webhooks().list().await.is_err());
     assert_eq!(fake.requests.lock().unwrap().len(), 3);
 
@@ -418,11 +413,9 @@ async fn connection_failures_are_transport_errors_without_the_token() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let retry = RetryConfig {
-        max_retries: 1,
-        initial_backoff: Duration::from_millis(5),
-        ..RetryConfig::default()
-    };
+    let retry = RetryConfig::default()
+        .max_retries(1)
+        .initial_backoff(Duration::from_millis(5));
     let error = client_with(addr, retry)
         .webhooks()
         .create(&new_webhook())

@@ -364,10 +364,11 @@ async fn redis_outage_answers_503_without_the_handler_and_recovers() {
     proxy.set(Mode::Up);
     // The sender retries; the reconnecting store answers again within a few tries.
     let report = SenderSimulator::new(secret())
-        .policy(RetryPolicy {
-            initial_backoff: Duration::from_millis(200),
-            multiplier: 2.0,
-            ..RetryPolicy::default()
+        .policy({
+            let mut policy = RetryPolicy::default();
+            policy.initial_backoff = Duration::from_millis(200);
+            policy.multiplier = 2.0;
+            policy
         })
         .deliver(&format!("http://{addr}{PATH}"), &body)
         .await

@@ -157,13 +157,44 @@ async fn an_unknown_type_reaches_the_fallback_and_answers_200() {
 async fn data_that_does_not_fit_answers_400_after_the_fallback_saw_it() {
     let recorder = Recorder::new();
     let addr = app(&recorder).await;
-    let body = event_json("evt_bad", "response.scored", r#"{"id":"r","score":"high"}"#);
+    // No usable identifier: the one way a known type's data does not fit.
+    let body = event_json("evt_bad", "response.scored", r#"{"id":{"n":1},"score":3}"#);
     let reply = post_signed(addr, &body).await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert!(reply.body.contains("does not fit"), "{reply:?}");
     assert_eq!(recorder.calls("mismatched:response.scored"), 1);
     assert_eq!(recorder.calls("response.scored"), 0);
-    assert!(recorder.mismatches.lock().unwrap()[0].contains("invalid type"));
+    let reasons = recorder.mismatches.lock().unwrap();
+    assert!(reasons[0].contains("identifier"), "{reasons:?}");
+    // serde_json's message names the place, never the value sent.
+    assert!(!reasons[0].contains("\"n\""), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_field_of_an_unexpected_shape_still_reaches_its_handler() {
+    let recorder = Recorder::new();
+    let addr = app(&recorder).await;
+    for (id, t, data) in [
+        (
+            "evt_shape_1",
+            "response.scored",
+            r#"{"id":"r","score":"high"}"#,
+        ),
+        (
+            "evt_shape_2",
+            "action.failed",
+            r#"{"id":"a","error":{"code":"bounced","message":"mailbox full"}}"#,
+        ),
+        (
+            "evt_shape_3",
+            "segment.ready",
+            r#"{"id":"s","member_count":"many"}"#,
+        ),
+    ] {
+        let reply = post_signed(addr, &event_json(id, t, data)).await;
+        assert_eq!(reply.status, 200, "{t}: {reply:?}");
+        assert_eq!(recorder.calls(t), 1, "{t}");
+    }
 }
 
 #[tokio::test]

@@ -61,14 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "layer-no-dedupe" => {
             let layer =
                 WebhookLayer::new(config.dedupe_store(NoDedupe), Handlers::responses(Touch));
-            server.serve(layer.wrap(bare)).await?
+            server.serve(layer.wrap(bare)).await?;
         }
         "router-layer" => server.serve(bare.layer(layer)).await?,
         "endpoint" => {
             let endpoint = WebhookEndpoint::new(config, Handlers::responses(Touch));
             server
                 .serve(Router::new().route_service("/webhooks/ltvboost", endpoint))
-                .await?
+                .await?;
         }
         other => {
             return Err(format!(

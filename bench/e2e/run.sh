@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# End-to-end load: wrk posts one signed 1 KiB event to each receiver in turn,
-# on this machine, in one run, and prints a table with ratios.
+# End-to-end load: wrk posts distinct signed 1 KiB events to each receiver in
+# turn, on this machine, in one run, and prints a table with ratios.
 #
 #   bash bench/e2e/run.sh                       # 3 rounds of 10 s a server
 #   DURATION=3 ROUNDS=1 bash bench/e2e/run.sh   # a quick smoke
+#   BASELINE_BIN=/path/to/bench_server bash bench/e2e/run.sh
+#                                               # also an older build's `memory` mode
 #
 # Each round measures every receiver once, in turn, so that a slow spell on
 # the shared machine hits one round rather than one receiver; the table
-# gives each receiver's median over the rounds.
+# gives each receiver's median over the rounds. Every receiver is started
+# afresh for each measurement, so each event it sees is new to it: every
+# delivery goes the whole way (verify, parse, claim, handler, done-record).
 #
-# Receivers: the bare axum ceiling, the WebhookLayer wrapping that router
-# (every request handled in full), the same mounted with axum's Router::layer,
-# the README's example receiver (one event repeated: after the first it
-# answers "duplicate"), and the seed's Express receiver (express.raw + the
-# documented HMAC). Installs wrk (Debian) and express (npm) when missing.
-# Only 127.0.0.1 is targeted; every run is bounded by DURATION.
+# Receivers: the bare axum ceiling, the WebhookLayer with every default (the
+# in-memory store: what users run), the same without deduplication
+# (NoDedupe: the best case), the layer mounted with Router::layer, the
+# WebhookEndpoint under route_service, and the seed's Express receiver
+# (express.raw + the documented HMAC). Installs wrk (Debian) and express
+# (npm) when missing. Only 127.0.0.1 is targeted; every run is bounded by
+# DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
@@ -31,26 +36,42 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 if [ ! -d "$here/express/node_modules/express" ]; then
   (cd "$here/express" && npm install --silent --no-package-lock --no-audit --no-fund >/dev/null)
 fi
-cargo build --quiet --release --features serve --example bench_server --example receiver
+cargo build --quiet --release --features serve --example bench_server
 
-# One realistic 1 KiB response.created event, created now, signed.
-python3 - "$work" <<'PY'
+# Realistic 1 KiB response.created events, created now, signed: one list of
+# ids and signatures per wrk thread, enough for 60 000 requests/s.
+per_thread=$(( 60000 * (DURATION + 1) / THREADS + 1 ))
+python3 - "$work" "$THREADS" "$per_thread" <<'PY'
 import hashlib, hmac, json, sys, time
+work, threads, per_thread = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 answers = [{"question": f"q{i}", "answer": f"answer number {i}"} for i in range(18)]
-event = {"id": "evt_bench_1", "type": "response.created",
+event = {"id": "evt_bench_@", "type": "response.created",
          "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "data": {"id": "rsp_8f3a9c2d", "quiz_id": "quiz_onboarding", "customer_id": "cus_1042",
                   "email": "ada@example.com", "answers": answers}}
-body = json.dumps(event, separators=(",", ":")).encode()
-key = b"ltvboost-development-secret-do-not-use-in-production"
-open(sys.argv[1] + "/body", "wb").write(body)
-open(sys.argv[1] + "/sig", "w").write("sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest())
-print(f"event body: {len(body)} bytes", file=sys.stderr)
+prefix, suffix = json.dumps(event, separators=(",", ":")).split("@")
+open(f"{work}/prefix", "w").write(prefix)
+open(f"{work}/suffix", "w").write(suffix)
+key = hmac.new(b"ltvboost-development-secret-do-not-use-in-production", digestmod=hashlib.sha256)
+for t in range(threads):
+    with open(f"{work}/sigs.{t}", "w") as out:
+        for n in range(1, per_thread + 1):
+            mac = key.copy()
+            mac.update(f"{prefix}t{t}_{n}{suffix}".encode())
+            out.write("sha256=" + mac.hexdigest() + "\n")
+    if t == 0:
+        open(f"{work}/body", "w").write(f"{prefix}probe{suffix}")
+print(f"event body: {len(prefix) + len(suffix) + 8} bytes, {per_thread} events a thread", file=sys.stderr)
 PY
+export EVENTS_DIR="$work"
+key=ltvboost-development-secret-do-not-use-in-production
+printf 'sha256=%s' "$(openssl dgst -sha256 -hmac "$key" -r "$work/body" | cut -d' ' -f1)" >"$work/sig"
 export BODY_FILE="$work/body" SIG_FILE="$work/sig"
 
+declare -A commands
 start() { # name port command...
   local name=$1 port=$2; shift 2
+  commands[$name]="$*"
   "$@" >"$work/$name.out" 2>&1 &
   pids+=($!)
   eval "pid_$name=$!"
@@ -69,7 +90,7 @@ measure() { # name port
   status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
     -H 'content-type: application/json' --data-binary @"$BODY_FILE")
   [ "$status" = 200 ] || { echo "$name answered $status to a valid event"; exit 1; }
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
+  START=$(( per_thread - 60000 / THREADS )) wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$here/post.lua" "$url" >"$work/$name.wrk"
   local rps p50 p99 rss errors
   rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.wrk")
@@ -79,17 +100,29 @@ measure() { # name port
   rss=$(awk '/VmHWM/ {print $2}' "/proc/${!pid_var}/status")
   [ "$errors" = 0 ] || { echo "$name: $errors non-2xx answers"; cat "$work/$name.wrk"; exit 1; }
   printf '%s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$rss" >>"$work/results"
+  # A fresh process for the next round: its store has seen none of the events.
+  kill "${!pid_var}" 2>/dev/null || true
+  wait "${!pid_var}" 2>/dev/null || true
+  # shellcheck disable=SC2086
+  start "$name" "$port" ${commands[$name]}
 }
 
+receivers=("bare 4101" "layer 4102" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "express 4104")
 start bare 4101 ./target/release/examples/bench_server bare 127.0.0.1:4101
 start layer 4102 ./target/release/examples/bench_server layer 127.0.0.1:4102
+start nodedupe 4106 ./target/release/examples/bench_server layer-no-dedupe 127.0.0.1:4106
 start routerlayer 4105 ./target/release/examples/bench_server router-layer 127.0.0.1:4105
-LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4103 RUST_LOG=warn start receiver 4103 ./target/release/examples/receiver
+start endpoint 4107 ./target/release/examples/bench_server endpoint 127.0.0.1:4107
 start express 4104 node "$here/express/server.js" 4104
+if [ -n "${BASELINE_BIN:-}" ]; then
+  start baseline 4108 "$BASELINE_BIN" memory 127.0.0.1:4108
+  receivers+=("baseline 4108")
+fi
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, median of $ROUNDS rounds, $(nproc) cores"
 for _ in $(seq 1 "$ROUNDS"); do
-  for pair in "bare 4101" "layer 4102" "routerlayer 4105" "receiver 4103" "express 4104"; do
+  for pair in "${receivers[@]}"; do
+    # shellcheck disable=SC2086
     measure $pair
   done
 done
@@ -108,9 +141,12 @@ for line in open(sys.argv[1]):
 median = {n: statistics.median(r[0] for r in rs) for n, rs in runs.items()}
 bare, express = median["bare"], median["express"]
 names = {"bare": "bare axum (reads the body only)",
-         "layer": "WebhookLayer wrapping the router, every event handled",
-         "routerlayer": "the same mounted with Router::layer",
-         "receiver": "examples/receiver (repeat event: duplicate path)", "express": "seed's Express receiver"}
+         "layer": "WebhookLayer wrapping the router, default in-memory store",
+         "nodedupe": "the same with NoDedupe (best case)",
+         "routerlayer": "the default layer mounted with Router::layer",
+         "endpoint": "WebhookEndpoint under Router::route_service",
+         "baseline": "BASELINE_BIN: an older build, default store",
+         "express": "seed's Express receiver"}
 print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for name, rs in runs.items():

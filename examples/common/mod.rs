@@ -9,10 +9,10 @@ use ltvboost_webhooks::signature::{Secret, Verifier};
 
 /// The secret the examples use when `LTVBOOST_WEBHOOK_SECRET` is unset.
 /// For local development only: anyone who reads this file can sign events.
-pub const DEVELOPMENT_SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
+pub(crate) const DEVELOPMENT_SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
 
 /// `LTVBOOST_WEBHOOK_ADDR`, default `127.0.0.1:3000`.
-pub fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+pub(crate) fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let addr = std::env::var("LTVBOOST_WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     addr.parse()
         .map_err(|e| format!("LTVBOOST_WEBHOOK_ADDR={addr:?} is not a socket address: {e}").into())
@@ -20,7 +20,7 @@ pub fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {
 
 /// `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation, newest first),
 /// or the development secret, with a warning.
-pub fn verifier_from_env() -> Result<Verifier, Box<dyn std::error::Error>> {
+pub(crate) fn verifier_from_env() -> Result<Verifier, Box<dyn std::error::Error>> {
     let secrets = match std::env::var("LTVBOOST_WEBHOOK_SECRET") {
         Ok(list) => list
             .split(',')
@@ -38,7 +38,7 @@ pub fn verifier_from_env() -> Result<Verifier, Box<dyn std::error::Error>> {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -49,7 +49,7 @@ pub fn init_tracing() {
 }
 
 /// Handlers that print one line per call: the event type and the event id.
-pub struct PrintingHandlers;
+pub(crate) struct PrintingHandlers;
 
 fn print(delivery: &Delivery, what: &str) -> HandlerResult {
     println!(

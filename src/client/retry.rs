@@ -15,6 +15,7 @@ use super::ClientError;
 /// header on `429` replaces the computed wait, up to `max_retry_after`;
 /// beyond that the `429` is returned at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Retries after the first attempt. Default: 3.
     pub max_retries: u32,
@@ -38,6 +39,18 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// Sets [`max_retries`](Self::max_retries).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Sets [`initial_backoff`](Self::initial_backoff).
+    pub fn initial_backoff(mut self, wait: Duration) -> Self {
+        self.initial_backoff = wait;
+        self
+    }
+
     /// No retries at all.
     pub fn disabled() -> Self {
         Self {

@@ -289,7 +289,9 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every operation leaves the map and queues consistent before
         // anything that could panic, so a poisoned lock is safe to keep using.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Now, on the store's clock. Read under the lock, so that each queue's

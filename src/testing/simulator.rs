@@ -26,6 +26,7 @@ use crate::signature::Secret;
 /// assert_eq!(minutes, [1, 4, 16, 64, 256]);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt. Default: 5.
     pub max_retries: u32,

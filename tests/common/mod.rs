@@ -16,19 +16,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-pub const SECRET: &str = "integration-test-secret-0123456789";
-pub const PATH: &str = "/webhooks/ltvboost";
+pub(crate) const SECRET: &str = "integration-test-secret-0123456789";
+pub(crate) const PATH: &str = "/webhooks/ltvboost";
 
-pub fn secret() -> Secret {
+pub(crate) fn secret() -> Secret {
     Secret::new(SECRET).unwrap()
 }
 
-pub fn verifier() -> Verifier {
+pub(crate) fn verifier() -> Verifier {
     Verifier::new([secret()]).unwrap()
 }
 
 /// Serves `service` on a fresh 127.0.0.1 port with our hardened server.
-pub async fn serve<S, B>(service: S) -> SocketAddr
+pub(crate) async fn serve<S, B>(service: S) -> SocketAddr
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -43,7 +43,10 @@ where
     serve_with(service, |s| s).await
 }
 
-pub async fn serve_with<S, B>(service: S, configure: impl FnOnce(Server) -> Server) -> SocketAddr
+pub(crate) async fn serve_with<S, B>(
+    service: S,
+    configure: impl FnOnce(Server) -> Server,
+) -> SocketAddr
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -64,20 +67,20 @@ where
 
 /// A response read off the wire.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub head: String,
     pub body: String,
 }
 
 /// Writes `request` as is, then reads the response until the server closes.
-pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Reply {
+pub(crate) async fn send_raw(addr: SocketAddr, request: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     read_reply(&mut stream).await
 }
 
-pub async fn read_reply(stream: &mut TcpStream) -> Reply {
+pub(crate) async fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut raw = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw));
     // A reset after the response (the server closed with body unread) is fine.
@@ -85,7 +88,7 @@ pub async fn read_reply(stream: &mut TcpStream) -> Reply {
     parse_reply(&raw)
 }
 
-pub fn parse_reply(raw: &[u8]) -> Reply {
+pub(crate) fn parse_reply(raw: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -101,7 +104,7 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
 }
 
 /// A POST with the given extra header lines and body, `Connection: close`.
-pub fn post_request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub(crate) fn post_request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
         body.len()
@@ -116,17 +119,17 @@ pub fn post_request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8
 }
 
 /// Posts `body` signed with the test secret.
-pub async fn post_signed(addr: SocketAddr, body: &[u8]) -> Reply {
+pub(crate) async fn post_signed(addr: SocketAddr, body: &[u8]) -> Reply {
     let signature = sign(&secret(), body);
     post(addr, &[("x-ltvboost-signature", &signature)], body).await
 }
 
-pub async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub(crate) async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     send_raw(addr, &post_request(PATH, headers, body)).await
 }
 
 /// An event created now, so that it is inside the replay window.
-pub fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
+pub(crate) fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -137,7 +140,7 @@ pub fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
 
 /// What a recording handler does when called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     Succeed,
     Fail,
     Panic,
@@ -146,7 +149,7 @@ pub enum Behaviour {
 /// Handlers that count calls per method and can be told to fail, panic or
 /// wait for a permit.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     calls: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
     /// Behaviours to use for the next calls, in order; `Succeed` once empty.
@@ -158,26 +161,26 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
-    pub fn gated(gate: Arc<Semaphore>) -> Arc<Self> {
+    pub(crate) fn gated(gate: Arc<Semaphore>) -> Arc<Self> {
         Arc::new(Self {
             gate: Some(gate),
             ..Self::default()
         })
     }
 
-    pub fn script(&self, behaviours: &[Behaviour]) {
+    pub(crate) fn script(&self, behaviours: &[Behaviour]) {
         *self.script.lock().unwrap() = behaviours.iter().rev().copied().collect();
     }
 
-    pub fn calls(&self, method: &str) -> usize {
+    pub(crate) fn calls(&self, method: &str) -> usize {
         self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
     }
 
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.total.load(Ordering::SeqCst)
     }
 
@@ -207,15 +210,15 @@ impl Recorder {
 }
 
 /// `Arc<Recorder>` so a test keeps a handle while the layer owns a clone.
-pub struct Recording(pub Arc<Recorder>);
+pub(crate) struct Recording(pub Arc<Recorder>);
 
 /// Every family routed to a [`Recording`] of `recorder`.
-pub fn recording(recorder: &Arc<Recorder>) -> Handlers {
+pub(crate) fn recording(recorder: &Arc<Recorder>) -> Handlers {
     Handlers::all(Recording(recorder.clone()))
 }
 
 /// The test verifier's configuration at the test path.
-pub fn config() -> ltvboost_webhooks::WebhookConfig {
+pub(crate) fn config() -> ltvboost_webhooks::WebhookConfig {
     ltvboost_webhooks::WebhookConfig::new(verifier()).path(PATH)
 }
 
