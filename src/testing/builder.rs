@@ -132,7 +132,7 @@ impl EventBuilder {
 /// use ltvboost_webhooks::event::Envelope;
 /// use ltvboost_webhooks::testing::fixture;
 ///
-/// for t in EventType::ALL {
+/// for &t in EventType::ALL {
 ///     let body = fixture(t).to_bytes();
 ///     assert_eq!(Envelope::from_slice(&body)?.event()?.event_type(), Some(t));
 /// }
