@@ -16,6 +16,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default deadline for receiving the whole body: 10 seconds.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default budget for body bytes buffered, across all deliveries, before
+/// their signatures are checked: 64 MiB.
+pub const DEFAULT_BODY_BUDGET: usize = 64 * 1024 * 1024;
+
 /// How long a claim holds by default before a crashed receiver's event can be
 /// handled again: longer than any sender waits for an answer. A running
 /// handler's claim is renewed, so it never lapses under it.
@@ -58,6 +62,8 @@ pub struct WebhookConfig {
     pub(crate) claim_lease: Duration,
     pub(crate) done_ttl: Duration,
     pub(crate) acknowledge_mismatched: bool,
+    pub(crate) require_created_at: bool,
+    pub(crate) body_budget: BodyBudget,
 }
 
 impl WebhookConfig {
@@ -76,6 +82,8 @@ impl WebhookConfig {
             claim_lease: DEFAULT_CLAIM_LEASE,
             done_ttl: DEFAULT_DONE_TTL,
             acknowledge_mismatched: false,
+            require_created_at: false,
+            body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
         }
     }
 
@@ -96,6 +104,17 @@ impl WebhookConfig {
         self
     }
 
+    /// How many body bytes all deliveries together may hold in memory
+    /// before their signatures are checked. A delivery that would go past it
+    /// answers `503` (the sender retries) without being read, so a flood of
+    /// large forged bodies cannot exhaust memory. Each delivery reserves its
+    /// `Content-Length`, or the body limit when it sends none. Default:
+    /// [`DEFAULT_BODY_BUDGET`].
+    pub fn body_budget(mut self, bytes: usize) -> Self {
+        self.body_budget = BodyBudget::new(bytes);
+        self
+    }
+
     /// How long the whole body may take to arrive. This is one deadline for
     /// the whole read, not a per-frame timeout, so a client that trickles a
     /// byte at a time cannot hold the request open. Past it: `408`.
@@ -109,6 +128,15 @@ impl WebhookConfig {
     /// future. [`ReplayWindow::UNBOUNDED`] turns the check off.
     pub fn replay_window(mut self, window: ReplayWindow) -> Self {
         self.replay_window = window;
+        self
+    }
+
+    /// Whether a delivery without a readable `created_at` (RFC 3339, or Unix
+    /// seconds or milliseconds, as a number or a string) is refused with
+    /// `400`. Default: `false`: such a delivery skips the replay check, and
+    /// the first one is logged as a warning.
+    pub fn require_created_at(mut self, require: bool) -> Self {
+        self.require_created_at = require;
         self
     }
 
@@ -157,6 +185,30 @@ impl WebhookConfig {
     }
 }
 
+/// Body bytes that may be held before verification, shared by every clone of
+/// a configuration; counted in KiB.
+#[derive(Clone)]
+pub(crate) struct BodyBudget {
+    bytes: usize,
+    kib: Arc<tokio::sync::Semaphore>,
+}
+
+impl BodyBudget {
+    fn new(bytes: usize) -> Self {
+        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            bytes,
+            kib: Arc::new(tokio::sync::Semaphore::new(kib)),
+        }
+    }
+
+    /// Reserves room for `bytes`, or `None` when the budget is spent.
+    pub(crate) fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.kib.clone().try_acquire_many_owned(kib).ok()
+    }
+}
+
 impl From<Verifier> for WebhookConfig {
     fn from(verifier: Verifier) -> Self {
         Self::new(verifier)
@@ -174,6 +226,8 @@ impl std::fmt::Debug for WebhookConfig {
             .field("claim_lease", &self.claim_lease)
             .field("done_ttl", &self.done_ttl)
             .field("acknowledge_mismatched", &self.acknowledge_mismatched)
+            .field("require_created_at", &self.require_created_at)
+            .field("body_budget", &self.body_budget.bytes)
             .finish_non_exhaustive()
     }
 }

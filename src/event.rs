@@ -451,8 +451,17 @@ pub struct EnvelopeError(#[source] serde_json::Error);
 
 /// A known event type whose `data` does not fit its payload struct: it is
 /// not an object, or it has no usable identifier.
+///
+/// Its text names the type and the place (line and column), never a value
+/// from the body, so it can be logged; serde_json's own message, which may
+/// quote a value, is in [`source`](Self::source).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("data does not fit {event_type}: {source}")]
+#[error(
+    "data does not fit {event_type}: {} at line {} column {}",
+    describe(source),
+    source.line(),
+    source.column()
+)]
 pub struct PayloadError {
     /// The type whose payload failed to decode.
     pub event_type: EventType,
@@ -460,6 +469,14 @@ pub struct PayloadError {
     /// names the line and column, never a value from the body.
     #[source]
     pub source: Arc<serde_json::Error>,
+}
+
+fn describe(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Data => "not an object, or no string or integer identifier",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
+        serde_json::error::Category::Io => "unreadable",
+    }
 }
 
 /// The main identifier: a string or an integer, required.

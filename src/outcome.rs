@@ -15,7 +15,7 @@
 //! | `handler_failed` | | `500` | once |
 //! | `handler_panicked` | | `500` | once |
 //! | `store_unavailable` | | `503` | no |
-//! | `rejected` | see [`Rejection::reason`] | `401`, `405`, `408`, `413`, `400` | no |
+//! | `rejected` | see [`Rejection::reason`] | `401`, `405`, `408`, `413`, `400`, `503` | no |
 //!
 //! ```
 //! use http::StatusCode;
@@ -201,6 +201,7 @@ mod tests {
                 deadline: Duration::from_secs(1),
             }),
             Some(Rejection::BodyRead("reset".into())),
+            Some(Rejection::Overloaded),
             Some(Rejection::Signature(SignatureError::Missing)),
             Some(Rejection::Signature(SignatureError::Duplicated)),
             Some(Rejection::Signature(SignatureError::Empty)),
@@ -209,6 +210,7 @@ mod tests {
             Some(Rejection::Signature(SignatureError::NotHex)),
             Some(Rejection::Signature(SignatureError::Mismatch)),
             envelope.err(),
+            Some(Rejection::CreatedAtMissing),
             Some(Rejection::Replay(ReplayError::TooOld {
                 age: Duration::from_secs(2),
                 window: Duration::from_secs(1),
@@ -250,8 +252,10 @@ mod tests {
                     | Rejection::PayloadTooLarge { .. }
                     | Rejection::BodyTimeout { .. }
                     | Rejection::BodyRead(_)
+                    | Rejection::Overloaded
                     | Rejection::Signature(_)
                     | Rejection::Envelope(_)
+                    | Rejection::CreatedAtMissing
                     | Rejection::Replay(_)
                     | Rejection::Payload(_) => {}
                 },

@@ -39,6 +39,7 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::outcome::Outcome;
 use crate::rejection::Rejection;
+use crate::replay::parse_timestamp;
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +55,7 @@ pub(crate) struct Pipeline {
 #[derive(Debug)]
 pub(crate) struct Head {
     signature: Signature,
+    content_length: Option<u64>,
 }
 
 impl Pipeline {
@@ -104,10 +106,14 @@ impl Pipeline {
 /// the limit.
 pub(crate) fn check_head(config: &WebhookConfig, headers: &HeaderMap) -> Result<Head, Rejection> {
     let signature = signature_header(headers)?;
-    if content_length(headers).is_some_and(|len| len > config.body_limit as u64) {
+    let content_length = content_length(headers);
+    if content_length.is_some_and(|len| len > config.body_limit as u64) {
         return Err(too_large(config));
     }
-    Ok(Head { signature })
+    Ok(Head {
+        signature,
+        content_length,
+    })
 }
 
 /// Steps 3–6: read the body within the limits, verify it, parse it, check
@@ -121,13 +127,36 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    // Room in the budget for what is about to be buffered, held until the
+    // signature is checked.
+    let reserve = head.content_length.unwrap_or(config.body_limit as u64);
+    let Some(reserved) = config.body_budget.reserve(reserve) else {
+        return Err(Rejection::Overloaded);
+    };
     let body = read_body(config, body).await?;
     let verified = config.verifier.verify_signature(head.signature, body)?;
+    drop(reserved);
     let envelope = Envelope::from_bytes(verified.body().clone())?;
-    config
-        .replay_window
-        .check(envelope.created_at(), config.clock.now())?;
+    match envelope.created_at().and_then(parse_timestamp) {
+        Some(created) => config
+            .replay_window
+            .check_time(created, config.clock.now())?,
+        None if config.require_created_at => return Err(Rejection::CreatedAtMissing),
+        None => warn_once_without_created_at(),
+    }
     Ok(Delivery::new(envelope, &verified))
+}
+
+/// Deliveries without a readable `created_at` skip the replay check; said
+/// once per process, not per request.
+fn warn_once_without_created_at() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "a delivery had no readable created_at (RFC 3339 or Unix seconds or milliseconds): \
+             its replay check was skipped; set require_created_at(true) to refuse such deliveries"
+        );
+    });
 }
 
 /// Step 3: the whole body, at most `body_limit` bytes, within one deadline

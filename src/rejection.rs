@@ -43,6 +43,11 @@ pub enum Rejection {
     /// The body could not be read (the connection broke). Answers `400`.
     #[error("request body could not be read")]
     BodyRead(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Too many body bytes are held unverified already (see
+    /// [`WebhookConfig::body_budget`](crate::WebhookConfig::body_budget)).
+    /// Answers `503`: the sender retries later.
+    #[error("receiver busy: try again later")]
+    Overloaded,
     /// The signature header was missing, malformed or did not match. Answers `401`.
     #[error("invalid signature: {0}")]
     Signature(#[from] SignatureError),
@@ -50,6 +55,10 @@ pub enum Rejection {
     /// Answers `400`.
     #[error("{0}")]
     Envelope(#[from] EnvelopeError),
+    /// The event has no readable `created_at`, and the receiver requires one
+    /// (`WebhookConfig::require_created_at`). Answers `400`.
+    #[error("event has no readable created_at")]
+    CreatedAtMissing,
     /// The event's signed `created_at` is outside the replay window. Answers `400`.
     #[error("{0}")]
     Replay(#[from] ReplayError),
@@ -66,8 +75,10 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::BodyRead(_)
             | Rejection::Envelope(_)
+            | Rejection::CreatedAtMissing
             | Rejection::Replay(_)
             | Rejection::Payload(_) => StatusCode::BAD_REQUEST,
         }
@@ -75,8 +86,9 @@ impl Rejection {
 
     /// The stable code of this rejection, for logs and metrics: one of
     /// `method_not_allowed`, `body_too_large`, `body_timeout`,
-    /// `body_read_failed`, `signature_missing`, `signature_duplicated`,
+    /// `body_read_failed`, `overloaded`, `signature_missing`, `signature_duplicated`,
     /// `signature_malformed`, `signature_mismatch`, `not_an_event`,
+    /// `created_at_missing`,
     /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -84,11 +96,13 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::BodyRead(_) => "body_read_failed",
+            Rejection::Overloaded => "overloaded",
             Rejection::Signature(SignatureError::Missing) => "signature_missing",
             Rejection::Signature(SignatureError::Duplicated) => "signature_duplicated",
             Rejection::Signature(SignatureError::Mismatch) => "signature_mismatch",
             Rejection::Signature(_) => "signature_malformed",
             Rejection::Envelope(_) => "not_an_event",
+            Rejection::CreatedAtMissing => "created_at_missing",
             Rejection::Replay(ReplayError::TooOld { .. }) => "replay_too_old",
             Rejection::Replay(_) => "replay_in_future",
             Rejection::Payload(_) => "payload_mismatch",
@@ -101,7 +115,10 @@ impl Rejection {
     pub fn is_authenticated(&self) -> bool {
         matches!(
             self,
-            Rejection::Envelope(_) | Rejection::Replay(_) | Rejection::Payload(_)
+            Rejection::Envelope(_)
+                | Rejection::CreatedAtMissing
+                | Rejection::Replay(_)
+                | Rejection::Payload(_)
         )
     }
 

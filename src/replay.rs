@@ -97,18 +97,18 @@ impl ReplayWindow {
     };
 
     /// Checks `created_at` (as sent) against `now`. `None`, or a value in an
-    /// unrecognised format, passes (see the [module docs](self)).
+    /// unrecognised format, passes (see the [module docs](self)); the
+    /// receiver warns about those once per process, or refuses them with
+    /// `WebhookConfig::require_created_at`.
     pub fn check(&self, created_at: Option<&str>, now: SystemTime) -> Result<(), ReplayError> {
-        let Some(text) = created_at else {
-            return Ok(());
-        };
-        let Some(created) = parse_timestamp(text) else {
-            tracing::warn!(
-                created_at = text,
-                "created_at is not RFC 3339 nor a Unix timestamp; replay check skipped"
-            );
-            return Ok(());
-        };
+        match created_at.and_then(parse_timestamp) {
+            Some(created) => self.check_time(created, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a creation time against `now`.
+    pub fn check_time(&self, created: SystemTime, now: SystemTime) -> Result<(), ReplayError> {
         match now.duration_since(created) {
             Ok(age) if age > self.past => Err(ReplayError::TooOld {
                 age,

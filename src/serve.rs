@@ -6,34 +6,48 @@
 //! exhaust the process. [`Server`] serves any tower service over HTTP/1.1 and
 //! HTTP/2 with hyper-util, and by default
 //!
-//! * closes a connection whose request headers do not arrive within
-//!   10 seconds (this includes an idle keep-alive connection waiting for its
-//!   next request),
-//! * holds at most 1024 connections at once, leaving further ones waiting in
-//!   the kernel's accept queue,
-//! * shuts down gracefully when asked: stops accepting, lets requests in
-//!   flight finish (within a deadline), then returns.
+//! * gives every connection, whatever its protocol, 10 seconds to send its
+//!   first complete request head: a connection that sends nothing, half an
+//!   HTTP/2 preface, or an HTTP/2 connection that opens no stream is closed
+//!   then (hyper's own header-read timeout covers later requests on an
+//!   HTTP/1 connection);
+//! * closes a connection with no request in flight for 60 seconds (idle
+//!   keep-alive, either protocol), and pings HTTP/2 peers every 20 seconds,
+//!   closing those that do not answer within 10;
+//! * allows 32 concurrent HTTP/2 streams per connection;
+//! * holds at most 1024 connections; at the cap it keeps accepting and
+//!   sheds the oldest connection that has not been answered yet (a silent
+//!   or slow client), rather than stop accepting and let such clients lock
+//!   a legitimate sender out;
+//! * hands the peer's address to the service: as [`PeerAddr`], and with the
+//!   `axum` feature as axum's `ConnectInfo<SocketAddr>`;
+//! * shuts down gracefully when asked ([`shutdown_signal`] for SIGTERM and
+//!   SIGINT): stops accepting, lets requests in flight finish within 25
+//!   seconds (under Kubernetes' default 30), then returns, abandoning what
+//!   is left.
 //!
-//! The body's own deadline is the [`WebhookLayer`](crate::WebhookLayer)'s
-//! read timeout.
+//! The body's own deadline and size limit are the receiver's
+//! ([`WebhookConfig`](crate::WebhookConfig)).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use ltvboost_webhooks::serve::Server;
+//! use ltvboost_webhooks::serve::{Server, shutdown_signal};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let app = Router::new().route("/healthz", get(|| async { "ok" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! Server::new(listener)
-//!     .serve_with_shutdown(app, async { let _ = tokio::signal::ctrl_c().await; })
-//!     .await
+//! Server::new(listener).serve_with_shutdown(app, shutdown_signal()).await
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::future::{Future, pending};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -44,19 +58,46 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tower_service::Service;
 
-/// Default deadline for a request's headers.
+/// Default deadline for a connection's first complete request head, and for
+/// each later request's head on an HTTP/1 connection.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time a connection may stay open with no request in flight.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default cap on connections held at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// Default cap on concurrent HTTP/2 streams per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 32;
+
 /// Default time requests in flight get to finish after shutdown is asked for.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// How often HTTP/2 peers are pinged, and how long they have to answer.
+const HTTP2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(10));
+
+/// Longer durations are clamped to this: a timer set further ahead would
+/// overflow the clock.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The peer's address, in every request's extensions.
+///
+/// ```
+/// use ltvboost_webhooks::serve::PeerAddr;
+///
+/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
+///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// Serves a tower service on a bound listener with hardened defaults.
 /// See the [module docs](self).
@@ -64,7 +105,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Server {
     listener: TcpListener,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
+    max_concurrent_streams: u32,
     shutdown_grace: Duration,
 }
 
@@ -74,7 +117,9 @@ impl Server {
         Self {
             listener,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -84,10 +129,18 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// How long a client may take to send a request's headers before its
-    /// connection is closed. Default: 10 s.
+    /// How long a connection may take to send its first complete request
+    /// head (and, on HTTP/1, each later one) before it is closed. Default:
+    /// 10 s. At least 1 ms; at most a year.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.header_read_timeout = timeout.clamp(Duration::from_millis(1), LONGEST);
+        self
+    }
+
+    /// How long a connection may stay open with no request in flight.
+    /// Default: 60 s. At least 1 ms; at most a year.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.clamp(Duration::from_millis(1), LONGEST);
         self
     }
 
@@ -97,10 +150,17 @@ impl Server {
         self
     }
 
+    /// How many HTTP/2 streams one connection may have open at once.
+    /// Default: 32.
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = max.max(1);
+        self
+    }
+
     /// How long requests in flight may take to finish after shutdown is
-    /// asked for. Default: 30 s.
+    /// asked for. Default: 25 s. At most a year.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
+        self.shutdown_grace = grace.min(LONGEST);
         self
     }
 
@@ -135,19 +195,30 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .keep_alive_interval(HTTP2_KEEP_ALIVE.0)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE.1);
         let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let connections = Arc::new(Connections::default());
+        let limits = Limits {
+            first_request: self.header_read_timeout,
+            idle: self.idle_timeout,
+        };
         let mut signal = std::pin::pin!(signal);
 
         loop {
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // the semaphore is never closed
-                },
-                () = &mut signal => break,
-            };
+            // At the cap with every connection answered at least once
+            // (busy, not silent), wait for one to close before accepting.
+            while connections.len() >= self.max_connections && !connections.any_unanswered() {
+                tokio::select! {
+                    () = connections.closed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = &mut signal => return self.drain(graceful).await,
+                }
+            }
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -163,20 +234,41 @@ impl Server {
                 () = &mut signal => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(service.clone());
+            // At the cap, make room by shedding the oldest connection nobody
+            // has been answered on yet: a silent or slow client.
+            if connections.len() >= self.max_connections {
+                connections.shed_oldest_unanswered();
+            }
+            let watch = connections.open();
+            let service = TowerToHyperService::new(Watched {
+                inner: service.clone(),
+                watch: watch.clone(),
+                peer,
+            });
             let connection = graceful.watch(
                 builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned(),
             );
+            let connections = connections.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tokio::select! {
+                    result = connection => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    reason = watch.expire(limits) => {
+                        tracing::debug!(%peer, reason, "connection closed");
+                    }
                 }
-                drop(permit);
+                connections.close(&watch);
             });
         }
+        self.drain(graceful).await
+    }
 
+    async fn drain(self, graceful: GracefulShutdown) -> io::Result<()> {
         drop(self.listener);
         if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
             .await
@@ -185,6 +277,205 @@ impl Server {
             tracing::warn!("connections still open after the shutdown grace; dropping them");
         }
         Ok(())
+    }
+}
+
+/// The deadlines a connection lives under.
+#[derive(Clone, Copy)]
+struct Limits {
+    first_request: Duration,
+    idle: Duration,
+}
+
+/// What the server knows of one open connection.
+struct Watch {
+    id: u64,
+    opened: Instant,
+    /// Requests whose head arrived.
+    requests: AtomicU64,
+    /// Requests not yet answered.
+    in_flight: AtomicUsize,
+    /// Whether any request has been answered.
+    answered: AtomicBool,
+    /// When the last request was answered, in ms since `opened`.
+    last_answer_ms: AtomicU64,
+    /// Told to close, to make room at the cap.
+    shed: Notify,
+}
+
+impl Watch {
+    fn since_opened_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Completes when the connection must close: shed, no first request
+    /// head within its deadline, or idle too long.
+    async fn expire(&self, limits: Limits) -> &'static str {
+        let first_deadline = self.opened + limits.first_request;
+        tokio::select! {
+            () = self.shed.notified() => return "shed at the connection cap",
+            () = tokio::time::sleep_until(first_deadline) => {}
+        }
+        if self.requests.load(Ordering::Acquire) == 0 {
+            return "no request head within the header-read timeout";
+        }
+        loop {
+            let idle_since = if self.in_flight.load(Ordering::Acquire) > 0 {
+                None
+            } else {
+                Some(self.last_answer_ms.load(Ordering::Acquire))
+            };
+            let check = match idle_since {
+                Some(since) => {
+                    let since = self.opened + Duration::from_millis(since);
+                    if since.elapsed() >= limits.idle {
+                        return "idle";
+                    }
+                    since + limits.idle
+                }
+                None => Instant::now() + limits.idle,
+            };
+            tokio::select! {
+                () = self.shed.notified() => return "shed at the connection cap",
+                () = tokio::time::sleep_until(check) => {}
+            }
+        }
+    }
+}
+
+/// Every open connection, oldest first.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Arc<Watch>>>,
+    next_id: AtomicU64,
+    /// Signalled whenever a connection closes.
+    closed: Notify,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Watch>>> {
+        // A panic while the map was held leaves it consistent: keep using it.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn open(&self) -> Arc<Watch> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let watch = Arc::new(Watch {
+            id,
+            opened: Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
+            last_answer_ms: AtomicU64::new(0),
+            shed: Notify::new(),
+        });
+        self.lock().insert(id, watch.clone());
+        watch
+    }
+
+    fn close(&self, watch: &Watch) {
+        self.lock().remove(&watch.id);
+        self.closed.notify_waiters();
+    }
+
+    fn any_unanswered(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|watch| !watch.answered.load(Ordering::Acquire))
+    }
+
+    /// Tells the oldest connection that has not been answered yet to close,
+    /// and forgets it. Whether there was one.
+    fn shed_oldest_unanswered(&self) -> bool {
+        let mut open = self.lock();
+        let oldest = open
+            .iter()
+            .find(|(_, watch)| !watch.answered.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| open.remove(&id)) {
+            Some(watch) => {
+                watch.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The user's service, counting each connection's requests and handing it
+/// the peer's address.
+#[derive(Clone)]
+struct Watched<S> {
+    inner: S,
+    watch: Arc<Watch>,
+    peer: SocketAddr,
+}
+
+impl<S, B> Service<Request<Incoming>> for Watched<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Answering<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        self.watch.requests.fetch_add(1, Ordering::AcqRel);
+        self.watch.in_flight.fetch_add(1, Ordering::AcqRel);
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        #[cfg(feature = "axum")]
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        Answering {
+            inner: Box::pin(self.inner.call(request)),
+            watch: Some(self.watch.clone()),
+        }
+    }
+}
+
+/// A request's response future; marks the connection answered when done
+/// (or dropped).
+struct Answering<F> {
+    inner: Pin<Box<F>>,
+    watch: Option<Arc<Watch>>,
+}
+
+impl<F: Future> Future for Answering<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let output = std::task::ready!(self.inner.as_mut().poll(cx));
+        self.finish();
+        Poll::Ready(output)
+    }
+}
+
+impl<F> Answering<F> {
+    fn finish(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.answered.store(true, Ordering::Release);
+            watch
+                .last_answer_ms
+                .store(watch.since_opened_ms(), Ordering::Release);
+            watch.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<F> Drop for Answering<F> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use common::*;
-use ltvboost_webhooks::dedupe::{Claim, DedupeStore, MemoryStore, RedisStore};
+use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, DedupeStore, MemoryStore, RedisStore};
 use ltvboost_webhooks::replay::{ManualClock, ReplayWindow};
 use ltvboost_webhooks::testing::{EventBuilder, RetryPolicy, SenderSimulator, fixture};
 use ltvboost_webhooks::{EventType, WebhookLayer};
@@ -77,6 +77,7 @@ macro_rules! for_both_stores {
 
 for_both_stores!(
     store_contract,
+    a_handler_slower_than_its_lease_runs_once,
     fleet_runs_a_concurrently_delivered_event_exactly_once,
     simulator_retries_a_failing_handler_until_it_succeeds,
     a_killed_instances_claim_expires_after_its_lease,
@@ -84,11 +85,17 @@ for_both_stores!(
 
 /// A receiver instance on its own port, over a given store.
 async fn instance<S: DedupeStore>(store: S, recorder: &Arc<Recorder>) -> SocketAddr {
-    let config = config()
-        .dedupe_store(store)
-        // Long enough that a loaded CI machine still answers 409 before it
-        // lapses, short enough to wait out in a test.
-        .claim_lease(LEASE);
+    // Long enough that a loaded CI machine still answers 409 before it
+    // lapses, short enough to wait out in a test.
+    instance_with_lease(store, recorder, LEASE).await
+}
+
+async fn instance_with_lease<S: DedupeStore>(
+    store: S,
+    recorder: &Arc<Recorder>,
+    lease: Duration,
+) -> SocketAddr {
+    let config = config().dedupe_store(store).claim_lease(lease);
     let layer = WebhookLayer::new(config, recording(recorder));
     serve(Router::new().layer(layer)).await
 }
@@ -110,7 +117,9 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
         Claim::InFlight,
         "a stranger released the claim"
     );
-    store.release("a", &token).await.unwrap();
+    let renewed = store.renew("a", &token, lease).await.unwrap();
+    assert_eq!(renewed, ClaimStatus::Held);
+    assert_eq!(store.release("a", &token).await.unwrap(), ClaimStatus::Held);
     let Claim::Acquired(token) = other.claim("a", lease).await.unwrap() else {
         panic!("a released key must be claimable")
     };
@@ -125,8 +134,11 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
     let Claim::Acquired(fresh) = other.claim("b", lease).await.unwrap() else {
         panic!("a lapsed claim must be claimable")
     };
-    store.release("b", &stale).await.unwrap();
-    store.mark_done("b", &stale, ttl).await.unwrap();
+    // Every end of a lapsed claim is reported, never silently ignored.
+    let lost = ClaimStatus::Lost;
+    assert_eq!(store.renew("b", &stale, lease).await.unwrap(), lost);
+    assert_eq!(store.release("b", &stale).await.unwrap(), lost);
+    assert_eq!(store.mark_done("b", &stale, ttl).await.unwrap(), lost);
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::InFlight);
     other.mark_done("b", &fresh, ttl).await.unwrap();
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::Done);
@@ -137,6 +149,37 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
     };
     store.mark_done("c", &token, Duration::MAX).await.unwrap();
     assert_eq!(other.claim("c", lease).await.unwrap(), Claim::Done);
+}
+
+/// A handler that runs for several leases keeps its claim (renewed every
+/// third of the lease): a redelivery meanwhile answers 409, and the handler
+/// runs once.
+async fn a_handler_slower_than_its_lease_runs_once<S: DedupeStore>([a, b]: [S; 2]) {
+    let lease = Duration::from_millis(600);
+    let gate = Arc::new(Semaphore::new(0));
+    let slow = Recorder::gated(gate.clone());
+    let addr_a = instance_with_lease(a, &slow, lease).await;
+    let addr_b = instance_with_lease(b, &slow, lease).await;
+    let body = fixture(EventType::ActionSent).to_bytes();
+    let first = tokio::spawn({
+        let body = body.clone();
+        async move { post_signed(addr_a, &body).await.status }
+    });
+    while slow.total() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(lease).await; // past the first lease, and again
+        assert_eq!(
+            post_signed(addr_b, &body).await.status,
+            409,
+            "the claim lapsed"
+        );
+    }
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(post_signed(addr_b, &body).await.status, 200, "duplicate");
+    assert_eq!(slow.total(), 1, "the handler ran more than once");
 }
 
 async fn fleet_runs_a_concurrently_delivered_event_exactly_once<S: DedupeStore>([a, b]: [S; 2]) {

@@ -166,6 +166,7 @@ async fn data_that_does_not_fit_answers_400_after_the_fallback_saw_it() {
     assert_eq!(recorder.calls("response.scored"), 0);
     let reasons = recorder.mismatches.lock().unwrap();
     assert!(reasons[0].contains("identifier"), "{reasons:?}");
+    assert!(reasons[0].contains("line 1 column"), "{reasons:?}");
     // serde_json's message names the place, never the value sent.
     assert!(!reasons[0].contains("\"n\""), "{reasons:?}");
 }

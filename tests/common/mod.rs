@@ -156,6 +156,8 @@ pub(crate) struct Recorder {
     script: Mutex<Vec<Behaviour>>,
     /// When set, each call waits for a permit before finishing.
     pub gate: Option<Arc<Semaphore>>,
+    /// When set, each call sleeps this long before finishing.
+    pub(crate) delay: Option<Duration>,
     /// Reasons given to `mismatched`.
     pub mismatches: Mutex<Vec<String>>,
 }
@@ -168,6 +170,13 @@ impl Recorder {
     pub(crate) fn gated(gate: Arc<Semaphore>) -> Arc<Self> {
         Arc::new(Self {
             gate: Some(gate),
+            ..Self::default()
+        })
+    }
+
+    pub(crate) fn gated_by_delay(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            delay: Some(delay),
             ..Self::default()
         })
     }
@@ -194,6 +203,9 @@ impl Recorder {
         self.total.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
+        }
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
         }
         let next = self
             .script
