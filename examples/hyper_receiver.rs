@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use ltvboost_webhooks::handler::Handlers;
 use ltvboost_webhooks::serve::{Server, shutdown_signal};
+use ltvboost_webhooks::signature::Verifier;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use tower::{Layer, service_fn};
 
@@ -32,7 +33,8 @@ async fn routes(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let addr = common::addr_from_env()?;
-    let config = WebhookConfig::new(common::verifier_from_env()?).path("/webhooks/ltvboost");
+    let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
+        .path("/webhooks/ltvboost");
     let service = WebhookLayer::new(config, Handlers::all(common::PrintingHandlers))
         .layer(service_fn(routes));
 

@@ -17,13 +17,15 @@ mod common;
 use axum::{Router, routing::get};
 use ltvboost_webhooks::handler::Handlers;
 use ltvboost_webhooks::serve::{Server, shutdown_signal};
+use ltvboost_webhooks::signature::Verifier;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let addr = common::addr_from_env()?;
-    let config = WebhookConfig::new(common::verifier_from_env()?).path("/webhooks/ltvboost");
+    let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
+        .path("/webhooks/ltvboost");
     let config = match std::env::var("LTVBOOST_REDIS_URL") {
         #[cfg(feature = "redis")]
         Ok(url) => {

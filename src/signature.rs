@@ -156,7 +156,23 @@ pub enum SecretError {
     /// The operating system's random number generator failed.
     #[error("no randomness available to generate a secret")]
     NoRandomness,
+    /// No secret is configured, and the receiver is not bound to a loopback
+    /// address, where the development secret would be allowed.
+    #[error(
+        "{SECRET_ENV} is unset: set it to the endpoint's secret (the development \
+         secret is used only on a loopback address)"
+    )]
+    Unset,
 }
+
+/// The environment variable receivers read their secrets from:
+/// comma-separated, newest first, as rotation needs them.
+pub const SECRET_ENV: &str = "LTVBOOST_WEBHOOK_SECRET";
+
+/// The secret the examples and the command line use, on a loopback address
+/// only, when [`SECRET_ENV`] is unset. Anyone who has read this crate can
+/// sign events with it.
+pub const DEVELOPMENT_SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
 
 /// A signature parsed from an `x-ltvboost-signature` header: the 32 digest bytes.
 ///
@@ -338,6 +354,57 @@ impl Verifier {
             keyed,
             last_matched,
         })
+    }
+
+    /// A verifier for a comma-separated list of secrets, newest first, as
+    /// [`SECRET_ENV`] holds them: each is trimmed of surrounding whitespace,
+    /// and empty entries (a trailing comma) are skipped.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::signature::Verifier;
+    ///
+    /// let verifier = Verifier::from_list(" new-secret-0123456789 , old-secret-0123456789,")?;
+    /// assert_eq!(verifier.secret_count(), 2);
+    /// assert!(Verifier::from_list(" , ").is_err());
+    /// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+    /// ```
+    pub fn from_list(list: &str) -> Result<Self, SecretError> {
+        let secrets = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(secrets)
+    }
+
+    /// A verifier from [`SECRET_ENV`] for a receiver bound to `bind`.
+    ///
+    /// Unset (or empty), the [`DEVELOPMENT_SECRET`] is used, with a warning,
+    /// only when `bind` is a loopback address; bound anywhere else it is
+    /// [`SecretError::Unset`], so that a typo in the variable's name cannot
+    /// make a public receiver accept events anyone can forge.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::signature::Verifier;
+    ///
+    /// // The configured secrets, or on loopback the development secret.
+    /// let verifier = Verifier::from_env("127.0.0.1:3000".parse()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_env(bind: std::net::SocketAddr) -> Result<Self, SecretError> {
+        let list = std::env::var(SECRET_ENV).unwrap_or_default();
+        if !list.trim().trim_matches(',').trim().is_empty() {
+            return Self::from_list(&list);
+        }
+        if !bind.ip().is_loopback() {
+            return Err(SecretError::Unset);
+        }
+        tracing::warn!(
+            "{SECRET_ENV} is unset: using the embedded development secret {DEVELOPMENT_SECRET:?} \
+             on {bind}; never use it in production"
+        );
+        Self::new([Secret::new(DEVELOPMENT_SECRET)?])
     }
 
     /// When the secret at `index` last verified a delivery, if ever (since

@@ -205,7 +205,7 @@ async fn list_get_update_and_delete_use_rest_conventions() {
     hooks.update("wh_1", &update).await.unwrap();
     // The future is Send: it can run on another task.
     let moved = client.clone();
-    tokio::spawn(async move { moved.webhooks().delete("wh/1").await })
+    tokio::spawn(async move { moved.webhooks().delete("wh_1").await })
         .await
         .unwrap()
         .unwrap();
@@ -222,7 +222,7 @@ async fn list_get_update_and_delete_use_rest_conventions() {
             ("GET", "/v1/webhooks"),
             ("GET", "/v1/webhooks/wh_1"),
             ("PATCH", "/v1/webhooks/wh_1"),
-            ("DELETE", "/v1/webhooks/wh%2F1"),
+            ("DELETE", "/v1/webhooks/wh_1"),
         ]
     );
     requests.iter().for_each(assert_common_headers);
@@ -319,6 +319,62 @@ async fn a_429_is_retried_after_the_retry_after_header() {
         started.elapsed() >= Duration::from_millis(900),
         "Retry-After was not honoured"
     );
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_retried_after_it() {
+    let mut unavailable = answer(503, json!({"error": "maintenance"}));
+    unavailable.headers.push(("retry-after", "1".into()));
+    let mut too_long = answer(503, json!({"error": "maintenance"}));
+    too_long.headers.push(("retry-after", "86400".into()));
+    let (fake, addr) = fake_api(vec![
+        unavailable,
+        answer(200, endpoint_json("wh_3")),
+        too_long,
+    ])
+    .await;
+    let started = Instant::now();
+    let endpoint = client(addr).webhooks().get("wh_3").await.unwrap();
+    assert_eq!(endpoint.id, "wh_3");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After was not honoured on 503"
+    );
+    let error = client(addr).webhooks().get("wh_3").await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(fake.requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    // The request body carries the secret: a redirect must not re-send it.
+    let mut moved = answer(307, Value::Null);
+    moved
+        .headers
+        .push(("location", "http://127.0.0.1:9/v1/webhooks".into()));
+    let (fake, addr) = fake_api(vec![moved]).await;
+    let error = client(addr)
+        .webhooks()
+        .create(&new_webhook())
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::TEMPORARY_REDIRECT));
+    assert_eq!(fake.requests.lock().unwrap().len(), 1);
+    assert_no_token(&error);
+}
+
+#[tokio::test]
+async fn ids_that_are_not_one_path_segment_are_refused_before_sending() {
+    let (fake, addr) = fake_api(vec![]).await;
+    let webhooks = client(addr);
+    for id in ["..", ".", "a/b", "x?y=1", "x#y", "a b"] {
+        let error = webhooks.webhooks().delete(id).await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::Invalid(ValidationError::BadId(_))),
+            "{id:?}: {error:?}"
+        );
+    }
+    assert!(fake.requests.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

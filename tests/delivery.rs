@@ -503,3 +503,174 @@ async fn replay_window_edges_with_an_injected_clock() {
         .to_bytes();
     assert_eq!(post_signed(addr, &undated).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_eviction_policy_is_read_at_connect() {
+    let store = redis_store(&redis_url(), &unique_prefix()).await;
+    // scripts/test.sh's Redis runs with the default policy, which evicts nothing.
+    let policy = store.eviction_policy().await.unwrap();
+    assert_eq!(policy.as_deref(), Some("noeviction"));
+}
+
+/// A Redis server speaking only TLS, with a self-signed certificate for
+/// 127.0.0.1; stopped on drop.
+#[cfg(feature = "redis-tls")]
+struct TlsRedis {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    port: u16,
+    certificate: Vec<u8>,
+}
+
+#[cfg(feature = "redis-tls")]
+impl TlsRedis {
+    async fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let dir =
+            std::env::temp_dir().join(format!("ltvboost-tls-{}", unique_prefix().replace(':', "")));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A CA, and a certificate for 127.0.0.1 that it signs.
+        let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let (cert, key, csr, ext) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("req.csr"),
+            dir.join("ext.cnf"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let made = Command::new("openssl")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is needed for the TLS test");
+            assert!(made.success(), "openssl {args:?}");
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=ltvboost-test-ca"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=127.0.0.1"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("1"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for the TLS test");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let certificate = std::fs::read(&ca).unwrap();
+        Self {
+            child,
+            dir,
+            port,
+            certificate,
+        }
+    }
+}
+
+#[cfg(feature = "redis-tls")]
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(feature = "redis-tls")]
+#[tokio::test]
+async fn rediss_urls_connect_over_tls_and_verify_the_server() {
+    let server = TlsRedis::start().await;
+    let url = format!("rediss://127.0.0.1:{}/", server.port);
+    // A self-signed certificate is no public root's: refused.
+    assert!(RedisStore::connect(&url).await.is_err());
+    // Over plain TCP the TLS port answers nothing Redis understands.
+    let plain = format!("redis://127.0.0.1:{}/", server.port);
+    assert!(
+        RedisStore::connect(&plain)
+            .await
+            .map(|s| s.operation_timeout(Duration::from_millis(500)))
+            .is_err()
+    );
+    let store = RedisStore::connect_with_root_certificate(&url, &server.certificate)
+        .await
+        .unwrap()
+        .key_prefix(unique_prefix());
+    let lease = Duration::from_secs(5);
+    let Claim::Acquired(token) = store.claim("evt:tls", lease).await.unwrap() else {
+        panic!("the first claim over TLS must acquire")
+    };
+    assert_eq!(
+        store.mark_done("evt:tls", &token, lease).await.unwrap(),
+        ClaimStatus::Held
+    );
+    assert_eq!(store.claim("evt:tls", lease).await.unwrap(), Claim::Done);
+}

@@ -316,3 +316,63 @@ async fn forged_megabyte_bodies_stay_within_the_body_budget() {
         "the budget refused nothing: {statuses:?}"
     );
 }
+
+#[test]
+fn the_example_receiver_refuses_a_public_address_without_a_secret() {
+    // The example as a user runs it: built by cargo, started as a process.
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--all-features",
+            "--example",
+            "receiver",
+        ])
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let exe =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/receiver");
+    let exe = std::env::var_os("CARGO_TARGET_DIR").map_or(exe, |dir| {
+        std::path::Path::new(&dir).join("debug/examples/receiver")
+    });
+    for (secret, bind, starts) in [
+        (None, "0.0.0.0:0", false),
+        (Some(" , "), "0.0.0.0:0", false),
+        (None, "127.0.0.1:0", true),
+        (Some("a-real-secret-0123456789"), "0.0.0.0:0", true),
+    ] {
+        let mut command = Command::new(&exe);
+        command
+            .env("LTVBOOST_WEBHOOK_ADDR", bind)
+            .env_remove("LTVBOOST_WEBHOOK_SECRET")
+            .env_remove("LTVBOOST_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(secret) = secret {
+            command.env("LTVBOOST_WEBHOOK_SECRET", secret);
+        }
+        let mut child = command.spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if starts {
+            assert!(exited.is_none(), "{secret:?} on {bind}: exited {exited:?}");
+            signal(&child, "TERM");
+            assert_eq!(child.wait().unwrap().code(), Some(0));
+        } else {
+            let status = exited.unwrap_or_else(|| panic!("{secret:?} on {bind}: started"));
+            assert!(!status.success());
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            assert!(stderr.contains("LTVBOOST_WEBHOOK_SECRET"), "{stderr}");
+        }
+    }
+}

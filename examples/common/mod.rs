@@ -5,36 +5,12 @@ use std::net::SocketAddr;
 
 use ltvboost_webhooks::event::*;
 use ltvboost_webhooks::handler::*;
-use ltvboost_webhooks::signature::{Secret, Verifier};
-
-/// The secret the examples use when `LTVBOOST_WEBHOOK_SECRET` is unset.
-/// For local development only: anyone who reads this file can sign events.
-pub(crate) const DEVELOPMENT_SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
 
 /// `LTVBOOST_WEBHOOK_ADDR`, default `127.0.0.1:3000`.
 pub(crate) fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     let addr = std::env::var("LTVBOOST_WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     addr.parse()
         .map_err(|e| format!("LTVBOOST_WEBHOOK_ADDR={addr:?} is not a socket address: {e}").into())
-}
-
-/// `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation, newest first),
-/// or the development secret, with a warning.
-pub(crate) fn verifier_from_env() -> Result<Verifier, Box<dyn std::error::Error>> {
-    let secrets = match std::env::var("LTVBOOST_WEBHOOK_SECRET") {
-        Ok(list) => list
-            .split(',')
-            .map(|s| Secret::new(s.trim()))
-            .collect::<Result<Vec<_>, _>>()?,
-        Err(_) => {
-            tracing::warn!(
-                "LTVBOOST_WEBHOOK_SECRET is unset: using the embedded development secret \
-                 {DEVELOPMENT_SECRET:?}; never use it in production"
-            );
-            vec![Secret::new(DEVELOPMENT_SECRET)?]
-        }
-    };
-    Ok(Verifier::new(secrets)?)
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level.

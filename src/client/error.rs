@@ -98,4 +98,8 @@ pub enum ValidationError {
     /// An endpoint id was empty.
     #[error("the endpoint id is empty")]
     EmptyId,
+    /// An endpoint id could not be one path segment: `.`, `..`, or text
+    /// with `/`, `?`, `#`, `%`, whitespace or a control character.
+    #[error("{0:?} is not an endpoint id")]
+    BadId(String),
 }

@@ -252,6 +252,10 @@ impl ClientBuilder {
             .default_headers(headers)
             // This client decides what is retried (see the module docs).
             .retry(reqwest::retry::never())
+            // The request body carries the webhook secret: never re-sent
+            // elsewhere by a redirect, never over plain http but to loopback.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(base.scheme() == "https")
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Client {

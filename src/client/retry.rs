@@ -12,8 +12,9 @@ use super::ClientError;
 /// Waits grow exponentially from `initial_backoff`, capped at `max_backoff`,
 /// each drawn at random between half and all of its value (jitter), so that
 /// many clients failing together do not retry together. A `Retry-After`
-/// header on `429` replaces the computed wait, up to `max_retry_after`;
-/// beyond that the `429` is returned at once.
+/// header on `429` (and on `503`, for a method that may be retried)
+/// replaces the computed wait, up to `max_retry_after`; beyond that the
+/// answer is returned at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryConfig {
@@ -106,6 +107,18 @@ where
                 Some(wait) => Verdict::RetryAfter(*wait),
                 None => Verdict::Retry,
             },
+            // Told when to come back: as for 429.
+            Err(Failure::Status {
+                status,
+                retry_after: Some(wait),
+                ..
+            }) if *status == StatusCode::SERVICE_UNAVAILABLE && idempotent(method) => {
+                if *wait > config.max_retry_after {
+                    Verdict::Done
+                } else {
+                    Verdict::RetryAfter(*wait)
+                }
+            }
             Err(Failure::Status { status, .. })
                 if idempotent(method)
                     && matches!(

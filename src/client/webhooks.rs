@@ -261,9 +261,15 @@ impl<'a> Webhooks<'a> {
     }
 }
 
+/// An id that is exactly one path segment: `delete("..")` must never become
+/// `DELETE /v1/webhooks`.
 fn checked_id(id: &str) -> Result<&str, ValidationError> {
+    let bad =
+        |c: char| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control();
     if id.is_empty() {
         Err(ValidationError::EmptyId)
+    } else if id == "." || id == ".." || id.contains(bad) {
+        Err(ValidationError::BadId(id.to_owned()))
     } else {
         Ok(id)
     }
@@ -313,6 +319,23 @@ mod tests {
 
     fn secret() -> Secret {
         Secret::new("a-registered-secret-0123").unwrap()
+    }
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        for id in ["we_1", "wh-2.json", "ABC~9"] {
+            assert_eq!(checked_id(id), Ok(id));
+        }
+        assert_eq!(checked_id(""), Err(ValidationError::EmptyId));
+        for id in [
+            ".", "..", "a/b", "../x", "a?b", "a#b", "a%2Fb", "a b", "a\nb", "a\\b",
+        ] {
+            assert_eq!(
+                checked_id(id),
+                Err(ValidationError::BadId(id.to_owned())),
+                "{id:?}"
+            );
+        }
     }
 
     #[test]

@@ -95,16 +95,64 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to Redis at `url` and checks the connection once, so that a
     /// wrong URL fails at start-up rather than on the first delivery.
+    ///
+    /// `rediss://` URLs connect over TLS (feature `redis-tls`), verified
+    /// against the bundled web PKI roots; for a private CA, see
+    /// `connect_with_root_certificate`. Warns when the server would evict
+    /// done-records (see [`RedisStore::eviction_policy`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let store = Self::lazy(url)?;
+        Self::checked(Self::lazy(url)?).await
+    }
+
+    /// [`connect`](Self::connect) over TLS, trusting the root certificate
+    /// `pem` (a private CA) rather than the public roots. Feature `redis-tls`.
+    #[cfg(feature = "redis-tls")]
+    pub async fn connect_with_root_certificate(url: &str, pem: &[u8]) -> Result<Self, StoreError> {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        };
+        let client = redis::Client::build_with_tls(url, certificates).map_err(StoreError::new)?;
+        Self::checked(Self::from_client(client)?).await
+    }
+
+    async fn checked(store: Self) -> Result<Self, StoreError> {
         let mut connection = store.connection.clone();
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<String>(&mut connection);
         match tokio::time::timeout(store.timeout, ping).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(StoreError::new(e)),
-            Err(_) => Err(StoreError::new("Redis did not answer PING in time")),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(StoreError::new(e)),
+            Err(_) => return Err(StoreError::new("Redis did not answer PING in time")),
         }
+        match store.eviction_policy().await {
+            Ok(Some(policy)) if policy != "noeviction" => tracing::warn!(
+                policy,
+                "Redis may evict keys (maxmemory-policy is not noeviction): an evicted \
+                 done-record lets a retried event be handled twice"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "could not read Redis' maxmemory-policy"),
+        }
+        Ok(store)
+    }
+
+    /// Redis' `maxmemory-policy`, or `None` where `CONFIG GET` answers
+    /// nothing. Anything but `noeviction` may evict done-records and claims
+    /// under memory pressure, and with them the effectively-once guarantee:
+    /// run the dedupe Redis with `maxmemory-policy noeviction`.
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg("maxmemory-policy");
+        let answer = tokio::time::timeout(
+            self.timeout,
+            get.query_async::<Vec<String>>(&mut connection),
+        )
+        .await
+        .map_err(|_| StoreError::new("Redis did not answer CONFIG GET in time"))?
+        .map_err(StoreError::new)?;
+        Ok(answer.into_iter().nth(1))
     }
 
     /// A store that connects on first use. A receiver built with it starts
@@ -112,7 +160,10 @@ impl RedisStore {
     ///
     /// Must be called inside a tokio runtime.
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::new)?;
+        Self::from_client(redis::Client::open(url).map_err(StoreError::new)?)
+    }
+
+    fn from_client(client: redis::Client) -> Result<Self, StoreError> {
         let timeout = DEFAULT_OPERATION_TIMEOUT;
         // No response timeout of the manager's own: `run` bounds every
         // operation by `operation_timeout`, whatever it is set to.
