@@ -301,6 +301,8 @@ struct Watch {
     last_answer_ms: AtomicU64,
     /// Told to close, to make room at the cap.
     shed: Notify,
+    /// Signalled when a request is answered: the idle clock starts.
+    answered_one: Notify,
 }
 
 impl Watch {
@@ -312,32 +314,26 @@ impl Watch {
     /// head within its deadline, or idle too long.
     async fn expire(&self, limits: Limits) -> &'static str {
         let first_deadline = self.opened + limits.first_request;
-        tokio::select! {
-            () = self.shed.notified() => return "shed at the connection cap",
-            () = tokio::time::sleep_until(first_deadline) => {}
-        }
-        if self.requests.load(Ordering::Acquire) == 0 {
-            return "no request head within the header-read timeout";
-        }
         loop {
-            let idle_since = if self.in_flight.load(Ordering::Acquire) > 0 {
-                None
-            } else {
-                Some(self.last_answer_ms.load(Ordering::Acquire))
-            };
-            let check = match idle_since {
-                Some(since) => {
-                    let since = self.opened + Duration::from_millis(since);
-                    if since.elapsed() >= limits.idle {
-                        return "idle";
-                    }
-                    since + limits.idle
+            let next_check = if self.requests.load(Ordering::Acquire) == 0 {
+                if Instant::now() >= first_deadline {
+                    return "no request head within the header-read timeout";
                 }
-                None => Instant::now() + limits.idle,
+                first_deadline
+            } else if self.in_flight.load(Ordering::Acquire) == 0 {
+                let last = self.last_answer_ms.load(Ordering::Acquire);
+                let idle_since = self.opened + Duration::from_millis(last);
+                if idle_since.elapsed() >= limits.idle {
+                    return "idle";
+                }
+                idle_since + limits.idle
+            } else {
+                Instant::now() + limits.idle
             };
             tokio::select! {
                 () = self.shed.notified() => return "shed at the connection cap",
-                () = tokio::time::sleep_until(check) => {}
+                () = self.answered_one.notified() => {}
+                () = tokio::time::sleep_until(next_check) => {}
             }
         }
     }
@@ -374,6 +370,7 @@ impl Connections {
             answered: AtomicBool::new(false),
             last_answer_ms: AtomicU64::new(0),
             shed: Notify::new(),
+            answered_one: Notify::new(),
         });
         self.lock().insert(id, watch.clone());
         watch
@@ -469,6 +466,7 @@ impl<F> Answering<F> {
                 .last_answer_ms
                 .store(watch.since_opened_ms(), Ordering::Release);
             watch.in_flight.fetch_sub(1, Ordering::AcqRel);
+            watch.answered_one.notify_one();
         }
     }
 }
