@@ -32,6 +32,7 @@ async fn routes(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
+    common::serve_metrics_from_env()?;
     let addr = common::addr_from_env()?;
     let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
         .path("/webhooks/ltvboost");

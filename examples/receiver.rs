@@ -23,6 +23,7 @@ use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
+    common::serve_metrics_from_env()?;
     let addr = common::addr_from_env()?;
     let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
         .path("/webhooks/ltvboost");

@@ -38,6 +38,7 @@ use axum_core::extract::{FromRef, FromRequest, Request};
 use crate::config::WebhookConfig;
 use crate::event::Event;
 use crate::handler::Delivery;
+use crate::metrics;
 use crate::pipeline::{check_head, receive};
 use crate::rejection::Rejection;
 
@@ -70,7 +71,16 @@ where
             let event = delivery.envelope().event()?.clone();
             Ok(Self { delivery, event })
         };
-        received.await.inspect_err(|rejection: &Rejection| {
+        let received = received.await;
+        match &received {
+            // Handed to your handler: counted as handled.
+            Ok(VerifiedEvent { event, .. }) => {
+                let event_type = metrics::type_label(Some(event.event_type()));
+                metrics::delivery(&crate::Outcome::Handled, event_type);
+            }
+            Err(rejection) => metrics::rejected(rejection),
+        }
+        received.inspect_err(|rejection: &Rejection| {
             let level_debug = !rejection.is_authenticated();
             let reason = rejection.reason();
             if level_debug {

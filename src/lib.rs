@@ -78,6 +78,7 @@ pub mod event;
 pub mod extract;
 pub mod handler;
 pub mod layer;
+pub mod metrics;
 pub mod outcome;
 mod pipeline;
 mod rejection;

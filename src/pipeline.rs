@@ -34,9 +34,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{Instrument, field};
 
 use crate::config::WebhookConfig;
-use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore};
+use std::future::Future;
+
+use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
+use crate::metrics;
 use crate::outcome::Outcome;
 use crate::rejection::Rejection;
 use crate::replay::parse_timestamp;
@@ -73,6 +76,7 @@ impl Pipeline {
         head.map_err(|rejection| {
             let outcome = Outcome::Rejected(rejection);
             delivery_span().in_scope(|| report(&outcome));
+            metrics::delivery(&outcome, metrics::type_label(None));
             outcome
         })
     }
@@ -84,18 +88,21 @@ impl Pipeline {
         B::Error: Into<BoxError>,
     {
         let span = delivery_span();
+        let _in_flight = metrics::InFlight::start();
         let outcome = async {
-            let outcome = match receive(&self.config, head, body).await {
+            let (outcome, event_type) = match receive(&self.config, head, body).await {
                 Ok(delivery) => {
                     let span = tracing::Span::current();
                     span.record("event_id", delivery.id());
                     span.record("event_type", delivery.type_name());
                     span.record("secret_index", delivery.secret_index());
-                    handle_on_own_task(self.clone(), delivery).await
+                    let event_type = metrics::type_label(Some(delivery.event_type()));
+                    (handle_on_own_task(self.clone(), delivery).await, event_type)
                 }
-                Err(rejection) => Outcome::Rejected(rejection),
+                Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
             };
             report(&outcome);
+            metrics::delivery(&outcome, event_type);
             outcome
         };
         outcome.instrument(span).await
@@ -134,8 +141,10 @@ where
         return Err(Rejection::Overloaded);
     };
     let body = read_body(config, body).await?;
+    metrics::body(body.len());
     let verified = config.verifier.verify_signature(head.signature, body)?;
     drop(reserved);
+    metrics::secret_matched(verified.secret_index());
     let envelope = Envelope::from_bytes(verified.body().clone())?;
     match envelope.created_at().and_then(parse_timestamp) {
         Some(created) => config
@@ -210,7 +219,7 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
     let config = &pipeline.config;
     let store = &*config.store;
     let key = delivery.dedupe_key();
-    let token = match store.claim_boxed(key, config.claim_lease).await {
+    let token = match timed("claim", store.claim_boxed(key, config.claim_lease)).await {
         Ok(Claim::Acquired(token)) => token,
         Ok(Claim::Done) => return Outcome::Duplicate,
         Ok(Claim::InFlight) => return Outcome::InFlight,
@@ -220,6 +229,7 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
         }
     };
 
+    let started = std::time::Instant::now();
     let dispatch = AssertUnwindSafe(pipeline.handlers.dispatch(&delivery)).catch_unwind();
     let dispatched = tokio::select! {
         biased;
@@ -245,12 +255,15 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
         }
     };
 
+    let event_type = metrics::type_label(Some(delivery.event_type()));
+    metrics::handler(event_type, &outcome, started.elapsed());
+
     let done = outcome.is_success();
     let settled = if done {
         let ttl = config.done_ttl.max(config.replay_window.span());
-        store.mark_done_boxed(key, &token, ttl).await
+        timed("mark_done", store.mark_done_boxed(key, &token, ttl)).await
     } else {
-        store.release_boxed(key, &token).await
+        timed("release", store.release_boxed(key, &token)).await
     };
     match settled {
         Ok(ClaimStatus::Held) => {}
@@ -277,12 +290,23 @@ async fn keep_claimed(
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
     loop {
         every.tick().await;
-        match store.renew_boxed(key, token, lease).await {
+        match timed("renew", store.renew_boxed(key, token, lease)).await {
             Ok(ClaimStatus::Held) => {}
             Ok(_) => tracing::error!("the claim lapsed while the handler ran"),
             Err(error) => tracing::warn!(%error, "could not renew the claim"),
         }
     }
+}
+
+/// Runs a store operation, and reports how long it took and whether it failed.
+async fn timed<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    metrics::store(operation, started.elapsed(), result.is_err());
+    result
 }
 
 /// The span every delivery's logs sit in; its fields are filled as they

@@ -13,6 +13,8 @@
 //! * `layer-no-dedupe`: the same with `NoDedupe`, the best case.
 //! * `router-layer`: the default layer mounted with axum's `Router::layer`.
 //! * `endpoint`: `WebhookEndpoint` mounted with `Router::route_service`.
+//! * `layer-metrics` (built with `--features metrics`): `layer` with a
+//!   Prometheus recorder installed, every metric recorded.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -64,6 +66,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             server.serve(layer.wrap(bare)).await?;
         }
         "router-layer" => server.serve(bare.layer(layer)).await?,
+        #[cfg(feature = "metrics")]
+        "layer-metrics" => {
+            // Recorded as a Prometheus exporter would, rendered by nobody.
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::set_global_recorder(recorder)?;
+            ltvboost_webhooks::metrics::describe();
+            server.serve(layer.wrap(bare)).await?;
+        }
         "endpoint" => {
             let endpoint = WebhookEndpoint::new(config, Handlers::responses(Touch));
             server

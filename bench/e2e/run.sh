@@ -36,7 +36,12 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 if [ ! -d "$here/express/node_modules/express" ]; then
   (cd "$here/express" && npm install --silent --no-package-lock --no-audit --no-fund >/dev/null)
 fi
+# Two builds: without the `metrics` feature (every receiver below), and with
+# it, for the metrics' cost.
 cargo build --quiet --release --features serve --example bench_server
+cp target/release/examples/bench_server "$work/bench_server"
+cargo build --quiet --release --features serve,metrics --example bench_server
+cp target/release/examples/bench_server "$work/bench_server_metrics"
 
 # Realistic 1 KiB response.created events, created now, signed: one list of
 # ids and signatures per wrk thread, enough for 120 000 requests/s.
@@ -107,12 +112,13 @@ measure() { # name port
   start "$name" "$port" ${commands[$name]}
 }
 
-receivers=("bare 4101" "layer 4102" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "express 4104")
-start bare 4101 ./target/release/examples/bench_server bare 127.0.0.1:4101
-start layer 4102 ./target/release/examples/bench_server layer 127.0.0.1:4102
-start nodedupe 4106 ./target/release/examples/bench_server layer-no-dedupe 127.0.0.1:4106
-start routerlayer 4105 ./target/release/examples/bench_server router-layer 127.0.0.1:4105
-start endpoint 4107 ./target/release/examples/bench_server endpoint 127.0.0.1:4107
+receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "express 4104")
+start bare 4101 "$work/bench_server" bare 127.0.0.1:4101
+start layer 4102 "$work/bench_server" layer 127.0.0.1:4102
+start metrics 4109 "$work/bench_server_metrics" layer-metrics 127.0.0.1:4109
+start nodedupe 4106 "$work/bench_server" layer-no-dedupe 127.0.0.1:4106
+start routerlayer 4105 "$work/bench_server" router-layer 127.0.0.1:4105
+start endpoint 4107 "$work/bench_server" endpoint 127.0.0.1:4107
 start express 4104 node "$here/express/server.js" 4104
 if [ -n "${BASELINE_BIN:-}" ]; then
   start baseline 4108 "$BASELINE_BIN" memory 127.0.0.1:4108
@@ -143,6 +149,7 @@ bare, express = median["bare"], median["express"]
 names = {"bare": "bare axum (reads the body only)",
          "layer": "WebhookLayer wrapping the router, default in-memory store",
          "nodedupe": "the same with NoDedupe (best case)",
+         "metrics": "the default layer, feature metrics, Prometheus recorder",
          "routerlayer": "the default layer mounted with Router::layer",
          "endpoint": "WebhookEndpoint under Router::route_service",
          "baseline": "BASELINE_BIN: an older build, default store",

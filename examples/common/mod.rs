@@ -13,6 +13,51 @@ pub(crate) fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> 
         .map_err(|e| format!("LTVBOOST_WEBHOOK_ADDR={addr:?} is not a socket address: {e}").into())
 }
 
+/// With `LTVBOOST_METRICS_ADDR` set, serves the Prometheus text format on
+/// its own listener there (`GET /metrics`), so the figures are not exposed
+/// where LTVboost posts. Needs the `metrics` feature.
+pub(crate) fn serve_metrics_from_env() -> Result<(), Box<dyn std::error::Error>> {
+    let Ok(addr) = std::env::var("LTVBOOST_METRICS_ADDR") else {
+        return Ok(());
+    };
+    #[cfg(feature = "metrics")]
+    {
+        use ltvboost_webhooks::metrics::BODY_BYTES;
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("LTVBOOST_METRICS_ADDR={addr:?}: {e}"))?;
+        PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])?
+            .set_buckets_for_metric(
+                Matcher::Full(BODY_BYTES.to_owned()),
+                &[
+                    256.0,
+                    1024.0,
+                    4096.0,
+                    16384.0,
+                    65536.0,
+                    262_144.0,
+                    1_048_576.0,
+                ],
+            )?
+            .install()?;
+        ltvboost_webhooks::metrics::describe();
+        tracing::info!("metrics on http://{addr}/metrics");
+        Ok(())
+    }
+    #[cfg(not(feature = "metrics"))]
+    Err(format!(
+        "LTVBOOST_METRICS_ADDR={addr:?} is set, but this build has no `metrics` feature: \
+         run with `--features metrics`"
+    )
+    .into())
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the default level.
 pub(crate) fn init_tracing() {
     tracing_subscriber::fmt()

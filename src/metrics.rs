@@ -1,0 +1,196 @@
+//! Metrics through the `metrics` crate's facade (feature `metrics`): install
+//! any exporter (Prometheus, OpenTelemetry, StatsD) and the receiver reports
+//! to it.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `ltvboost_webhook_deliveries_total` | counter | `outcome`, `reason`, `event_type` |
+//! | `ltvboost_webhook_handler_duration_seconds` | histogram | `event_type`, `outcome` |
+//! | `ltvboost_webhook_body_bytes` | histogram | |
+//! | `ltvboost_webhook_in_flight` | gauge | |
+//! | `ltvboost_webhook_secret_matches_total` | counter | `secret_index` |
+//! | `ltvboost_webhook_secret_last_match_timestamp_seconds` | gauge | `secret_index` |
+//! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
+//! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
+//!
+//! Every label value comes from a closed set: `outcome` and `reason` are
+//! [`Outcome::kind`] and [`Outcome::reason`] (`reason` is `""` but for a
+//! rejection), `event_type` is one of the seven documented types,
+//! `unknown`, or `none` before the signature verified (unauthenticated
+//! input never becomes a label value), `secret_index` counts the active
+//! secrets, `operation` is `claim`, `renew`, `mark_done` or `release`.
+//!
+//! Without the feature every function here compiles to nothing.
+//!
+//! ```
+//! # #[cfg(feature = "metrics")] {
+//! use ltvboost_webhooks::metrics::DELIVERIES;
+//! assert_eq!(DELIVERIES, "ltvboost_webhook_deliveries_total");
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use crate::event::EventType;
+use crate::outcome::Outcome;
+use crate::rejection::Rejection;
+
+/// Deliveries by how they ended.
+pub const DELIVERIES: &str = "ltvboost_webhook_deliveries_total";
+/// How long handlers ran.
+pub const HANDLER_DURATION: &str = "ltvboost_webhook_handler_duration_seconds";
+/// Sizes of bodies read.
+pub const BODY_BYTES: &str = "ltvboost_webhook_body_bytes";
+/// Deliveries being received or handled right now.
+pub const IN_FLIGHT: &str = "ltvboost_webhook_in_flight";
+/// Deliveries verified, by the secret that matched.
+pub const SECRET_MATCHES: &str = "ltvboost_webhook_secret_matches_total";
+/// When each secret last matched, in seconds since the Unix epoch.
+pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestamp_seconds";
+/// How long dedupe store operations took.
+pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
+/// Dedupe store operations that failed.
+pub const STORE_ERRORS: &str = "ltvboost_webhook_store_errors_total";
+
+/// Describes every metric (help text and unit) to the installed recorder.
+/// Call it once, after installing your exporter: Prometheus then prints
+/// `# HELP` lines, which `promtool check metrics` asks for.
+///
+/// ```
+/// // With metrics-exporter-prometheus, say:
+/// // let handle = PrometheusBuilder::new().install_recorder()?;
+/// ltvboost_webhooks::metrics::describe();
+/// ```
+pub fn describe() {
+    #[cfg(feature = "metrics")]
+    {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            DELIVERIES,
+            Unit::Count,
+            "LTVboost deliveries, by how they ended"
+        );
+        describe_histogram!(HANDLER_DURATION, Unit::Seconds, "How long handlers ran");
+        describe_histogram!(BODY_BYTES, Unit::Bytes, "Sizes of delivery bodies read");
+        describe_gauge!(
+            IN_FLIGHT,
+            Unit::Count,
+            "Deliveries being received or handled"
+        );
+        describe_counter!(
+            SECRET_MATCHES,
+            Unit::Count,
+            "Deliveries verified, by the secret that matched"
+        );
+        describe_gauge!(
+            SECRET_LAST_MATCH,
+            Unit::Seconds,
+            "When each secret last matched (Unix time)"
+        );
+        describe_histogram!(
+            STORE_DURATION,
+            Unit::Seconds,
+            "How long dedupe store operations took"
+        );
+        describe_counter!(
+            STORE_ERRORS,
+            Unit::Count,
+            "Dedupe store operations that failed"
+        );
+    }
+}
+
+/// The `event_type` label of a delivery: `None` before authentication.
+pub(crate) fn type_label(event_type: Option<Option<EventType>>) -> &'static str {
+    match event_type {
+        None => "none",
+        Some(None) => "unknown",
+        Some(Some(known)) => known.as_str(),
+    }
+}
+
+/// One delivery ended.
+pub(crate) fn delivery(outcome: &Outcome, event_type: &'static str) {
+    count(outcome.kind(), outcome.reason(), event_type);
+}
+
+/// One delivery was refused before it was authenticated or parsed.
+pub(crate) fn rejected(rejection: &Rejection) {
+    count("rejected", Some(rejection.reason()), type_label(None));
+}
+
+fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        DELIVERIES,
+        "outcome" => kind,
+        "reason" => reason.unwrap_or(""),
+        "event_type" => event_type,
+    )
+    .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, reason, event_type);
+}
+
+/// A handler ran for `elapsed`, ending as `outcome`.
+pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Duration) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(HANDLER_DURATION, "event_type" => event_type, "outcome" => outcome.kind())
+        .record(elapsed.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (event_type, outcome, elapsed);
+}
+
+/// A body of `bytes` was read.
+pub(crate) fn body(bytes: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(BODY_BYTES).record(bytes as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = bytes;
+}
+
+/// The secret at `index` verified a delivery.
+pub(crate) fn secret_matched(index: usize) {
+    #[cfg(feature = "metrics")]
+    {
+        let index = index.to_string();
+        metrics::counter!(SECRET_MATCHES, "secret_index" => index.clone()).increment(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64().floor());
+        metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => index).set(now);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = index;
+}
+
+/// A store operation took `elapsed`; `failed` when it returned an error.
+pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::histogram!(STORE_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+        if failed {
+            metrics::counter!(STORE_ERRORS, "operation" => operation).increment(1);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (operation, elapsed, failed);
+}
+
+/// Counts a delivery in flight until dropped.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn start() -> Self {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
