@@ -3,14 +3,21 @@
 //! ```sh
 //! cargo run --example receiver
 //! LTVBOOST_REDIS_URL=redis://127.0.0.1:6379/ cargo run --features redis --example receiver
+//! LTVBOOST_QUEUE_URL=redis://127.0.0.1:6379/ cargo run --release --features queue --example receiver
+//! LTVBOOST_METRICS_ADDR=127.0.0.1:9090 cargo run --features metrics --example receiver
 //! ```
 //!
 //! Listens on `LTVBOOST_WEBHOOK_ADDR` (default `127.0.0.1:3000`), verifies
 //! with `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation; unset, an
-//! embedded development secret), serves `POST /webhooks/ltvboost` and
-//! `GET /healthz`, and prints one line per handled event. With
-//! `LTVBOOST_REDIS_URL` set (and the `redis` feature), deduplication is shared
-//! through Redis, so several instances can run behind a load balancer.
+//! embedded development secret, on a loopback address only), serves
+//! `POST /webhooks/ltvboost` and `GET /healthz`, and prints one line per
+//! handled event. With `LTVBOOST_REDIS_URL` set (and the `redis` feature),
+//! deduplication is shared through Redis, so several instances can run
+//! behind a load balancer. With `LTVBOOST_QUEUE_URL` (feature `queue`), it
+//! runs in enqueue mode: each delivery is answered `202` once it is in the
+//! Redis stream, and `examples/worker.rs` handles it. With
+//! `LTVBOOST_METRICS_ADDR` (feature `metrics`), it serves Prometheus metrics
+//! on that address.
 
 mod common;
 
@@ -48,6 +55,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             config
         }
+    };
+
+    // Enqueue mode: acknowledge after a durable write, a worker handles.
+    let config = match std::env::var("LTVBOOST_QUEUE_URL") {
+        #[cfg(feature = "queue")]
+        Ok(url) => {
+            let queue = ltvboost_webhooks::queue::RedisQueue::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!("enqueue mode: deliveries answered 202 once in Redis; run the worker");
+            config.enqueue(queue)
+        }
+        #[cfg(not(feature = "queue"))]
+        Ok(_) => {
+            return Err(
+                "LTVBOOST_QUEUE_URL is set, but this build has no `queue` feature: \
+                        run with `--features queue`"
+                    .into(),
+            );
+        }
+        Err(_) => config,
     };
 
     // The router, wrapped by the webhook layer: deliveries are answered

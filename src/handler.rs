@@ -119,6 +119,16 @@ impl Delivery {
         }
     }
 
+    /// A delivery read back from the queue: verified when it was enqueued.
+    #[cfg(feature = "queue")]
+    pub(crate) fn restored(envelope: Envelope, secret_index: usize, dedupe_key: String) -> Self {
+        Self {
+            envelope,
+            secret_index,
+            dedupe_key,
+        }
+    }
+
     /// The key deduplication uses (see [`crate::dedupe::event_key`]).
     pub fn dedupe_key(&self) -> &str {
         &self.dedupe_key

@@ -81,6 +81,8 @@ pub mod layer;
 pub mod metrics;
 pub mod outcome;
 mod pipeline;
+#[cfg(feature = "queue")]
+pub mod queue;
 mod rejection;
 pub mod replay;
 #[cfg(feature = "serve")]

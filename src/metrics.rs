@@ -12,6 +12,10 @@
 //! | `ltvboost_webhook_secret_last_match_timestamp_seconds` | gauge | `secret_index` |
 //! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
 //! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
+//! | `ltvboost_webhook_queue_pending` | gauge | |
+//! | `ltvboost_webhook_queue_lag` | gauge | |
+//! | `ltvboost_webhook_queue_retries_total` | counter | |
+//! | `ltvboost_webhook_queue_dead_letters_total` | counter | |
 //!
 //! Every label value comes from a closed set: `outcome` and `reason` are
 //! [`Outcome::kind`] and [`Outcome::reason`] (`reason` is `""` but for a
@@ -51,6 +55,14 @@ pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestam
 pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
 /// Dedupe store operations that failed.
 pub const STORE_ERRORS: &str = "ltvboost_webhook_store_errors_total";
+/// Queue entries read by a worker and not yet acknowledged.
+pub const QUEUE_PENDING: &str = "ltvboost_webhook_queue_pending";
+/// Queue entries no worker has read yet.
+pub const QUEUE_LAG: &str = "ltvboost_webhook_queue_lag";
+/// Retries workers scheduled.
+pub const QUEUE_RETRIES: &str = "ltvboost_webhook_queue_retries_total";
+/// Events workers moved to the dead letters.
+pub const QUEUE_DEAD_LETTERS: &str = "ltvboost_webhook_queue_dead_letters_total";
 
 /// Describes every metric (help text and unit) to the installed recorder.
 /// Call it once, after installing your exporter: Prometheus then prints
@@ -96,6 +108,22 @@ pub fn describe() {
             STORE_ERRORS,
             Unit::Count,
             "Dedupe store operations that failed"
+        );
+        describe_gauge!(
+            QUEUE_PENDING,
+            Unit::Count,
+            "Queue entries read and not yet acknowledged"
+        );
+        describe_gauge!(
+            QUEUE_LAG,
+            Unit::Count,
+            "Queue entries no worker has read yet"
+        );
+        describe_counter!(QUEUE_RETRIES, Unit::Count, "Retries workers scheduled");
+        describe_counter!(
+            QUEUE_DEAD_LETTERS,
+            Unit::Count,
+            "Events moved to the dead letters"
         );
     }
 }
@@ -175,6 +203,34 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (operation, elapsed, failed);
+}
+
+/// A worker scheduled a retry.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_retry() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(QUEUE_RETRIES).increment(1);
+}
+
+/// A worker moved an event to the dead letters.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_dead_letter() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(QUEUE_DEAD_LETTERS).increment(1);
+}
+
+/// The queue's depth, as a worker last saw it.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_depth(pending: u64, lag: Option<u64>) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::gauge!(QUEUE_PENDING).set(pending as f64);
+        if let Some(lag) = lag {
+            metrics::gauge!(QUEUE_LAG).set(lag as f64);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (pending, lag);
 }
 
 /// Counts a delivery in flight until dropped.

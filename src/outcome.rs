@@ -15,6 +15,8 @@
 //! | `handler_failed` | | `500` | once |
 //! | `handler_panicked` | | `500` | once |
 //! | `store_unavailable` | | `503` | no |
+//! | `enqueued` | | `202` | later, by a worker |
+//! | `queue_unavailable` | | `503` | no |
 //! | `rejected` | see [`Rejection::reason`] | `401`, `405`, `408`, `413`, `400`, `503` | no |
 //!
 //! ```
@@ -61,6 +63,12 @@ pub enum Outcome {
     /// The dedupe store did not answer (or failed). Answers `503` and calls
     /// no handler: fail closed, the sender retries.
     StoreUnavailable,
+    /// Enqueue mode: appended to the queue, and Redis acknowledged the
+    /// write. Answers `202`; a worker handles it later.
+    Enqueued,
+    /// Enqueue mode: the queue did not answer in time. Answers `503`:
+    /// nothing is acknowledged that is not stored, the sender retries.
+    QueueUnavailable,
     /// Refused before any handler ran.
     Rejected(Rejection),
 }
@@ -76,7 +84,10 @@ impl Outcome {
                 acknowledged: false,
             } => StatusCode::BAD_REQUEST,
             Outcome::HandlerFailed | Outcome::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
-            Outcome::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::StoreUnavailable | Outcome::QueueUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Outcome::Enqueued => StatusCode::ACCEPTED,
             Outcome::Rejected(rejection) => rejection.status(),
         }
     }
@@ -91,6 +102,8 @@ impl Outcome {
             Outcome::HandlerFailed => "handler_failed",
             Outcome::HandlerPanicked => "handler_panicked",
             Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::Enqueued => "enqueued",
+            Outcome::QueueUnavailable => "queue_unavailable",
             Outcome::Rejected(_) => "rejected",
         }
     }
@@ -121,6 +134,8 @@ impl Outcome {
             Outcome::HandlerFailed => "handler failed\n",
             Outcome::HandlerPanicked => "handler panicked\n",
             Outcome::StoreUnavailable => "dedupe store unavailable\n",
+            Outcome::Enqueued => "",
+            Outcome::QueueUnavailable => "queue unavailable\n",
             Outcome::Rejected(rejection) => {
                 return Cow::Owned(format!("{}\n", rejection.body_text()));
             }
@@ -148,7 +163,7 @@ impl Outcome {
         };
         let mut response = Response::new(B::from(text));
         *response.status_mut() = self.status();
-        if !matches!(self, Outcome::Handled) {
+        if !matches!(self, Outcome::Handled | Outcome::Enqueued) {
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -232,6 +247,8 @@ mod tests {
             Outcome::HandlerFailed,
             Outcome::HandlerPanicked,
             Outcome::StoreUnavailable,
+            Outcome::Enqueued,
+            Outcome::QueueUnavailable,
         ];
         for rejection in rejections {
             all.push(Outcome::Rejected(
@@ -246,7 +263,9 @@ mod tests {
                 | Outcome::Mismatched { .. }
                 | Outcome::HandlerFailed
                 | Outcome::HandlerPanicked
-                | Outcome::StoreUnavailable => {}
+                | Outcome::StoreUnavailable
+                | Outcome::Enqueued
+                | Outcome::QueueUnavailable => {}
                 Outcome::Rejected(rejection) => match rejection {
                     Rejection::MethodNotAllowed
                     | Rejection::PayloadTooLarge { .. }

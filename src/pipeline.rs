@@ -97,7 +97,7 @@ impl Pipeline {
                     span.record("event_type", delivery.type_name());
                     span.record("secret_index", delivery.secret_index());
                     let event_type = metrics::type_label(Some(delivery.event_type()));
-                    (handle_on_own_task(self.clone(), delivery).await, event_type)
+                    (self.clone().hand_off(delivery).await, event_type)
                 }
                 Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
             };
@@ -106,6 +106,24 @@ impl Pipeline {
             outcome
         };
         outcome.instrument(span).await
+    }
+}
+
+impl Pipeline {
+    /// Step 8: the handlers, or in enqueue mode the queue.
+    async fn hand_off(self: Arc<Self>, delivery: Delivery) -> Outcome {
+        #[cfg(feature = "queue")]
+        if let Some(queue) = &self.config.queue {
+            return match queue.enqueue(&delivery).await {
+                Ok(crate::queue::Enqueued::Added(_)) => Outcome::Enqueued,
+                Ok(_) => Outcome::Duplicate,
+                Err(error) => {
+                    tracing::error!(%error, "queue unavailable; asking the sender to retry");
+                    Outcome::QueueUnavailable
+                }
+            };
+        }
+        handle_on_own_task(self, delivery).await
     }
 }
 

@@ -301,8 +301,6 @@ struct Watch {
     last_answer_ms: AtomicU64,
     /// Told to close, to make room at the cap.
     shed: Notify,
-    /// Signalled when a request is answered: the idle clock starts.
-    answered_one: Notify,
 }
 
 impl Watch {
@@ -315,11 +313,13 @@ impl Watch {
     async fn expire(&self, limits: Limits) -> &'static str {
         let first_deadline = self.opened + limits.first_request;
         loop {
+            // Checked at deadlines rather than woken on every answer: a wake
+            // per request would cost a task poll per request.
             let next_check = if self.requests.load(Ordering::Acquire) == 0 {
                 if Instant::now() >= first_deadline {
                     return "no request head within the header-read timeout";
                 }
-                first_deadline
+                first_deadline.min(Instant::now() + limits.idle)
             } else if self.in_flight.load(Ordering::Acquire) == 0 {
                 let last = self.last_answer_ms.load(Ordering::Acquire);
                 let idle_since = self.opened + Duration::from_millis(last);
@@ -332,7 +332,6 @@ impl Watch {
             };
             tokio::select! {
                 () = self.shed.notified() => return "shed at the connection cap",
-                () = self.answered_one.notified() => {}
                 () = tokio::time::sleep_until(next_check) => {}
             }
         }
@@ -370,7 +369,6 @@ impl Connections {
             answered: AtomicBool::new(false),
             last_answer_ms: AtomicU64::new(0),
             shed: Notify::new(),
-            answered_one: Notify::new(),
         });
         self.lock().insert(id, watch.clone());
         watch
@@ -466,7 +464,6 @@ impl<F> Answering<F> {
                 .last_answer_ms
                 .store(watch.since_opened_ms(), Ordering::Release);
             watch.in_flight.fetch_sub(1, Ordering::AcqRel);
-            watch.answered_one.notify_one();
         }
     }
 }

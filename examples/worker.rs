@@ -1,0 +1,166 @@
+//! A worker for enqueue mode: handles what receivers appended to the Redis
+//! stream.
+//!
+//! ```sh
+//! LTVBOOST_QUEUE_URL=redis://127.0.0.1:6379/ cargo run --release --features queue --example worker
+//! ```
+//!
+//! Prints one line per handler call (the event type and the event id), and
+//! `dead-letter <type> <id>` for each event moved to the dead letters. Exits
+//! 0 on SIGTERM or SIGINT, after the handler calls in flight finish.
+//!
+//! | variable | what | default |
+//! | --- | --- | --- |
+//! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
+//! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
+//! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
+//! | `LTVBOOST_WORKER_RETRY_BASE_MS` | the first retry's delay; later ones grow 4× (at most 6 h) | 60000 |
+//! | `LTVBOOST_WORKER_CLAIM_IDLE_MS` | how long an entry stays with a silent worker before another takes it | 300000 |
+//! | `LTVBOOST_WORKER_DELAY_MS` | demonstration: each handler call sleeps this long | 0 |
+//! | `LTVBOOST_WORKER_FAIL_TYPES` | demonstration: comma-separated event types whose handler fails | none |
+
+use std::time::Duration;
+
+use ltvboost_webhooks::handler::{
+    ActionHandler, Delivery, FallbackHandler, HandlerResult, Handlers, ResponseHandler,
+    SegmentHandler,
+};
+use ltvboost_webhooks::queue::{RedisQueue, Worker};
+use ltvboost_webhooks::serve::shutdown_signal;
+
+/// Prints each call; sleeps and fails as the demonstration variables say.
+struct Printing {
+    delay: Duration,
+    fail_types: Vec<String>,
+}
+
+impl Printing {
+    async fn call(&self, delivery: &Delivery) -> HandlerResult {
+        println!(
+            "{} {}",
+            delivery.type_name(),
+            delivery.id().unwrap_or("(no id)")
+        );
+        tokio::time::sleep(self.delay).await;
+        if self.fail_types.iter().any(|t| t == delivery.type_name()) {
+            return Err(format!("{} is set to fail", delivery.type_name()).into());
+        }
+        Ok(())
+    }
+}
+
+impl ResponseHandler for Printing {
+    async fn created(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::ResponseCreated,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+    async fn scored(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::ResponseScored,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+}
+
+impl ActionHandler for Printing {
+    async fn queued(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::ActionQueued,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+    async fn sent(&self, d: &Delivery, _: &ltvboost_webhooks::event::ActionSent) -> HandlerResult {
+        self.call(d).await
+    }
+    async fn failed(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::ActionFailed,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+}
+
+impl SegmentHandler for Printing {
+    async fn updated(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::SegmentUpdated,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+    async fn ready(
+        &self,
+        d: &Delivery,
+        _: &ltvboost_webhooks::event::SegmentReady,
+    ) -> HandlerResult {
+        self.call(d).await
+    }
+}
+
+impl FallbackHandler for Printing {
+    async fn unknown(&self, d: &Delivery) -> HandlerResult {
+        self.call(d).await
+    }
+}
+
+fn number(name: &str, default: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    match std::env::var(name) {
+        Ok(text) => Ok(text
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}={text:?}: {e}"))?),
+        Err(_) => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let url = std::env::var("LTVBOOST_QUEUE_URL").map_err(|_| "LTVBOOST_QUEUE_URL is unset")?;
+    let handlers = Printing {
+        delay: Duration::from_millis(number("LTVBOOST_WORKER_DELAY_MS", 0)?),
+        fail_types: std::env::var("LTVBOOST_WORKER_FAIL_TYPES")
+            .unwrap_or_default()
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    };
+    let queue = RedisQueue::connect(&url).await.map_err(|e| e.to_string())?;
+    let worker = Worker::new(queue, Handlers::all(handlers))
+        .concurrency(usize::try_from(number("LTVBOOST_WORKER_CONCURRENCY", 16)?)?)
+        .max_attempts(u32::try_from(number("LTVBOOST_WORKER_MAX_ATTEMPTS", 8)?)?)
+        .retry_backoff(
+            Duration::from_millis(number("LTVBOOST_WORKER_RETRY_BASE_MS", 60_000)?),
+            4,
+            Duration::from_secs(6 * 3600),
+        )
+        .claim_idle(Duration::from_millis(number(
+            "LTVBOOST_WORKER_CLAIM_IDLE_MS",
+            300_000,
+        )?))
+        .on_dead_letter(|dead| {
+            println!(
+                "dead-letter {} {}",
+                dead.type_name,
+                dead.event_id.as_deref().unwrap_or("(no id)")
+            );
+        });
+    eprintln!("worker ready");
+    worker
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
