@@ -149,13 +149,28 @@ pub(crate) fn rejected(rejection: &Rejection) {
 
 fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(
-        DELIVERIES,
-        "outcome" => kind,
-        "reason" => reason.unwrap_or(""),
-        "event_type" => event_type,
-    )
-    .increment(1);
+    {
+        let register = || {
+            metrics::counter!(
+                DELIVERIES,
+                "outcome" => kind,
+                "reason" => reason.unwrap_or(""),
+                "event_type" => event_type,
+            )
+        };
+        let slot = match reason {
+            None => cache::position(cache::KINDS, kind)
+                .and_then(|k| cache::slot(k, event_type))
+                .and_then(|i| cache::DELIVERIES.get(i, register)),
+            Some(reason) => cache::position(cache::REASONS, reason)
+                .and_then(|r| cache::slot(r, event_type))
+                .and_then(|i| cache::REJECTED.get(i, register)),
+        };
+        match slot {
+            Some(counter) => counter.increment(1),
+            None => register().increment(1),
+        }
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = (kind, reason, event_type);
 }
@@ -163,8 +178,18 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
 /// A handler ran for `elapsed`, ending as `outcome`.
 pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Duration) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!(HANDLER_DURATION, "event_type" => event_type, "outcome" => outcome.kind())
-        .record(elapsed.as_secs_f64());
+    {
+        let kind = outcome.kind();
+        let register =
+            || metrics::histogram!(HANDLER_DURATION, "event_type" => event_type, "outcome" => kind);
+        let slot = cache::position(cache::KINDS, kind)
+            .and_then(|k| cache::slot(k, event_type))
+            .and_then(|i| cache::HANDLER.get(i, register));
+        match slot {
+            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
+            None => register().record(elapsed.as_secs_f64()),
+        }
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = (event_type, outcome, elapsed);
 }
@@ -172,7 +197,9 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
 /// A body of `bytes` was read.
 pub(crate) fn body(bytes: usize) {
     #[cfg(feature = "metrics")]
-    metrics::histogram!(BODY_BYTES).record(bytes as f64);
+    if let Some(histogram) = cache::BODY.get(0, || metrics::histogram!(BODY_BYTES)) {
+        histogram.record(bytes as f64);
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = bytes;
 }
@@ -181,12 +208,20 @@ pub(crate) fn body(bytes: usize) {
 pub(crate) fn secret_matched(index: usize) {
     #[cfg(feature = "metrics")]
     {
-        let index = index.to_string();
-        metrics::counter!(SECRET_MATCHES, "secret_index" => index.clone()).increment(1);
+        let label = || index.to_string();
+        let matches = || metrics::counter!(SECRET_MATCHES, "secret_index" => label());
+        match cache::SECRET_MATCHES.get(index, matches) {
+            Some(counter) => counter.increment(1),
+            None => matches().increment(1),
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64().floor());
-        metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => index).set(now);
+        let last = || metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => label());
+        match cache::SECRET_LAST.get(index, last) {
+            Some(gauge) => gauge.set(now),
+            None => last().set(now),
+        }
     }
     #[cfg(not(feature = "metrics"))]
     let _ = index;
@@ -196,13 +231,99 @@ pub(crate) fn secret_matched(index: usize) {
 pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
     #[cfg(feature = "metrics")]
     {
-        metrics::histogram!(STORE_DURATION, "operation" => operation).record(elapsed.as_secs_f64());
+        let index = cache::position(cache::OPERATIONS, operation);
+        let duration = || metrics::histogram!(STORE_DURATION, "operation" => operation);
+        match index.and_then(|i| cache::STORE.get(i, duration)) {
+            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
+            None => duration().record(elapsed.as_secs_f64()),
+        }
         if failed {
             metrics::counter!(STORE_ERRORS, "operation" => operation).increment(1);
         }
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (operation, elapsed, failed);
+}
+
+/// Handles for the closed label sets, registered with the recorder on first
+/// use and reused: a lookup in the recorder's registry per record cost more
+/// than the rest of the metrics together (BENCHMARKS.md). So install the
+/// recorder before the first delivery, as an application does at start-up.
+#[cfg(feature = "metrics")]
+mod cache {
+    use std::sync::OnceLock;
+
+    use metrics::{Counter, Gauge, Histogram};
+
+    use crate::event::EventType;
+
+    pub(super) const KINDS: &[&str] = &[
+        "handled",
+        "duplicate",
+        "in_flight",
+        "mismatched",
+        "handler_failed",
+        "handler_panicked",
+        "store_unavailable",
+        "enqueued",
+        "queue_unavailable",
+    ];
+    pub(super) const REASONS: &[&str] = &[
+        "method_not_allowed",
+        "body_too_large",
+        "body_timeout",
+        "body_read_failed",
+        "overloaded",
+        "signature_missing",
+        "signature_duplicated",
+        "signature_malformed",
+        "signature_mismatch",
+        "not_an_event",
+        "created_at_missing",
+        "replay_too_old",
+        "replay_in_future",
+        "payload_mismatch",
+    ];
+    pub(super) const OPERATIONS: &[&str] = &["claim", "renew", "mark_done", "release"];
+    /// The documented types, `unknown` and `none`.
+    const TYPES: usize = 9;
+
+    pub(super) static DELIVERIES: Slots<Counter, { 9 * TYPES }> = Slots::new();
+    pub(super) static REJECTED: Slots<Counter, { 14 * TYPES }> = Slots::new();
+    pub(super) static HANDLER: Slots<Histogram, { 9 * TYPES }> = Slots::new();
+    pub(super) static BODY: Slots<Histogram, 1> = Slots::new();
+    pub(super) static IN_FLIGHT: Slots<Gauge, 1> = Slots::new();
+    pub(super) static SECRET_MATCHES: Slots<Counter, 8> = Slots::new();
+    pub(super) static SECRET_LAST: Slots<Gauge, 8> = Slots::new();
+    pub(super) static STORE: Slots<Histogram, 4> = Slots::new();
+
+    /// Handles registered on first use.
+    pub(super) struct Slots<T, const N: usize>([OnceLock<T>; N]);
+
+    impl<T, const N: usize> Slots<T, N> {
+        const fn new() -> Self {
+            Self([const { OnceLock::new() }; N])
+        }
+
+        /// The handle at `index`, registered now if new; `None` past the end.
+        pub(super) fn get(&self, index: usize, register: impl FnOnce() -> T) -> Option<&T> {
+            self.0.get(index).map(|slot| slot.get_or_init(register))
+        }
+    }
+
+    pub(super) fn position(set: &[&str], value: &str) -> Option<usize> {
+        set.iter().position(|v| *v == value)
+    }
+
+    /// The slot of (`row`, `event_type`).
+    pub(super) fn slot(row: usize, event_type: &str) -> Option<usize> {
+        let column = match event_type {
+            "none" => TYPES - 1,
+            "unknown" => TYPES - 2,
+            known => EventType::ALL.iter().position(|t| t.as_str() == known)?,
+        };
+        Some(row * TYPES + column)
+    }
 }
 
 /// A worker scheduled a retry.
@@ -239,7 +360,9 @@ pub(crate) struct InFlight(());
 impl InFlight {
     pub(crate) fn start() -> Self {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        if let Some(gauge) = in_flight() {
+            gauge.increment(1.0);
+        }
         Self(())
     }
 }
@@ -247,6 +370,13 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        if let Some(gauge) = in_flight() {
+            gauge.decrement(1.0);
+        }
     }
+}
+
+#[cfg(feature = "metrics")]
+fn in_flight() -> Option<&'static metrics::Gauge> {
+    cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT))
 }

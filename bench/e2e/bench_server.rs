@@ -69,7 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         #[cfg(feature = "metrics")]
         "layer-metrics" => {
             // Recorded as a Prometheus exporter would, rendered by nobody.
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            // Buckets as examples/receiver sets them: histograms, not summaries.
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])?
+                .build_recorder();
             metrics::set_global_recorder(recorder)?;
             ltvboost_webhooks::metrics::describe();
             server.serve(layer.wrap(bare)).await?;
