@@ -426,3 +426,68 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
     drop(stop);
     task.await.unwrap();
 }
+
+/// The examples as a user runs them: the receiver in enqueue mode, and the
+/// worker printing a line per call and per dead letter, exiting 0 on SIGTERM.
+#[test]
+fn the_worker_example_prints_each_call_and_each_dead_letter() {
+    use std::io::BufRead;
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--all-features", "--example", "receiver", "--example", "worker"])
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples");
+    let url = redis_url();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut receiver = Command::new(dir.join("receiver"))
+        .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
+        .env("LTVBOOST_QUEUE_URL", &url)
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .env_remove("LTVBOOST_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut worker = Command::new(dir.join("worker"))
+        .env("LTVBOOST_QUEUE_URL", &url)
+        .env("LTVBOOST_WORKER_FAIL_TYPES", "action.failed")
+        .env("LTVBOOST_WORKER_MAX_ATTEMPTS", "2")
+        .env("LTVBOOST_WORKER_RETRY_BASE_MS", "50")
+        .env("LTVBOOST_WORKER_CLAIM_IDLE_MS", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = ltvboost_webhooks::dedupe::ClaimToken::random();
+    let (ok_id, failing_id) = (format!("evt_ok_{run}"), format!("evt_fail_{run}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(web).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(post_signed(web, &created(&ok_id)).await.status, 202);
+        let failing = event_json(&failing_id, "action.failed", r#"{"id":"act_1"}"#);
+        assert_eq!(post_signed(web, &failing).await.status, 202);
+    });
+    let wanted = [
+        format!("response.created {ok_id}"),
+        format!("action.failed {failing_id}"),
+        format!("dead-letter action.failed {failing_id}"),
+    ];
+    let mut lines = std::io::BufReader::new(worker.stdout.take().unwrap()).lines();
+    let mut seen: Vec<String> = Vec::new();
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let line = lines.next().expect("the worker stopped printing").unwrap();
+        seen.push(line);
+    }
+    let failed_calls = seen.iter().filter(|l| **l == wanted[1]).count();
+    assert_eq!(failed_calls, 2, "two attempts, then the dead letter: {seen:?}");
+    for child in [&mut worker, &mut receiver] {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}

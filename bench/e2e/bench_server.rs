@@ -15,6 +15,9 @@
 //! * `endpoint`: `WebhookEndpoint` mounted with `Router::route_service`.
 //! * `layer-metrics` (built with `--features metrics`): `layer` with a
 //!   Prometheus recorder installed, every metric recorded.
+//! * `redis` and `enqueue` (built with `--features queue`, Redis at
+//!   `BENCH_REDIS_URL`): the layer with a `RedisStore`, handlers inline; and
+//!   in enqueue mode, answering `202` once the event is in the stream.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -82,6 +85,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             server
                 .serve(Router::new().route_service("/webhooks/ltvboost", endpoint))
                 .await?;
+        }
+        #[cfg(feature = "queue")]
+        "redis" | "enqueue" => {
+            // The Redis dedupe store, handlers inline; or enqueue mode.
+            let url = std::env::var("BENCH_REDIS_URL")?;
+            let config = if mode == "redis" {
+                config.dedupe_store(ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?)
+            } else {
+                config.enqueue(ltvboost_webhooks::queue::RedisQueue::connect(&url).await?)
+            };
+            let layer = WebhookLayer::new(config, Handlers::responses(Touch));
+            server.serve(layer.wrap(bare)).await?;
         }
         other => {
             return Err(format!(

@@ -42,6 +42,17 @@ cargo build --quiet --release --features serve --example bench_server
 cp target/release/examples/bench_server "$work/bench_server"
 cargo build --quiet --release --features serve,metrics --example bench_server
 cp target/release/examples/bench_server "$work/bench_server_metrics"
+cargo build --quiet --release --features serve,queue --example bench_server
+cp target/release/examples/bench_server "$work/bench_server_queue"
+
+# A private Redis for the Redis dedupe store and enqueue mode: no
+# persistence (the fastest setting), emptied before each measurement.
+command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+redis_port=4190
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+export BENCH_REDIS_URL="redis://127.0.0.1:$redis_port/"
 
 # Realistic 1 KiB response.created events, created now, signed: one list of
 # ids and signatures per wrk thread, enough for 120 000 requests/s.
@@ -90,11 +101,12 @@ start() { # name port command...
 measure() { # name port
   local name=$1 port=$2 pid_var="pid_$1"
   local url="http://127.0.0.1:$port/webhooks/ltvboost"
+  case $name in redis|enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
   # A correctness check first: a benchmark of errors would be worthless.
   local status
   status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
     -H 'content-type: application/json' --data-binary @"$BODY_FILE")
-  [ "$status" = 200 ] || { echo "$name answered $status to a valid event"; exit 1; }
+  [ "$status" = 200 ] || [ "$status" = 202 ] || { echo "$name answered $status to a valid event"; exit 1; }
   START=$(( per_thread - 120000 / THREADS )) wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$here/post.lua" "$url" >"$work/$name.wrk"
   local rps p50 p99 rss errors
@@ -112,13 +124,15 @@ measure() { # name port
   start "$name" "$port" ${commands[$name]}
 }
 
-receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "express 4104")
+receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "express 4104")
 start bare 4101 "$work/bench_server" bare 127.0.0.1:4101
 start layer 4102 "$work/bench_server" layer 127.0.0.1:4102
 start metrics 4109 "$work/bench_server_metrics" layer-metrics 127.0.0.1:4109
 start nodedupe 4106 "$work/bench_server" layer-no-dedupe 127.0.0.1:4106
 start routerlayer 4105 "$work/bench_server" router-layer 127.0.0.1:4105
 start endpoint 4107 "$work/bench_server" endpoint 127.0.0.1:4107
+start redis 4110 "$work/bench_server_queue" redis 127.0.0.1:4110
+start enqueue 4111 "$work/bench_server_queue" enqueue 127.0.0.1:4111
 start express 4104 node "$here/express/server.js" 4104
 if [ -n "${BASELINE_BIN:-}" ]; then
   start baseline 4108 "$BASELINE_BIN" memory 127.0.0.1:4108
@@ -152,6 +166,8 @@ names = {"bare": "bare axum (reads the body only)",
          "metrics": "the default layer, feature metrics, Prometheus recorder",
          "routerlayer": "the default layer mounted with Router::layer",
          "endpoint": "WebhookEndpoint under Router::route_service",
+         "redis": "the layer with RedisStore, handlers inline",
+         "enqueue": "enqueue mode: 202 once in the Redis stream",
          "baseline": "BASELINE_BIN: an older build, default store",
          "express": "seed's Express receiver"}
 print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
