@@ -233,9 +233,6 @@ fn service(c: &mut Criterion) {
     bench_layered!("ltvboost_layer_no_dedupe", no_store);
     // The same two services called from a spawned task, as a server calls
     // them from a connection's task; the spawn and join cost both alike.
-    // Shown beside the figures above, not instead of them: in `block_on`
-    // a yield wakes the runtime's I/O driver (a system call); in a task it
-    // is taken in the scheduler's stride.
     group.bench_function("bare_collect_body_in_task", |b| {
         b.to_async(&runtime).iter_batched(
             request,
@@ -243,10 +240,7 @@ fn service(c: &mut Criterion) {
             WARM_BATCH,
         );
     });
-    // The layer yields once before the handler when other tasks share the
-    // runtime (on a server under load: other connections); alone it does
-    // not. The second runtime holds one idle task, so the layer's yield is
-    // taken here, and its cost shows against `bare_collect_body_in_task`.
+    // A runtime with another task alive, as a server under load has.
     let busy = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -142,7 +142,9 @@ pub(crate) fn delivery(outcome: &Outcome, event_type: &'static str) {
     count(outcome.kind(), outcome.reason(), event_type);
 }
 
-/// One delivery was refused before it was authenticated or parsed.
+/// One delivery was refused before it was authenticated or parsed (the
+/// extractor).
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) fn rejected(rejection: &Rejection) {
     count("rejected", Some(rejection.reason()), type_label(None));
 }

@@ -19,8 +19,8 @@
 //!   sheds the oldest connection that has not been answered yet (a silent
 //!   or slow client), rather than stop accepting and let such clients lock
 //!   a legitimate sender out;
-//! * hands the peer's address to the service: as [`PeerAddr`], and with the
-//!   `axum` feature as axum's `ConnectInfo<SocketAddr>`;
+//! * hands the peer's address to the service: with the `axum` feature as
+//!   axum's `ConnectInfo<SocketAddr>`, without it as [`PeerAddr`];
 //! * shuts down gracefully when asked ([`shutdown_signal`] for SIGTERM and
 //!   SIGINT): stops accepting, lets requests in flight finish within 25
 //!   seconds (under Kubernetes' default 30), then returns, abandoning what
@@ -87,7 +87,8 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The peer's address, in every request's extensions.
+/// The peer's address, in every request's extensions when the `axum`
+/// feature is off (with it, axum's `ConnectInfo<SocketAddr>` carries it).
 ///
 /// ```
 /// use ltvboost_webhooks::serve::PeerAddr;
@@ -427,50 +428,55 @@ where
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         self.watch.requests.fetch_add(1, Ordering::AcqRel);
         self.watch.in_flight.fetch_add(1, Ordering::AcqRel);
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        // One extension: each is an allocation per request.
         #[cfg(feature = "axum")]
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
+        #[cfg(not(feature = "axum"))]
+        request.extensions_mut().insert(PeerAddr(self.peer));
         Answering {
-            inner: Box::pin(self.inner.call(request)),
+            inner: self.inner.call(request),
             watch: Some(self.watch.clone()),
         }
     }
 }
 
-/// A request's response future; marks the connection answered when done
-/// (or dropped).
-struct Answering<F> {
-    inner: Pin<Box<F>>,
-    watch: Option<Arc<Watch>>,
+pin_project_lite::pin_project! {
+    /// A request's response future; marks the connection answered when done
+    /// (or dropped).
+    struct Answering<F> {
+        #[pin]
+        inner: F,
+        watch: Option<Arc<Watch>>,
+    }
+
+    impl<F> PinnedDrop for Answering<F> {
+        fn drop(this: Pin<&mut Self>) {
+            finish(this.project().watch);
+        }
+    }
 }
 
 impl<F: Future> Future for Answering<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let output = std::task::ready!(self.inner.as_mut().poll(cx));
-        self.finish();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        finish(this.watch);
         Poll::Ready(output)
     }
 }
 
-impl<F> Answering<F> {
-    fn finish(&mut self) {
-        if let Some(watch) = self.watch.take() {
-            watch.answered.store(true, Ordering::Release);
-            watch
-                .last_answer_ms
-                .store(watch.since_opened_ms(), Ordering::Release);
-            watch.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl<F> Drop for Answering<F> {
-    fn drop(&mut self) {
-        self.finish();
+/// Marks a request answered, once.
+fn finish(watch: &mut Option<Arc<Watch>>) {
+    if let Some(watch) = watch.take() {
+        watch.answered.store(true, Ordering::Release);
+        watch
+            .last_answer_ms
+            .store(watch.since_opened_ms(), Ordering::Release);
+        watch.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -433,13 +433,24 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
 fn the_worker_example_prints_each_call_and_each_dead_letter() {
     use std::io::BufRead;
     let built = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--all-features", "--example", "receiver", "--example", "worker"])
+        .args([
+            "build",
+            "--quiet",
+            "--all-features",
+            "--example",
+            "receiver",
+            "--example",
+            "worker",
+        ])
         .status()
         .unwrap();
     assert!(built.success());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples");
     let url = redis_url();
-    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut receiver = Command::new(dir.join("receiver"))
         .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
         .env("LTVBOOST_QUEUE_URL", &url)
@@ -485,9 +496,14 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
         seen.push(line);
     }
     let failed_calls = seen.iter().filter(|l| **l == wanted[1]).count();
-    assert_eq!(failed_calls, 2, "two attempts, then the dead letter: {seen:?}");
+    assert_eq!(
+        failed_calls, 2,
+        "two attempts, then the dead letter: {seen:?}"
+    );
     for child in [&mut worker, &mut receiver] {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
 }

@@ -55,8 +55,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let next = Arc::new(AtomicU64::new(0));
             let mut tasks = Vec::new();
             for _ in 0..64 {
-                let (queue, verifier, secret, next) =
-                    (queue.clone(), verifier.clone(), secret.clone(), next.clone());
+                let (queue, verifier, secret, next) = (
+                    queue.clone(),
+                    verifier.clone(),
+                    secret.clone(),
+                    next.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let n = next.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let body = event(n);
                         let header = sign(&secret, &body);
                         let verified = verifier.verify(header.as_bytes(), body).expect("signed");
-                        let envelope = Envelope::from_bytes(verified.body().clone()).expect("parses");
+                        let envelope =
+                            Envelope::from_bytes(verified.body().clone()).expect("parses");
                         let delivery = Delivery::new(envelope, &verified);
                         queue.enqueue(&delivery).await.expect("enqueued");
                     }
