@@ -38,26 +38,27 @@ async fn run() -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let secret = match std::env::var("LTVBOOST_WEBHOOK_SECRET") {
-        Ok(text) => Secret::new(text).map_err(|e| e.to_string())?,
-        Err(_) => {
-            let secret = Secret::generate().map_err(|e| e.to_string())?;
-            // Shown once: it is needed to run the receiver, and not stored here.
-            println!(
-                "generated secret (set LTVBOOST_WEBHOOK_SECRET to it on the receiver): {}",
-                secret.expose_str().unwrap_or_default()
-            );
-            secret
-        }
+    let (secret, generated) = match std::env::var("LTVBOOST_WEBHOOK_SECRET") {
+        Ok(text) => (Secret::new(text).map_err(|e| e.to_string())?, false),
+        Err(_) => (Secret::generate().map_err(|e| e.to_string())?, true),
     };
-    let webhook = NewWebhook::new(url.as_str(), events, secret).map_err(|e| e.to_string())?;
+    let webhook =
+        NewWebhook::new(url.as_str(), events, secret.clone()).map_err(|e| e.to_string())?;
     let client = Client::from_env().map_err(|e| e.to_string())?;
     let endpoint = client
         .webhooks()
         .create(&webhook)
         .await
         .map_err(|e| format!("registration failed: {e}"))?;
-    println!("registered endpoint {}", endpoint.id);
+    eprintln!("registered endpoint {}", endpoint.id);
+    if generated {
+        // Alone on stdout, once: the line to run the receiver with.
+        eprintln!("the receiver needs this secret; it is not stored anywhere else:");
+        println!(
+            "LTVBOOST_WEBHOOK_SECRET={}",
+            secret.expose_str().unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

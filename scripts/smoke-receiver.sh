@@ -33,7 +33,7 @@ grep -q 'response.created evt_1' "$log" || { echo "no handler line in the receiv
 [ "$(grep -c 'response.created evt_1' "$log")" = 1 ] || { echo "handler ran more than once"; cat "$log"; exit 1; }
 grep -q 'development secret' "$log" || { echo "no warning about the development secret"; exit 1; }
 # The CLI delivers a signed fixture through the sender simulator.
-cargo run --quiet --features testing --example cli -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
+cargo run --quiet --features cli --bin ltvboost -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
 sleep 0.2
 grep -q 'action.sent evt_smoke_cli' "$log" || { echo "the CLI's event was not handled"; cat "$log"; exit 1; }
 # The same receiver on plain hyper answers the same way.

@@ -201,26 +201,48 @@ impl WebhookConfig {
 }
 
 /// Body bytes that may be held before verification, shared by every clone of
-/// a configuration; counted in KiB.
+/// a configuration. A counter, not a semaphore: nobody waits for room (past
+/// the budget a delivery is refused), so there is no waiter list to lock.
 #[derive(Clone)]
 pub(crate) struct BodyBudget {
     bytes: usize,
-    kib: Arc<tokio::sync::Semaphore>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Room reserved in a [`BodyBudget`], given back on drop.
+pub(crate) struct Reserved {
+    bytes: usize,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl BodyBudget {
     fn new(bytes: usize) -> Self {
-        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             bytes,
-            kib: Arc::new(tokio::sync::Semaphore::new(kib)),
+            held: Arc::default(),
         }
     }
 
     /// Reserves room for `bytes`, or `None` when the budget is spent.
-    pub(crate) fn reserve(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        self.kib.clone().try_acquire_many_owned(kib).ok()
+    pub(crate) fn reserve(&self, bytes: u64) -> Option<Reserved> {
+        use std::sync::atomic::Ordering;
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.bytes)
+            })
+            .ok()?;
+        Some(Reserved {
+            bytes,
+            held: self.held.clone(),
+        })
     }
 }
 

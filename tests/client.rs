@@ -388,25 +388,113 @@ async fn a_retry_after_beyond_the_cap_is_returned_at_once() {
 }
 
 #[tokio::test]
-async fn a_503_is_retried_for_get_but_not_for_post() {
+async fn a_503_is_retried_for_get_and_for_create_under_one_idempotency_key() {
     let unavailable = || answer(503, json!({"error": "maintenance"}));
     let (fake, addr) = fake_api(vec![unavailable(), unavailable(), answer(200, json!([]))]).await;
     assert!(client(addr).webhooks().list().await.unwrap().is_empty());
     assert_eq!(fake.requests.lock().unwrap().len(), 3);
 
-    let (fake, addr) = fake_api(vec![unavailable(), answer(201, endpoint_json("never"))]).await;
-    let error = client(addr)
+    // A create carries an Idempotency-Key, the same on every attempt, so
+    // the API can answer a repeat with the first one's result.
+    let (fake, addr) = fake_api(vec![unavailable(), answer(201, endpoint_json("wh_once"))]).await;
+    let endpoint = client(addr)
         .webhooks()
         .create(&new_webhook())
         .await
-        .unwrap_err();
-    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
-    assert_eq!(
-        fake.requests.lock().unwrap().len(),
-        1,
-        "a POST that reached the server is not repeated"
+        .unwrap();
+    assert_eq!(endpoint.id, "wh_once");
+    let keys: Vec<_> = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("idempotency-key").cloned())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].is_some() && keys[0] == keys[1], "{keys:?}");
+
+    // The caller's own key, for a create repeated after a crash.
+    let (fake, addr) = fake_api(vec![answer(201, endpoint_json("wh_mine"))]).await;
+    client(addr)
+        .webhooks()
+        .create_with_key(&new_webhook(), "order-42")
+        .await
+        .unwrap();
+    let key = fake.requests.lock().unwrap()[0].headers["idempotency-key"].clone();
+    assert_eq!(key, "order-42");
+}
+
+#[tokio::test]
+async fn api_errors_keep_the_request_id_and_calls_have_a_deadline() {
+    let mut missing = answer(404, json!({"error": "not found"}));
+    missing.headers.push(("x-request-id", "req_abc".into()));
+    let (_, addr) = fake_api(vec![missing]).await;
+    let error = client(addr).webhooks().get("wh_1").await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Api { request_id: Some(id), .. } if id == "req_abc"),
+        "{error:?}"
     );
-    assert_no_token(&error);
+    assert!(error.to_string().contains("req_abc"));
+    // Every attempt under the per-attempt timeout, but together past the deadline.
+    let mut slow = answer(503, json!({"error": "busy"}));
+    slow.delay = Duration::from_millis(300);
+    let (_, addr) = fake_api(vec![slow.clone(), slow.clone(), slow.clone(), slow]).await;
+    let client = Client::builder(TOKEN)
+        .base_url(format!("http://{addr}/v1"))
+        .retry(RetryConfig::default().initial_backoff(Duration::from_millis(10)))
+        .deadline(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        client.webhooks().get("wh_1").await,
+        Err(ClientError::Timeout)
+    ));
+}
+
+#[tokio::test]
+async fn the_callers_http_client_is_used() {
+    let (fake, addr) = fake_api(vec![answer(200, json!([]))]).await;
+    let mine = reqwest::Client::builder()
+        .user_agent("my-app/1.0")
+        .build()
+        .unwrap();
+    let client = Client::builder(TOKEN)
+        .base_url(format!("http://{addr}/v1"))
+        .http_client(mine)
+        .build()
+        .unwrap();
+    client.webhooks().list().await.unwrap();
+    assert_eq!(
+        fake.requests.lock().unwrap()[0].headers["user-agent"],
+        "my-app/1.0"
+    );
+}
+
+#[tokio::test]
+async fn listing_follows_next_urls_on_the_same_origin_only() {
+    let (fake, addr) = fake_api(vec![
+        answer(200, json!({"data": [endpoint_json("wh_1")], "next": "/v1/webhooks?page=2"})),
+        answer(200, json!({"data": [endpoint_json("wh_2")], "next": "https://elsewhere.example/v1/webhooks"})),
+    ])
+    .await;
+    let client = client(addr);
+    let mut pages = client.webhooks().pages();
+    assert_eq!(pages.next_page().await.unwrap().unwrap()[0].id, "wh_1");
+    assert_eq!(pages.next_page().await.unwrap().unwrap()[0].id, "wh_2");
+    // The token is not sent to another origin.
+    assert!(matches!(
+        pages.next_page().await,
+        Some(Err(ClientError::ForeignPage(_)))
+    ));
+    assert!(pages.next_page().await.is_none());
+    let paths: Vec<String> = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/v1/webhooks", "/v1/webhooks"]);
 }
 
 #[tokio::test]

@@ -674,3 +674,90 @@ async fn rediss_urls_connect_over_tls_and_verify_the_server() {
     );
     assert_eq!(store.claim("evt:tls", lease).await.unwrap(), Claim::Done);
 }
+
+/// A plain redis-server of the test's own, stopped on drop: for commands
+/// that would stall the shared one (`DEBUG SLEEP`).
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operation_timeout_is_the_one_in_force() {
+    let redis = PrivateRedis::start().await;
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    // Redis stalls for 3 s: longer than the default 2 s deadline, shorter
+    // than the 6 s one set here, which must be the one that applies.
+    let patient = RedisStore::connect(&url)
+        .await
+        .unwrap()
+        .operation_timeout(Duration::from_secs(6));
+    let hasty = RedisStore::connect(&url).await.unwrap();
+    let stall = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            // Its own answer may time out on the client side: only the stall
+            // it causes matters.
+            let _: Result<(), _> = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(3)
+                .query_async(&mut connection)
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lease = Duration::from_secs(10);
+    let (patient, hasty) = tokio::join!(
+        patient.claim("evt:slow", lease),
+        hasty.claim("evt:fast", lease)
+    );
+    assert!(matches!(patient, Ok(Claim::Acquired(_))), "{patient:?}");
+    assert!(
+        hasty.is_err(),
+        "the default 2 s deadline did not apply: {hasty:?}"
+    );
+    stall.await.unwrap();
+}

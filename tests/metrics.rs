@@ -14,35 +14,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing;
 use common::*;
-use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 use ltvboost_webhooks::extract::VerifiedEvent;
 use ltvboost_webhooks::signature::{Secret, sign};
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::Semaphore;
-
-/// A store that cannot be reached.
-struct Unreachable;
-
-impl DedupeStore for Unreachable {
-    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
-    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
-    async fn mark_done(
-        &self,
-        _: &str,
-        _: &ClaimToken,
-        _: Duration,
-    ) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
-}
 
 /// `ltvboost_webhook_deliveries_total` samples: (outcome, reason, event_type) → count.
 fn deliveries(text: &str) -> HashMap<(String, String, String), u64> {
@@ -106,7 +82,7 @@ async fn a_known_mix_is_counted_exactly() {
     let small = config().body_limit(4096);
     let addr = serve(Router::new().layer(WebhookLayer::new(small, recording(&recorder)))).await;
     // A receiver whose store is down.
-    let down = config().dedupe_store(Unreachable);
+    let down = config().dedupe_store(UnreachableStore);
     let down = serve(Router::new().layer(WebhookLayer::new(down, recording(&recorder)))).await;
     // The extractor.
     let extracted = serve(
@@ -229,19 +205,7 @@ async fn a_known_mix_is_counted_exactly() {
 
 #[test]
 fn the_example_receiver_serves_metrics_on_its_own_listener() {
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--all-features",
-            "--example",
-            "receiver",
-        ])
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let exe =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/receiver");
+    let exe = example("receiver");
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

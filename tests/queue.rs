@@ -432,26 +432,13 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
 #[test]
 fn the_worker_example_prints_each_call_and_each_dead_letter() {
     use std::io::BufRead;
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--all-features",
-            "--example",
-            "receiver",
-            "--example",
-            "worker",
-        ])
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples");
+    let (receiver_exe, worker_exe) = (example("receiver"), example("worker"));
     let url = redis_url();
     let web = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut receiver = Command::new(dir.join("receiver"))
+    let mut receiver = Command::new(receiver_exe)
         .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
         .env("LTVBOOST_QUEUE_URL", &url)
         .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
@@ -460,7 +447,7 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut worker = Command::new(dir.join("worker"))
+    let mut worker = Command::new(worker_exe)
         .env("LTVBOOST_QUEUE_URL", &url)
         .env("LTVBOOST_WORKER_FAIL_TYPES", "action.failed")
         .env("LTVBOOST_WORKER_MAX_ATTEMPTS", "2")

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use common::*;
-use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 use ltvboost_webhooks::signature::{Secret, Verifier, sign};
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use tokio::io::AsyncWriteExt;
@@ -475,27 +474,43 @@ async fn rotation_accepts_both_secrets_and_refuses_a_retired_one() {
     assert_eq!(recorder.total(), 2);
 }
 
-/// A store that cannot be reached, as a Redis outage looks to the layer.
-struct UnreachableStore;
-
-impl DedupeStore for UnreachableStore {
-    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
-        Err(StoreError::new("connection refused"))
+#[tokio::test]
+async fn require_created_at_refuses_events_without_a_readable_one() {
+    let recorder = Recorder::new();
+    let addr = app_with(&recorder, |c| c.require_created_at(true)).await;
+    for (id, created_at) in [
+        ("evt_no_time", None),
+        ("evt_bad_time", Some(r#""yesterday""#)),
+    ] {
+        let body = match created_at {
+            None => format!(r#"{{"id":"{id}","type":"action.sent","data":{{"id":"a"}}}}"#),
+            Some(at) => format!(
+                r#"{{"id":"{id}","type":"action.sent","created_at":{at},"data":{{"id":"a"}}}}"#
+            ),
+        };
+        let reply = post_signed(addr, body.as_bytes()).await;
+        assert_eq!(reply.status, 400, "{reply:?}");
+        assert!(reply.body.contains("created_at"), "{reply:?}");
     }
-    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
+    // Unix seconds and milliseconds, as numbers or strings, are readable.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    for (i, at) in [
+        now.as_secs().to_string(),
+        format!("\"{}\"", now.as_secs()),
+        now.as_millis().to_string(),
+        format!("\"{}\"", now.as_millis()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!(
+            r#"{{"id":"evt_time_{i}","type":"action.sent","created_at":{at},"data":{{"id":"a"}}}}"#
+        );
+        assert_eq!(post_signed(addr, body.as_bytes()).await.status, 200, "{at}");
     }
-    async fn mark_done(
-        &self,
-        _: &str,
-        _: &ClaimToken,
-        _: Duration,
-    ) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
-    async fn release(&self, _: &str, _: &ClaimToken) -> Result<ClaimStatus, StoreError> {
-        Err(StoreError::new("connection refused"))
-    }
+    assert_eq!(recorder.calls("action.sent"), 4);
 }
 
 #[tokio::test]

@@ -320,22 +320,7 @@ async fn forged_megabyte_bodies_stay_within_the_body_budget() {
 #[test]
 fn the_example_receiver_refuses_a_public_address_without_a_secret() {
     // The example as a user runs it: built by cargo, started as a process.
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--all-features",
-            "--example",
-            "receiver",
-        ])
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let exe =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/receiver");
-    let exe = std::env::var_os("CARGO_TARGET_DIR").map_or(exe, |dir| {
-        std::path::Path::new(&dir).join("debug/examples/receiver")
-    });
+    let exe = example("receiver");
     for (secret, bind, starts) in [
         (None, "0.0.0.0:0", false),
         (Some(" , "), "0.0.0.0:0", false),

@@ -22,7 +22,7 @@ pub enum ClientError {
     #[error("transport error: {}", with_causes(.0))]
     Transport(#[source] reqwest::Error),
     /// The API answered with a non-success status.
-    #[error("{}", describe_api_error(*.status, .code.as_deref(), .message.as_deref()))]
+    #[error("{}", describe_api_error(*.status, .code.as_deref(), .message.as_deref(), .request_id.as_deref()))]
     Api {
         /// The HTTP status.
         status: StatusCode,
@@ -32,7 +32,17 @@ pub enum ClientError {
         message: Option<String>,
         /// The raw body, kept when it could not be parsed (at most 4 KiB).
         body: Option<String>,
+        /// The API's request id (`x-request-id` or `request-id`), for its
+        /// support.
+        request_id: Option<String>,
     },
+    /// A request body could not be serialised.
+    #[error("could not encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The API answered a listing with a `next` URL on another origin: the
+    /// client does not send its token there.
+    #[error("the API's next page is on another origin: {0}")]
+    ForeignPage(String),
     /// The API answered with a success status, but the body was not what the
     /// client expected.
     #[error("could not decode the API's answer ({status}): {source}")]
@@ -68,12 +78,20 @@ fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn describe_api_error(status: StatusCode, code: Option<&str>, message: Option<&str>) -> String {
+fn describe_api_error(
+    status: StatusCode,
+    code: Option<&str>,
+    message: Option<&str>,
+    request_id: Option<&str>,
+) -> String {
     let mut text = format!("LTVboost API answered {status}");
     match (code, message) {
         (Some(code), Some(message)) => text.push_str(&format!(": {code}: {message}")),
         (Some(one), None) | (None, Some(one)) => text.push_str(&format!(": {one}")),
         (None, None) => {}
+    }
+    if let Some(id) = request_id {
+        text.push_str(&format!(" (request id {id})"));
     }
     text
 }

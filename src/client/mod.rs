@@ -46,8 +46,21 @@
 //! retried with exponential backoff and jitter ([`RetryConfig`]): on `429`
 //! (honouring `Retry-After`) for every method; on `502`, `503`, `504`, time-outs
 //! and connection failures for idempotent methods (`GET`, `PUT`, `DELETE`);
-//! `POST` and `PATCH` only on `429` or when the connection was never made, so
-//! the request provably never reached the server.
+//! `PATCH` only on `429` or when the connection was never made, so the
+//! request provably never reached the server. `create` sends an
+//! `Idempotency-Key` (generated, or the caller's), the same on every attempt,
+//! so it is retried like an idempotent method. Every call has an overall
+//! deadline ([`ClientBuilder::deadline`]), retries included; an API error
+//! keeps the API's request id.
+//!
+//! # Pagination (an assumption)
+//!
+//! LTVboost's page shows only `POST`. [`Webhooks::list`] accepts a bare
+//! array or an object with `data` (or `webhooks`), and follows whatever
+//! continuation the answer carries: a `next` URL (on the API's own origin
+//! only), a `cursor`/`next_cursor`, or `has_more` with `starting_after` the
+//! last id; at most [`MAX_PAGES`] pages. [`Webhooks::pages`] walks them one at
+//! a time.
 
 mod error;
 mod retry;
@@ -65,13 +78,16 @@ use zeroize::Zeroizing;
 
 pub use error::{ClientError, ValidationError};
 pub use retry::RetryConfig;
-pub use webhooks::{Endpoint, Events, NewWebhook, WebhookUpdate, Webhooks};
+pub use webhooks::{Endpoint, Events, MAX_PAGES, NewWebhook, Pages, WebhookUpdate, Webhooks};
 
 /// The documented API base.
 pub const DEFAULT_API_BASE: &str = "https://api.ltvboost.com/v1";
 
 /// The default deadline for one request attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default deadline for one call, every retry included.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 const USER_AGENT: &str = concat!("ltvboost-webhooks/", env!("CARGO_PKG_VERSION"), " (rust)");
 
@@ -82,6 +98,7 @@ pub struct Client {
     base: Url,
     token: ApiToken,
     retry: RetryConfig,
+    deadline: Duration,
 }
 
 /// The bearer token: redacted in `Debug`, wiped on drop.
@@ -127,8 +144,10 @@ impl Client {
             token: Zeroizing::new(token.into()),
             base: DEFAULT_API_BASE.to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
             user_agent: USER_AGENT.to_owned(),
             retry: RetryConfig::default(),
+            http: None,
         }
     }
 
@@ -152,30 +171,39 @@ impl Client {
         url: Url,
         body: Option<Bytes>,
     ) -> Result<T, ClientError> {
-        let (status, bytes) = self.send_raw(method, url, body).await?;
+        let (status, bytes) = self.send_raw(method, url, body, None).await?;
         decode(status, &bytes)
     }
 
+    /// Sends a request with retries, all within the client's deadline. With
+    /// an idempotency key, every attempt carries the same one.
     async fn send_raw(
         &self,
         method: reqwest::Method,
         url: Url,
         body: Option<Bytes>,
+        idempotency_key: Option<&str>,
     ) -> Result<(http::StatusCode, Bytes), ClientError> {
-        retry::send_with_retries(&self.retry, &method, || {
-            let mut request = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(self.token.0.as_str());
-            if let Some(json) = &body {
-                // Bytes: every retry sends the same buffer without copying it.
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(json.clone());
-            }
-            request.send()
-        })
-        .await
+        let attempts =
+            retry::send_with_retries(&self.retry, &method, idempotency_key.is_some(), || {
+                let mut request = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(self.token.0.as_str());
+                if let Some(key) = idempotency_key {
+                    request = request.header("idempotency-key", key);
+                }
+                if let Some(json) = &body {
+                    // Bytes: every retry sends the same buffer without copying it.
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(json.clone());
+                }
+                request.send()
+            });
+        tokio::time::timeout(self.deadline, attempts)
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
     }
 }
 
@@ -183,7 +211,7 @@ impl Client {
 fn json_body(value: &impl Serialize) -> Result<Bytes, ClientError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|e| ClientError::Config(e.to_string()))
+        .map_err(ClientError::Encode)
 }
 
 fn decode<T: DeserializeOwned>(status: http::StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
@@ -196,8 +224,10 @@ pub struct ClientBuilder {
     token: Zeroizing<String>,
     base: String,
     timeout: Duration,
+    deadline: Duration,
     user_agent: String,
     retry: RetryConfig,
+    http: Option<reqwest::Client>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -225,6 +255,23 @@ impl ClientBuilder {
         self
     }
 
+    /// The deadline for one call, every retry included: past it the call
+    /// fails with [`ClientError::Timeout`]. Default: [`DEFAULT_DEADLINE`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sends with the caller's own `reqwest::Client` (its proxy, CA roots,
+    /// connection pool). Then its settings are the caller's: this builder's
+    /// per-attempt timeout and user agent are not applied, and the client
+    /// should not follow redirects (the request body carries the webhook
+    /// secret).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
     /// The `User-Agent`. Default: `ltvboost-webhooks/<version> (rust)`.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
@@ -246,6 +293,15 @@ impl ClientBuilder {
             reqwest::header::ACCEPT,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(http) = self.http {
+            return Ok(Client {
+                http,
+                base,
+                token: ApiToken(self.token),
+                retry: self.retry,
+                deadline: self.deadline,
+            });
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .user_agent(self.user_agent)
@@ -263,6 +319,7 @@ impl ClientBuilder {
             base,
             token: ApiToken(self.token),
             retry: self.retry,
+            deadline: self.deadline,
         })
     }
 }

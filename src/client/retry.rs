@@ -87,12 +87,16 @@ fn idempotent(method: &Method) -> bool {
 pub(super) async fn send_with_retries<F, Fut>(
     config: &RetryConfig,
     method: &Method,
+    idempotency_key: bool,
     mut attempt: F,
 ) -> Result<(StatusCode, Bytes), ClientError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<reqwest::Response, reqwest::Error>>,
 {
+    // A request carrying an idempotency key may be sent again whatever its
+    // method: the API answers a repeat with the first one's result.
+    let may_repeat = |method: &Method| idempotency_key || idempotent(method);
     let mut retry = 0;
     loop {
         let result = read(attempt().await).await;
@@ -112,7 +116,7 @@ where
                 status,
                 retry_after: Some(wait),
                 ..
-            }) if *status == StatusCode::SERVICE_UNAVAILABLE && idempotent(method) => {
+            }) if *status == StatusCode::SERVICE_UNAVAILABLE && may_repeat(method) => {
                 if *wait > config.max_retry_after {
                     Verdict::Done
                 } else {
@@ -120,7 +124,7 @@ where
                 }
             }
             Err(Failure::Status { status, .. })
-                if idempotent(method)
+                if may_repeat(method)
                     && matches!(
                         *status,
                         StatusCode::BAD_GATEWAY
@@ -132,7 +136,7 @@ where
             }
             // Never connected: the request provably did not reach the server.
             Err(Failure::Transport(e)) if e.is_connect() => Verdict::Retry,
-            Err(Failure::Transport(_)) if idempotent(method) => Verdict::Retry,
+            Err(Failure::Transport(_)) if may_repeat(method) => Verdict::Retry,
             Err(_) => Verdict::Done,
         };
         let wait = match verdict {
@@ -158,6 +162,7 @@ enum Failure {
         status: StatusCode,
         retry_after: Option<Duration>,
         body: Bytes,
+        request_id: Option<String>,
     },
 }
 
@@ -167,7 +172,12 @@ impl Failure {
             Failure::Transport(e) if e.is_timeout() => ClientError::Timeout,
             // The URL is the API's, not a secret, but keep errors short.
             Failure::Transport(e) => ClientError::Transport(e.without_url()),
-            Failure::Status { status, body, .. } => api_error(status, &body),
+            Failure::Status {
+                status,
+                body,
+                request_id,
+                ..
+            } => api_error(status, &body, request_id),
         }
     }
 }
@@ -182,6 +192,11 @@ async fn read(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
+    let request_id = ["x-request-id", "request-id"]
+        .iter()
+        .find_map(|name| response.headers().get(*name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response.bytes().await.map_err(Failure::Transport)?;
     if status.is_success() {
         Ok((status, body))
@@ -190,6 +205,7 @@ async fn read(
             status,
             retry_after,
             body,
+            request_id,
         })
     }
 }
@@ -210,7 +226,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// The API's error body: `{"error": {"code", "message"}}`, `{"code",
 /// "message"}` or `{"error": "…"}`; anything else is kept raw.
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+fn api_error(status: StatusCode, body: &[u8], request_id: Option<String>) -> ClientError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let object = parsed.as_ref().map(|v| match v.get("error") {
         Some(inner) if inner.is_object() => inner,
@@ -239,6 +255,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
         code,
         message,
         body: raw,
+        request_id,
     }
 }
 
@@ -286,13 +303,14 @@ mod tests {
         let nested = api_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             br#"{"error":{"code":"invalid_url","message":"bad"}}"#,
+            Some("req_1".into()),
         );
         assert!(
             matches!(nested, ClientError::Api { code: Some(ref c), message: Some(ref m), body: None, .. } if c == "invalid_url" && m == "bad")
         );
-        let flat = api_error(StatusCode::NOT_FOUND, br#"{"error":"not found"}"#);
+        let flat = api_error(StatusCode::NOT_FOUND, br#"{"error":"not found"}"#, None);
         assert!(matches!(flat, ClientError::Api { message: Some(ref m), .. } if m == "not found"));
-        let raw = api_error(StatusCode::BAD_GATEWAY, b"<html>upstream</html>");
+        let raw = api_error(StatusCode::BAD_GATEWAY, b"<html>upstream</html>", None);
         assert!(
             matches!(raw, ClientError::Api { body: Some(ref b), .. } if b.contains("upstream"))
         );

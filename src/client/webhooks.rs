@@ -211,31 +211,49 @@ impl<'a> Webhooks<'a> {
         Self { client }
     }
 
-    /// `POST /webhooks`: registers an endpoint.
+    /// `POST /webhooks`: registers an endpoint, with a generated
+    /// `Idempotency-Key` that every retry repeats, so a retry never
+    /// registers it twice.
     pub async fn create(&self, webhook: &NewWebhook) -> Result<Endpoint, ClientError> {
-        let url = self.client.url(&["webhooks"]);
-        self.client
-            .send(Method::POST, url, Some(json_body(webhook)?))
-            .await
+        let key = crate::dedupe::ClaimToken::random().to_string();
+        self.create_with_key(webhook, &key).await
     }
 
-    /// `GET /webhooks`: every registered endpoint. Accepts a bare array or an
-    /// object wrapping it in `data` or `webhooks`.
-    pub async fn list(&self) -> Result<Vec<Endpoint>, ClientError> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Listing {
-            Bare(Vec<Endpoint>),
-            Data { data: Vec<Endpoint> },
-            Webhooks { webhooks: Vec<Endpoint> },
-        }
+    /// [`create`](Self::create) with the caller's idempotency key: a call
+    /// repeated with the same key (after a crash, say) registers once.
+    pub async fn create_with_key(
+        &self,
+        webhook: &NewWebhook,
+        idempotency_key: &str,
+    ) -> Result<Endpoint, ClientError> {
         let url = self.client.url(&["webhooks"]);
-        let listing: Listing = self.client.send(Method::GET, url, None).await?;
-        Ok(match listing {
-            Listing::Bare(all)
-            | Listing::Data { data: all }
-            | Listing::Webhooks { webhooks: all } => all,
-        })
+        let body = json_body(webhook)?;
+        let (status, bytes) = self
+            .client
+            .send_raw(Method::POST, url, Some(body), Some(idempotency_key))
+            .await?;
+        super::decode(status, &bytes)
+    }
+
+    /// `GET /webhooks`: every registered endpoint, following the API's
+    /// pages (see the [module docs](super)).
+    pub async fn list(&self) -> Result<Vec<Endpoint>, ClientError> {
+        let mut all = Vec::new();
+        let mut pages = self.pages();
+        while let Some(page) = pages.next_page().await {
+            all.extend(page?);
+        }
+        Ok(all)
+    }
+
+    /// The endpoints one page at a time.
+    pub fn pages(&self) -> Pages<'a> {
+        Pages {
+            client: self.client,
+            next: Some(self.client.url(&["webhooks"])),
+            fetched: 0,
+            refused: None,
+        }
     }
 
     /// `GET /webhooks/{id}`.
@@ -256,9 +274,94 @@ impl<'a> Webhooks<'a> {
     /// `DELETE /webhooks/{id}`. Whatever body the API answers with is ignored.
     pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
         let url = self.client.url(&["webhooks", checked_id(id)?]);
-        self.client.send_raw(Method::DELETE, url, None).await?;
+        self.client
+            .send_raw(Method::DELETE, url, None, None)
+            .await?;
         Ok(())
     }
+}
+
+/// At most this many pages are fetched by one listing.
+pub const MAX_PAGES: usize = 100;
+
+/// The pages of `GET /webhooks`: `while let Some(page) = pages.next_page().await`.
+#[derive(Debug)]
+pub struct Pages<'a> {
+    client: &'a Client,
+    next: Option<Url>,
+    fetched: usize,
+    /// A continuation refused after its page was returned.
+    refused: Option<ClientError>,
+}
+
+impl Pages<'_> {
+    /// The next page, or `None` after the last (or after [`MAX_PAGES`]).
+    pub async fn next_page(&mut self) -> Option<Result<Vec<Endpoint>, ClientError>> {
+        if let Some(refused) = self.refused.take() {
+            return Some(Err(refused));
+        }
+        let url = self.next.take()?;
+        if self.fetched >= MAX_PAGES {
+            tracing::warn!("stopped listing after {MAX_PAGES} pages");
+            return None;
+        }
+        self.fetched += 1;
+        let page: Page = match self.client.send(Method::GET, url.clone(), None).await {
+            Ok(page) => page,
+            Err(e) => return Some(Err(e)),
+        };
+        let (endpoints, next) = match page {
+            Page::Bare(all) => (all, None),
+            Page::Object {
+                data,
+                has_more,
+                next,
+                cursor,
+            } => {
+                let next = match (next, cursor) {
+                    (Some(next), _) => match url.join(&next) {
+                        Ok(next) if next.origin() == url.origin() => Some(next),
+                        _ => {
+                            self.refused = Some(ClientError::ForeignPage(next));
+                            None
+                        }
+                    },
+                    (None, Some(cursor)) => Some(with_query(&url, "cursor", &cursor)),
+                    (None, None) if has_more => data
+                        .last()
+                        .map(|last| with_query(&url, "starting_after", &last.id)),
+                    (None, None) => None,
+                };
+                (data, next)
+            }
+        };
+        self.next = next;
+        Some(Ok(endpoints))
+    }
+}
+
+/// One answer of `GET /webhooks`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Page {
+    Bare(Vec<Endpoint>),
+    Object {
+        #[serde(alias = "webhooks")]
+        data: Vec<Endpoint>,
+        #[serde(default)]
+        has_more: bool,
+        #[serde(default)]
+        next: Option<String>,
+        #[serde(default, alias = "next_cursor")]
+        cursor: Option<String>,
+    },
+}
+
+/// `url` with its query set to `name=value` alone.
+fn with_query(url: &Url, name: &str, value: &str) -> Url {
+    let mut next = url.clone();
+    next.query_pairs_mut().clear().append_pair(name, value);
+    next
 }
 
 /// An id that is exactly one path segment: `delete("..")` must never become

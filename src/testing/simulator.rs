@@ -133,6 +133,9 @@ pub enum SimulatorError {
     },
 }
 
+/// Called after each attempt.
+type AttemptHook = std::sync::Arc<dyn Fn(&Attempt) + Send + Sync>;
+
 /// Delivers signed events the way LTVboost does, for tests and for trying an
 /// endpoint: the same signed bytes on every attempt, a retry after any non-2xx
 /// answer, timeout or connection failure, on the [`RetryPolicy`] schedule.
@@ -159,11 +162,22 @@ pub enum SimulatorError {
 /// assert_eq!(report.statuses(), [Some(200)]);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SenderSimulator {
     secret: Secret,
     policy: RetryPolicy,
     time_scale: f64,
+    on_attempt: Option<AttemptHook>,
+}
+
+impl std::fmt::Debug for SenderSimulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderSimulator")
+            .field("secret", &self.secret)
+            .field("policy", &self.policy)
+            .field("time_scale", &self.time_scale)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SenderSimulator {
@@ -173,7 +187,15 @@ impl SenderSimulator {
             secret,
             policy: RetryPolicy::default(),
             time_scale: 1.0,
+            on_attempt: None,
         }
+    }
+
+    /// Called after each attempt, as it happens (the report has them all
+    /// at the end).
+    pub fn on_attempt(mut self, hook: impl Fn(&Attempt) + Send + Sync + 'static) -> Self {
+        self.on_attempt = Some(std::sync::Arc::new(hook));
+        self
     }
 
     /// The retry policy.
@@ -271,6 +293,9 @@ impl SenderSimulator {
                 latency: started.elapsed(),
             };
             let done = attempt.succeeded();
+            if let Some(hook) = &self.on_attempt {
+                hook(&attempt);
+            }
             report.attempts.push(attempt);
             if done {
                 break;

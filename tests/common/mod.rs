@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 use ltvboost_webhooks::event::*;
 use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::Server;
@@ -223,6 +224,43 @@ impl Recorder {
 
 /// `Arc<Recorder>` so a test keeps a handle while the layer owns a clone.
 pub(crate) struct Recording(pub Arc<Recorder>);
+
+/// Builds an example as a user runs it (every feature) and returns its path.
+pub(crate) fn example(name: &str) -> std::path::PathBuf {
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--all-features", "--example", name])
+        .status()
+        .unwrap();
+    assert!(built.success(), "cargo build --example {name}");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        std::path::PathBuf::from,
+    );
+    target.join("debug/examples").join(name)
+}
+
+/// A dedupe store that cannot be reached, as a Redis outage looks.
+pub(crate) struct UnreachableStore;
+
+impl DedupeStore for UnreachableStore {
+    async fn claim(&self, _: &str, _: Duration) -> Result<Claim, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+    async fn renew(&self, _: &str, _: &ClaimToken, _: Duration) -> Result<ClaimStatus, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+    async fn mark_done(
+        &self,
+        _: &str,
+        _: &ClaimToken,
+        _: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+    async fn release(&self, _: &str, _: &ClaimToken) -> Result<ClaimStatus, StoreError> {
+        Err(StoreError::new("connection refused"))
+    }
+}
 
 /// Every family routed to a [`Recording`] of `recorder`.
 pub(crate) fn recording(recorder: &Arc<Recorder>) -> Handlers {

@@ -1,0 +1,574 @@
+//! `ltvboost`: the command line for LTVboost webhooks.
+//!
+//! ```sh
+//! cargo install --path . --features cli
+//! ltvboost --help
+//! ```
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ltvboost_webhooks::EventType;
+use ltvboost_webhooks::client::{Client, Endpoint, NewWebhook, WebhookUpdate};
+use ltvboost_webhooks::event::Envelope;
+use ltvboost_webhooks::signature::{
+    DEVELOPMENT_SECRET, SECRET_ENV, SIGNATURE_HEADER, Secret, Verifier, sign,
+};
+use ltvboost_webhooks::testing::{EventBuilder, RetryPolicy, SenderSimulator, fixture};
+use serde_json::{Value, json};
+
+/// Send, sign, verify and receive LTVboost webhooks, and manage endpoints.
+#[derive(Parser)]
+#[command(name = "ltvboost", version, propagate_version = true)]
+struct Cli {
+    /// Machine-readable output: one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a signed event, with LTVboost's retry policy on request.
+    ///
+    /// Example: ltvboost send http://127.0.0.1:3000/webhooks/ltvboost response.created --set data.quiz_id=quiz_7
+    Send {
+        /// Where to post it.
+        url: String,
+        /// The event type, e.g. response.created (any name is sent as is).
+        event_type: String,
+        /// The event's data as JSON, or @FILE to read it from a file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: Option<String>,
+        /// Set a field, e.g. data.score=87 or id=evt_1 (the value is JSON, or text).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// The event id (default: a new one).
+        #[arg(long)]
+        id: Option<String>,
+        /// Retries after a failed attempt (LTVboost's policy: 5).
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// Multiplies the retry waits: 0.001 runs the 24-hour schedule in 86 s.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Print the signature header value of the body on stdin.
+    ///
+    /// Example: printf '%s' "$BODY" | ltvboost sign --secret "$SECRET"
+    Sign {
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Check a signature against the body on stdin: exit 0 if it verifies, 1 if not.
+    ///
+    /// Example: printf '%s' "$BODY" | ltvboost verify --signature "sha256=…"
+    Verify {
+        /// The x-ltvboost-signature header's value.
+        #[arg(long)]
+        signature: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// A local receiver for development: verifies, prints, and optionally forwards.
+    ///
+    /// Example: ltvboost listen --addr 127.0.0.1:3000 --forward-to http://127.0.0.1:8080/webhooks/ltvboost
+    Listen {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: std::net::SocketAddr,
+        /// Forward each verified delivery (the original bytes and signature) here.
+        #[arg(long, value_name = "URL")]
+        forward_to: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Manage registered endpoints (LTVBOOST_API_TOKEN; LTVBOOST_API_BASE).
+    #[command(subcommand)]
+    Endpoints(Endpoints),
+}
+
+#[derive(Subcommand)]
+enum Endpoints {
+    /// List every endpoint.
+    ///
+    /// Example: ltvboost endpoints list --json
+    List,
+    /// Show one endpoint.
+    ///
+    /// Example: ltvboost endpoints get wh_123
+    Get { id: String },
+    /// Register an endpoint with a new secret, printed once.
+    ///
+    /// Example: ltvboost endpoints create https://app.example/webhooks/ltvboost response.created action.sent
+    Create {
+        url: String,
+        #[arg(required = true)]
+        events: Vec<String>,
+    },
+    /// Change an endpoint's URL or events.
+    ///
+    /// Example: ltvboost endpoints update wh_123 --events segment.ready,segment.updated
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+    },
+    /// Delete an endpoint.
+    ///
+    /// Example: ltvboost endpoints delete wh_123
+    Delete { id: String },
+    /// Rotate an endpoint's secret: registers a new one and prints the line to deploy.
+    ///
+    /// Example: ltvboost endpoints rotate wh_123 --old-secret-file old.txt
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        old: SecretArgs,
+    },
+}
+
+/// Where a secret comes from: --secret, --secret-file, or LTVBOOST_WEBHOOK_SECRET.
+#[derive(Args)]
+struct SecretArgs {
+    /// The secret (or a comma-separated list, newest first, for verifying).
+    #[arg(long, conflicts_with = "secret_file")]
+    secret: Option<String>,
+    /// A file holding the secret.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+/// A failure: usage errors exit 2, the rest 1.
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Failed(error.to_string())
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+impl SecretArgs {
+    /// The secret list as given, or the environment's; the development
+    /// secret (said on stderr) when `development` allows and nothing is set.
+    fn list(&self, development: bool) -> Result<String, Failure> {
+        if let Some(secret) = &self.secret {
+            return Ok(secret.clone());
+        }
+        if let Some(path) = &self.secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("--secret-file {}: {e}", path.display())))?;
+            return Ok(text.trim().to_owned());
+        }
+        match std::env::var(SECRET_ENV) {
+            Ok(list) if !list.trim().is_empty() => Ok(list),
+            _ if development => {
+                eprintln!("{SECRET_ENV} is unset: using the development secret");
+                Ok(DEVELOPMENT_SECRET.to_owned())
+            }
+            _ => Err(Failure::Usage(format!(
+                "no secret: give --secret, --secret-file or {SECRET_ENV}"
+            ))),
+        }
+    }
+
+    /// The first secret of the list: the one to sign with.
+    fn signing(&self) -> Result<Secret, Failure> {
+        let list = self.list(true)?;
+        let first = list
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+            .unwrap_or_default();
+        Secret::new(first).map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    fn verifier(&self) -> Result<Verifier, Failure> {
+        Verifier::from_list(&self.list(true)?).map_err(|e| Failure::Usage(e.to_string()))
+    }
+}
+
+fn stdin_bytes() -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    Ok(body)
+}
+
+/// Sets `path` (dot-separated) in `value` to `text`, read as JSON or else as a string.
+fn set_path(value: &mut Value, assignment: &str) -> Result<(), Failure> {
+    let (path, text) = assignment
+        .split_once('=')
+        .ok_or_else(|| Failure::Usage(format!("--set {assignment:?}: expected PATH=VALUE")))?;
+    let new: Value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    let mut target = value;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let object = target.as_object_mut().ok_or_else(|| {
+            Failure::Usage(format!("--set {path}: {part} is inside a non-object"))
+        })?;
+        if i + 1 == parts.len() {
+            object.insert((*part).to_owned(), new);
+            return Ok(());
+        }
+        target = object.entry(*part).or_insert_with(|| json!({}));
+    }
+    Err(Failure::Usage(format!("--set {assignment:?}: empty path")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    json_out: bool,
+    url: &str,
+    event_type: &str,
+    data: Option<&str>,
+    set: &[String],
+    id: Option<&str>,
+    retries: u32,
+    time_scale: f64,
+    secret: &SecretArgs,
+) -> Outcome {
+    let mut event = match event_type.parse::<EventType>() {
+        Ok(known) => fixture(known),
+        Err(_) => EventBuilder::of_type(event_type),
+    };
+    if let Some(id) = id {
+        event = event.id(id);
+    }
+    if let Some(data) = data {
+        let text = match data.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("--data @{path}: {e}")))?,
+            None => data.to_owned(),
+        };
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("--data is not JSON: {e}")))?;
+        event = event.data(value);
+    }
+    let mut body: Value = serde_json::from_slice(&event.to_bytes())?;
+    for assignment in set {
+        set_path(&mut body, assignment)?;
+    }
+    let body = serde_json::to_vec(&body)?;
+    let mut policy = RetryPolicy::default();
+    policy.max_retries = retries;
+    if !json_out {
+        println!("sending {event_type} ({} bytes) to {url}", body.len());
+    }
+    let report = SenderSimulator::new(secret.signing()?)
+        .policy(policy)
+        .time_scale(time_scale)
+        .on_attempt(move |a| {
+            if !json_out {
+                let answer = match (a.status, &a.error) {
+                    (Some(status), _) => status.to_string(),
+                    (None, Some(error)) => format!("no answer: {error}"),
+                    (None, None) => "no answer".to_owned(),
+                };
+                println!("attempt {}: {answer} in {:?}", a.number, a.latency);
+            }
+        })
+        .deliver(url, &body)
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    if json_out {
+        let attempts: Vec<Value> = report
+            .attempts
+            .iter()
+            .map(|a| json!({"attempt": a.number, "status": a.status, "error": a.error}))
+            .collect();
+        println!(
+            "{}",
+            json!({"delivered": report.succeeded(), "attempts": attempts})
+        );
+    } else {
+        println!(
+            "{}",
+            if report.succeeded() {
+                "delivered"
+            } else {
+                "not delivered"
+            }
+        );
+    }
+    if report.succeeded() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(String::new()))
+    }
+}
+
+async fn listen(
+    addr: std::net::SocketAddr,
+    forward_to: Option<String>,
+    secret: &SecretArgs,
+) -> Outcome {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    let verifier = std::sync::Arc::new(secret.verifier()?);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let (verifier, http, forward_to) = (verifier.clone(), http.clone(), forward_to.clone());
+        async move {
+            let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes().to_vec());
+            let Some(header) = header else {
+                println!("refused: no {SIGNATURE_HEADER} header");
+                return (StatusCode::UNAUTHORIZED, "missing signature\n".to_owned());
+            };
+            let verified = match verifier.verify(&header, body.clone()) {
+                Ok(verified) => verified,
+                Err(e) => {
+                    println!("refused: {e}");
+                    return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
+                }
+            };
+            match Envelope::from_bytes(verified.body().clone()) {
+                Ok(envelope) => println!(
+                    "{} {} (secret #{})",
+                    envelope.type_name(),
+                    envelope.id().unwrap_or("(no id)"),
+                    verified.secret_index()
+                ),
+                Err(e) => println!("verified, but {e}"),
+            }
+            if let Ok(pretty) = serde_json::from_slice::<Value>(&body)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+            {
+                println!("{pretty}");
+            }
+            let Some(target) = forward_to else {
+                return (StatusCode::OK, String::new());
+            };
+            let forwarded = http
+                .post(&target)
+                .header(SIGNATURE_HEADER, header)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match forwarded {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let text = answer.text().await.unwrap_or_default();
+                    println!("forwarded to {target}: {status} {}", text.trim());
+                    (
+                        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                        text,
+                    )
+                }
+                Err(e) => {
+                    println!("forwarding to {target} failed: {e}");
+                    (StatusCode::BAD_GATEWAY, format!("forwarding failed: {e}\n"))
+                }
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    ltvboost_webhooks::serve::Server::new(listener)
+        .serve_with_shutdown(app, ltvboost_webhooks::serve::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn events(names: &[String]) -> Result<Vec<EventType>, Failure> {
+    names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(|n| {
+            n.trim()
+                .parse::<EventType>()
+                .map_err(|e| Failure::Usage(e.to_string()))
+        })
+        .collect()
+}
+
+fn show(json_out: bool, endpoint: &Endpoint) {
+    if json_out {
+        println!("{}", endpoint_json(endpoint));
+    } else {
+        let events: Vec<&str> = endpoint.events.known.iter().map(|e| e.as_str()).collect();
+        println!(
+            "{} {} {}",
+            endpoint.id,
+            endpoint.url.as_deref().unwrap_or("-"),
+            events.join(",")
+        );
+    }
+}
+
+fn endpoint_json(endpoint: &Endpoint) -> Value {
+    json!({"id": endpoint.id, "url": endpoint.url, "events": endpoint.events.known})
+}
+
+async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
+    let client = Client::from_env().map_err(|e| Failure::Usage(e.to_string()))?;
+    let webhooks = client.webhooks();
+    match command {
+        Endpoints::List => {
+            let all = webhooks.list().await?;
+            if json_out {
+                println!("{}", Value::Array(all.iter().map(endpoint_json).collect()));
+            } else {
+                all.iter().for_each(|e| show(false, e));
+            }
+        }
+        Endpoints::Get { id } => show(json_out, &webhooks.get(&id).await?),
+        Endpoints::Create { url, events: names } => {
+            let secret = Secret::generate()?;
+            let new = NewWebhook::new(url, events(&names)?, secret.clone())
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let endpoint = webhooks.create(&new).await?;
+            let text = secret.expose_str().unwrap_or_default();
+            if json_out {
+                let mut out = endpoint_json(&endpoint);
+                out["secret"] = json!(text);
+                println!("{out}");
+            } else {
+                show(false, &endpoint);
+                // The one place the secret is printed: it exists nowhere else yet.
+                println!("{SECRET_ENV}={text}");
+            }
+        }
+        Endpoints::Update {
+            id,
+            url,
+            events: names,
+        } => {
+            let mut update = WebhookUpdate::new();
+            if let Some(url) = url {
+                update = update.url(url);
+            }
+            if let Some(names) = names {
+                update = update.events(events(&names)?);
+            }
+            show(json_out, &webhooks.update(&id, &update).await?);
+        }
+        Endpoints::Delete { id } => {
+            webhooks.delete(&id).await?;
+            if json_out {
+                println!("{}", json!({"deleted": id}));
+            } else {
+                println!("deleted {id}");
+            }
+        }
+        Endpoints::Rotate { id, old } => {
+            let old = old.list(false)?;
+            let new = Secret::generate()?;
+            webhooks
+                .update(&id, &WebhookUpdate::new().secret(new.clone()))
+                .await?;
+            let new = new.expose_str().unwrap_or_default().to_owned();
+            let line = format!("{SECRET_ENV}={new},{}", old.trim());
+            if json_out {
+                println!("{}", json!({"id": id, "deploy": line}));
+            } else {
+                println!("{line}");
+                eprintln!(
+                    "deploy that line to every receiver; once \
+                     ltvboost_webhook_secret_matches_total{{secret_index=\"1\"}} has not moved \
+                     for 24 h, deploy {SECRET_ENV}={new} alone"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Send {
+            url,
+            event_type,
+            data,
+            set,
+            id,
+            retries,
+            time_scale,
+            secret,
+        } => {
+            send(
+                cli.json,
+                &url,
+                &event_type,
+                data.as_deref(),
+                &set,
+                id.as_deref(),
+                retries,
+                time_scale,
+                &secret,
+            )
+            .await
+        }
+        Command::Sign { secret } => {
+            println!("{}", sign(&secret.signing()?, &stdin_bytes()?));
+            Ok(())
+        }
+        Command::Verify { signature, secret } => {
+            let verifier = secret.verifier()?;
+            match verifier.verify(signature.as_bytes(), stdin_bytes()?) {
+                Ok(verified) => {
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"verified": true, "secret_index": verified.secret_index()})
+                        );
+                    } else {
+                        println!("verified (secret #{})", verified.secret_index());
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if cli.json {
+                        println!("{}", json!({"verified": false, "reason": e.to_string()}));
+                    }
+                    Err(Failure::Failed(e.to_string()))
+                }
+            }
+        }
+        Command::Listen {
+            addr,
+            forward_to,
+            secret,
+        } => listen(addr, forward_to, &secret).await,
+        Command::Endpoints(command) => endpoints(cli.json, command).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ltvboost: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("ltvboost: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            if !message.is_empty() {
+                eprintln!("ltvboost: {message}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The `ltvboost` binary as a process: every command and exit code, `--json`
+//! parsed back, against an in-repo fake registration API and real receivers
+//! on 127.0.0.1.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use assert_cmd::cargo::CommandCargoExt;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use ltvboost_webhooks::signature::{Verifier, sign};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
+use serde_json::{Value, json};
+
+/// Runs `ltvboost args…` with `stdin`, off the async runtime.
+async fn ltvboost(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let (args, env, stdin): (Vec<String>, Vec<(String, String)>, Vec<u8>) = (
+        args.iter().map(|a| (*a).to_owned()).collect(),
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        stdin.to_vec(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::cargo_bin("ltvboost").unwrap();
+        command
+            .args(&args)
+            .env_remove("LTVBOOST_WEBHOOK_SECRET")
+            .env_remove("LTVBOOST_API_TOKEN")
+            .env_remove("LTVBOOST_API_BASE")
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &stdin).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn help_usage_and_exit_codes() {
+    let help = ltvboost(&["--help"], &[], b"").await;
+    assert_eq!(help.status.code(), Some(0));
+    for command in ["send", "sign", "verify", "listen", "endpoints"] {
+        assert!(stdout(&help).contains(command), "{}", stdout(&help));
+    }
+    for command in ["send", "sign", "verify", "listen"] {
+        let help = ltvboost(&[command, "--help"], &[], b"").await;
+        assert_eq!(help.status.code(), Some(0));
+        assert!(
+            stdout(&help).contains("Example: "),
+            "{command}: {}",
+            stdout(&help)
+        );
+    }
+    let bad = ltvboost(&["sign", "--no-such-flag"], &[], b"").await;
+    assert_eq!(bad.status.code(), Some(2));
+    let no_token = ltvboost(&["endpoints", "list"], &[], b"").await;
+    assert_eq!(no_token.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn sign_and_verify_agree_with_the_library() {
+    let body = event_json("evt_cli_sign", "response.created", r#"{"id":"r"}"#);
+    let signed = ltvboost(&["sign", &format!("--secret={SECRET}")], &[], &body).await;
+    assert_eq!(signed.status.code(), Some(0));
+    let header = sign(&secret(), &body);
+    assert_eq!(stdout(&signed), format!("{header}\n"));
+    // From a file, and from the environment.
+    let file = std::env::temp_dir().join(format!("ltvboost-secret-{}", std::process::id()));
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let from_file = ltvboost(
+        &["sign", "--secret-file", file.to_str().unwrap()],
+        &[],
+        &body,
+    )
+    .await;
+    assert_eq!(stdout(&from_file), format!("{header}\n"));
+    let from_env = ltvboost(&["sign"], &[("LTVBOOST_WEBHOOK_SECRET", SECRET)], &body).await;
+    assert_eq!(stdout(&from_env), format!("{header}\n"));
+    let _ = std::fs::remove_file(file);
+
+    let env = [("LTVBOOST_WEBHOOK_SECRET", SECRET)];
+    let ok = ltvboost(&["verify", "--signature", &header], &env, &body).await;
+    assert_eq!(ok.status.code(), Some(0));
+    let forged = format!("sha256={}", "ab".repeat(32));
+    let bad = ltvboost(&["--json", "verify", "--signature", &forged], &env, &body).await;
+    assert_eq!(bad.status.code(), Some(1));
+    let answer: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(answer["verified"], false);
+    let json = ltvboost(&["verify", "--json", "--signature", &header], &env, &body).await;
+    let answer: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(answer, json!({"verified": true, "secret_index": 0}));
+}
+
+/// A receiver that verifies with the test secret and keeps each body.
+async fn recording_receiver() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let app = Router::new().route(
+        PATH,
+        axum::routing::post(
+            move |ltvboost_webhooks::extract::VerifiedEvent { delivery, .. }| {
+                let kept = kept.clone();
+                async move {
+                    let body: Value = serde_json::from_slice(delivery.envelope().body()).unwrap();
+                    kept.lock().unwrap().push(body);
+                    ""
+                }
+            },
+        ),
+    );
+    let addr = serve(app.with_state(WebhookConfig::new(verifier()))).await;
+    (addr, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_delivers_a_signed_event_with_data_from_a_file_and_set_fields() {
+    let (addr, bodies) = recording_receiver().await;
+    let data = std::env::temp_dir().join(format!("ltvboost-data-{}.json", std::process::id()));
+    std::fs::write(&data, r#"{"id":"rsp_file","quiz_id":"quiz_9"}"#).unwrap();
+    let url = format!("http://{addr}{PATH}");
+    let sent = ltvboost(
+        &[
+            "send",
+            &url,
+            "response.scored",
+            &format!("--data=@{}", data.display()),
+            "--set",
+            "data.score=87.5",
+            "--set",
+            "data.outcome=power-user",
+            "--id",
+            "evt_cli_send",
+        ],
+        &[("LTVBOOST_WEBHOOK_SECRET", SECRET)],
+        b"",
+    )
+    .await;
+    let _ = std::fs::remove_file(data);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(
+        stdout(&sent).contains("attempt 1: 200"),
+        "{}",
+        stdout(&sent)
+    );
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies[0]["id"], "evt_cli_send");
+    assert_eq!(bodies[0]["data"]["id"], "rsp_file");
+    assert_eq!(bodies[0]["data"]["score"], 87.5);
+    assert_eq!(bodies[0]["data"]["outcome"], "power-user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_retries_on_request_and_fails_with_1() {
+    // The receiver's handler always fails: 500 on every attempt.
+    let recorder = Recorder::new();
+    recorder.script(&[Behaviour::Fail; 3]);
+    let addr = serve(Router::new().layer(WebhookLayer::new(config(), recording(&recorder)))).await;
+    let url = format!("http://{addr}{PATH}");
+    let env = [("LTVBOOST_WEBHOOK_SECRET", SECRET)];
+    let args = [
+        "--json",
+        "send",
+        &url,
+        "action.sent",
+        "--retries",
+        "2",
+        "--time-scale",
+        "0",
+    ];
+    let sent = ltvboost(&args, &env, b"").await;
+    assert_eq!(sent.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(report["delivered"], false);
+    let statuses: Vec<&Value> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(500), &json!(500), &json!(500)]);
+    // An unreachable URL is a failure too, a malformed one a usage error.
+    let refused = ltvboost(&["send", "http://127.0.0.1:9/", "action.sent"], &env, b"").await;
+    assert_eq!(refused.status.code(), Some(1));
+    let malformed = ltvboost(&["send", "not a url", "action.sent"], &env, b"").await;
+    assert_eq!(malformed.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_verifies_prints_and_forwards_to_a_receiver() {
+    let recorder = Recorder::new();
+    let app = serve(Router::new().layer(WebhookLayer::new(config(), recording(&recorder)))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut listen = std::process::Command::cargo_bin("ltvboost")
+        .unwrap()
+        .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--forward-to", &format!("http://{app}{PATH}")])
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(listening).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = event_json("evt_cli_listen", "response.created", r#"{"id":"r"}"#);
+    assert_eq!(post_signed(listening, &body).await.status, 200);
+    assert_eq!(post(listening, &[], &body).await.status, 401);
+    assert_eq!(recorder.calls("response.created"), 1, "not forwarded");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &listen.id().to_string()])
+        .status();
+    let printed = tokio::task::spawn_blocking(move || {
+        let lines: Vec<String> = std::io::BufReader::new(listen.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        (lines, listen.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    let (lines, status) = printed;
+    assert_eq!(status.code(), Some(0));
+    let text = lines.join("\n");
+    assert!(
+        text.contains("response.created evt_cli_listen (secret #0)"),
+        "{text}"
+    );
+    assert!(text.contains("forwarded to"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+}
+
+/// A request the fake API saw: method, path and query, idempotency key, body.
+type Seen = (String, String, Option<String>, Value);
+
+/// The fake registration API: answers from a script, records requests.
+#[derive(Default)]
+struct FakeApi {
+    script: Mutex<VecDeque<(u16, Value)>>,
+    requests: Mutex<Vec<Seen>>,
+}
+
+async fn fake(State(api): State<Arc<FakeApi>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let key = parts
+        .headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let target = parts.uri.path_and_query().unwrap().to_string();
+    api.requests.lock().unwrap().push((
+        parts.method.to_string(),
+        target,
+        key,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
+    let (status, answer) = api
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or((500, json!({"error": "script ran out"})));
+    let mut response = (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        axum::Json(answer),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-request-id", "req_fake_1".parse().unwrap());
+    response
+}
+
+async fn fake_api(script: Vec<(u16, Value)>) -> (Arc<FakeApi>, String) {
+    let api = Arc::new(FakeApi {
+        script: Mutex::new(script.into()),
+        ..FakeApi::default()
+    });
+    let app = Router::new().fallback(fake).with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (api, base)
+}
+
+fn endpoint(id: &str) -> Value {
+    json!({"id": id, "url": "https://app.example/hook", "events": ["response.created"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_list_follows_pages_and_the_json_parses_back() {
+    let (api, base) = fake_api(vec![
+        (
+            200,
+            json!({"data": [endpoint("wh_1"), endpoint("wh_2")], "has_more": true}),
+        ),
+        (
+            200,
+            json!({"data": [endpoint("wh_3")], "next_cursor": "c2"}),
+        ),
+        (200, json!({"data": [endpoint("wh_4")]})),
+    ])
+    .await;
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+    ];
+    let listed = ltvboost(&["endpoints", "list", "--json"], &env, b"").await;
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let all: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["wh_1", "wh_2", "wh_3", "wh_4"]);
+    let targets: Vec<String> = api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/v1/webhooks",
+            "/v1/webhooks?starting_after=wh_2",
+            "/v1/webhooks?cursor=c2"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_get_create_update_delete_and_api_errors() {
+    let (api, base) = fake_api(vec![
+        (200, endpoint("wh_1")),
+        (201, endpoint("wh_new")),
+        (200, endpoint("wh_1")),
+        (204, Value::Null),
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": "no such endpoint"}}),
+        ),
+    ])
+    .await;
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+    ];
+    let got = ltvboost(&["endpoints", "get", "wh_1"], &env, b"").await;
+    assert_eq!(got.status.code(), Some(0));
+    assert!(stdout(&got).starts_with("wh_1 https://app.example/hook response.created"));
+    let created = ltvboost(
+        &[
+            "endpoints",
+            "create",
+            "https://app.example/hook",
+            "response.created",
+            "action.sent",
+        ],
+        &env,
+        b"",
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0));
+    let secret_line = stdout(&created)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("LTVBOOST_WEBHOOK_SECRET=")
+                .map(str::to_owned)
+        })
+        .expect("create prints the new secret");
+    assert_eq!(secret_line.len(), 64);
+    let updated = ltvboost(
+        &[
+            "endpoints",
+            "update",
+            "wh_1",
+            "--events",
+            "segment.ready,segment.updated",
+        ],
+        &env,
+        b"",
+    )
+    .await;
+    assert_eq!(updated.status.code(), Some(0));
+    let deleted = ltvboost(&["endpoints", "delete", "wh_1"], &env, b"").await;
+    assert_eq!(deleted.status.code(), Some(0));
+    let missing = ltvboost(&["endpoints", "get", "wh_nope"], &env, b"").await;
+    assert_eq!(missing.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        error.contains("not_found") && error.contains("req_fake_1"),
+        "{error}"
+    );
+    let bad_id = ltvboost(&["endpoints", "delete", ".."], &env, b"").await;
+    assert_eq!(bad_id.status.code(), Some(1));
+
+    let requests = api.requests.lock().unwrap();
+    let (method, target, key, body) = &requests[1];
+    assert_eq!((method.as_str(), target.as_str()), ("POST", "/v1/webhooks"));
+    assert!(
+        key.as_ref().is_some_and(|k| k.len() == 32),
+        "no idempotency key: {key:?}"
+    );
+    assert_eq!(body["secret"], secret_line.as_str());
+    assert_eq!(body["events"], json!(["response.created", "action.sent"]));
+    assert_eq!(
+        requests[2].3,
+        json!({"events": ["segment.ready", "segment.updated"]})
+    );
+    assert_eq!(requests.len(), 5, "the bad id was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_prints_a_line_a_receiver_accepts_both_secrets_with() {
+    let (api, base) = fake_api(vec![(200, endpoint("wh_1"))]).await;
+    let old = "the-secret-registered-last-year";
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+        ("LTVBOOST_WEBHOOK_SECRET", old),
+    ];
+    let rotated = ltvboost(&["endpoints", "rotate", "wh_1"], &env, b"").await;
+    assert_eq!(
+        rotated.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let line = stdout(&rotated);
+    let list = line
+        .trim()
+        .strip_prefix("LTVBOOST_WEBHOOK_SECRET=")
+        .expect("the line to deploy");
+    let (new, old_again) = list.split_once(',').unwrap();
+    assert_eq!(old_again, old);
+    // The API got the new secret.
+    assert_eq!(api.requests.lock().unwrap()[0].3["secret"], new);
+    // A receiver configured with the line accepts deliveries signed with either.
+    let verifier = Verifier::from_list(list).unwrap();
+    let recorder = Recorder::new();
+    let config = WebhookConfig::new(verifier).path(PATH);
+    let addr = serve(Router::new().layer(WebhookLayer::new(config, recording(&recorder)))).await;
+    for (i, secret) in [new, old].into_iter().enumerate() {
+        let body = event_json(&format!("evt_rot_{i}"), "response.created", r#"{"id":"r"}"#);
+        let secret = ltvboost_webhooks::signature::Secret::new(secret).unwrap();
+        let reply = post(
+            addr,
+            &[("x-ltvboost-signature", &sign(&secret, &body))],
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(recorder.calls("response.created"), 2);
+}
