@@ -5,6 +5,9 @@
 //! ltvboost --help
 //! ```
 
+// The doc comments below are clap's --help text, where URLs stay plain.
+#![allow(rustdoc::bare_urls)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,7 +12,7 @@
 //!
 //! A [`Worker`] consumes the stream through a consumer group and calls the
 //! same [`Handlers`](crate::handler::Handlers) with the same
-//! [`Delivery`](crate::handler::Delivery): `Ok` records the event as done and
+//! `Delivery`: `Ok` records the event as done and
 //! acknowledges the entry (one script, atomic); `Err` or a panic schedules a
 //! retry with exponential backoff; after the last attempt the entry moves to
 //! a dead-letter stream with its last error. Entries a crashed worker left
