@@ -31,9 +31,11 @@ for workers in 1 2 3; do
   filled=$(date +%s.%N)
   after=$(redis-cli -p "$port" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
   pids=()
-  for _ in $(seq 1 "$workers"); do "$bin" drain "$url" >"$dir/drain.$workers.$!" & pids+=($!); done
+  for w in $(seq 1 "$workers"); do "$bin" drain "$url" >"$dir/drain.$workers.$w" & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p"; done
   drained=$(date +%s.%N)
+  handled=$(cat "$dir"/drain."$workers".* | awk '{s += $2} END {print s}')
+  [ "$handled" = "$N" ] || { echo "workers=$workers handled $handled of $N"; exit 1; }
   python3 - "$N" "$workers" "$start" "$filled" "$drained" "$before" "$after" <<'PY'
 import sys
 n, workers = int(sys.argv[1]), int(sys.argv[2])
