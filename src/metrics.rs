@@ -356,6 +356,30 @@ pub(crate) fn queue_depth(pending: u64, lag: Option<u64>) {
     let _ = (pending, lag);
 }
 
+/// Measures a span of time, only when metrics are recorded: without the
+/// feature, no clock is read.
+#[derive(Clone, Copy)]
+pub(crate) struct Timer {
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl Timer {
+    pub(crate) fn start() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn elapsed(self) -> Duration {
+        #[cfg(feature = "metrics")]
+        return self.started.elapsed();
+        #[cfg(not(feature = "metrics"))]
+        Duration::ZERO
+    }
+}
+
 /// Counts a delivery in flight until dropped.
 pub(crate) struct InFlight(());
 

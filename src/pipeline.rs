@@ -247,7 +247,7 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
         }
     };
 
-    let started = std::time::Instant::now();
+    let started = metrics::Timer::start();
     let dispatch = AssertUnwindSafe(pipeline.handlers.dispatch(&delivery)).catch_unwind();
     let dispatched = tokio::select! {
         biased;
@@ -321,7 +321,7 @@ async fn timed<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let started = std::time::Instant::now();
+    let started = metrics::Timer::start();
     let result = call.await;
     metrics::store(operation, started.elapsed(), result.is_err());
     result
