@@ -591,41 +591,28 @@ impl TlsRedis {
             os("-out"),
             cert.as_os_str(),
         ]);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .arg("--tls-ca-cert-file")
-            .arg(&ca)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for the TLS test");
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let port = free_port();
+        let tls_port = port.to_string();
+        let child = spawn_redis(
+            port,
+            &[
+                os("--port"),
+                os("0"),
+                os("--tls-port"),
+                tls_port.as_ref(),
+                os("--tls-auth-clients"),
+                os("no"),
+                os("--tls-cert-file"),
+                cert.as_os_str(),
+                os("--tls-key-file"),
+                key.as_os_str(),
+                os("--tls-ca-cert-file"),
+                ca.as_os_str(),
+                os("--dir"),
+                dir.as_os_str(),
+            ],
+        )
+        .await;
         let certificate = std::fs::read(&ca).unwrap();
         Self {
             child,
@@ -684,34 +671,11 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "yes",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed");
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let port = free_port();
+        let listen = port.to_string();
+        let args = ["--port", &listen, "--enable-debug-command", "yes"];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let child = spawn_redis(port, &args).await;
         Self { child, port }
     }
 }

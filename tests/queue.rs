@@ -279,34 +279,28 @@ struct DurableRedis {
 }
 
 impl DurableRedis {
-    fn start(dir: &std::path::Path, port: u16) -> Child {
-        Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed")
+    async fn start(dir: &std::path::Path, port: u16) -> Child {
+        let port_text = port.to_string();
+        let os = std::ffi::OsStr::new;
+        let args = [
+            os("--port"),
+            os(&port_text),
+            os("--appendonly"),
+            os("yes"),
+            os("--appendfsync"),
+            os("always"),
+            os("--dir"),
+            dir.as_os_str(),
+        ];
+        spawn_redis(port, &args).await
     }
 
     async fn new() -> Self {
         let dir =
             std::env::temp_dir().join(format!("ltvboost-aof-{}", unique_prefix().replace(':', "")));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Self::start(&dir, port);
+        let port = free_port();
+        let child = Self::start(&dir, port).await;
         let redis = Self { child, dir, port };
         redis.wait_up().await;
         redis
@@ -331,7 +325,7 @@ impl DurableRedis {
             .args(["-KILL", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        self.child = Self::start(&self.dir, self.port);
+        self.child = Self::start(&self.dir, self.port).await;
         self.wait_up().await;
     }
 }

@@ -239,6 +239,33 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
     target.join("debug/examples").join(name)
 }
 
+/// A free port on 127.0.0.1 (free when asked).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `redis-server` on 127.0.0.1 with `args` (RDB snapshots off) and
+/// waits until `port` accepts connections.
+pub(crate) async fn spawn_redis(port: u16, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", ""])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is needed (scripts/test.sh installs it)");
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// A dedupe store that cannot be reached, as a Redis outage looks.
 pub(crate) struct UnreachableStore;
 
