@@ -15,10 +15,14 @@
 //! request ─► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)
 //!              │
 //!              ▼  pipeline: method, signature header, bounded body, signature,
-//!                 envelope, replay window, dedupe claim, handler (claim renewed), done/released
+//!                 envelope, replay window, then either
+//!                 dedupe claim, handler (claim renewed), done/released   (inline)
+//!                 or an append to a Redis stream guarded by the dedupe key (enqueue)
 //!              │
 //!              ▼
-//!           Outcome ─► response (status + short text) · log line (same code)
+//!           Outcome ─► response (status + short text) · log line · metrics (same code)
+//!
+//! Redis stream ─► queue::Worker ─► the same handlers ─► done + XACK / retry / dead letter
 //! ```
 //!
 //! | module | job | does I/O |
@@ -32,6 +36,8 @@
 //! | `pipeline` | the one pass, steps 1–8, returning an [`Outcome`] | HTTP body |
 //! | [`handler`] | the traits you implement, one per event family | no |
 //! | [`layer`], [`endpoint`], `extract` | adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
+//! | [`metrics`] | counters and histograms by outcome and reason (feature `metrics`) | no |
+//! | `queue` | enqueue mode and the worker (feature `queue`) | Redis |
 //! | `serve` | a hardened hyper server (feature `serve`) | TCP |
 //! | `client` | the registration API client (feature `client`) | HTTPS |
 //! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |
