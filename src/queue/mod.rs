@@ -80,14 +80,18 @@ const GROUP: &str = "workers";
 
 /// KEYS[1] = dedupe key, KEYS[2] = stream. ARGV: done TTL ms, oldest id kept,
 /// then the entry's fields. The dedupe key guards the append: a duplicate
-/// appends nothing. Returns the entry id, or false for a duplicate.
+/// appends nothing. Returns the entry id, or false for a duplicate. The
+/// append comes before the key is set: a script is not undone when a later
+/// command fails, and a key without its entry would lose the event.
 const ENQUEUE: &str = r"
-if not redis.call('SET', KEYS[1], 'queued', 'NX', 'PX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
-return redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*',
+local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*',
   'body', ARGV[3], 'secret_index', ARGV[4], 'received_at', ARGV[5], 'attempts', '0',
   'type', ARGV[6], 'event_id', ARGV[7], 'key', ARGV[8])
+redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
+return id
 ";
 
 /// KEYS[1] = dead-letter stream, KEYS[2] = stream. ARGV[1] = id. Moves one

@@ -12,6 +12,7 @@ use redis::Script;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{DeadLetter, GROUP, RedisQueue, millis};
 use crate::dedupe::StoreError;
@@ -228,13 +229,15 @@ impl Worker {
         let mut running = JoinSet::new();
         let mut reads = worker.read_connection().await;
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut maintained = tokio::time::Instant::now() - Duration::from_secs(3600);
+        // None: not yet (an Instant in the past could underflow on a
+        // machine that booted minutes ago).
+        let mut maintained: Option<tokio::time::Instant> = None;
         loop {
             while running.try_join_next().is_some() {}
             let maintenance_every = (worker.claim_idle / 2).min(Duration::from_secs(1));
             let mut entries = Vec::new();
-            if maintained.elapsed() >= maintenance_every {
-                maintained = tokio::time::Instant::now();
+            if maintained.is_none_or(|at| at.elapsed() >= maintenance_every) {
+                maintained = Some(tokio::time::Instant::now());
                 worker.maintain().await;
                 entries = worker.reclaim(slots.available_permits()).await;
             }
@@ -388,7 +391,10 @@ impl Worker {
             event_type = %entry.type_name,
             attempt,
         );
-        let _entered = span.enter();
+        self.handle_in_span(entry, attempt).instrument(span).await;
+    }
+
+    async fn handle_in_span(&self, entry: Entry, attempt: u32) {
         let error = match Envelope::from_bytes(entry.body.clone()) {
             // Verified before it was enqueued: only a damaged entry fails here.
             Err(e) => Some(format!("unreadable entry: {e}")),
