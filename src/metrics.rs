@@ -24,6 +24,10 @@
 //! input never becomes a label value), `secret_index` counts the active
 //! secrets, `operation` is `claim`, `renew`, `mark_done` or `release`.
 //!
+//! Install your exporter before the first delivery, as an application does
+//! at start-up: the receiver registers each metric with the recorder in
+//! place at its first use, and records on that handle from then on.
+//!
 //! Without the feature every function here compiles to nothing.
 //!
 //! ```
