@@ -15,6 +15,7 @@
 //! | 6. signed `created_at` inside the replay window | [`receive`] | `400` |
 //! | 7. dedupe claim | [`handle`] | `200` duplicate / `409` / `503` |
 //! | 8. the handler, its claim renewed while it runs; done or released | [`handle`] | `200` / `500` / `400` |
+//! | 7–8 in enqueue mode: an append to the queue, guarded by the dedupe key | `Pipeline::hand_off` | `202` / `200` duplicate / `503` |
 //!
 //! Steps 1–2 need no I/O: a request that fails them costs no read and no
 //! allocation. The extractor stops after step 6. Steps 7–8 run on a task of
@@ -107,10 +108,8 @@ impl Pipeline {
         };
         outcome.instrument(span).await
     }
-}
 
-impl Pipeline {
-    /// Step 8: the handlers, or in enqueue mode the queue.
+    /// Steps 7–8: the handlers, or in enqueue mode the queue.
     async fn hand_off(self: Arc<Self>, delivery: Delivery) -> Outcome {
         #[cfg(feature = "queue")]
         if let Some(queue) = &self.config.queue {
