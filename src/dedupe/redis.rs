@@ -164,20 +164,10 @@ impl RedisStore {
     }
 
     fn from_client(client: redis::Client) -> Result<Self, StoreError> {
-        let timeout = DEFAULT_OPERATION_TIMEOUT;
-        // No response timeout of the manager's own: `run` bounds every
-        // operation by `operation_timeout`, whatever it is set to.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(StoreError::new)?;
         Ok(Self {
-            connection,
+            connection: lazy_connection(client)?,
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            timeout,
+            timeout: DEFAULT_OPERATION_TIMEOUT,
             claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
             mark_done: Script::new(MARK_DONE),
@@ -217,7 +207,21 @@ impl RedisStore {
     }
 }
 
-fn millis(duration: Duration) -> String {
+/// A multiplexed connection that connects on first use and reconnects by
+/// itself. It has no response timeout of its own: every caller bounds each
+/// operation by its `operation_timeout`, whatever that is set to. Shared by
+/// the store and the queue.
+pub(crate) fn lazy_connection(client: redis::Client) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(DEFAULT_OPERATION_TIMEOUT))
+        .set_response_timeout(None)
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(StoreError::new)
+}
+
+/// A duration in whole milliseconds, as `PX` and `PEXPIRE` take it.
+pub(crate) fn millis(duration: Duration) -> String {
     // PX refuses 0 (a sub-millisecond duration still means "expire") and
     // values near i64::MAX (an "unbounded" duration means "a century").
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

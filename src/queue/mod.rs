@@ -47,7 +47,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
 
 /// A script, hashed once.
@@ -64,7 +64,7 @@ mod worker;
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::config::DEFAULT_DONE_TTL;
-use crate::dedupe::StoreError;
+use crate::dedupe::{StoreError, lazy_connection, millis};
 use crate::handler::Delivery;
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,
@@ -201,19 +201,11 @@ impl RedisQueue {
     /// called inside a tokio runtime.
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::new)?;
-        let timeout = crate::dedupe::DEFAULT_OPERATION_TIMEOUT;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(StoreError::new)?;
         Ok(Self {
-            connection,
+            connection: lazy_connection(client.clone())?,
             client,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
-            timeout,
+            timeout: crate::dedupe::DEFAULT_OPERATION_TIMEOUT,
             retention: DEFAULT_RETENTION,
             done_ttl: DEFAULT_DONE_TTL,
         })
@@ -380,9 +372,4 @@ impl std::fmt::Debug for RedisQueue {
             .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
-}
-
-fn millis(duration: Duration) -> String {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    duration.min(CENTURY).as_millis().max(1).to_string()
 }

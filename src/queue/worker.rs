@@ -14,8 +14,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::{DeadLetter, GROUP, RedisQueue, millis};
+use super::{DeadLetter, GROUP, RedisQueue};
 use crate::dedupe::StoreError;
+use crate::dedupe::millis;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
