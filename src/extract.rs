@@ -39,7 +39,7 @@ use crate::config::WebhookConfig;
 use crate::event::Event;
 use crate::handler::Delivery;
 use crate::metrics;
-use crate::pipeline::{check_head, receive};
+use crate::pipeline::{check_head, log_refusal, receive};
 use crate::rejection::Rejection;
 
 /// A delivery whose signature verified, with its decoded event.
@@ -80,14 +80,6 @@ where
             }
             Err(rejection) => metrics::rejected(rejection),
         }
-        received.inspect_err(|rejection: &Rejection| {
-            let level_debug = !rejection.is_authenticated();
-            let reason = rejection.reason();
-            if level_debug {
-                tracing::debug!(reason, "webhook refused by the extractor");
-            } else {
-                tracing::warn!(reason, detail = %rejection, "webhook refused by the extractor");
-            }
-        })
+        received.inspect_err(log_refusal)
     }
 }

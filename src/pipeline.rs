@@ -340,8 +340,6 @@ fn delivery_span() -> tracing::Span {
 }
 
 /// The one log line per delivery, at a level that fits the outcome.
-/// Refusals of unauthenticated requests go to `debug`: a flood of forged
-/// requests must not flood the logs.
 fn report(outcome: &Outcome) {
     let span = tracing::Span::current();
     span.record("outcome", outcome.kind());
@@ -350,14 +348,23 @@ fn report(outcome: &Outcome) {
     }
     let status = outcome.status().as_u16();
     match outcome {
-        Outcome::Handled | Outcome::Duplicate => tracing::info!(status, "webhook answered"),
-        Outcome::Rejected(rejection) if !rejection.is_authenticated() => {
-            tracing::debug!(status, reason = %rejection, "webhook refused");
+        Outcome::Handled | Outcome::Duplicate | Outcome::Enqueued => {
+            tracing::info!(status, "webhook answered");
         }
-        Outcome::Rejected(rejection) => {
-            tracing::warn!(status, reason = %rejection, "webhook refused");
-        }
+        Outcome::Rejected(rejection) => log_refusal(rejection),
         _ => tracing::warn!(status, "webhook answered"),
+    }
+}
+
+/// Logs a refusal. Refusals of unauthenticated requests go to `debug`, so
+/// that a flood of forged requests cannot flood the logs. The extractor logs
+/// its refusals here too.
+pub(crate) fn log_refusal(rejection: &Rejection) {
+    let (status, code) = (rejection.status().as_u16(), rejection.reason());
+    if rejection.is_authenticated() {
+        tracing::warn!(status, code, reason = %rejection, "webhook refused");
+    } else {
+        tracing::debug!(status, code, reason = %rejection, "webhook refused");
     }
 }
 
