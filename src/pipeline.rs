@@ -20,7 +20,8 @@
 //! Steps 1–2 need no I/O: a request that fails them costs no read and no
 //! allocation. The extractor stops after step 6. Steps 7–8 run on a task of
 //! their own, so a sender that hangs up mid-delivery cancels neither the
-//! handler nor the end of its claim.
+//! handler nor the end of its claim; the answer goes out when the handler
+//! returns, and the claim's end (done or released) is recorded just after.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -32,6 +33,7 @@ use futures_util::FutureExt;
 use http::{HeaderMap, Method};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::oneshot;
 use tracing::{Instrument, field};
 
 use crate::config::WebhookConfig;
@@ -211,38 +213,46 @@ fn too_large(config: &WebhookConfig) -> Rejection {
 }
 
 /// Steps 7–8 on a task of their own (where a runtime is at hand), so that
-/// a sender hanging up cancels nothing.
+/// a sender hanging up cancels nothing. The answer comes as soon as the
+/// handler is done; the claim's end is recorded after it.
 async fn handle_on_own_task(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
-    let handling = handle(pipeline, delivery).in_current_span();
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return handling.await;
-    };
-    match runtime.spawn(handling).await {
-        Ok(outcome) => outcome,
-        // Handler panics are caught in `handle`: this is the store's.
-        Err(e) => {
-            let panic = e.try_into_panic().ok();
-            tracing::error!(
-                panic = panic.as_deref().map_or("cancelled", panic_message),
-                "dedupe store failed; asking the sender to retry"
-            );
-            Outcome::StoreUnavailable
+    let (answer, answered) = oneshot::channel();
+    let handling = handle(pipeline, delivery, answer).in_current_span();
+    let task = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Some(runtime.spawn(handling)),
+        Err(_) => {
+            handling.await;
+            None
         }
+    };
+    if let Ok(outcome) = answered.await {
+        return outcome;
     }
+    // Handler panics are caught in `handle`: this is the store's.
+    let panic = match task {
+        Some(task) => task.await.err().and_then(|e| e.try_into_panic().ok()),
+        None => None,
+    };
+    tracing::error!(
+        panic = panic.as_deref().map_or("cancelled", panic_message),
+        "dedupe store failed; asking the sender to retry"
+    );
+    Outcome::StoreUnavailable
 }
 
-/// Steps 7–8: claim, dispatch with the claim renewed, then done or released.
-async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
+/// Steps 7–8: claim, dispatch with the claim renewed, answer, then record
+/// the claim's end: done, or released for the sender's retry.
+async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Sender<Outcome>) {
     let config = &pipeline.config;
     let store = &*config.store;
     let key = delivery.dedupe_key();
     let token = match timed("claim", store.claim_boxed(key, config.claim_lease)).await {
         Ok(Claim::Acquired(token)) => token,
-        Ok(Claim::Done) => return Outcome::Duplicate,
-        Ok(Claim::InFlight) => return Outcome::InFlight,
+        Ok(Claim::Done) => return drop(answer.send(Outcome::Duplicate)),
+        Ok(Claim::InFlight) => return drop(answer.send(Outcome::InFlight)),
         Err(error) => {
             tracing::error!(%error, "dedupe store unavailable; asking the sender to retry");
-            return Outcome::StoreUnavailable;
+            return drop(answer.send(Outcome::StoreUnavailable));
         }
     };
 
@@ -275,7 +285,12 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
     let event_type = metrics::type_label(Some(delivery.event_type()));
     metrics::handler(event_type, &outcome, started.elapsed());
 
+    // The handler's result stands whatever the store says next: answering
+    // otherwise would make the sender redo work that happened (after done)
+    // or was already refused (after release). A lapsed lease cleans up
+    // either way.
     let done = outcome.is_success();
+    let _ = answer.send(outcome);
     let settled = if done {
         let ttl = config.done_ttl.max(config.replay_window.span());
         timed("mark_done", store.mark_done_boxed(key, &token, ttl)).await
@@ -288,12 +303,8 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
             done,
             "the claim lapsed while the handler ran: another delivery may have run it too"
         ),
-        // The handler's result stands: answering otherwise would make the
-        // sender redo work that happened (after done) or was already refused
-        // (after release). A lapsed lease cleans up either way.
         Err(error) => tracing::warn!(%error, done, "could not record the delivery's end"),
     }
-    outcome
 }
 
 /// Renews the claim every third of its lease, for as long as it is polled.

@@ -138,10 +138,24 @@ async fn store_contract<S: DedupeStore>([store, other]: [S; 2]) {
     let lost = ClaimStatus::Lost;
     assert_eq!(store.renew("b", &stale, lease).await.unwrap(), lost);
     assert_eq!(store.release("b", &stale).await.unwrap(), lost);
-    assert_eq!(store.mark_done("b", &stale, ttl).await.unwrap(), lost);
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::InFlight);
     other.mark_done("b", &fresh, ttl).await.unwrap();
     assert_eq!(store.claim("b", lease).await.unwrap(), Claim::Done);
+
+    // A stale holder whose handler succeeded records done over a fresh
+    // claim (its work happened), and says the claim was lost; the fresh
+    // holder's run was a repeat, and its release undoes nothing.
+    let Claim::Acquired(stale) = store.claim("d", lease).await.unwrap() else {
+        panic!()
+    };
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let Claim::Acquired(fresh) = other.claim("d", lease).await.unwrap() else {
+        panic!("a lapsed claim must be claimable")
+    };
+    assert_eq!(store.mark_done("d", &stale, ttl).await.unwrap(), lost);
+    assert_eq!(other.claim("d", lease).await.unwrap(), Claim::Done);
+    assert_eq!(other.release("d", &fresh).await.unwrap(), lost);
+    assert_eq!(store.claim("d", lease).await.unwrap(), Claim::Done);
 
     // An "unbounded" TTL (from ReplayWindow::UNBOUNDED) neither overflows nor errs.
     let Claim::Acquired(token) = store.claim("c", Duration::MAX).await.unwrap() else {
@@ -724,4 +738,33 @@ async fn the_operation_timeout_is_the_one_in_force() {
         "the default 2 s deadline did not apply: {hasty:?}"
     );
     stall.await.unwrap();
+}
+
+/// Renew and release are Lua scripts sent by their hash: after Redis forgets
+/// its scripts (a restart, `SCRIPT FLUSH`), they are loaded again rather
+/// than failed.
+#[tokio::test]
+async fn scripts_redis_forgot_are_loaded_again() {
+    let store = redis_store(&redis_url(), &unique_prefix()).await;
+    let flush_scripts = || {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec(&mut connection)
+            .unwrap();
+    };
+    let lease = Duration::from_secs(5);
+    let Claim::Acquired(token) = store.claim("a", lease).await.unwrap() else {
+        panic!("first claim must acquire")
+    };
+    flush_scripts();
+    let renewed = store.renew("a", &token, lease).await.unwrap();
+    assert_eq!(renewed, ClaimStatus::Held);
+    flush_scripts();
+    assert_eq!(store.release("a", &token).await.unwrap(), ClaimStatus::Held);
+    assert!(matches!(
+        store.claim("a", lease).await.unwrap(),
+        Claim::Acquired(_)
+    ));
 }

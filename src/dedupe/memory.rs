@@ -329,12 +329,8 @@ impl MemoryStore {
         let holder = inner.entries.get(&key).map(|e| e.holder);
         let ours = holder.is_some_and(|h| h != DONE && u128::from(h) == token.get());
         match done_for {
-            // Done even if the lease lapsed (the work happened), but never
-            // over a claim that somebody else now holds.
-            Some(ttl) if ours || holder.is_none() || holder == Some(DONE) => {
-                inner.set(key, DONE, now, ttl);
-            }
-            Some(_) => {}
+            // Done whoever holds the key now: the work happened.
+            Some(ttl) => inner.set(key, DONE, now, ttl),
             None if ours => {
                 inner.entries.remove(&key);
             }
@@ -470,18 +466,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lapsed_lease_can_be_claimed_again_and_the_old_token_ends_nothing() {
+    async fn a_lapsed_lease_can_be_claimed_again_and_the_old_token_releases_nothing() {
         let store = MemoryStore::new();
         let stale = acquire(&store, "k").await;
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         let fresh = acquire(&store, "k").await;
         let lost = Ok(ClaimStatus::Lost);
         assert_eq!(store.release("k", &stale).await.map_err(drop), lost);
-        assert_eq!(store.mark_done("k", &stale, TTL).await.map_err(drop), lost);
         assert_eq!(store.renew("k", &stale, LEASE).await.map_err(drop), lost);
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::InFlight);
-        let held = store.mark_done("k", &fresh, TTL).await.unwrap();
-        assert_eq!(held, ClaimStatus::Held);
+        // The stale holder's work happened: done, over the fresh claim.
+        assert_eq!(store.mark_done("k", &stale, TTL).await.map_err(drop), lost);
+        assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
+        // The fresh holder, whose run was a repeat, cannot undo it.
+        assert_eq!(store.release("k", &fresh).await.map_err(drop), lost);
         assert_eq!(store.claim("k", LEASE).await.unwrap(), Claim::Done);
     }
 

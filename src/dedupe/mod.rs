@@ -29,6 +29,8 @@
 //! [`MemoryStore`] is the default, for a single process. `RedisStore`
 //! (feature `redis`) is shared by a fleet of receivers behind a load balancer.
 
+#[cfg(feature = "redis")]
+mod batch;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -39,6 +41,8 @@ use std::time::Duration;
 
 use crate::signature::Signature;
 
+#[cfg(feature = "queue")]
+pub(crate) use batch::Batched;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
@@ -80,22 +84,27 @@ impl ClaimToken {
         Self(token)
     }
 
-    /// A token from 16 random bytes: unique across a fleet without
-    /// coordination.
+    /// A token unique across a fleet without coordination: 16 random bytes
+    /// drawn once a process, plus a counter (one system call a process, not
+    /// one a claim).
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            // No OS randomness: the clock and a counter are unique enough for
-            // a claim token, which guards against mix-ups, not attackers.
-            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mixed = nanos ^ (u128::from(std::process::id()) << 64) ^ u128::from(count);
-            bytes = mixed.to_le_bytes();
-        }
-        Self(u128::from_le_bytes(bytes))
+        static BASE: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let base = *BASE.get_or_init(|| {
+            let mut bytes = [0u8; 16];
+            if getrandom::fill(&mut bytes).is_err() {
+                // No OS randomness: the clock and the process id are unique
+                // enough for a claim token, which guards against mix-ups,
+                // not attackers.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+            }
+            u128::from_le_bytes(bytes)
+        });
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(base.wrapping_add(u128::from(count)))
     }
 
     /// The token's number.
@@ -161,9 +170,11 @@ pub trait DedupeStore: Send + Sync + 'static {
     /// Records `key` as done for `ttl`, if `token` still holds its claim or
     /// nobody does.
     ///
-    /// Called after the handler succeeded. A claim that lapsed meanwhile is
-    /// recorded as done all the same (the work happened), and reported as
-    /// [`ClaimStatus::Lost`]; a claim another token holds now is left alone.
+    /// Called after the handler succeeded. The key is recorded as done
+    /// whatever holds it now (the work happened: a delivery that claimed the
+    /// key after this claim lapsed is a repeat, and no later one should run);
+    /// a claim that is no longer `token`'s is reported as
+    /// [`ClaimStatus::Lost`].
     fn mark_done(
         &self,
         key: &str,

@@ -3,6 +3,7 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::batch::Batched;
 use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 
 /// The default prefix of every key the store writes.
@@ -11,20 +12,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:webhook:";
 /// The default deadline for one store operation, connection included.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
-// Each script reads and writes one key atomically: Redis runs a script
+// Claim and mark-done are one `SET … GET` each; renew and release compare
+// the token before they write, so each is a Lua script, which Redis runs
 // without interleaving other commands.
-
-/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = lease in ms.
-const CLAIM: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == false then
-  redis.call('SET', KEYS[1], 'claimed:' .. ARGV[1], 'PX', ARGV[2])
-  return 'acquired'
-elseif current == 'done' then
-  return 'done'
-end
-return 'in_flight'
-";
 
 /// KEYS[1] = key, ARGV[1] = token, ARGV[2] = lease in ms. Only the holder
 /// renews. 1: held, 0: lost.
@@ -33,19 +23,6 @@ if redis.call('GET', KEYS[1]) == 'claimed:' .. ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-return 0
-";
-
-/// KEYS[1] = key, ARGV[1] = token, ARGV[2] = done TTL in ms. Done even if the
-/// lease lapsed (the work happened), never over another holder's claim.
-/// 1: the claim was held, 0: it was lost.
-const MARK_DONE: &str = r"
-local current = redis.call('GET', KEYS[1])
-local held = current == 'claimed:' .. ARGV[1]
-if held or current == false or current == 'done' then
-  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
-end
-if held then return 1 end
 return 0
 ";
 
@@ -60,14 +37,17 @@ return 0
 /// A [`DedupeStore`] in Redis, shared by a fleet of receivers (feature
 /// `redis`).
 ///
-/// * Claim: `SET key claimed:<token> PX <lease>` when the key is absent; a
+/// * Claim: `SET key claimed:<token> NX GET PX <lease>`: set when the key is
+///   absent, and the key's value (a claim or `done`) answered when not. A
 ///   receiver that dies mid-handler leaves a claim that lapses after the lease.
-/// * Mark done: `SET key done PX <ttl>`, unless another receiver holds the
-///   claim now.
+/// * Mark done: `SET key done GET PX <ttl>`, whatever holds the key now (the
+///   work happened); the value it replaced tells whether the claim was still
+///   ours.
 /// * Release: `DEL key`, only by the claim's holder.
 ///
-/// Each step is one Lua script, so it is atomic. Commands share one
-/// multiplexed connection that reconnects by itself. Every operation has a
+/// Each step is one atomic command or Lua script. Commands share one
+/// multiplexed connection that reconnects by itself, and commands of
+/// concurrent deliveries go to Redis together, as one pipeline. Every operation has a
 /// deadline (default 2 s); an unreachable or slow Redis is a [`StoreError`],
 /// which the receiver answers with `503` without calling a handler.
 ///
@@ -83,12 +63,10 @@ return 0
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    redis: Batched,
     prefix: String,
     timeout: Duration,
-    claim: Script,
     renew: Script,
-    mark_done: Script,
     release: Script,
 }
 
@@ -117,7 +95,7 @@ impl RedisStore {
     }
 
     async fn checked(store: Self) -> Result<Self, StoreError> {
-        let mut connection = store.connection.clone();
+        let mut connection = store.redis.connection();
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<String>(&mut connection);
         match tokio::time::timeout(store.timeout, ping).await {
@@ -142,7 +120,7 @@ impl RedisStore {
     /// under memory pressure, and with them the effectively-once guarantee:
     /// run the dedupe Redis with `maxmemory-policy noeviction`.
     pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let mut get = redis::cmd("CONFIG");
         get.arg("GET").arg("maxmemory-policy");
         let answer = tokio::time::timeout(
@@ -165,12 +143,10 @@ impl RedisStore {
 
     fn from_client(client: redis::Client) -> Result<Self, StoreError> {
         Ok(Self {
-            connection: lazy_connection(client)?,
+            redis: Batched::new(lazy_connection(client)?),
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_OPERATION_TIMEOUT,
-            claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
-            mark_done: Script::new(MARK_DONE),
             release: Script::new(RELEASE),
         })
     }
@@ -189,21 +165,37 @@ impl RedisStore {
         self
     }
 
-    async fn run<T: redis::FromRedisValue>(
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// A Redis call under the operation timeout.
+    async fn bounded<T>(
         &self,
-        script: &Script,
-        key: &str,
-        args: &[&str],
+        call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let mut invocation = script.key(format!("{}{key}", self.prefix));
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(StoreError::new),
             Err(_) => Err(StoreError::new("Redis did not answer in time")),
         }
+    }
+
+    /// `script` on the event's key, with the claim token and `args`.
+    async fn run(
+        &self,
+        script: &Script,
+        key: &str,
+        token: &ClaimToken,
+        args: &[&str],
+    ) -> Result<ClaimStatus, StoreError> {
+        let key = self.key(key);
+        let token = token.to_string();
+        let held: i64 = self
+            .bounded(self.redis.invoke(script, |command| {
+                command.arg(1).arg(&key).arg(&token).arg(args);
+            }))
+            .await?;
+        Ok(status(held == 1))
     }
 }
 
@@ -231,17 +223,19 @@ pub(crate) fn millis(duration: Duration) -> String {
 impl DedupeStore for RedisStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let answer: String = self
-            .run(&self.claim, key, &[&token.to_string(), &millis(lease)])
-            .await?;
-        match answer.as_str() {
-            "acquired" => Ok(Claim::Acquired(token)),
-            "done" => Ok(Claim::Done),
-            "in_flight" => Ok(Claim::InFlight),
-            other => Err(StoreError::new(format!(
-                "unexpected claim answer {other:?}"
-            ))),
-        }
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(key))
+            .arg(format!("claimed:{token}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(lease));
+        let before: Option<Vec<u8>> = self.bounded(self.redis.query(set)).await?;
+        Ok(match before.as_deref() {
+            None => Claim::Acquired(token),
+            Some(b"done") => Claim::Done,
+            Some(_) => Claim::InFlight,
+        })
     }
 
     async fn renew(
@@ -250,10 +244,7 @@ impl DedupeStore for RedisStore {
         token: &ClaimToken,
         lease: Duration,
     ) -> Result<ClaimStatus, StoreError> {
-        let held: i64 = self
-            .run(&self.renew, key, &[&token.to_string(), &millis(lease)])
-            .await?;
-        Ok(status(held))
+        self.run(&self.renew, key, token, &[&millis(lease)]).await
     }
 
     async fn mark_done(
@@ -262,21 +253,24 @@ impl DedupeStore for RedisStore {
         token: &ClaimToken,
         ttl: Duration,
     ) -> Result<ClaimStatus, StoreError> {
-        let held: i64 = self
-            .run(&self.mark_done, key, &[&token.to_string(), &millis(ttl)])
-            .await?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(key))
+            .arg("done")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(ttl));
+        let before: Option<Vec<u8>> = self.bounded(self.redis.query(set)).await?;
+        let held = before.as_deref() == Some(format!("claimed:{token}").as_bytes());
         Ok(status(held))
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<ClaimStatus, StoreError> {
-        let held: i64 = self.run(&self.release, key, &[&token.to_string()]).await?;
-        Ok(status(held))
+        self.run(&self.release, key, token, &[]).await
     }
 }
 
-/// A script's 1 (held) or 0 (lost).
-fn status(held: i64) -> ClaimStatus {
-    if held == 1 {
+fn status(held: bool) -> ClaimStatus {
+    if held {
         ClaimStatus::Held
     } else {
         ClaimStatus::Lost

@@ -47,7 +47,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
 
 /// A script, hashed once.
@@ -64,7 +63,7 @@ mod worker;
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::config::DEFAULT_DONE_TTL;
-use crate::dedupe::{StoreError, lazy_connection, millis};
+use crate::dedupe::{Batched, StoreError, lazy_connection, millis};
 use crate::handler::Delivery;
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,
@@ -139,7 +138,8 @@ impl Keys {
 /// [`Worker`]s handle from. See the [module docs](self).
 #[derive(Clone)]
 pub struct RedisQueue {
-    connection: ConnectionManager,
+    /// Enqueues of concurrent deliveries go to Redis together.
+    redis: Batched,
     /// For the worker's blocking reads, which would hold up every other
     /// command on a shared connection.
     client: redis::Client,
@@ -202,7 +202,7 @@ impl RedisQueue {
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::new)?;
         Ok(Self {
-            connection: lazy_connection(client.clone())?,
+            redis: Batched::new(lazy_connection(client.clone())?),
             client,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
             timeout: crate::dedupe::DEFAULT_OPERATION_TIMEOUT,
@@ -246,21 +246,27 @@ impl RedisQueue {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let oldest = now.saturating_sub(self.retention).as_millis();
-        let mut invocation = script!(ENQUEUE).prepare_invoke();
-        invocation
-            .key(format!("{}{}", self.keys.prefix, delivery.dedupe_key()))
-            .key(&self.keys.stream)
-            .arg(millis(self.done_ttl))
-            .arg(format!("{oldest}-0"))
-            .arg(delivery.envelope().body().as_ref())
-            .arg(delivery.secret_index())
-            .arg(now.as_millis().to_string())
-            .arg(delivery.type_name())
-            .arg(delivery.id().unwrap_or(""))
-            .arg(delivery.dedupe_key());
-        let mut connection = self.connection.clone();
+        let key = format!("{}{}", self.keys.prefix, delivery.dedupe_key());
+        let (ttl, oldest, received) = (
+            millis(self.done_ttl),
+            format!("{oldest}-0"),
+            now.as_millis(),
+        );
         let added: Option<String> = self
-            .bounded(invocation.invoke_async(&mut connection))
+            .bounded(self.redis.invoke(script!(ENQUEUE), |command| {
+                command
+                    .arg(2)
+                    .arg(&key)
+                    .arg(&self.keys.stream)
+                    .arg(&ttl)
+                    .arg(&oldest)
+                    .arg(delivery.envelope().body().as_ref())
+                    .arg(delivery.secret_index())
+                    .arg(received)
+                    .arg(delivery.type_name())
+                    .arg(delivery.id().unwrap_or(""))
+                    .arg(delivery.dedupe_key());
+            }))
             .await?;
         Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added))
     }
@@ -281,7 +287,7 @@ impl RedisQueue {
 
     /// Entries in the stream, handled or not (until trimmed).
     pub async fn len(&self) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let mut command = redis::cmd("XLEN");
         command.arg(&self.keys.stream);
         self.bounded(command.query_async(&mut connection)).await
@@ -294,7 +300,7 @@ impl RedisQueue {
 
     /// The oldest `count` dead letters.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let mut command = redis::cmd("XRANGE");
         command
             .arg(&self.keys.dead)
@@ -314,7 +320,7 @@ impl RedisQueue {
             .key(&self.keys.dead)
             .key(&self.keys.stream)
             .arg(id);
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let moved: i64 = self
             .bounded(invocation.invoke_async(&mut connection))
             .await?;
@@ -322,7 +328,7 @@ impl RedisQueue {
     }
 
     async fn ensure_group(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let mut create = redis::cmd("XGROUP");
         // From the stream's start: entries appended before the group existed
         // are handled too.
@@ -343,7 +349,7 @@ impl RedisQueue {
     }
 
     async fn group_info(&self) -> Result<Option<redis::streams::StreamInfoGroup>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let mut command = redis::cmd("XINFO");
         command.arg("GROUPS").arg(&self.keys.stream);
         let groups: StreamInfoGroupsReply =

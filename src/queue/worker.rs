@@ -339,7 +339,7 @@ impl Worker {
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
-        let mut connection = self.queue.connection.clone();
+        let mut connection = self.queue.redis.connection();
         match self
             .queue
             .bounded(command.query_async::<StreamAutoClaimReply>(&mut connection))
@@ -369,7 +369,7 @@ impl Worker {
             .key(&self.queue.keys.stream)
             .arg(now_millis())
             .arg(1000);
-        let mut connection = self.queue.connection.clone();
+        let mut connection = self.queue.redis.connection();
         if let Err(error) = self
             .queue
             .bounded(invocation.invoke_async::<i64>(&mut connection))
@@ -509,7 +509,7 @@ impl Worker {
     }
 
     async fn invoke(&self, invocation: redis::ScriptInvocation<'_>) -> Result<(), StoreError> {
-        let mut connection = self.queue.connection.clone();
+        let mut connection = self.queue.redis.connection();
         self.queue
             .bounded(invocation.invoke_async::<i64>(&mut connection))
             .await
