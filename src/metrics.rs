@@ -222,11 +222,19 @@ pub(crate) fn secret_matched(index: usize) {
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64().floor());
+            .map_or(0, |d| d.as_secs());
+        // Set only when the second changes: a write on every delivery would
+        // bounce the gauge's cache line between the cores.
+        if let Some(seen) = cache::SECRET_LAST_SECOND.get(index) {
+            if seen.load(std::sync::atomic::Ordering::Relaxed) == now {
+                return;
+            }
+            seen.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         let last = || metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => label());
         match cache::SECRET_LAST.get(index, last) {
-            Some(gauge) => gauge.set(now),
-            None => last().set(now),
+            Some(gauge) => gauge.set(now as f64),
+            None => last().set(now as f64),
         }
     }
     #[cfg(not(feature = "metrics"))]
@@ -258,6 +266,7 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
 #[cfg(feature = "metrics")]
 mod cache {
     use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
 
     use metrics::{Counter, Gauge, Histogram};
 
@@ -301,6 +310,8 @@ mod cache {
     pub(super) static IN_FLIGHT: Slots<Gauge, 1> = Slots::new();
     pub(super) static SECRET_MATCHES: Slots<Counter, 8> = Slots::new();
     pub(super) static SECRET_LAST: Slots<Gauge, 8> = Slots::new();
+    /// The second each `SECRET_LAST` gauge was last set to.
+    pub(super) static SECRET_LAST_SECOND: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
     pub(super) static STORE: Slots<Histogram, 4> = Slots::new();
 
     /// Handles registered on first use.
