@@ -246,7 +246,7 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
     let config = &pipeline.config;
     let store = &*config.store;
     let key = delivery.dedupe_key();
-    let token = match timed("claim", store.claim_boxed(key, config.claim_lease)).await {
+    let token = match timed(config, "claim", store.claim_boxed(key, config.claim_lease)).await {
         Ok(Claim::Acquired(token)) => token,
         Ok(Claim::Done) => return drop(answer.send(Outcome::Duplicate)),
         Ok(Claim::InFlight) => return drop(answer.send(Outcome::InFlight)),
@@ -293,9 +293,9 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
     let _ = answer.send(outcome);
     let settled = if done {
         let ttl = config.done_ttl.max(config.replay_window.span());
-        timed("mark_done", store.mark_done_boxed(key, &token, ttl)).await
+        timed(config, "mark_done", store.mark_done_boxed(key, &token, ttl)).await
     } else {
-        timed("release", store.release_boxed(key, &token)).await
+        timed(config, "release", store.release_boxed(key, &token)).await
     };
     match settled {
         Ok(ClaimStatus::Held) => {}
@@ -318,7 +318,7 @@ async fn keep_claimed(
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
     loop {
         every.tick().await;
-        match timed("renew", store.renew_boxed(key, token, lease)).await {
+        match timed(config, "renew", store.renew_boxed(key, token, lease)).await {
             Ok(ClaimStatus::Held) => {}
             Ok(_) => tracing::error!("the claim lapsed while the handler ran"),
             Err(error) => tracing::warn!(%error, "could not renew the claim"),
@@ -326,11 +326,16 @@ async fn keep_claimed(
     }
 }
 
-/// Runs a store operation, and reports how long it took and whether it failed.
+/// Runs a store operation, and reports how long it took and whether it
+/// failed (for stores that do I/O).
 async fn timed<T>(
+    config: &WebhookConfig,
     operation: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    if !config.store_does_io {
+        return call.await;
+    }
     let started = metrics::Timer::start();
     let result = call.await;
     metrics::store(operation, started.elapsed(), result.is_err());

@@ -200,6 +200,11 @@ async fn a_known_mix_is_counted_exactly() {
         assert!(text.contains(name), "no {name} in\n{text}");
     }
     assert!(text.contains("ltvboost_webhook_in_flight 0"), "{text}");
+    // Store latency is timed for stores that do I/O: the unreachable one's
+    // single claim, none of the in-memory store's claims and done-records.
+    let claims = "ltvboost_webhook_store_duration_seconds_count{operation=\"claim\"} 1\n";
+    assert!(text.contains(claims), "{text}");
+    assert!(!text.contains("operation=\"mark_done\""), "{text}");
     promtool_accepts(&text);
 }
 

@@ -6,6 +6,9 @@
 #   DURATION=3 ROUNDS=1 bash bench/e2e/run.sh   # a quick smoke
 #   BASELINE_BIN=/path/to/bench_server bash bench/e2e/run.sh
 #                                               # also an older build's `memory` mode
+#   BASELINE_MODES="layer redis" BASELINE_BIN=… # …or other modes of it
+#   RECEIVERS="layer metrics baseline_memory" ROUNDS=8 bash bench/e2e/run.sh
+#                                               # an interleaved A/B of a few
 #
 # Each round measures every receiver once, in turn, so that a slow spell on
 # the shared machine hits one round rather than one receiver; the table
@@ -19,7 +22,9 @@
 # WebhookEndpoint under route_service, and the seed's Express receiver
 # (express.raw + the documented HMAC). Installs wrk (Debian) and express
 # (npm) when missing. Only 127.0.0.1 is targeted; every run is bounded by
-# DURATION.
+# DURATION. Besides requests/s, each row gives the CPU time the receiver (and
+# Redis, for the Redis rows) spent per request, read from /proc: steadier
+# than requests/s on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
@@ -50,7 +55,10 @@ cp target/release/examples/bench_server "$work/bench_server_queue"
 command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 redis_port=4190
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
+# User and system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export BENCH_REDIS_URL="redis://127.0.0.1:$redis_port/"
 
@@ -101,22 +109,27 @@ start() { # name port command...
 measure() { # name port
   local name=$1 port=$2 pid_var="pid_$1"
   local url="http://127.0.0.1:$port/webhooks/ltvboost"
-  case $name in redis|enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
+  case $name in redis | enqueue | baseline_redis | baseline_enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
   # A correctness check first: a benchmark of errors would be worthless.
   local status
   status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
     -H 'content-type: application/json' --data-binary @"$BODY_FILE")
   [ "$status" = 200 ] || [ "$status" = 202 ] || { echo "$name answered $status to a valid event"; exit 1; }
   START=$(( per_thread - 120000 / THREADS )) wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
+  local server_before redis_before server_after redis_after
+  server_before=$(cpu_ticks "${!pid_var}"); redis_before=$(cpu_ticks "$redis_pid")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$here/post.lua" "$url" >"$work/$name.wrk"
-  local rps p50 p99 rss errors
+  server_after=$(cpu_ticks "${!pid_var}"); redis_after=$(cpu_ticks "$redis_pid")
+  local rps p50 p99 rss errors requests
   rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
   p99=$(awk '$1=="99%" {print $2}' "$work/$name.wrk")
   errors=$(awk '/Non-2xx/ {print $NF}' "$work/$name.wrk"); errors=${errors:-0}
   rss=$(awk '/VmHWM/ {print $2}' "/proc/${!pid_var}/status")
   [ "$errors" = 0 ] || { echo "$name: $errors non-2xx answers"; cat "$work/$name.wrk"; exit 1; }
-  printf '%s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$rss" >>"$work/results"
+  requests=$(awk '/requests in/ {print $1}' "$work/$name.wrk")
+  printf '%s %s %s %s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$rss" "$requests" \
+    $(( server_after - server_before )) $(( redis_after - redis_before )) >>"$work/results"
   # A fresh process for the next round: its store has seen none of the events.
   kill "${!pid_var}" 2>/dev/null || true
   wait "${!pid_var}" 2>/dev/null || true
@@ -135,8 +148,20 @@ start redis 4110 "$work/bench_server_queue" redis 127.0.0.1:4110
 start enqueue 4111 "$work/bench_server_queue" enqueue 127.0.0.1:4111
 start express 4104 node "$here/express/server.js" 4104
 if [ -n "${BASELINE_BIN:-}" ]; then
-  start baseline 4108 "$BASELINE_BIN" memory 127.0.0.1:4108
-  receivers+=("baseline 4108")
+  port=4120
+  for mode in ${BASELINE_MODES:-memory}; do
+    name="baseline_${mode//-/_}" # a shell variable's name holds no '-'
+    start "$name" "$port" "$BASELINE_BIN" "$mode" "127.0.0.1:$port"
+    receivers+=("$name $port")
+    port=$((port + 1))
+  done
+fi
+if [ -n "${RECEIVERS:-}" ]; then # keep only those named, in their order
+  chosen=()
+  for name in $RECEIVERS; do
+    for pair in "${receivers[@]}"; do [ "${pair%% *}" = "$name" ] && chosen+=("$pair"); done
+  done
+  receivers=("${chosen[@]}")
 fi
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one receiver at a time, median of $ROUNDS rounds, $(nproc) cores"
@@ -147,19 +172,21 @@ for _ in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$work/results" <<'PY'
+python3 - "$work/results" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 def micros(text):
     for unit, scale in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
         if text.endswith(unit):
             return float(text[: -len(unit)]) * scale
     raise ValueError(text)
+tick = 1_000_000 / int(sys.argv[2])  # µs
 runs = {}
 for line in open(sys.argv[1]):
-    name, rps, p50, p99, rss = line.split()
-    runs.setdefault(name, []).append((float(rps), micros(p50), micros(p99), int(rss)))
+    name, rps, p50, p99, rss, requests, server, redis = line.split()
+    n = int(requests)
+    runs.setdefault(name, []).append((float(rps), micros(p50), micros(p99), int(rss),
+                                      int(server) * tick / n, int(redis) * tick / n))
 median = {n: statistics.median(r[0] for r in rs) for n, rs in runs.items()}
-bare, express = median["bare"], median["express"]
 names = {"bare": "bare axum (reads the body only)",
          "layer": "WebhookLayer wrapping the router, default in-memory store",
          "nodedupe": "the same with NoDedupe (best case)",
@@ -168,15 +195,29 @@ names = {"bare": "bare axum (reads the body only)",
          "endpoint": "WebhookEndpoint under Router::route_service",
          "redis": "the layer with RedisStore, handlers inline",
          "enqueue": "enqueue mode: 202 once in the Redis stream",
-         "baseline": "BASELINE_BIN: an older build, default store",
          "express": "seed's Express receiver"}
-print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+def ratio(name, over):
+    return f"{median[name] / median[over]:.2f}" if over in median else "–"
+print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS | server CPU/req | Redis CPU/req |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for name, rs in runs.items():
     r = median[name]
     p50 = statistics.median(x[1] for x in rs)
     p99 = statistics.median(x[2] for x in rs)
     rss = max(x[3] for x in rs)
+    server = statistics.median(x[4] for x in rs)
+    redis = statistics.median(x[5] for x in rs)
+    redis = f"{redis:.1f} µs" if redis > 0.1 else "–"  # Redis idles for the other rows
     spread = f" ({min(x[0] for x in rs):,.0f}–{max(x[0] for x in rs):,.0f})" if len(rs) > 1 else ""
-    print(f"| {names[name]} | {r:,.0f}{spread} | {r / bare:.2f} | {r / express:.1f} | {p50:,.0f} µs | {p99:,.0f} µs | {rss / 1024:.1f} MiB |")
+    label = names.get(name) or f"BASELINE_BIN {name.removeprefix('baseline_')}"
+    print(f"| {label} | {r:,.0f}{spread} | {ratio(name, 'bare')} | {ratio(name, 'express')} "
+          f"| {p50:,.0f} µs | {p99:,.0f} µs | {rss / 1024:.1f} MiB | {server:.1f} µs | {redis} |")
+# Paired ratios of each round (rows measured one after another in a round):
+# steadier than the ratio of medians when the machine's speed drifts.
+if len(next(iter(runs.values()))) > 1 and "layer" in runs:
+    for name in runs:
+        if name != "layer":
+            pairs = [a[0] / b[0] for a, b in zip(runs[name], runs["layer"])]
+            print(f"{name} / layer, paired by round: median {statistics.median(pairs):.3f} "
+                  f"({min(pairs):.3f}–{max(pairs):.3f})")
 PY
