@@ -768,3 +768,42 @@ async fn scripts_redis_forgot_are_loaded_again() {
         Claim::Acquired(_)
     ));
 }
+
+/// A claim that timed out while Redis stalled (`DEBUG SLEEP`) still runs once
+/// Redis wakes; the store releases it behind the claim (by `EVAL`: this fresh
+/// Redis has no script loaded, and the release's own deadline passes before
+/// Redis wakes), so the sender's retry is handled rather than refused until
+/// the lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_timed_out_while_redis_stalled_is_released() {
+    let redis = PrivateRedis::start().await;
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let store = redis_store(&url, &unique_prefix())
+        .await
+        .operation_timeout(Duration::from_millis(300));
+    let stall = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(2)
+                .exec(&mut connection)
+                .unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lease = Duration::from_secs(120);
+    assert!(store.claim("k", lease).await.is_err(), "Redis is asleep");
+    stall.await.unwrap();
+    // The SET ran when Redis woke; the release queued behind it freed the key.
+    let mut claimed = store.claim("k", lease).await.unwrap();
+    for _ in 0..20 {
+        if matches!(claimed, Claim::Acquired(_)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        claimed = store.claim("k", lease).await.unwrap();
+    }
+    assert!(matches!(claimed, Claim::Acquired(_)), "{claimed:?}");
+}

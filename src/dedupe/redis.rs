@@ -230,7 +230,24 @@ impl DedupeStore for RedisStore {
             .arg("GET")
             .arg("PX")
             .arg(millis(lease));
-        let before: Option<Vec<u8>> = self.bounded(self.redis.query(set)).await?;
+        let before: Option<Vec<u8>> = match self.bounded(self.redis.query(set)).await {
+            Ok(before) => before,
+            Err(error) => {
+                // A stalled Redis still runs the SET once it wakes: release
+                // the claim it would leave, or the sender's retry would be
+                // refused until the lease lapsed. By `EVAL`, which needs no
+                // second round trip when Redis has lost its scripts.
+                let mut release = redis::cmd("EVAL");
+                release
+                    .arg(RELEASE)
+                    .arg(1)
+                    .arg(self.key(key))
+                    .arg(token.to_string());
+                let redis = self.redis.clone();
+                tokio::spawn(async move { redis.query::<i64>(release).await });
+                return Err(error);
+            }
+        };
         Ok(match before.as_deref() {
             None => Claim::Acquired(token),
             Some(b"done") => Claim::Done,
