@@ -19,8 +19,11 @@
 //! mark-done/release, the claim lapses by itself and a later retry runs the
 //! handler. While a handler runs, the receiver [renews](DedupeStore::renew)
 //! the lease every third of its length, so a handler slower than the lease
-//! still runs only once at a time. A [`ClaimToken`] ties mark-done and release to the claim they end,
-//! so a slow instance whose lease lapsed cannot end somebody else's claim.
+//! still runs only once at a time. A [`ClaimToken`] ties renewal and release
+//! to the claim they belong to, so a slow instance whose lease lapsed cannot
+//! release somebody else's claim; its success is still recorded as done (the
+//! work happened), and every lapsed claim is reported as
+//! [`ClaimStatus::Lost`].
 //!
 //! A store that cannot answer returns a [`StoreError`]: the receiver answers
 //! `503` and calls no handler (fail closed: nothing is acknowledged that was
