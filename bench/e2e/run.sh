@@ -207,7 +207,8 @@ for name, rs in runs.items():
     rss = max(x[3] for x in rs)
     server = statistics.median(x[4] for x in rs)
     redis = statistics.median(x[5] for x in rs)
-    redis = f"{redis:.1f} µs" if redis > 0.1 else "–"  # Redis idles for the other rows
+    uses_redis = name in ("redis", "enqueue", "baseline_redis", "baseline_enqueue")
+    redis = f"{redis:.1f} µs" if uses_redis else "–"
     spread = f" ({min(x[0] for x in rs):,.0f}–{max(x[0] for x in rs):,.0f})" if len(rs) > 1 else ""
     label = names.get(name) or f"BASELINE_BIN {name.removeprefix('baseline_')}"
     print(f"| {label} | {r:,.0f}{spread} | {ratio(name, 'bare')} | {ratio(name, 'express')} "

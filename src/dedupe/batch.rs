@@ -32,8 +32,8 @@ impl Batched {
         }
     }
 
-    /// The connection itself, for commands that wait on the server (blocking
-    /// reads) or want no batching.
+    /// The connection itself, for commands that need no batching (start-up
+    /// checks, inspection, loading a script).
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }

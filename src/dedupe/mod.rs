@@ -170,8 +170,8 @@ pub trait DedupeStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<ClaimStatus, StoreError>> + Send;
 
-    /// Records `key` as done for `ttl`, if `token` still holds its claim or
-    /// nobody does.
+    /// Records `key` as done for `ttl`, and says whether `token` still held
+    /// its claim.
     ///
     /// Called after the handler succeeded. The key is recorded as done
     /// whatever holds it now (the work happened: a delivery that claimed the

@@ -47,9 +47,12 @@ return 0
 ///
 /// Each step is one atomic command or Lua script. Commands share one
 /// multiplexed connection that reconnects by itself, and commands of
-/// concurrent deliveries go to Redis together, as one pipeline. Every operation has a
-/// deadline (default 2 s); an unreachable or slow Redis is a [`StoreError`],
-/// which the receiver answers with `503` without calling a handler.
+/// concurrent deliveries go to Redis together, as one pipeline. Every
+/// operation has a deadline (default 2 s); an unreachable or slow Redis is a
+/// [`StoreError`], which the receiver answers with `503` without calling a
+/// handler. A claim that missed its deadline is released right behind it, so
+/// a Redis that stalls and then runs it does not hold the event until the
+/// lease lapses.
 ///
 /// The connection URL may carry a password; it is never printed.
 ///
