@@ -50,7 +50,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 #[cfg(feature = "queue")]
-pub(crate) use redis::{lazy_connection, millis};
+pub(crate) use redis::{bounded, lazy_connection, millis};
 
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -172,15 +172,11 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    /// A Redis call under the operation timeout.
     async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(StoreError::new),
-            Err(_) => Err(StoreError::new("Redis did not answer in time")),
-        }
+        bounded(self.timeout, call).await
     }
 
     /// `script` on the event's key, with the claim token and `args`.
@@ -215,6 +211,24 @@ pub(crate) fn lazy_connection(client: redis::Client) -> Result<ConnectionManager
     ConnectionManager::new_lazy_with_config(client, config).map_err(StoreError::new)
 }
 
+/// A Redis call under an operation timeout. Shared by the store and the
+/// queue.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(StoreError::new),
+        Err(_) => Err(StoreError::new("Redis did not answer in time")),
+    }
+}
+
+/// The value of a key `token` has claimed; the scripts build it as
+/// `'claimed:' .. ARGV[1]`.
+fn claimed(token: &ClaimToken) -> String {
+    format!("claimed:{token}")
+}
+
 /// A duration in whole milliseconds, as `PX` and `PEXPIRE` take it.
 pub(crate) fn millis(duration: Duration) -> String {
     // PX refuses 0 (a sub-millisecond duration still means "expire") and
@@ -228,7 +242,7 @@ impl DedupeStore for RedisStore {
         let token = ClaimToken::random();
         let mut set = redis::cmd("SET");
         set.arg(self.key(key))
-            .arg(format!("claimed:{token}"))
+            .arg(claimed(&token))
             .arg("NX")
             .arg("GET")
             .arg("PX")
@@ -280,7 +294,7 @@ impl DedupeStore for RedisStore {
             .arg("PX")
             .arg(millis(ttl));
         let before: Option<Vec<u8>> = self.bounded(self.redis.query(set)).await?;
-        let held = before.as_deref() == Some(format!("claimed:{token}").as_bytes());
+        let held = before.as_deref() == Some(claimed(token).as_bytes());
         Ok(status(held))
     }
 

@@ -63,7 +63,7 @@ mod worker;
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::config::DEFAULT_DONE_TTL;
-use crate::dedupe::{Batched, StoreError, lazy_connection, millis};
+use crate::dedupe::{Batched, StoreError, bounded, lazy_connection, millis};
 use crate::handler::Delivery;
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,
@@ -362,10 +362,7 @@ impl RedisQueue {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(StoreError::new),
-            Err(_) => Err(StoreError::new("Redis did not answer in time")),
-        }
+        bounded(self.timeout, call).await
     }
 }
 
