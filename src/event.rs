@@ -3,12 +3,13 @@
 //! This module does no I/O. Parse only bytes that [`crate::signature`] has
 //! verified.
 //!
-//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` with
-//! `data` kept as a place in the verified body, then decodes `data` into the
-//! typed payload that `type` names, or keeps it raw as [`Event::Unknown`] for
-//! a type this crate does not know. Nothing of the body is copied: the
-//! envelope, [`Envelope::data`] and each payload's `raw()` share the verified
-//! [`Bytes`].
+//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` in
+//! one pass: when `type` comes before `data`, as LTVboost sends it, `data` is
+//! decoded into the typed payload that `type` names as it is read; otherwise
+//! it is kept as a place in the body and decoded after. A type this crate
+//! does not know keeps its `data` raw, as [`Event::Unknown`]. Nothing of the
+//! body is copied: the envelope, [`Envelope::data`] and each payload's
+//! `raw()` share the verified [`Bytes`] and find `data` in it on demand.
 //!
 //! # Assumptions
 //!
@@ -59,12 +60,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -143,16 +143,22 @@ macro_rules! events {
                 }
             }
 
-            /// Decodes `data` into the payload `event_type` names, and lets the
-            /// payload keep its raw `data` for `raw()` and `extra()`.
-            fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> {
-                let fail = |source| PayloadError { event_type, source: Arc::new(source) };
-                Ok(match event_type {
-                    $( EventType::$variant => {
-                        let mut payload: $variant = data.parse().map_err(fail)?;
-                        payload.data = Some(data.clone());
-                        Event::$variant(payload)
-                    } )*
+            /// Lets the payload find its raw `data` in `body`, for `raw()`
+            /// and `extra()`.
+            fn keep_body(&mut self, body: &Bytes) {
+                match self {
+                    $( Event::$variant(payload) => payload.body = Some(body.clone()), )*
+                    Event::Unknown { .. } => {}
+                }
+            }
+        }
+
+        impl<'de> DeserializeSeed<'de> for PayloadOf {
+            type Value = Event;
+
+            fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Event, D::Error> {
+                Ok(match self.0 {
+                    $( EventType::$variant => Event::$variant($variant::deserialize(deserializer)?), )*
                 })
             }
         }
@@ -286,7 +292,6 @@ pub struct Envelope {
     type_name: TypeName,
     created_at: Option<Box<str>>,
     body: Bytes,
-    data: Option<Range<usize>>,
     event: Result<Event, PayloadError>,
 }
 
@@ -296,18 +301,112 @@ enum TypeName {
     Other(Box<str>),
 }
 
-/// The envelope as sent: `data` and the optional members kept raw, so that
-/// a member of an unexpected shape is read tolerantly afterwards.
-#[derive(Deserialize)]
+/// The envelope as sent, read in one pass: `data` is decoded as it is read
+/// when a known `type` came before it, and kept raw otherwise. The optional
+/// members are kept raw, to be read tolerantly afterwards.
 struct Wire<'a> {
-    #[serde(default, borrow)]
     id: Option<&'a RawValue>,
-    #[serde(rename = "type", borrow)]
     type_name: Cow<'a, str>,
-    #[serde(default, borrow)]
     created_at: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Absent,
+    Raw(&'a RawValue),
+    Decoded(Event),
+}
+
+/// The members of the envelope this crate reads.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Member {
+    Id,
+    Type,
+    CreatedAt,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+/// `type`'s text, borrowed from the body unless it has escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct TypeText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Decodes `data` into the payload of the type it carries.
+struct PayloadOf(EventType);
+
+impl<'de> Deserialize<'de> for Wire<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(WireVisitor { decode_data: true })
+    }
+}
+
+/// Reads the envelope; with `decode_data` false, `data` is always kept raw.
+struct WireVisitor {
+    decode_data: bool,
+}
+
+impl<'de> Visitor<'de> for WireVisitor {
+    type Value = Wire<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
+        fn once<T, E: serde::de::Error>(
+            slot: &mut Option<T>,
+            value: T,
+            name: &'static str,
+        ) -> Result<(), E> {
+            match slot.replace(value) {
+                None => Ok(()),
+                Some(_) => Err(E::duplicate_field(name)),
+            }
+        }
+        let (mut id, mut type_name, mut created_at, mut data) = (None, None, None, None);
+        while let Some(member) = map.next_key()? {
+            match member {
+                Member::Id => once(&mut id, map.next_value()?, "id")?,
+                Member::Type => once(&mut type_name, map.next_value::<TypeText<'de>>()?.0, "type")?,
+                Member::CreatedAt => once(&mut created_at, map.next_value()?, "created_at")?,
+                Member::Data => {
+                    let known = type_name
+                        .as_deref()
+                        .and_then(|name: &str| name.parse().ok());
+                    let value = match known {
+                        Some(known) if self.decode_data => {
+                            Data::Decoded(map.next_value_seed(PayloadOf(known))?)
+                        }
+                        _ => Data::Raw(map.next_value()?),
+                    };
+                    once(&mut data, value, "data")?;
+                }
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Wire {
+            id,
+            type_name: type_name
+                .ok_or_else(|| <A::Error as serde::de::Error>::missing_field("type"))?,
+            created_at,
+            data: data.unwrap_or(Data::Absent),
+        })
+    }
+}
+
+impl Wire<'_> {
+    /// Reads the envelope with `data` kept raw.
+    fn raw(body: &[u8]) -> Result<Wire<'_>, serde_json::Error> {
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let wire = json.deserialize_map(WireVisitor { decode_data: false })?;
+        json.end()?;
+        Ok(wire)
+    }
 }
 
 impl fmt::Debug for Envelope {
@@ -335,30 +434,39 @@ impl Envelope {
     /// whose `data` does not fit its payload is not an error here: the
     /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
-        let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
-        let data = wire
-            .data
-            .and_then(|raw| subslice(&body, raw.get().as_bytes()));
-        let data_json = data
-            .clone()
-            .map_or(RawJson::NULL, |range| RawJson(body.slice(range)));
-        let (type_name, event) = match wire.type_name.parse::<EventType>() {
-            Ok(known) => (TypeName::Known(known), Event::decode(known, &data_json)),
+        // One pass when `type` comes first and `data` fits; a `data` that
+        // does not fit fails that pass, and the raw read tells which error.
+        let wire = match serde_json::from_slice::<Wire<'_>>(&body) {
+            Ok(wire) => wire,
+            Err(_) => Wire::raw(&body).map_err(EnvelopeError)?,
+        };
+        let raw_data = |data: &Data<'_>| match data {
+            Data::Raw(raw) => slice_of(&body, raw),
+            _ => RawJson::NULL,
+        };
+        let (type_name, mut event) = match wire.type_name.parse::<EventType>() {
+            Ok(known) => match wire.data {
+                Data::Decoded(event) => (TypeName::Known(known), Ok(event)),
+                ref data => (TypeName::Known(known), decode(known, &raw_data(data))),
+            },
             Err(_) => {
                 let name = wire.type_name.into_owned();
+                let data = raw_data(&wire.data);
                 let event = Event::Unknown {
                     type_name: name.clone(),
-                    data: data_json,
+                    data,
                 };
                 (TypeName::Other(name.into()), Ok(event))
             }
         };
+        if let Ok(event) = &mut event {
+            event.keep_body(&body);
+        }
         Ok(Self {
             id: wire.id.and_then(identifier_text).map(Into::into),
             type_name,
             created_at: wire.created_at.and_then(identifier_text).map(Into::into),
             body,
-            data,
             event,
         })
     }
@@ -391,11 +499,10 @@ impl Envelope {
         }
     }
 
-    /// The raw `data` JSON, whatever the type (`null` when absent).
+    /// The raw `data` JSON, whatever the type (`null` when absent). Found
+    /// in the body on demand.
     pub fn data(&self) -> RawJson {
-        self.data
-            .clone()
-            .map_or(RawJson::NULL, |range| RawJson(self.body.slice(range)))
+        data_in(&self.body)
     }
 
     /// The whole body, as verified.
@@ -418,11 +525,34 @@ impl Envelope {
     }
 }
 
-/// Where `inner`, borrowed from `outer`, sits in it.
-fn subslice(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
-    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
-    let end = start.checked_add(inner.len())?;
-    (end <= outer.len()).then_some(start..end)
+/// Decodes `data` into the payload `event_type` names.
+fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> {
+    let mut json = serde_json::Deserializer::from_slice(data.as_bytes());
+    PayloadOf(event_type)
+        .deserialize(&mut json)
+        .and_then(|event| json.end().map(|()| event))
+        .map_err(|source| PayloadError {
+            event_type,
+            source: Arc::new(source),
+        })
+}
+
+/// The raw `data` of a body that parsed as an envelope (`null` when absent).
+fn data_in(body: &Bytes) -> RawJson {
+    match Wire::raw(body).map(|wire| wire.data) {
+        Ok(Data::Raw(raw)) => slice_of(body, raw),
+        _ => RawJson::NULL,
+    }
+}
+
+/// `raw`, borrowed from `body`, as a shared slice of it.
+fn slice_of(body: &Bytes, raw: &RawValue) -> RawJson {
+    let inner = raw.get().as_bytes();
+    let start = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
+    match start.map(|start| (start, start + inner.len())) {
+        Some((start, end)) if end <= body.len() => RawJson(body.slice(start..end)),
+        _ => RawJson::NULL,
+    }
 }
 
 /// A string, or an integer as its decimal text; anything else is `None`.
@@ -532,10 +662,10 @@ macro_rules! payload {
                 #[serde(deserialize_with = $read)]
                 pub $field: Option<$ty>,
             )*
-            /// The raw `data` this payload came from (a slice of the
-            /// verified body), for [`Self::raw`] and [`Self::extra`].
+            /// The verified body this payload came from, where
+            /// [`Self::raw`] and [`Self::extra`] find its `data`.
             #[serde(skip)]
-            data: Option<RawJson>,
+            body: Option<Bytes>,
         }
 
         impl fmt::Debug for $name {
@@ -550,7 +680,7 @@ macro_rules! payload {
         impl $name {
             /// A payload with only its identifier set, for tests and fixtures.
             pub fn new(id: impl Into<String>) -> Self {
-                Self { id: id.into(), $( $field: None, )* data: None }
+                Self { id: id.into(), $( $field: None, )* body: None }
             }
 
             /// The fields of `data` this crate does not model, as sent.
@@ -563,9 +693,9 @@ macro_rules! payload {
 
             /// The whole `data` object as sent, when this payload was decoded
             /// from an event: a field of a shape this crate did not expect is
-            /// still here.
+            /// still here. Found in the body on demand.
             pub fn raw(&self) -> Option<RawJson> {
-                self.data.clone()
+                self.body.as_ref().map(data_in)
             }
         }
     };
