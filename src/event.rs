@@ -1072,6 +1072,11 @@ mod tests {
             r#"{"type":7,"data":{}}"#,
             r#"{"type":"a","type":"b"}"#,
             "{\"type\":\"a\"",
+            // Read in one pass up to the fault, then again raw.
+            r#"{"type":"segment.ready","data":{"id":"s"},"data":{"id":"t"}}"#,
+            r#"{"type":"segment.ready","data":{"id":"s"},"id":"e","id":"f"}"#,
+            r#"{"type":"segment.ready","data":{"id":"s"}} x"#,
+            r#"{"type":"segment.ready","data":{"id":"s"}"#,
         ] {
             assert!(Envelope::from_slice(body.as_bytes()).is_err(), "{body}");
         }
