@@ -311,9 +311,12 @@ struct Wire<'a> {
     data: Data<'a>,
 }
 
+/// `data` as the envelope's pass left it.
 enum Data<'a> {
     Absent,
+    /// Its text, to be decoded afterwards or kept as it is.
     Raw(&'a RawValue),
+    /// Decoded into the payload of the `type` read before it.
     Decoded(Event),
 }
 
