@@ -9,6 +9,10 @@
 #   BASELINE_MODES="layer redis" BASELINE_BIN=… # …or other modes of it
 #   RECEIVERS="layer metrics baseline_memory" ROUNDS=8 bash bench/e2e/run.sh
 #                                               # an interleaved A/B of a few
+#   KEEP=rounds.txt bash bench/e2e/run.sh       # also keep every measurement
+#                                               # (name, requests/s, p50, p99, RSS
+#                                               # KiB, requests, server and Redis
+#                                               # CPU ticks)
 #
 # Each round measures every receiver once, in turn, so that a slow spell on
 # the shared machine hits one round rather than one receiver; the table
@@ -222,3 +226,4 @@ if len(next(iter(runs.values()))) > 1 and "layer" in runs:
             print(f"{name} / layer, paired by round: median {statistics.median(pairs):.3f} "
                   f"({min(pairs):.3f}–{max(pairs):.3f})")
 PY
+if [ -n "${KEEP:-}" ]; then cp "$work/results" "$KEEP"; fi
