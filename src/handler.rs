@@ -154,7 +154,8 @@ impl Delivery {
         self.envelope.created_at()
     }
 
-    /// The raw `data` JSON.
+    /// The raw `data` JSON, found in the verified body when asked (each call
+    /// reads the body again; keep the result rather than call it in a loop).
     pub fn data(&self) -> RawJson {
         self.envelope.data()
     }
