@@ -320,6 +320,22 @@ enum Data<'a> {
     Decoded(Event),
 }
 
+impl Data<'_> {
+    /// The text kept raw, as a shared slice of `body`, which it was read
+    /// from (`null` when absent or decoded).
+    fn raw_in(&self, body: &Bytes) -> RawJson {
+        let Data::Raw(raw) = self else {
+            return RawJson::NULL;
+        };
+        let inner = raw.get().as_bytes();
+        let start = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
+        match start.map(|start| (start, start + inner.len())) {
+            Some((start, end)) if end <= body.len() => RawJson(body.slice(start..end)),
+            _ => RawJson::NULL,
+        }
+    }
+}
+
 /// The members of the envelope this crate reads.
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "snake_case")]
@@ -443,18 +459,14 @@ impl Envelope {
             Ok(wire) => wire,
             Err(_) => Wire::raw(&body).map_err(EnvelopeError)?,
         };
-        let raw_data = |data: &Data<'_>| match data {
-            Data::Raw(raw) => slice_of(&body, raw),
-            _ => RawJson::NULL,
-        };
         let (type_name, mut event) = match wire.type_name.parse::<EventType>() {
             Ok(known) => match wire.data {
                 Data::Decoded(event) => (TypeName::Known(known), Ok(event)),
-                ref data => (TypeName::Known(known), decode(known, &raw_data(data))),
+                data => (TypeName::Known(known), decode(known, &data.raw_in(&body))),
             },
             Err(_) => {
                 let name = wire.type_name.into_owned();
-                let data = raw_data(&wire.data);
+                let data = wire.data.raw_in(&body);
                 let event = Event::Unknown {
                     type_name: name.clone(),
                     data,
@@ -542,20 +554,7 @@ fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> 
 
 /// The raw `data` of a body that parsed as an envelope (`null` when absent).
 fn data_in(body: &Bytes) -> RawJson {
-    match Wire::raw(body).map(|wire| wire.data) {
-        Ok(Data::Raw(raw)) => slice_of(body, raw),
-        _ => RawJson::NULL,
-    }
-}
-
-/// `raw`, borrowed from `body`, as a shared slice of it.
-fn slice_of(body: &Bytes, raw: &RawValue) -> RawJson {
-    let inner = raw.get().as_bytes();
-    let start = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
-    match start.map(|start| (start, start + inner.len())) {
-        Some((start, end)) if end <= body.len() => RawJson(body.slice(start..end)),
-        _ => RawJson::NULL,
-    }
+    Wire::raw(body).map_or(RawJson::NULL, |wire| wire.data.raw_in(body))
 }
 
 /// A string, or an integer as its decimal text; anything else is `None`.

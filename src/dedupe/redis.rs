@@ -240,8 +240,9 @@ pub(crate) fn millis(duration: Duration) -> String {
 impl DedupeStore for RedisStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
+        let key = self.key(key);
         let mut set = redis::cmd("SET");
-        set.arg(self.key(key))
+        set.arg(&key)
             .arg(claimed(&token))
             .arg("NX")
             .arg("GET")
@@ -255,11 +256,7 @@ impl DedupeStore for RedisStore {
                 // refused until the lease lapsed. By `EVAL`, which needs no
                 // second round trip when Redis has lost its scripts.
                 let mut release = redis::cmd("EVAL");
-                release
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(self.key(key))
-                    .arg(token.to_string());
+                release.arg(RELEASE).arg(1).arg(key).arg(token.to_string());
                 let redis = self.redis.clone();
                 tokio::spawn(async move { redis.query::<i64>(release).await });
                 return Err(error);
