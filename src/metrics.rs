@@ -28,6 +28,11 @@
 //! at start-up: the receiver registers each metric with the recorder in
 //! place at its first use, and records on that handle from then on.
 //!
+//! Each thread keeps what it records and hands it to the recorder in a
+//! batch, every 64 deliveries it ends and at least once a second, so a
+//! scrape may lag the deliveries by up to a second. Call [`flush`] to hand
+//! everything over at once, say before a test reads the recorder.
+//!
 //! Without the feature every function here compiles to nothing.
 //!
 //! ```
@@ -53,7 +58,8 @@ pub const BODY_BYTES: &str = "ltvboost_webhook_body_bytes";
 pub const IN_FLIGHT: &str = "ltvboost_webhook_in_flight";
 /// Deliveries verified, by the secret that matched.
 pub const SECRET_MATCHES: &str = "ltvboost_webhook_secret_matches_total";
-/// When each secret last matched, in seconds since the Unix epoch.
+/// When each secret last matched, in seconds since the Unix epoch (to within
+/// the second records take to reach the recorder).
 pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestamp_seconds";
 /// How long dedupe store operations took.
 pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
@@ -132,6 +138,21 @@ pub fn describe() {
     }
 }
 
+/// Hands every record the receiver holds to the recorder now. Records
+/// reach it within a second anyway; call this where that second matters,
+/// such as a test that reads the recorder right after a delivery.
+///
+/// ```
+/// // let handle = PrometheusBuilder::new().install_recorder()?;
+/// // … deliveries …
+/// ltvboost_webhooks::metrics::flush();
+/// // let text = handle.render();
+/// ```
+pub fn flush() {
+    #[cfg(feature = "metrics")]
+    batch::flush_all();
+}
+
 /// The `event_type` label of a delivery: `None` before authentication.
 pub(crate) fn type_label(event_type: Option<Option<EventType>>) -> &'static str {
     match event_type {
@@ -173,7 +194,10 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
                 .and_then(|i| cache::REJECTED.get(i, register)),
         };
         match slot {
-            Some(counter) => counter.increment(1),
+            Some(counter) => batch::record(|pending| {
+                pending.count(counter);
+                pending.delivered();
+            }),
             None => register().increment(1),
         }
     }
@@ -192,7 +216,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
             .and_then(|k| cache::slot(k, event_type))
             .and_then(|i| cache::HANDLER.get(i, register));
         match slot {
-            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
+            Some(histogram) => batch::record(|pending| pending.sample(histogram, elapsed)),
             None => register().record(elapsed.as_secs_f64()),
         }
     }
@@ -204,7 +228,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
 pub(crate) fn body(bytes: usize) {
     #[cfg(feature = "metrics")]
     if let Some(histogram) = cache::BODY.get(0, || metrics::histogram!(BODY_BYTES)) {
-        histogram.record(bytes as f64);
+        batch::record(|pending| pending.sample_value(histogram, bytes as f64));
     }
     #[cfg(not(feature = "metrics"))]
     let _ = bytes;
@@ -213,32 +237,29 @@ pub(crate) fn body(bytes: usize) {
 /// The secret at `index` verified a delivery.
 pub(crate) fn secret_matched(index: usize) {
     #[cfg(feature = "metrics")]
-    {
-        let label = || index.to_string();
-        let matches = || metrics::counter!(SECRET_MATCHES, "secret_index" => label());
-        match cache::SECRET_MATCHES.get(index, matches) {
-            Some(counter) => counter.increment(1),
-            None => matches().increment(1),
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // Set only when the second changes: a write on every delivery would
-        // bounce the gauge's cache line between the cores.
-        if let Some(seen) = cache::SECRET_LAST_SECOND.get(index) {
-            if seen.load(std::sync::atomic::Ordering::Relaxed) == now {
-                return;
-            }
-            seen.store(now, std::sync::atomic::Ordering::Relaxed);
-        }
-        let last = || metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => label());
-        match cache::SECRET_LAST.get(index, last) {
-            Some(gauge) => gauge.set(now as f64),
-            None => last().set(now as f64),
+    match cache::SECRET_MATCHES.get(index, || secret_matches(index)) {
+        Some(counter) => batch::record(|pending| {
+            pending.count(counter);
+            pending.matched(index);
+        }),
+        // Past the secrets a verifier usually holds: straight to the recorder.
+        None => {
+            secret_matches(index).increment(1);
+            secret_last_match(index).set(batch::unix_now());
         }
     }
     #[cfg(not(feature = "metrics"))]
     let _ = index;
+}
+
+#[cfg(feature = "metrics")]
+fn secret_matches(index: usize) -> metrics::Counter {
+    metrics::counter!(SECRET_MATCHES, "secret_index" => index.to_string())
+}
+
+#[cfg(feature = "metrics")]
+fn secret_last_match(index: usize) -> metrics::Gauge {
+    metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => index.to_string())
 }
 
 /// A store operation took `elapsed`; `failed` when it returned an error.
@@ -248,7 +269,7 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
         let index = cache::position(cache::OPERATIONS, operation);
         let duration = || metrics::histogram!(STORE_DURATION, "operation" => operation);
         match index.and_then(|i| cache::STORE.get(i, duration)) {
-            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
+            Some(histogram) => batch::record(|pending| pending.sample(histogram, elapsed)),
             None => duration().record(elapsed.as_secs_f64()),
         }
         if failed {
@@ -266,7 +287,6 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
 #[cfg(feature = "metrics")]
 mod cache {
     use std::sync::OnceLock;
-    use std::sync::atomic::AtomicU64;
 
     use metrics::{Counter, Gauge, Histogram};
 
@@ -308,10 +328,10 @@ mod cache {
     pub(super) static HANDLER: Slots<Histogram, { 9 * TYPES }> = Slots::new();
     pub(super) static BODY: Slots<Histogram, 1> = Slots::new();
     pub(super) static IN_FLIGHT: Slots<Gauge, 1> = Slots::new();
-    pub(super) static SECRET_MATCHES: Slots<Counter, 8> = Slots::new();
-    pub(super) static SECRET_LAST: Slots<Gauge, 8> = Slots::new();
-    /// The second each `SECRET_LAST` gauge was last set to.
-    pub(super) static SECRET_LAST_SECOND: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+    /// Secrets with cached handles: more than a rotation ever holds.
+    pub(super) const SECRETS: usize = 8;
+    pub(super) static SECRET_MATCHES: Slots<Counter, SECRETS> = Slots::new();
+    pub(super) static SECRET_LAST: Slots<Gauge, SECRETS> = Slots::new();
     pub(super) static STORE: Slots<Histogram, 4> = Slots::new();
 
     /// Handles registered on first use.
@@ -401,9 +421,7 @@ pub(crate) struct InFlight(());
 impl InFlight {
     pub(crate) fn start() -> Self {
         #[cfg(feature = "metrics")]
-        if let Some(gauge) = in_flight() {
-            gauge.increment(1.0);
-        }
+        batch::record(|pending| pending.in_flight += 1);
         Self(())
     }
 }
@@ -411,13 +429,215 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        if let Some(gauge) = in_flight() {
-            gauge.decrement(1.0);
-        }
+        batch::record(|pending| pending.in_flight -= 1);
     }
 }
 
+/// What each thread records, handed to the recorder in batches: every
+/// record written to the recorder's shared handles as it happened moved
+/// their cache lines from one core to the other on every delivery.
 #[cfg(feature = "metrics")]
-fn in_flight() -> Option<&'static metrics::Gauge> {
-    cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT))
+mod batch {
+    use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use metrics::{Counter, Histogram};
+
+    use super::{IN_FLIGHT, cache};
+
+    /// Deliveries a thread ends before it hands its records over itself.
+    const DELIVERIES: u32 = 64;
+    /// How often the records of threads gone quiet are handed over.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// One thread's records not yet handed to the recorder.
+    #[derive(Default)]
+    pub(super) struct Pending {
+        counts: Vec<(&'static Counter, u64)>,
+        samples: Vec<(&'static Histogram, f64)>,
+        /// Deliveries started less those ended: either may be on another
+        /// thread, so this may be below zero; the sum over threads is not.
+        pub(super) in_flight: i64,
+        /// Which secrets matched, by `secret_index`.
+        matched: [bool; cache::SECRETS],
+        deliveries: u32,
+    }
+
+    impl Pending {
+        pub(super) fn count(&mut self, counter: &'static Counter) {
+            match self.counts.last_mut() {
+                Some((last, n)) if std::ptr::eq(*last, counter) => *n += 1,
+                _ => self.counts.push((counter, 1)),
+            }
+        }
+
+        pub(super) fn sample(&mut self, histogram: &'static Histogram, elapsed: Duration) {
+            self.sample_value(histogram, elapsed.as_secs_f64());
+        }
+
+        pub(super) fn sample_value(&mut self, histogram: &'static Histogram, value: f64) {
+            self.samples.push((histogram, value));
+        }
+
+        pub(super) fn matched(&mut self, index: usize) {
+            if let Some(matched) = self.matched.get_mut(index) {
+                *matched = true;
+            }
+        }
+
+        pub(super) fn delivered(&mut self) {
+            self.deliveries += 1;
+            if self.deliveries >= DELIVERIES {
+                self.hand_over();
+            }
+        }
+
+        fn hand_over(&mut self) {
+            for (counter, n) in self.counts.drain(..) {
+                counter.increment(n);
+            }
+            for (histogram, value) in self.samples.drain(..) {
+                histogram.record(value);
+            }
+            if self.in_flight != 0 {
+                if let Some(gauge) = cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT)) {
+                    gauge.increment(self.in_flight as f64);
+                }
+                self.in_flight = 0;
+            }
+            if self.matched.contains(&true) {
+                let now = unix_now();
+                for (index, matched) in self.matched.iter_mut().enumerate() {
+                    let gauge = || super::secret_last_match(index);
+                    if std::mem::take(matched)
+                        && let Some(gauge) = cache::SECRET_LAST.get(index, gauge)
+                    {
+                        gauge.set(now);
+                    }
+                }
+            }
+            self.deliveries = 0;
+        }
+    }
+
+    /// Every thread's records, for the background hand-over and [`flush_all`].
+    static THREADS: Mutex<Vec<Arc<Mutex<Pending>>>> = Mutex::new(Vec::new());
+    static FLUSHER: Once = Once::new();
+
+    thread_local! {
+        static LOCAL: Arc<Mutex<Pending>> = register();
+    }
+
+    fn register() -> Arc<Mutex<Pending>> {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        lock(&THREADS).push(pending.clone());
+        FLUSHER.call_once(|| {
+            let flusher = std::thread::Builder::new()
+                .name("ltvboost-metrics".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(EVERY);
+                        flush_all();
+                    }
+                });
+            if let Err(error) = flusher {
+                tracing::warn!(%error, "no thread for metrics: a quiet thread's records wait for its next 64 deliveries");
+            }
+        });
+        pending
+    }
+
+    /// Adds to this thread's records.
+    pub(super) fn record(add: impl FnOnce(&mut Pending)) {
+        let mut add = Some(add);
+        let _ = LOCAL.try_with(|pending| add.take().map(|add| add(&mut lock(pending))));
+        if let Some(add) = add {
+            // This thread is being torn down: straight to the recorder.
+            let mut pending = Pending::default();
+            add(&mut pending);
+            pending.hand_over();
+        }
+    }
+
+    pub(super) fn flush_all() {
+        let mut threads = lock(&THREADS);
+        for pending in threads.iter() {
+            lock(pending).hand_over();
+        }
+        // A thread that ended dropped its handle; its records are over now.
+        threads.retain(|pending| Arc::strong_count(pending) > 1);
+    }
+
+    pub(super) fn unix_now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as f64
+    }
+
+    /// A panic in a recorder leaves the records usable.
+    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        use super::*;
+
+        /// What a test counter has added up.
+        #[derive(Default)]
+        struct Tally(AtomicU64);
+
+        impl metrics::CounterFn for Tally {
+            fn increment(&self, n: u64) {
+                self.0.fetch_add(n, Ordering::Relaxed);
+            }
+            fn absolute(&self, n: u64) {
+                self.0.store(n, Ordering::Relaxed);
+            }
+        }
+
+        impl Tally {
+            fn total(&self) -> u64 {
+                self.0.load(Ordering::Relaxed)
+            }
+        }
+
+        fn counter() -> (&'static Counter, Arc<Tally>) {
+            let tally = Arc::new(Tally::default());
+            let counter = Box::leak(Box::new(Counter::from_arc(tally.clone())));
+            (counter, tally)
+        }
+
+        #[test]
+        fn a_thread_hands_its_records_over_on_its_64th_delivery() {
+            let (deliveries, total) = counter();
+            let mut pending = Pending::default();
+            for _ in 0..DELIVERIES - 1 {
+                pending.count(deliveries);
+                pending.delivered();
+            }
+            assert_eq!(total.total(), 0);
+            assert_eq!(
+                pending.counts.len(),
+                1,
+                "one entry for a run of one counter"
+            );
+            pending.count(deliveries);
+            pending.delivered();
+            assert_eq!(total.total(), u64::from(DELIVERIES));
+            assert!(pending.counts.is_empty());
+        }
+
+        #[test]
+        fn the_records_of_a_thread_that_ended_are_handed_over() {
+            let (deliveries, total) = counter();
+            std::thread::spawn(move || record(|pending| pending.count(deliveries)))
+                .join()
+                .unwrap();
+            flush_all();
+            assert_eq!(total.total(), 1);
+        }
+    }
 }

@@ -163,6 +163,8 @@ async fn a_known_mix_is_counted_exactly() {
     let unfit = event_json("evt_m9", "action.sent", r#"{"note":"no id"}"#);
     assert_eq!(post_signed(extracted, &unfit).await.status, 400);
 
+    // Records reach the recorder in batches; hand them all over now.
+    ltvboost_webhooks::metrics::flush();
     let text = handle.render();
     let counts = deliveries(&text);
     let key = |o: &str, r: &str, t: &str| (o.to_owned(), r.to_owned(), t.to_owned());
@@ -241,10 +243,19 @@ fn the_example_receiver_serves_metrics_on_its_own_listener() {
         // Not on the webhook listener…
         let scrape = b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
         assert_eq!(send_raw(web, scrape).await.status, 404);
-        // …but on the admin one.
-        let reply = send_raw(admin, scrape).await;
-        assert_eq!(reply.status, 200);
-        reply.body
+        // …but on the admin one, within the second records take to be
+        // handed over from a thread gone quiet.
+        let mut text = String::new();
+        for _ in 0..50 {
+            let reply = send_raw(admin, scrape).await;
+            assert_eq!(reply.status, 200);
+            text = reply.body;
+            if deliveries(&text).values().sum::<u64>() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        text
     });
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -76,6 +76,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets(&[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])?
                 .build_recorder();
+            // The upkeep `install()` runs: it drains the histograms' samples,
+            // which would otherwise pile up for the whole run.
+            let handle = recorder.handle();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    handle.run_upkeep();
+                }
+            });
             metrics::set_global_recorder(recorder)?;
             ltvboost_webhooks::metrics::describe();
             server.serve(layer.wrap(bare)).await?;
