@@ -29,7 +29,7 @@
 //! place at its first use, and records on that handle from then on.
 //!
 //! Each thread keeps what it records and hands it to the recorder in a
-//! batch, every 64 deliveries it ends and at least once a second, so a
+//! batch, about every 64 deliveries and at least once a second, so a
 //! scrape may lag the deliveries by up to a second. Call [`flush`] to hand
 //! everything over at once, say before a test reads the recorder.
 //!
@@ -194,10 +194,7 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
                 .and_then(|i| cache::REJECTED.get(i, register)),
         };
         match slot {
-            Some(counter) => batch::record(|pending| {
-                pending.count(counter);
-                pending.delivered();
-            }),
+            Some(counter) => batch::record(|pending| pending.count(counter)),
             None => register().increment(1),
         }
     }
@@ -445,8 +442,9 @@ mod batch {
 
     use super::{IN_FLIGHT, cache};
 
-    /// Deliveries a thread ends before it hands its records over itself.
-    const DELIVERIES: u32 = 64;
+    /// Records a thread holds before it hands them over itself (about 64
+    /// deliveries' worth): this bounds what a thread holds.
+    const FULL: usize = 128;
     /// How often the records of threads gone quiet are handed over.
     const EVERY: Duration = Duration::from_secs(1);
 
@@ -460,7 +458,6 @@ mod batch {
         pub(super) in_flight: i64,
         /// Which secrets matched, by `secret_index`.
         matched: [bool; cache::SECRETS],
-        deliveries: u32,
     }
 
     impl Pending {
@@ -485,9 +482,8 @@ mod batch {
             }
         }
 
-        pub(super) fn delivered(&mut self) {
-            self.deliveries += 1;
-            if self.deliveries >= DELIVERIES {
+        fn hand_over_if_full(&mut self) {
+            if self.counts.len() + self.samples.len() >= FULL {
                 self.hand_over();
             }
         }
@@ -516,7 +512,6 @@ mod batch {
                     }
                 }
             }
-            self.deliveries = 0;
         }
     }
 
@@ -541,7 +536,7 @@ mod batch {
                     }
                 });
             if let Err(error) = flusher {
-                tracing::warn!(%error, "no thread for metrics: a quiet thread's records wait for its next 64 deliveries");
+                tracing::warn!(%error, "no thread for metrics: a quiet thread's records wait until it holds 128");
             }
         });
         pending
@@ -550,7 +545,13 @@ mod batch {
     /// Adds to this thread's records.
     pub(super) fn record(add: impl FnOnce(&mut Pending)) {
         let mut add = Some(add);
-        let _ = LOCAL.try_with(|pending| add.take().map(|add| add(&mut lock(pending))));
+        let _ = LOCAL.try_with(|pending| {
+            if let Some(add) = add.take() {
+                let mut pending = lock(pending);
+                add(&mut pending);
+                pending.hand_over_if_full();
+            }
+        });
         if let Some(add) = add {
             // This thread is being torn down: straight to the recorder.
             let mut pending = Pending::default();
@@ -585,9 +586,16 @@ mod batch {
 
         use super::*;
 
-        /// What a test counter has added up.
+        /// What a test counter has added up, or how many samples a test
+        /// histogram took.
         #[derive(Default)]
         struct Tally(AtomicU64);
+
+        impl metrics::HistogramFn for Tally {
+            fn record(&self, _: f64) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
 
         impl metrics::CounterFn for Tally {
             fn increment(&self, n: u64) {
@@ -610,24 +618,37 @@ mod batch {
             (counter, tally)
         }
 
+        fn histogram() -> (&'static Histogram, Arc<Tally>) {
+            let tally = Arc::new(Tally::default());
+            let histogram = Box::leak(Box::new(Histogram::from_arc(tally.clone())));
+            (histogram, tally)
+        }
+
         #[test]
-        fn a_thread_hands_its_records_over_on_its_64th_delivery() {
-            let (deliveries, total) = counter();
+        fn a_thread_hands_its_records_over_once_it_holds_128() {
+            let (deliveries, counted) = counter();
+            let (bodies, sampled) = histogram();
             let mut pending = Pending::default();
-            for _ in 0..DELIVERIES - 1 {
+            for _ in 0..FULL / 2 - 1 {
                 pending.count(deliveries);
-                pending.delivered();
+                pending.sample_value(bodies, 1035.0);
+                pending.hand_over_if_full();
             }
-            assert_eq!(total.total(), 0);
-            assert_eq!(
-                pending.counts.len(),
-                1,
-                "one entry for a run of one counter"
-            );
             pending.count(deliveries);
-            pending.delivered();
-            assert_eq!(total.total(), u64::from(DELIVERIES));
-            assert!(pending.counts.is_empty());
+            pending.hand_over_if_full();
+            // A run of one counter is one record.
+            assert_eq!(
+                (pending.counts.len(), pending.samples.len()),
+                (1, FULL / 2 - 1)
+            );
+            assert_eq!((counted.total(), sampled.total()), (0, 0));
+            for _ in 0..FULL / 2 {
+                pending.sample_value(bodies, 1035.0);
+                pending.hand_over_if_full();
+            }
+            assert_eq!(counted.total(), FULL as u64 / 2);
+            assert_eq!(sampled.total(), FULL as u64 - 1);
+            assert!(pending.counts.is_empty() && pending.samples.is_empty());
         }
 
         #[test]
