@@ -213,7 +213,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
             .and_then(|k| cache::slot(k, event_type))
             .and_then(|i| cache::HANDLER.get(i, register));
         match slot {
-            Some(histogram) => batch::record(|pending| pending.sample(histogram, elapsed)),
+            Some(histogram) => batch::record(|pending| pending.time(histogram, elapsed)),
             None => register().record(elapsed.as_secs_f64()),
         }
     }
@@ -225,7 +225,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
 pub(crate) fn body(bytes: usize) {
     #[cfg(feature = "metrics")]
     if let Some(histogram) = cache::BODY.get(0, || metrics::histogram!(BODY_BYTES)) {
-        batch::record(|pending| pending.sample_value(histogram, bytes as f64));
+        batch::record(|pending| pending.sample(histogram, bytes as f64));
     }
     #[cfg(not(feature = "metrics"))]
     let _ = bytes;
@@ -266,7 +266,7 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
         let index = cache::position(cache::OPERATIONS, operation);
         let duration = || metrics::histogram!(STORE_DURATION, "operation" => operation);
         match index.and_then(|i| cache::STORE.get(i, duration)) {
-            Some(histogram) => batch::record(|pending| pending.sample(histogram, elapsed)),
+            Some(histogram) => batch::record(|pending| pending.time(histogram, elapsed)),
             None => duration().record(elapsed.as_secs_f64()),
         }
         if failed {
@@ -435,6 +435,7 @@ impl Drop for InFlight {
 /// their cache lines from one core to the other on every delivery.
 #[cfg(feature = "metrics")]
 mod batch {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -468,11 +469,11 @@ mod batch {
             }
         }
 
-        pub(super) fn sample(&mut self, histogram: &'static Histogram, elapsed: Duration) {
-            self.sample_value(histogram, elapsed.as_secs_f64());
+        pub(super) fn time(&mut self, histogram: &'static Histogram, elapsed: Duration) {
+            self.sample(histogram, elapsed.as_secs_f64());
         }
 
-        pub(super) fn sample_value(&mut self, histogram: &'static Histogram, value: f64) {
+        pub(super) fn sample(&mut self, histogram: &'static Histogram, value: f64) {
             self.samples.push((histogram, value));
         }
 
@@ -518,6 +519,8 @@ mod batch {
     /// Every thread's records, for the background hand-over and [`flush_all`].
     static THREADS: Mutex<Vec<Arc<Mutex<Pending>>>> = Mutex::new(Vec::new());
     static FLUSHER: Once = Once::new();
+    /// Whether the background thread runs.
+    static FLUSHING: AtomicBool = AtomicBool::new(false);
 
     thread_local! {
         static LOCAL: Arc<Mutex<Pending>> = register();
@@ -535,8 +538,9 @@ mod batch {
                         flush_all();
                     }
                 });
-            if let Err(error) = flusher {
-                tracing::warn!(%error, "no thread for metrics: a quiet thread's records wait until it holds 128");
+            match flusher {
+                Ok(_) => FLUSHING.store(true, Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "no thread for metrics; recording unbatched"),
             }
         });
         pending
@@ -549,7 +553,12 @@ mod batch {
             if let Some(add) = add.take() {
                 let mut pending = lock(pending);
                 add(&mut pending);
-                pending.hand_over_if_full();
+                // Without the background thread nothing else would hand over.
+                if FLUSHING.load(Ordering::Relaxed) {
+                    pending.hand_over_if_full();
+                } else {
+                    pending.hand_over();
+                }
             }
         });
         if let Some(add) = add {
@@ -631,7 +640,7 @@ mod batch {
             let mut pending = Pending::default();
             for _ in 0..FULL / 2 - 1 {
                 pending.count(deliveries);
-                pending.sample_value(bodies, 1035.0);
+                pending.sample(bodies, 1035.0);
                 pending.hand_over_if_full();
             }
             pending.count(deliveries);
@@ -643,7 +652,7 @@ mod batch {
             );
             assert_eq!((counted.total(), sampled.total()), (0, 0));
             for _ in 0..FULL / 2 {
-                pending.sample_value(bodies, 1035.0);
+                pending.sample(bodies, 1035.0);
                 pending.hand_over_if_full();
             }
             assert_eq!(counted.total(), FULL as u64 / 2);
