@@ -496,11 +496,12 @@ mod batch {
             for (histogram, value) in self.samples.drain(..) {
                 histogram.record(value);
             }
-            if self.in_flight != 0 {
-                if let Some(gauge) = cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT)) {
-                    gauge.increment(self.in_flight as f64);
-                }
-                self.in_flight = 0;
+            // Registered even when nothing changed, so a scrape shows 0
+            // rather than no gauge at all.
+            let in_flight = cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT));
+            let change = std::mem::take(&mut self.in_flight);
+            if let Some(gauge) = in_flight.filter(|_| change != 0) {
+                gauge.increment(change as f64);
             }
             if self.matched.contains(&true) {
                 let now = unix_now();
