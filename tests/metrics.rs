@@ -253,7 +253,8 @@ fn the_example_receiver_serves_metrics_on_its_own_listener() {
             let reply = send_raw(admin, scrape).await;
             assert_eq!(reply.status, 200);
             text = reply.body;
-            if deliveries(&text).values().sum::<u64>() == 2 {
+            let settled = text.contains("\nltvboost_webhook_in_flight 0\n");
+            if deliveries(&text).values().sum::<u64>() == 2 && settled {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
