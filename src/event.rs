@@ -356,12 +356,6 @@ struct TypeText<'a>(#[serde(borrow)] Cow<'a, str>);
 /// Decodes `data` into the payload of the type it carries.
 struct PayloadOf(EventType);
 
-impl<'de> Deserialize<'de> for Wire<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(WireVisitor { decode_data: true })
-    }
-}
-
 /// Reads the envelope; with `decode_data` false, `data` is always kept raw.
 struct WireVisitor {
     decode_data: bool,
@@ -419,10 +413,11 @@ impl<'de> Visitor<'de> for WireVisitor {
 }
 
 impl Wire<'_> {
-    /// Reads the envelope with `data` kept raw.
-    fn raw(body: &[u8]) -> Result<Wire<'_>, serde_json::Error> {
+    /// Reads the envelope, the whole body; with `decode_data` false, `data`
+    /// is kept raw.
+    fn read(body: &[u8], decode_data: bool) -> Result<Wire<'_>, serde_json::Error> {
         let mut json = serde_json::Deserializer::from_slice(body);
-        let wire = json.deserialize_map(WireVisitor { decode_data: false })?;
+        let wire = json.deserialize_map(WireVisitor { decode_data })?;
         json.end()?;
         Ok(wire)
     }
@@ -455,9 +450,9 @@ impl Envelope {
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
         // One pass when `type` comes first and `data` fits; a `data` that
         // does not fit fails that pass, and the raw read tells which error.
-        let wire = match serde_json::from_slice::<Wire<'_>>(&body) {
+        let wire = match Wire::read(&body, true) {
             Ok(wire) => wire,
-            Err(_) => Wire::raw(&body).map_err(EnvelopeError)?,
+            Err(_) => Wire::read(&body, false).map_err(EnvelopeError)?,
         };
         let (type_name, mut event) = match wire.type_name.parse::<EventType>() {
             Ok(known) => match wire.data {
@@ -554,7 +549,7 @@ fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> 
 
 /// The raw `data` of a body that parsed as an envelope (`null` when absent).
 fn data_in(body: &Bytes) -> RawJson {
-    Wire::raw(body).map_or(RawJson::NULL, |wire| wire.data.raw_in(body))
+    Wire::read(body, false).map_or(RawJson::NULL, |wire| wire.data.raw_in(body))
 }
 
 /// A string, or an integer as its decimal text; anything else is `None`.
