@@ -1,7 +1,10 @@
 //! Every setting of a receiver, in one builder.
 
 use std::any::TypeId;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore, NoDedupe};
@@ -20,6 +23,17 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default budget for body bytes buffered, across all deliveries, before
 /// their signatures are checked: 64 MiB.
 pub const DEFAULT_BODY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// The default time a body may go without a byte arriving: 3 seconds.
+pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default slowest rate a body may arrive at, once it has been read for
+/// the stall timeout: 1 KiB a second.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+
+/// Longer durations are clamped to this: a deadline further ahead would
+/// overflow the clock.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How long a claim holds by default before a crashed receiver's event can be
 /// handled again: longer than any sender waits for an answer. A running
@@ -57,6 +71,8 @@ pub struct WebhookConfig {
     pub(crate) path: Arc<str>,
     pub(crate) body_limit: usize,
     pub(crate) read_timeout: Duration,
+    pub(crate) body_stall_timeout: Duration,
+    pub(crate) min_body_rate: u64,
     pub(crate) replay_window: ReplayWindow,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Arc<dyn ErasedStore>,
@@ -82,6 +98,8 @@ impl WebhookConfig {
             path: Arc::from(DEFAULT_PATH),
             body_limit: DEFAULT_BODY_LIMIT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            body_stall_timeout: DEFAULT_BODY_STALL_TIMEOUT,
+            min_body_rate: DEFAULT_MIN_BODY_RATE,
             replay_window: ReplayWindow::default(),
             clock: Arc::new(SystemClock),
             store: Arc::new(MemoryStore::new()),
@@ -114,13 +132,49 @@ impl WebhookConfig {
     }
 
     /// How many body bytes all deliveries together may hold in memory
-    /// before their signatures are checked. A delivery that would go past it
-    /// answers `503` (the sender retries) without being read, so a flood of
-    /// large forged bodies cannot exhaust memory. Each delivery reserves its
-    /// `Content-Length`, or the body limit when it sends none. Default:
-    /// [`DEFAULT_BODY_BUDGET`].
+    /// before their signatures are checked. Bytes are charged as they
+    /// arrive, never from `Content-Length`, so requests that declare large
+    /// bodies and send nothing hold nothing. A delivery whose next bytes
+    /// would go past it answers `503` (the sender retries) and frees its
+    /// share at once. Default: [`DEFAULT_BODY_BUDGET`].
     pub fn body_budget(mut self, bytes: usize) -> Self {
-        self.body_budget = BodyBudget::new(bytes);
+        self.body_budget.bytes = bytes;
+        self
+    }
+
+    /// The share of the body budget one peer address may hold, off by
+    /// default. Turn it on only when clients connect directly: behind a
+    /// proxy or load balancer every delivery comes from the proxy's
+    /// address, and this would cap them all together. The peer address is
+    /// the one [`serve::Server`](crate::serve::Server) hands over (or
+    /// axum's `ConnectInfo<SocketAddr>`); without one, no share applies.
+    ///
+    /// ```
+    /// # use ltvboost_webhooks::WebhookConfig;
+    /// # use ltvboost_webhooks::signature::{Secret, Verifier};
+    /// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?)
+    ///     .body_budget_per_peer(4 * 1024 * 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn body_budget_per_peer(mut self, bytes: usize) -> Self {
+        self.body_budget.per_peer = Some((bytes, Arc::default()));
+        self
+    }
+
+    /// How long a body may go without a byte arriving before it is cut with
+    /// `408` (`body_stalled`), freeing its share of the budget. Default:
+    /// [`DEFAULT_BODY_STALL_TIMEOUT`]. At least 1 ms; at most a year.
+    pub fn body_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.body_stall_timeout = timeout.clamp(Duration::from_millis(1), LONGEST);
+        self
+    }
+
+    /// The slowest average rate, in bytes a second, a body may arrive at
+    /// once it has been read for the stall timeout; slower, it is cut with
+    /// `408` (`body_stalled`). `0` turns the floor off. Default:
+    /// [`DEFAULT_MIN_BODY_RATE`].
+    pub fn min_body_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_body_rate = bytes_per_second;
         self
     }
 
@@ -128,7 +182,7 @@ impl WebhookConfig {
     /// the whole read, not a per-frame timeout, so a client that trickles a
     /// byte at a time cannot hold the request open. Past it: `408`.
     pub fn read_timeout(mut self, deadline: Duration) -> Self {
-        self.read_timeout = deadline;
+        self.read_timeout = deadline.min(LONGEST);
         self
     }
 
@@ -169,8 +223,9 @@ impl WebhookConfig {
     /// handled again. A running handler's claim is renewed every third of
     /// it. Default: [`DEFAULT_CLAIM_LEASE`].
     pub fn claim_lease(mut self, lease: Duration) -> Self {
-        // A zero lease would renew in a busy loop.
-        self.claim_lease = lease.max(Duration::from_millis(3));
+        // A zero lease would renew in a busy loop; a huge one would overflow
+        // the renewal timer.
+        self.claim_lease = lease.clamp(Duration::from_millis(3), LONGEST);
         self
     }
 
@@ -178,7 +233,7 @@ impl WebhookConfig {
     /// Never shorter than the replay window's span: a record that expired
     /// inside the window would let a replay through.
     pub fn done_ttl(mut self, ttl: Duration) -> Self {
-        self.done_ttl = ttl;
+        self.done_ttl = ttl.min(LONGEST);
         self
     }
 
@@ -207,26 +262,23 @@ impl WebhookConfig {
     }
 }
 
-/// Body bytes that may be held before verification, shared by every clone of
-/// a configuration. A counter, not a semaphore: nobody waits for room (past
-/// the budget a delivery is refused), so there is no waiter list to lock.
+/// Body bytes held before verification, shared by every clone of a
+/// configuration and charged as they arrive, never from what a header
+/// declares. A counter, not a semaphore: nobody waits for room (past the
+/// budget a delivery is refused), so there is no waiter list to lock.
 #[derive(Clone)]
 pub(crate) struct BodyBudget {
     bytes: usize,
-    held: Arc<std::sync::atomic::AtomicUsize>,
+    held: Arc<AtomicUsize>,
+    /// The share one peer address may hold, and what each holds.
+    per_peer: Option<(usize, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
 }
 
-/// Room reserved in a [`BodyBudget`], given back on drop.
-pub(crate) struct Reserved {
+/// What one delivery holds of a [`BodyBudget`], given back on drop.
+pub(crate) struct Charge<'a> {
+    budget: &'a BodyBudget,
+    peer: Option<IpAddr>,
     bytes: usize,
-    held: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        self.held
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl BodyBudget {
@@ -234,22 +286,71 @@ impl BodyBudget {
         Self {
             bytes,
             held: Arc::default(),
+            per_peer: None,
         }
     }
 
-    /// Reserves room for `bytes`, or `None` when the budget is spent.
-    pub(crate) fn reserve(&self, bytes: u64) -> Option<Reserved> {
-        use std::sync::atomic::Ordering;
-        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-        self.held
+    /// An empty charge for one delivery from `peer`.
+    pub(crate) fn charge(&self, peer: Option<IpAddr>) -> Charge<'_> {
+        Charge {
+            budget: self,
+            peer,
+            bytes: 0,
+        }
+    }
+
+    fn peers(map: &Mutex<HashMap<IpAddr, usize>>) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every update leaves the map consistent: keep using it after a panic.
+        map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Charge<'_> {
+    /// Charges `bytes` more that arrived; `false` (and nothing charged) when
+    /// the budget, or the peer's share of it, would be overspent.
+    pub(crate) fn add(&mut self, bytes: usize) -> bool {
+        let budget = self.budget;
+        let global = budget
+            .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(bytes).filter(|total| *total <= self.bytes)
-            })
-            .ok()?;
-        Some(Reserved {
-            bytes,
-            held: self.held.clone(),
-        })
+                held.checked_add(bytes).filter(|total| *total <= budget.bytes)
+            });
+        if global.is_err() {
+            return false;
+        }
+        if let (Some((share, map)), Some(peer)) = (&budget.per_peer, self.peer) {
+            let mut peers = BodyBudget::peers(map);
+            let held = peers.entry(peer).or_insert(0);
+            if held.saturating_add(bytes) > *share {
+                if *held == 0 {
+                    peers.remove(&peer);
+                }
+                drop(peers);
+                budget.held.fetch_sub(bytes, Ordering::Relaxed);
+                return false;
+            }
+            *held += bytes;
+        }
+        self.bytes += bytes;
+        true
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        if let (Some((_, map)), Some(peer)) = (&self.budget.per_peer, self.peer) {
+            let mut peers = BodyBudget::peers(map);
+            if let Some(held) = peers.get_mut(&peer) {
+                *held = held.saturating_sub(self.bytes);
+                if *held == 0 {
+                    peers.remove(&peer);
+                }
+            }
+        }
     }
 }
 
@@ -266,12 +367,18 @@ impl std::fmt::Debug for WebhookConfig {
             .field("path", &self.path)
             .field("body_limit", &self.body_limit)
             .field("read_timeout", &self.read_timeout)
+            .field("body_stall_timeout", &self.body_stall_timeout)
+            .field("min_body_rate", &self.min_body_rate)
             .field("replay_window", &self.replay_window)
             .field("claim_lease", &self.claim_lease)
             .field("done_ttl", &self.done_ttl)
             .field("acknowledge_mismatched", &self.acknowledge_mismatched)
             .field("require_created_at", &self.require_created_at)
             .field("body_budget", &self.body_budget.bytes)
+            .field(
+                "body_budget_per_peer",
+                &self.body_budget.per_peer.as_ref().map(|(share, _)| share),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -83,7 +83,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let head = self
             .pipeline
-            .check_head(request.method(), request.headers());
+            .check_head(request.method(), request.headers(), request.extensions());
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let outcome = match head {

@@ -66,7 +66,7 @@ where
         let config = WebhookConfig::from_ref(state);
         let (parts, body) = request.into_parts();
         let received = async {
-            let head = check_head(&config, &parts.headers)?;
+            let head = check_head(&config, &parts.headers, &parts.extensions)?;
             let delivery = receive(&config, head, body).await?;
             let event = delivery.envelope().event()?.clone();
             Ok(Self { delivery, event })

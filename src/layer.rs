@@ -151,7 +151,7 @@ where
         }
         let kind = match self
             .pipeline
-            .check_head(request.method(), request.headers())
+            .check_head(request.method(), request.headers(), request.extensions())
         {
             Ok(head) => Kind::Delivery {
                 future: Box::pin(self.pipeline.clone().run(head, request.into_body())),

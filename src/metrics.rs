@@ -10,6 +10,7 @@
 //! | `ltvboost_webhook_in_flight` | gauge | |
 //! | `ltvboost_webhook_secret_matches_total` | counter | `secret_index` |
 //! | `ltvboost_webhook_secret_last_match_timestamp_seconds` | gauge | `secret_index` |
+//! | `ltvboost_webhook_replay_check_skipped_total` | counter | `reason` |
 //! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
 //! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
 //! | `ltvboost_webhook_queue_pending` | gauge | |
@@ -61,6 +62,9 @@ pub const SECRET_MATCHES: &str = "ltvboost_webhook_secret_matches_total";
 /// When each secret last matched, in seconds since the Unix epoch (to within
 /// the second records take to reach the recorder).
 pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestamp_seconds";
+/// Deliveries whose replay check was skipped: `reason` is
+/// `created_at_missing` or `created_at_unreadable`.
+pub const REPLAY_SKIPPED: &str = "ltvboost_webhook_replay_check_skipped_total";
 /// How long dedupe store operations took.
 pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
 /// Dedupe store operations that failed.
@@ -108,6 +112,11 @@ pub fn describe() {
             SECRET_LAST_MATCH,
             Unit::Seconds,
             "When each secret last matched (Unix time)"
+        );
+        describe_counter!(
+            REPLAY_SKIPPED,
+            Unit::Count,
+            "Deliveries whose replay check was skipped, by why"
         );
         describe_histogram!(
             STORE_DURATION,
@@ -259,6 +268,15 @@ fn secret_last_match(index: usize) -> metrics::Gauge {
     metrics::gauge!(SECRET_LAST_MATCH, "secret_index" => index.to_string())
 }
 
+/// A delivery skipped the replay check: `reason` is `created_at_missing`
+/// or `created_at_unreadable`.
+pub(crate) fn replay_skipped(reason: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(REPLAY_SKIPPED, "reason" => reason).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = reason;
+}
+
 /// A store operation took `elapsed`; `failed` when it returned an error.
 pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
     #[cfg(feature = "metrics")]
@@ -304,6 +322,7 @@ mod cache {
         "method_not_allowed",
         "body_too_large",
         "body_timeout",
+        "body_stalled",
         "body_read_failed",
         "overloaded",
         "signature_missing",
@@ -321,7 +340,7 @@ mod cache {
     const TYPES: usize = 9;
 
     pub(super) static DELIVERIES: Slots<Counter, { 9 * TYPES }> = Slots::new();
-    pub(super) static REJECTED: Slots<Counter, { 14 * TYPES }> = Slots::new();
+    pub(super) static REJECTED: Slots<Counter, { 15 * TYPES }> = Slots::new();
     pub(super) static HANDLER: Slots<Histogram, { 9 * TYPES }> = Slots::new();
     pub(super) static BODY: Slots<Histogram, 1> = Slots::new();
     pub(super) static IN_FLIGHT: Slots<Gauge, 1> = Slots::new();

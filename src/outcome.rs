@@ -215,6 +215,7 @@ mod tests {
             Some(Rejection::BodyTimeout {
                 deadline: Duration::from_secs(1),
             }),
+            Some(Rejection::BodyStalled),
             Some(Rejection::BodyRead("reset".into())),
             Some(Rejection::Overloaded),
             Some(Rejection::Signature(SignatureError::Missing)),
@@ -270,6 +271,7 @@ mod tests {
                     Rejection::MethodNotAllowed
                     | Rejection::PayloadTooLarge { .. }
                     | Rejection::BodyTimeout { .. }
+                    | Rejection::BodyStalled
                     | Rejection::BodyRead(_)
                     | Rejection::Overloaded
                     | Rejection::Signature(_)

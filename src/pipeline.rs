@@ -28,15 +28,21 @@ use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
-use http::{HeaderMap, Method};
+use http::{Extensions, HeaderMap, Method};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::oneshot;
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tracing::{Instrument, field};
 
-use crate::config::WebhookConfig;
+use crate::config::{Charge, WebhookConfig};
 use std::future::Future;
 
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
@@ -61,7 +67,11 @@ pub(crate) struct Pipeline {
 #[derive(Debug)]
 pub(crate) struct Head {
     signature: Signature,
-    content_length: Option<u64>,
+    /// The peer's address, when the server handed one over.
+    peer: Option<IpAddr>,
+    /// Where the server waits for deliveries' ends at shutdown, when it
+    /// handed one over.
+    unsettled: Option<Unsettled>,
 }
 
 impl Pipeline {
@@ -70,9 +80,14 @@ impl Pipeline {
     }
 
     /// Steps 1–2. A refusal is logged here, in its own span.
-    pub(crate) fn check_head(&self, method: &Method, headers: &HeaderMap) -> Result<Head, Outcome> {
+    pub(crate) fn check_head(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Head, Outcome> {
         let head = if method == Method::POST {
-            check_head(&self.config, headers)
+            check_head(&self.config, headers, extensions)
         } else {
             Err(Rejection::MethodNotAllowed)
         };
@@ -93,6 +108,7 @@ impl Pipeline {
         let span = delivery_span();
         let _in_flight = metrics::InFlight::start();
         let outcome = async {
+            let unsettled = head.unsettled.clone();
             let (outcome, event_type) = match receive(&self.config, head, body).await {
                 Ok(delivery) => {
                     let span = tracing::Span::current();
@@ -100,7 +116,7 @@ impl Pipeline {
                     span.record("event_type", delivery.type_name());
                     span.record("secret_index", delivery.secret_index());
                     let event_type = metrics::type_label(Some(delivery.event_type()));
-                    (self.clone().hand_off(delivery).await, event_type)
+                    (self.clone().hand_off(delivery, unsettled).await, event_type)
                 }
                 Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
             };
@@ -112,7 +128,7 @@ impl Pipeline {
     }
 
     /// Steps 7–8: the handlers, or in enqueue mode the queue.
-    async fn hand_off(self: Arc<Self>, delivery: Delivery) -> Outcome {
+    async fn hand_off(self: Arc<Self>, delivery: Delivery, unsettled: Option<Unsettled>) -> Outcome {
         #[cfg(feature = "queue")]
         if let Some(queue) = &self.config.queue {
             return match queue.enqueue(&delivery).await {
@@ -124,22 +140,41 @@ impl Pipeline {
                 }
             };
         }
-        handle_on_own_task(self, delivery).await
+        handle_on_own_task(self, delivery, unsettled).await
     }
 }
 
 /// Step 2: one well-formed signature header, and a `Content-Length` within
 /// the limit.
-pub(crate) fn check_head(config: &WebhookConfig, headers: &HeaderMap) -> Result<Head, Rejection> {
+pub(crate) fn check_head(
+    config: &WebhookConfig,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<Head, Rejection> {
     let signature = signature_header(headers)?;
-    let content_length = content_length(headers);
-    if content_length.is_some_and(|len| len > config.body_limit as u64) {
+    if content_length(headers).is_some_and(|len| len > config.body_limit as u64) {
         return Err(too_large(config));
     }
     Ok(Head {
         signature,
-        content_length,
+        peer: peer_address(extensions),
+        unsettled: extensions.get::<Unsettled>().cloned(),
     })
+}
+
+/// The peer's address, as [`serve::Server`](crate::serve::Server) or
+/// axum's `into_make_service_with_connect_info` hands it over.
+fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "serve")]
+    if let Some(peer) = extensions.get::<crate::serve::PeerAddr>() {
+        return Some(peer.0.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(peer) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        return Some(peer.0.ip());
+    }
+    let _ = extensions;
+    None
 }
 
 /// Steps 3–6: read the body within the limits, verify it, parse it, check
@@ -153,57 +188,109 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    // Room in the budget for what is about to be buffered, held until the
-    // signature is checked.
-    let reserve = head.content_length.unwrap_or(config.body_limit as u64);
-    let Some(reserved) = config.body_budget.reserve(reserve) else {
-        return Err(Rejection::Overloaded);
-    };
-    let body = read_body(config, body).await?;
+    // What arrives is charged to the budget until the signature is checked.
+    let mut charge = config.body_budget.charge(head.peer);
+    let body = read_body(config, body, &mut charge).await?;
     metrics::body(body.len());
     let verified = config.verifier.verify_signature(head.signature, body)?;
-    drop(reserved);
+    drop(charge);
     metrics::secret_matched(verified.secret_index());
     let envelope = Envelope::from_bytes(verified.body().clone())?;
-    match envelope.created_at().and_then(parse_timestamp) {
-        Some(created) => config
+    match envelope.created_at().map(parse_timestamp) {
+        Some(Some(created)) => config
             .replay_window
             .check_time(created, config.clock.now())?,
-        None if config.require_created_at => return Err(Rejection::CreatedAtMissing),
-        None => warn_once_without_created_at(),
+        _ if config.require_created_at => return Err(Rejection::CreatedAtMissing),
+        None => skip_replay_check(&MISSING, "created_at_missing", "had no created_at"),
+        Some(None) => skip_replay_check(
+            &UNREADABLE,
+            "created_at_unreadable",
+            "had a created_at that is neither RFC 3339 nor Unix seconds or milliseconds",
+        ),
     }
     Ok(Delivery::new(envelope, &verified))
 }
 
-/// Deliveries without a readable `created_at` skip the replay check; said
-/// once per process, not per request.
-fn warn_once_without_created_at() {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    WARNED.call_once(|| {
+static MISSING: std::sync::Once = std::sync::Once::new();
+static UNREADABLE: std::sync::Once = std::sync::Once::new();
+
+/// A delivery skips the replay check: counted every time, said once per
+/// process and reason, not per request.
+fn skip_replay_check(said: &std::sync::Once, reason: &'static str, what: &'static str) {
+    metrics::replay_skipped(reason);
+    said.call_once(|| {
         tracing::warn!(
-            "a delivery had no readable created_at (RFC 3339 or Unix seconds or milliseconds): \
-             its replay check was skipped; set require_created_at(true) to refuse such deliveries"
+            reason,
+            "a delivery {what}: its replay check was skipped; set require_created_at(true) to \
+             refuse such deliveries"
         );
     });
 }
 
-/// Step 3: the whole body, at most `body_limit` bytes, within one deadline
-/// for the whole read (not per frame: a byte-at-a-time sender cannot hold
-/// the request open).
-async fn read_body<B>(config: &WebhookConfig, body: B) -> Result<Bytes, Rejection>
+/// Step 3: the whole body, at most `body_limit` bytes, charged to the
+/// budget as it arrives. Three clocks cut it: one deadline for the whole
+/// read (not per frame), the stall timeout since the last byte, and the
+/// rate floor once the read has lasted the stall timeout; a byte-at-a-time
+/// sender holds neither the request nor any budget for long.
+async fn read_body<B>(
+    config: &WebhookConfig,
+    body: B,
+    charge: &mut Charge<'_>,
+) -> Result<Bytes, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let read = Limited::new(body, config.body_limit).collect();
-    match tokio::time::timeout(config.read_timeout, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(config)),
-        Ok(Err(e)) => Err(Rejection::BodyRead(e)),
-        Err(_) => Err(Rejection::BodyTimeout {
-            deadline: config.read_timeout,
-        }),
+    let started = Instant::now();
+    let deadline = started + config.read_timeout;
+    let mut body = std::pin::pin!(body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    let mut last_byte = started;
+    loop {
+        let stall = last_byte + config.body_stall_timeout;
+        let frame = match tokio::time::timeout_at(stall.min(deadline), body.as_mut().frame()).await
+        {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => return Err(Rejection::BodyRead(e.into())),
+            Err(_) if stall < deadline => return Err(Rejection::BodyStalled),
+            Err(_) => {
+                return Err(Rejection::BodyTimeout {
+                    deadline: config.read_timeout,
+                });
+            }
+        };
+        // Trailers and empty frames are no progress.
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let len = data.remaining();
+        if len == 0 {
+            continue;
+        }
+        received = received.saturating_add(len);
+        if received > config.body_limit {
+            return Err(too_large(config));
+        }
+        if !charge.add(len) {
+            return Err(Rejection::Overloaded);
+        }
+        last_byte = Instant::now();
+        let reading = last_byte.duration_since(started);
+        if reading >= config.body_stall_timeout
+            && (received as f64) < config.min_body_rate as f64 * reading.as_secs_f64()
+        {
+            return Err(Rejection::BodyStalled);
+        }
+        chunks.push(data.copy_to_bytes(len));
     }
+    // One frame (the usual case) is kept as it arrived, without a copy.
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
+    })
 }
 
 fn too_large(config: &WebhookConfig) -> Rejection {
@@ -214,10 +301,20 @@ fn too_large(config: &WebhookConfig) -> Rejection {
 
 /// Steps 7–8 on a task of their own (where a runtime is at hand), so that
 /// a sender hanging up cancels nothing. The answer comes as soon as the
-/// handler is done; the claim's end is recorded after it.
-async fn handle_on_own_task(pipeline: Arc<Pipeline>, delivery: Delivery) -> Outcome {
+/// handler is done; the claim's end is recorded after it, and the server's
+/// shutdown waits for that (`unsettled`).
+async fn handle_on_own_task(
+    pipeline: Arc<Pipeline>,
+    delivery: Delivery,
+    unsettled: Option<Unsettled>,
+) -> Outcome {
     let (answer, answered) = oneshot::channel();
-    let handling = handle(pipeline, delivery, answer).in_current_span();
+    let settling = unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
+    let handling = async move {
+        handle(pipeline, delivery, answer).await;
+        drop(settling);
+    }
+    .in_current_span();
     let task = match tokio::runtime::Handle::try_current() {
         Ok(runtime) => Some(runtime.spawn(handling)),
         Err(_) => {
@@ -304,6 +401,83 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
             "the claim lapsed while the handler ran: another delivery may have run it too"
         ),
         Err(error) => tracing::warn!(%error, done, "could not record the delivery's end"),
+    }
+}
+
+/// Deliveries whose handling or end (done-record, release) has not finished
+/// yet, so that a server can wait for them when it shuts down.
+/// [`serve::Server`](crate::serve::Server) hands one to every request in its
+/// extensions.
+#[derive(Clone, Default)]
+pub(crate) struct Unsettled(Arc<UnsettledSet>);
+
+#[derive(Default)]
+struct UnsettledSet {
+    /// Event ids by a number of their own (one event may come twice).
+    open: Mutex<BTreeMap<u64, Box<str>>>,
+    next: AtomicU64,
+    /// Signalled when the set becomes empty.
+    empty: Notify,
+}
+
+/// One delivery in an [`Unsettled`] set, taken out on drop.
+struct Settling {
+    set: Unsettled,
+    number: u64,
+}
+
+impl Unsettled {
+    fn open(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Box<str>>> {
+        // Every update leaves the map consistent: keep using it after a panic.
+        self.0
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn track(&self, event_id: &str) -> Settling {
+        let number = self.0.next.fetch_add(1, Ordering::Relaxed);
+        self.open().insert(number, event_id.into());
+        Settling {
+            set: self.clone(),
+            number,
+        }
+    }
+
+    /// Completes once no delivery is unsettled.
+    pub(crate) async fn settled(&self) {
+        loop {
+            let empty = self.0.empty.notified();
+            let mut empty = std::pin::pin!(empty);
+            empty.as_mut().enable();
+            if self.open().is_empty() {
+                return;
+            }
+            empty.await;
+        }
+    }
+
+    /// The event ids of the deliveries not settled yet.
+    pub(crate) fn event_ids(&self) -> Vec<Box<str>> {
+        self.open().values().cloned().collect()
+    }
+}
+
+impl std::fmt::Debug for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsettled")
+            .field("deliveries", &self.open().len())
+            .finish()
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        let mut open = self.set.open();
+        open.remove(&self.number);
+        if open.is_empty() {
+            self.set.0.empty.notify_waiters();
+        }
     }
 }
 

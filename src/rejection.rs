@@ -40,6 +40,12 @@ pub enum Rejection {
         /// The configured deadline.
         deadline: Duration,
     },
+    /// The body stopped arriving: no byte within the stall timeout, or an
+    /// average rate below the floor (see
+    /// [`WebhookConfig::body_stall_timeout`](crate::WebhookConfig::body_stall_timeout)).
+    /// Answers `408`.
+    #[error("body arrived too slowly")]
+    BodyStalled,
     /// The body could not be read (the connection broke). Answers `400`.
     #[error("request body could not be read")]
     BodyRead(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -73,7 +79,7 @@ impl Rejection {
         match self {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Rejection::BodyTimeout { .. } | Rejection::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::BodyRead(_)
@@ -85,7 +91,7 @@ impl Rejection {
     }
 
     /// The stable code of this rejection, for logs and metrics: one of
-    /// `method_not_allowed`, `body_too_large`, `body_timeout`,
+    /// `method_not_allowed`, `body_too_large`, `body_timeout`, `body_stalled`,
     /// `body_read_failed`, `overloaded`, `signature_missing`, `signature_duplicated`,
     /// `signature_malformed`, `signature_mismatch`, `not_an_event`,
     /// `created_at_missing`,
@@ -95,6 +101,7 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::BodyTimeout { .. } => "body_timeout",
+            Rejection::BodyStalled => "body_stalled",
             Rejection::BodyRead(_) => "body_read_failed",
             Rejection::Overloaded => "overloaded",
             Rejection::Signature(SignatureError::Missing) => "signature_missing",

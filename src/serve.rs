@@ -15,16 +15,22 @@
 //!   keep-alive, either protocol), and pings HTTP/2 peers every 20 seconds,
 //!   closing those that do not answer within 10;
 //! * allows 32 concurrent HTTP/2 streams per connection;
-//! * holds at most 1024 connections; at the cap it keeps accepting and
-//!   sheds the oldest connection that has not been answered yet (a silent
-//!   or slow client), rather than stop accepting and let such clients lock
-//!   a legitimate sender out;
-//! * hands the peer's address to the service: with the `axum` feature as
-//!   axum's `ConnectInfo<SocketAddr>`, without it as [`PeerAddr`];
+//! * holds at most 1024 connections; at the cap it keeps accepting while
+//!   any connection has no request in flight, and makes room by closing
+//!   the one that has been idle longest, whether or not it was ever
+//!   answered: silent connections, half-sent heads and keep-alive
+//!   connections parked between cheap requests go before a sender that is
+//!   delivering. A connection with a request in flight is never shed;
+//! * optionally caps the connections one peer address may hold
+//!   ([`Server::max_connections_per_peer`], off by default: behind a proxy
+//!   every connection comes from the proxy);
+//! * hands the peer's address to the service as [`PeerAddr`], and with the
+//!   `axum` feature also as axum's `ConnectInfo<SocketAddr>`;
 //! * shuts down gracefully when asked ([`shutdown_signal`] for SIGTERM and
-//!   SIGINT): stops accepting, lets requests in flight finish within 25
-//!   seconds (under Kubernetes' default 30), then returns, abandoning what
-//!   is left.
+//!   SIGINT): stops accepting, lets requests in flight finish and waits
+//!   for the deliveries they answered to be recorded (done or released)
+//!   within 25 seconds (under Kubernetes' default 30), then aborts what is
+//!   left and logs, by event id, each delivery whose end was not recorded.
 //!
 //! The body's own deadline and size limit are the receiver's
 //! ([`WebhookConfig`](crate::WebhookConfig)).
@@ -43,9 +49,9 @@
 use std::collections::BTreeMap;
 use std::future::{Future, pending};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -59,8 +65,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
+
+use crate::pipeline::Unsettled;
 
 /// Default deadline for a connection's first complete request head, and for
 /// each later request's head on an HTTP/1 connection.
@@ -87,8 +96,8 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The peer's address, in every request's extensions when the `axum`
-/// feature is off (with it, axum's `ConnectInfo<SocketAddr>` carries it).
+/// The peer's address, in every request's extensions (with the `axum`
+/// feature, axum's `ConnectInfo<SocketAddr>` carries it too).
 ///
 /// ```
 /// use ltvboost_webhooks::serve::PeerAddr;
@@ -108,6 +117,7 @@ pub struct Server {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     max_connections: usize,
+    max_connections_per_peer: Option<usize>,
     max_concurrent_streams: u32,
     shutdown_grace: Duration,
 }
@@ -120,6 +130,7 @@ impl Server {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: None,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
@@ -148,6 +159,25 @@ impl Server {
     /// How many connections are held at once. Default: 1024.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// How many connections one peer address may hold at once; off by
+    /// default. Past it, the peer's own connection idle longest is closed
+    /// to make room, or the new one is refused when all of the peer's
+    /// connections have a request in flight. Turn it on only when clients
+    /// connect directly: behind a proxy or load balancer every connection
+    /// comes from the proxy's address.
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use ltvboost_webhooks::serve::Server;
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+    /// let server = Server::new(listener).max_connections_per_peer(64);
+    /// # Ok(()) }
+    /// ```
+    pub fn max_connections_per_peer(mut self, max: usize) -> Self {
+        self.max_connections_per_peer = Some(max.max(1));
         self
     }
 
@@ -204,6 +234,8 @@ impl Server {
             .keep_alive_timeout(HTTP2_KEEP_ALIVE.1);
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Connections::default());
+        let unsettled = Unsettled::default();
+        let mut tasks = JoinSet::new();
         let limits = Limits {
             first_request: self.header_read_timeout,
             idle: self.idle_timeout,
@@ -211,19 +243,29 @@ impl Server {
         let mut signal = std::pin::pin!(signal);
 
         loop {
-            // At the cap with every connection answered at least once
-            // (busy, not silent), wait for one to close before accepting.
-            while connections.len() >= self.max_connections && !connections.any_unanswered() {
+            // At the cap with every connection busy (a request in flight on
+            // each), wait for one to close or go idle before accepting.
+            while connections.len() >= self.max_connections && !connections.any_idle() {
                 tokio::select! {
                     () = connections.closed.notified() => {}
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    () = &mut signal => return self.drain(graceful).await,
+                    () = &mut signal => return self.drain(graceful, tasks, unsettled).await,
                 }
             }
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) if is_connection_error(&e) => continue,
+                    // Out of file descriptors before the connection cap
+                    // (a low open-file limit): make room the same way.
+                    Err(e) if is_out_of_descriptors(&e) && connections.shed_idle_longest(None) => {
+                        tracing::warn!(error = %e, "accept failed; shed the connection idle longest");
+                        tokio::select! {
+                            () = connections.closed.notified() => {}
+                            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: back off
                         // instead of spinning, then try again.
@@ -234,17 +276,26 @@ impl Server {
                 },
                 () = &mut signal => break,
             };
+            while tasks.try_join_next().is_some() {}
             let _ = stream.set_nodelay(true);
-            // At the cap, make room by shedding the oldest connection nobody
-            // has been answered on yet: a silent or slow client.
-            if connections.len() >= self.max_connections {
-                connections.shed_oldest_unanswered();
+            if let Some(cap) = self.max_connections_per_peer {
+                if connections.count_from(peer.ip()) >= cap
+                    && !connections.shed_idle_longest(Some(peer.ip()))
+                {
+                    tracing::debug!(%peer, "connection refused: the peer holds its cap, all busy");
+                    continue;
+                }
             }
-            let watch = connections.open();
+            // At the cap, make room by shedding the connection idle longest.
+            if connections.len() >= self.max_connections {
+                connections.shed_idle_longest(None);
+            }
+            let watch = connections.open(peer.ip());
             let service = TowerToHyperService::new(Watched {
                 inner: service.clone(),
                 watch: watch.clone(),
                 peer,
+                unsettled: unsettled.clone(),
             });
             let connection = graceful.watch(
                 builder
@@ -252,7 +303,7 @@ impl Server {
                     .into_owned(),
             );
             let connections = connections.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 tokio::select! {
                     result = connection => {
                         if let Err(e) = result {
@@ -266,16 +317,38 @@ impl Server {
                 connections.close(&watch);
             });
         }
-        self.drain(graceful).await
+        self.drain(graceful, tasks, unsettled).await
     }
 
-    async fn drain(self, graceful: GracefulShutdown) -> io::Result<()> {
+    /// Stops accepting; within the grace, lets open connections finish and
+    /// waits for the deliveries they answered to be recorded; then aborts
+    /// what is left and names each delivery whose end was not recorded.
+    async fn drain(
+        self,
+        graceful: GracefulShutdown,
+        mut tasks: JoinSet<()>,
+        unsettled: Unsettled,
+    ) -> io::Result<()> {
         drop(self.listener);
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+        let deadline = Instant::now() + self.shutdown_grace;
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!("connections still open after the shutdown grace; dropping them");
+            tracing::warn!("connections still open after the shutdown grace; closing them");
+        }
+        tasks.shutdown().await;
+        if tokio::time::timeout_at(deadline, unsettled.settled())
+            .await
+            .is_err()
+        {
+            for event_id in unsettled.event_ids() {
+                tracing::error!(
+                    event_id = &*event_id,
+                    "shutdown before this delivery's end was recorded: it may run again \
+                     when the sender retries after its claim lapses"
+                );
+            }
         }
         Ok(())
     }
@@ -292,14 +365,14 @@ struct Limits {
 struct Watch {
     id: u64,
     opened: Instant,
+    peer: IpAddr,
     /// Requests whose head arrived.
     requests: AtomicU64,
     /// Requests not yet answered.
     in_flight: AtomicUsize,
-    /// Whether any request has been answered.
-    answered: AtomicBool,
-    /// When the last request was answered, in ms since `opened`.
-    last_answer_ms: AtomicU64,
+    /// When the last request was answered, in ms since `opened` (0 until
+    /// then: idle since it opened).
+    idle_since_ms: AtomicU64,
     /// Told to close, to make room at the cap.
     shed: Notify,
 }
@@ -307,6 +380,15 @@ struct Watch {
 impl Watch {
     fn since_opened_ms(&self) -> u64 {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When it went idle; `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_millis(ms))
     }
 
     /// Completes when the connection must close: shed, no first request
@@ -321,9 +403,7 @@ impl Watch {
                     return "no request head within the header-read timeout";
                 }
                 first_deadline.min(Instant::now() + limits.idle)
-            } else if self.in_flight.load(Ordering::Acquire) == 0 {
-                let last = self.last_answer_ms.load(Ordering::Acquire);
-                let idle_since = self.opened + Duration::from_millis(last);
+            } else if let Some(idle_since) = self.idle_since() {
                 if idle_since.elapsed() >= limits.idle {
                     return "idle";
                 }
@@ -360,15 +440,15 @@ impl Connections {
         self.lock().len()
     }
 
-    fn open(&self) -> Arc<Watch> {
+    fn open(&self, peer: IpAddr) -> Arc<Watch> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let watch = Arc::new(Watch {
             id,
             opened: Instant::now(),
+            peer,
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            answered: AtomicBool::new(false),
-            last_answer_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
             shed: Notify::new(),
         });
         self.lock().insert(id, watch.clone());
@@ -380,21 +460,25 @@ impl Connections {
         self.closed.notify_waiters();
     }
 
-    fn any_unanswered(&self) -> bool {
-        self.lock()
-            .values()
-            .any(|watch| !watch.answered.load(Ordering::Acquire))
+    fn any_idle(&self) -> bool {
+        self.lock().values().any(|watch| watch.idle_since().is_some())
     }
 
-    /// Tells the oldest connection that has not been answered yet to close,
+    fn count_from(&self, peer: IpAddr) -> usize {
+        self.lock().values().filter(|watch| watch.peer == peer).count()
+    }
+
+    /// Tells the connection idle longest (of `peer`'s, when given) to close,
     /// and forgets it. Whether there was one.
-    fn shed_oldest_unanswered(&self) -> bool {
+    fn shed_idle_longest(&self, peer: Option<IpAddr>) -> bool {
         let mut open = self.lock();
-        let oldest = open
-            .iter()
-            .find(|(_, watch)| !watch.answered.load(Ordering::Acquire))
-            .map(|(id, _)| *id);
-        match oldest.and_then(|id| open.remove(&id)) {
+        let longest = open
+            .values()
+            .filter(|watch| peer.is_none_or(|peer| watch.peer == peer))
+            .filter_map(|watch| Some((watch.idle_since()?, watch.id)))
+            .min()
+            .map(|(_, id)| id);
+        match longest.and_then(|id| open.remove(&id)) {
             Some(watch) => {
                 watch.shed.notify_one();
                 true
@@ -411,6 +495,7 @@ struct Watched<S> {
     inner: S,
     watch: Arc<Watch>,
     peer: SocketAddr,
+    unsettled: Unsettled,
 }
 
 impl<S, B> Service<Request<Incoming>> for Watched<S>
@@ -428,13 +513,11 @@ where
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         self.watch.requests.fetch_add(1, Ordering::AcqRel);
         self.watch.in_flight.fetch_add(1, Ordering::AcqRel);
-        // One extension: each is an allocation per request.
+        let extensions = request.extensions_mut();
+        extensions.insert(PeerAddr(self.peer));
         #[cfg(feature = "axum")]
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(self.peer));
-        #[cfg(not(feature = "axum"))]
-        request.extensions_mut().insert(PeerAddr(self.peer));
+        extensions.insert(axum::extract::ConnectInfo(self.peer));
+        extensions.insert(self.unsettled.clone());
         Answering {
             inner: self.inner.call(request),
             watch: Some(self.watch.clone()),
@@ -472,9 +555,8 @@ impl<F: Future> Future for Answering<F> {
 /// Marks a request answered, once.
 fn finish(watch: &mut Option<Arc<Watch>>) {
     if let Some(watch) = watch.take() {
-        watch.answered.store(true, Ordering::Release);
         watch
-            .last_answer_ms
+            .idle_since_ms
             .store(watch.since_opened_ms(), Ordering::Release);
         watch.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -513,6 +595,12 @@ pub async fn shutdown_signal() {
         () = interrupt => tracing::info!("SIGINT received: draining"),
         () = terminate => tracing::info!("SIGTERM received: draining"),
     }
+}
+
+/// `EMFILE` or `ENFILE`: the process or the system has no file descriptor
+/// left for a new connection.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24)) && cfg!(unix)
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

@@ -102,7 +102,12 @@ impl ActionHandler for PrintingHandlers {
         print(d, &format!("action {} sent", p.id))
     }
     async fn failed(&self, d: &Delivery, p: &ActionFailed) -> HandlerResult {
-        print(d, &format!("action {} failed: {:?}", p.id, p.error))
+        // The error's code and message, as the example has always printed them.
+        let error = p.error.as_ref().map_or_else(
+            || "None".to_owned(),
+            |e| format!("Some(ActionError {{ code: {:?}, message: {:?} }})", e.code, e.message),
+        );
+        print(d, &format!("action {} failed: {error}", p.id))
     }
 }
 

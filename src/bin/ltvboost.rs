@@ -80,10 +80,13 @@ enum Command {
     },
     /// A local receiver for development: verifies, prints, and optionally forwards.
     ///
-    /// Example: ltvboost listen --addr 127.0.0.1:3000 --forward-to http://127.0.0.1:8080/webhooks/ltvboost
+    /// Off a loopback address it needs a secret (--secret, --secret-file or
+    /// LTVBOOST_WEBHOOK_SECRET); on loopback it falls back to the development secret.
+    ///
+    /// Example: ltvboost listen --addr 127.0.0.1:3030 --forward-to http://127.0.0.1:3000/webhooks/ltvboost
     Listen {
-        /// Where to listen.
-        #[arg(long, default_value = "127.0.0.1:3000")]
+        /// Where to listen (the example receiver's default is 127.0.0.1:3000, so both run side by side).
+        #[arg(long, default_value = "127.0.0.1:3030")]
         addr: std::net::SocketAddr,
         /// Forward each verified delivery (the original bytes and signature) here.
         #[arg(long, value_name = "URL")]
@@ -106,13 +109,16 @@ enum Endpoints {
     ///
     /// Example: ltvboost endpoints get wh_123
     Get { id: String },
-    /// Register an endpoint with a new secret, printed once.
+    /// Register an endpoint with a new secret, shown (or written to a file) before the request is sent.
     ///
     /// Example: ltvboost endpoints create https://app.example/webhooks/ltvboost response.created action.sent
     Create {
         url: String,
         #[arg(required = true)]
         events: Vec<String>,
+        /// Write the new secret to FILE (mode 0600, never overwritten) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        new_secret_file: Option<PathBuf>,
     },
     /// Change an endpoint's URL or events.
     ///
@@ -128,11 +134,24 @@ enum Endpoints {
     ///
     /// Example: ltvboost endpoints delete wh_123
     Delete { id: String },
-    /// Rotate an endpoint's secret: registers a new one and prints the line to deploy.
+    /// Rotate an endpoint's secret in two steps, so receivers hold the new secret before LTVboost signs with it.
     ///
-    /// Example: ltvboost endpoints rotate wh_123 --old-secret-file old.txt
+    /// 1. Without --commit: writes a new secret to FILE (mode 0600; an existing file is never
+    ///    overwritten) and prints LTVBOOST_WEBHOOK_SECRET=<new>,<old> to deploy. Changes nothing at
+    ///    the API. The old secret comes from --secret, --secret-file or LTVBOOST_WEBHOOK_SECRET.
+    /// 2. Once every receiver runs with that line: --commit registers the secret in FILE. On
+    ///    failure it keeps FILE and exits 1; running the same command again is safe.
+    ///
+    /// Example: ltvboost endpoints rotate wh_123 --new-secret-file new.secret
+    /// Example: ltvboost endpoints rotate wh_123 --commit --new-secret-file new.secret
     Rotate {
         id: String,
+        /// Where the new secret is written (step 1) or read from (step 2).
+        #[arg(long, value_name = "FILE")]
+        new_secret_file: PathBuf,
+        /// Register the secret in FILE with LTVboost (step 2).
+        #[arg(long)]
+        commit: bool,
         #[command(flatten)]
         old: SecretArgs,
     },
@@ -200,6 +219,19 @@ impl SecretArgs {
 
     fn verifier(&self) -> Result<Verifier, Failure> {
         Verifier::from_list(&self.list(true)?).map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    /// The verifier of a receiver bound to `bind`, by the library's policy:
+    /// the development secret only on a loopback address.
+    fn receiver_verifier(&self, bind: std::net::SocketAddr) -> Result<Verifier, Failure> {
+        if self.secret.is_none() && self.secret_file.is_none() {
+            return Verifier::from_env(bind).map_err(|e| {
+                Failure::Usage(format!(
+                    "{e}: listening on {bind} needs a secret (--secret, --secret-file or {SECRET_ENV})"
+                ))
+            });
+        }
+        self.verifier()
     }
 }
 
@@ -319,7 +351,7 @@ async fn listen(
 ) -> Outcome {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
-    let verifier = std::sync::Arc::new(secret.verifier()?);
+    let verifier = std::sync::Arc::new(secret.receiver_verifier(addr)?);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -419,6 +451,16 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
 }
 
 async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
+    // Rotation's first step changes nothing at the API: no token needed.
+    if let Endpoints::Rotate {
+        id,
+        new_secret_file,
+        commit: false,
+        old,
+    } = &command
+    {
+        return prepare_rotation(json_out, id, new_secret_file, old);
+    }
     let client = Client::from_env().map_err(|e| Failure::Usage(e.to_string()))?;
     let webhooks = client.webhooks();
     match command {
@@ -431,20 +473,41 @@ async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
             }
         }
         Endpoints::Get { id } => show(json_out, &webhooks.get(&id).await?),
-        Endpoints::Create { url, events: names } => {
+        Endpoints::Create {
+            url,
+            events: names,
+            new_secret_file,
+        } => {
             let secret = Secret::generate()?;
             let new = NewWebhook::new(url, events(&names)?, secret.clone())
                 .map_err(|e| Failure::Usage(e.to_string()))?;
-            let endpoint = webhooks.create(&new).await?;
             let text = secret.expose_str().unwrap_or_default();
+            // Kept before the request is sent: if the answer is lost or an
+            // error, the endpoint may exist with this secret.
+            match &new_secret_file {
+                Some(path) => write_new_secret(path, text)?,
+                None if json_out => eprintln!("{SECRET_ENV}={text}"),
+                None => println!("{SECRET_ENV}={text}"),
+            }
+            let endpoint = webhooks.create(&new).await.map_err(|e| {
+                Failure::Failed(format!(
+                    "{e}\nthe endpoint may or may not have been created with the secret {}; \
+                     `ltvboost endpoints list` shows whether it exists",
+                    new_secret_file.as_ref().map_or_else(
+                        || "shown above".to_owned(),
+                        |path| format!("in {}", path.display())
+                    )
+                ))
+            })?;
             if json_out {
                 let mut out = endpoint_json(&endpoint);
-                out["secret"] = json!(text);
+                match &new_secret_file {
+                    Some(path) => out["secret_file"] = json!(path),
+                    None => out["secret"] = json!(text),
+                }
                 println!("{out}");
             } else {
                 show(false, &endpoint);
-                // The one place the secret is printed: it exists nowhere else yet.
-                println!("{SECRET_ENV}={text}");
             }
         }
         Endpoints::Update {
@@ -469,26 +532,91 @@ async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
                 println!("deleted {id}");
             }
         }
-        Endpoints::Rotate { id, old } => {
-            let old = old.list(false)?;
-            let new = Secret::generate()?;
-            webhooks
-                .update(&id, &WebhookUpdate::new().secret(new.clone()))
-                .await?;
-            let new = new.expose_str().unwrap_or_default().to_owned();
-            let line = format!("{SECRET_ENV}={new},{}", old.trim());
+        // Without --commit it returned above.
+        Endpoints::Rotate {
+            id,
+            new_secret_file,
+            ..
+        } => {
+            let text = std::fs::read_to_string(&new_secret_file).map_err(|e| {
+                Failure::Usage(format!(
+                    "--new-secret-file {}: {e} (run the command without --commit first)",
+                    new_secret_file.display()
+                ))
+            })?;
+            let new = Secret::new(text.trim()).map_err(|e| {
+                Failure::Usage(format!("--new-secret-file {}: {e}", new_secret_file.display()))
+            })?;
+            webhooks.set_secret(&id, &new).await.map_err(|e| {
+                Failure::Failed(format!(
+                    "{e}\nthe new secret may or may not have been registered; receivers accept \
+                     both meanwhile. {} is kept: running the same command again is safe",
+                    new_secret_file.display()
+                ))
+            })?;
             if json_out {
-                println!("{}", json!({"id": id, "deploy": line}));
+                println!("{}", json!({"id": id, "committed": true}));
             } else {
-                println!("{line}");
+                println!("registered the secret in {} for {id}", new_secret_file.display());
                 eprintln!(
-                    "deploy that line to every receiver; once \
-                     ltvboost_webhook_secret_matches_total{{secret_index=\"1\"}} has not moved \
-                     for 24 h, deploy {SECRET_ENV}={new} alone"
+                    "once ltvboost_webhook_secret_matches_total{{secret_index=\"1\"}} has not \
+                     moved for 24 h, deploy {SECRET_ENV}=<the secret in {}> alone",
+                    new_secret_file.display()
                 );
             }
         }
     }
+    Ok(())
+}
+
+/// Rotation's first step: a new secret in `path`, and the line to deploy.
+fn prepare_rotation(
+    json_out: bool,
+    id: &str,
+    path: &std::path::Path,
+    old: &SecretArgs,
+) -> Outcome {
+    let old = old.list(false)?;
+    let new = Secret::generate()?;
+    let new = new.expose_str().unwrap_or_default();
+    write_new_secret(path, new)?;
+    let line = format!("{SECRET_ENV}={new},{}", old.trim());
+    let commit = format!(
+        "ltvboost endpoints rotate {id} --commit --new-secret-file {}",
+        path.display()
+    );
+    if json_out {
+        println!("{}", json!({"id": id, "deploy": line, "secret_file": path, "then": commit}));
+    } else {
+        println!("{line}");
+        eprintln!(
+            "the new secret is in {}; LTVboost still signs with the old one. Deploy that line to \
+             every receiver, then run: {commit}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a new secret to `path`, readable by its owner only, refusing to
+/// replace a file that exists (it may hold a secret already registered).
+fn write_new_secret(path: &std::path::Path, secret: &str) -> Outcome {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "exists already; it may hold a secret in use: choose another path".to_owned()
+        } else {
+            e.to_string()
+        };
+        Failure::Usage(format!("--new-secret-file {}: {why}", path.display()))
+    })?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::Failed(format!("--new-secret-file {}: {e}", path.display())))?;
     Ok(())
 }
 

@@ -31,13 +31,22 @@
 //!
 //! # Rotating a secret
 //!
-//! 1. Generate a new secret and run the receiver with **both**, new first:
-//!    `Verifier::new([new, old])`. Keep a clone of the verifier.
-//! 2. Register the new one: `client.webhooks().update(id, &WebhookUpdate::new().secret(new))`.
-//! 3. Deliveries signed with the old secret (retries already scheduled) still
+//! LTVboost signs each delivery with one secret, so receivers must accept the
+//! new secret *before* LTVboost signs with it. In this order:
+//!
+//! 1. Generate a new secret ([`Secret::generate`](crate::signature::Secret::generate))
+//!    and keep it somewhere durable (a file, a secret manager).
+//! 2. Run every receiver with **both**, new first: `Verifier::new([new, old])`
+//!    (`LTVBOOST_WEBHOOK_SECRET=<new>,<old>`).
+//! 3. Register the new one: [`Webhooks::set_secret`]. On an error the change
+//!    may or may not have been applied; calling again with the same secret is
+//!    safe, and receivers accept either meanwhile.
+//! 4. Deliveries signed with the old secret (retries already scheduled) still
 //!    verify. [`Verifier::last_matched`](crate::signature::Verifier::last_matched)`(1)`
 //!    tells when the old one last matched; once that is longer ago than
 //!    LTVboost's 24-hour retry window, drop it from the verifier.
+//!
+//! `ltvboost endpoints rotate` runs these steps from the shell.
 //!
 //! # On the wire
 //!

@@ -271,6 +271,30 @@ impl<'a> Webhooks<'a> {
             .await
     }
 
+    /// `PATCH /webhooks/{id}` with only a new signing secret. Any `2xx`
+    /// answer is success, with or without a body. The request carries an
+    /// `Idempotency-Key`, so it is retried like an idempotent method: setting
+    /// the same secret twice changes nothing. On an error the change may or
+    /// may not have been applied, and calling again with the same secret is
+    /// safe. See the rotation steps in the [module docs](super).
+    ///
+    /// ```no_run
+    /// # async fn run(client: ltvboost_webhooks::client::Client, new: ltvboost_webhooks::signature::Secret) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Every receiver already accepts `new` (it runs with "new,old").
+    /// client.webhooks().set_secret("wh_123", &new).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_secret(&self, id: &str, secret: &Secret) -> Result<(), ClientError> {
+        let update = WebhookUpdate::new().secret(secret.clone());
+        update.checked()?;
+        let url = self.client.url(&["webhooks", checked_id(id)?]);
+        let key = crate::dedupe::ClaimToken::random().to_string();
+        self.client
+            .send_raw(Method::PATCH, url, Some(json_body(&update)?), Some(&key))
+            .await?;
+        Ok(())
+    }
+
     /// `DELETE /webhooks/{id}`. Whatever body the API answers with is ignored.
     pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
         let url = self.client.url(&["webhooks", checked_id(id)?]);
