@@ -289,6 +289,10 @@ async fn fake(State(api): State<Arc<FakeApi>>, request: Request) -> Response {
         .unwrap()
         .pop_front()
         .unwrap_or((500, json!({"error": "script ran out"})));
+    // 0 in the script: the request is applied, and the answer never comes.
+    if status == 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
     let mut response = (
         axum::http::StatusCode::from_u16(status).unwrap(),
         axum::Json(answer),
@@ -448,35 +452,65 @@ async fn endpoints_get_create_update_delete_and_api_errors() {
     assert_eq!(requests.len(), 5, "the bad id was sent");
 }
 
+/// A fresh path in the temporary directory, not created.
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("ltvboost-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotate_prints_a_line_a_receiver_accepts_both_secrets_with() {
-    let (api, base) = fake_api(vec![(200, endpoint("wh_1"))]).await;
+async fn rotate_in_two_steps_keeps_the_new_secret_in_a_file_until_it_is_registered() {
+    use std::os::unix::fs::PermissionsExt;
+    // 204, then 500, then a PATCH applied whose answer never comes, then 200.
+    let (api, base) = fake_api(vec![
+        (204, Value::Null),
+        (500, json!({"error": {"code": "internal", "message": "try again"}})),
+        (0, Value::Null),
+        (200, endpoint("wh_1")),
+    ])
+    .await;
     let old = "the-secret-registered-last-year";
-    let env = [
-        ("LTVBOOST_API_TOKEN", "tok_cli"),
-        ("LTVBOOST_API_BASE", base.as_str()),
-        ("LTVBOOST_WEBHOOK_SECRET", old),
-    ];
-    let rotated = ltvboost(&["endpoints", "rotate", "wh_1"], &env, b"").await;
+    let file = temp_path("rotate");
+    let path = file.to_str().unwrap();
+    // Step 1 needs no API token and changes nothing at the API.
+    let prepared = ltvboost(
+        &["endpoints", "rotate", "wh_1", "--new-secret-file", path],
+        &[("LTVBOOST_WEBHOOK_SECRET", old)],
+        b"",
+    )
+    .await;
     assert_eq!(
-        rotated.status.code(),
+        prepared.status.code(),
         Some(0),
         "{}",
-        String::from_utf8_lossy(&rotated.stderr)
+        String::from_utf8_lossy(&prepared.stderr)
     );
-    let line = stdout(&rotated);
+    let line = stdout(&prepared);
     let list = line
         .trim()
         .strip_prefix("LTVBOOST_WEBHOOK_SECRET=")
         .expect("the line to deploy");
     let (new, old_again) = list.split_once(',').unwrap();
     assert_eq!(old_again, old);
-    // The API got the new secret.
-    assert_eq!(api.requests.lock().unwrap()[0].3["secret"], new);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), new);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(api.requests.lock().unwrap().is_empty(), "step 1 called the API");
+    // Step 1 again never overwrites the file.
+    let again = ltvboost(
+        &["endpoints", "rotate", "wh_1", "--new-secret-file", path],
+        &[("LTVBOOST_WEBHOOK_SECRET", old)],
+        b"",
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), new);
+
     // A receiver configured with the line accepts deliveries signed with either.
-    let verifier = Verifier::from_list(list).unwrap();
     let recorder = Recorder::new();
-    let config = WebhookConfig::new(verifier).path(PATH);
+    let config = WebhookConfig::new(Verifier::from_list(list).unwrap()).path(PATH);
     let addr = serve(Router::new().layer(WebhookLayer::new(config, recording(&recorder)))).await;
     for (i, secret) in [new, old].into_iter().enumerate() {
         let body = event_json(&format!("evt_rot_{i}"), "response.created", r#"{"id":"r"}"#);
@@ -490,4 +524,102 @@ async fn rotate_prints_a_line_a_receiver_accepts_both_secrets_with() {
         assert_eq!(reply.status, 200);
     }
     assert_eq!(recorder.calls("response.created"), 2);
+
+    // Step 2, answered 204 with no body: success.
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+    ];
+    let commit = [
+        "--api-timeout",
+        "1",
+        "endpoints",
+        "rotate",
+        "wh_1",
+        "--commit",
+        "--new-secret-file",
+        path,
+    ];
+    let committed = ltvboost(&commit, &env, b"").await;
+    assert_eq!(
+        committed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&committed.stderr)
+    );
+    // Answered 500, then with no answer within the time-out: exit 1, the
+    // file kept, and the advice to run it again.
+    for answer in ["500", "time-out"] {
+        let failed = ltvboost(&commit, &env, b"").await;
+        assert_eq!(failed.status.code(), Some(1), "{answer}");
+        let error = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            error.contains("may or may not") && error.contains("again is safe"),
+            "{answer}: {error}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), new);
+    }
+    // Run again: registered.
+    let rerun = ltvboost(&commit, &env, b"").await;
+    assert_eq!(rerun.status.code(), Some(0));
+    let requests = api.requests.lock().unwrap();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    for (method, target, key, body) in requests.iter() {
+        assert_eq!((method.as_str(), target.as_str()), ("PATCH", "/v1/webhooks/wh_1"));
+        assert_eq!(body, &json!({"secret": new}));
+        assert!(key.is_some(), "no idempotency key");
+    }
+    drop(requests);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_shows_the_secret_before_the_request_so_an_error_never_loses_it() {
+    let (api, base) = fake_api(vec![
+        (500, json!({"error": {"code": "internal", "message": "oops"}})),
+        (500, json!({"error": {"code": "internal", "message": "oops"}})),
+        (201, endpoint("wh_new")),
+    ])
+    .await;
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+    ];
+    let args = ["endpoints", "create", "https://app.example/hook", "response.created"];
+    let failed = ltvboost(&args, &env, b"").await;
+    assert_eq!(failed.status.code(), Some(1));
+    let shown = stdout(&failed)
+        .lines()
+        .find_map(|l| l.strip_prefix("LTVBOOST_WEBHOOK_SECRET=").map(str::to_owned))
+        .expect("the secret is shown although the API failed");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("may or may not have been created"));
+    // With --new-secret-file: written before the request, kept on failure.
+    let file = temp_path("create");
+    let path = file.to_str().unwrap();
+    let mut with_file = args.to_vec();
+    with_file.extend(["--new-secret-file", path]);
+    let failed = ltvboost(&with_file, &env, b"").await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(!stdout(&failed).contains("LTVBOOST_WEBHOOK_SECRET="));
+    let kept = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let created = ltvboost(&with_file, &env, b"").await;
+    assert_eq!(created.status.code(), Some(0));
+    let written = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let requests = api.requests.lock().unwrap();
+    assert_eq!(requests[0].3["secret"], shown.as_str());
+    assert_eq!(requests[1].3["secret"], kept.trim());
+    assert_eq!(requests[2].3["secret"], written.trim());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_refuses_a_public_address_without_a_secret() {
+    let refused = ltvboost(&["listen", "--addr", "0.0.0.0:0"], &[], b"").await;
+    assert_eq!(refused.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("LTVBOOST_WEBHOOK_SECRET"), "{error}");
+    // Its default port is not the example receiver's.
+    let help = ltvboost(&["listen", "--help"], &[], b"").await;
+    assert!(stdout(&help).contains("127.0.0.1:3030"), "{}", stdout(&help));
 }

@@ -29,6 +29,9 @@ struct Cli {
     /// Machine-readable output: one JSON document on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// How long one API call may take, retries included (endpoints commands). Default: 120.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    api_timeout: Option<f64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -450,7 +453,25 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
     json!({"id": endpoint.id, "url": endpoint.url, "events": endpoint.events.known})
 }
 
-async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
+/// The API client from `LTVBOOST_API_TOKEN` and `LTVBOOST_API_BASE`.
+fn api_client(timeout: Option<f64>) -> Result<Client, Failure> {
+    let token = std::env::var("LTVBOOST_API_TOKEN")
+        .map_err(|_| Failure::Usage("LTVBOOST_API_TOKEN is not set".into()))?;
+    let mut builder = Client::builder(token);
+    if let Ok(base) = std::env::var("LTVBOOST_API_BASE") {
+        builder = builder.base_url(base);
+    }
+    if let Some(seconds) = timeout {
+        let timeout = std::time::Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| Failure::Usage(format!("--api-timeout {seconds}: not a duration")))?;
+        builder = builder.timeout(timeout).deadline(timeout);
+    }
+    builder.build().map_err(|e| Failure::Usage(e.to_string()))
+}
+
+async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints) -> Outcome {
     // Rotation's first step changes nothing at the API: no token needed.
     if let Endpoints::Rotate {
         id,
@@ -461,7 +482,7 @@ async fn endpoints(json_out: bool, command: Endpoints) -> Outcome {
     {
         return prepare_rotation(json_out, id, new_secret_file, old);
     }
-    let client = Client::from_env().map_err(|e| Failure::Usage(e.to_string()))?;
+    let client = api_client(api_timeout)?;
     let webhooks = client.webhooks();
     match command {
         Endpoints::List => {
@@ -676,7 +697,7 @@ async fn run(cli: Cli) -> Outcome {
             forward_to,
             secret,
         } => listen(addr, forward_to, &secret).await,
-        Command::Endpoints(command) => endpoints(cli.json, command).await,
+        Command::Endpoints(command) => endpoints(cli.json, cli.api_timeout, command).await,
     }
 }
 
