@@ -345,8 +345,9 @@ impl Server {
             for event_id in unsettled.event_ids() {
                 tracing::error!(
                     event_id = &*event_id,
-                    "shutdown before this delivery's end was recorded: it may run again \
-                     when the sender retries after its claim lapses"
+                    "shut down before this delivery's end (done or released) was recorded: \
+                     it was not recorded, and may run again when the sender retries after \
+                     its claim lapses"
                 );
             }
         }
