@@ -247,7 +247,9 @@ async fn forged_megabyte_bodies_stay_within_the_body_budget() {
     let (mut child, addr) = start_receiver(&[("BODY_BUDGET", &BUDGET.to_string())]);
     let before = peak_rss_kib(&child);
     // 64 well-formed but wrongly signed 1 MiB bodies, all sent but their
-    // last byte at once: without a budget, all 64 would be buffered.
+    // last byte at once: without a budget, all 64 would be buffered. The
+    // budget is charged as bytes arrive, so those past it are refused
+    // part-way.
     let body = Arc::new(vec![b' '; 1024 * 1024]);
     let forged = format!("sha256={}", "ab".repeat(32));
     let head = format!(
@@ -261,25 +263,22 @@ async fn forged_megabyte_bodies_stay_within_the_body_budget() {
         let (head, body, ready, mut go) =
             (head.clone(), body.clone(), ready.clone(), go.subscribe());
         tasks.push(tokio::spawn(async move {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            stream.write_all(head.as_bytes()).await.unwrap();
-            // Refused at the head (the budget is spent): answered at once.
-            let mut first = [0u8; 12];
-            let early =
-                tokio::time::timeout(Duration::from_millis(500), stream.read_exact(&mut first))
-                    .await;
-            if early.is_ok() {
-                ready.add_permits(1);
-                return String::from_utf8_lossy(&first).to_string();
-            }
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut reader, mut writer) = stream.into_split();
+            // Read while writing: a refused body is answered before it is all
+            // sent, and the reset that follows must not lose the answer.
+            let answer = tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let _ = reader.read_to_end(&mut raw).await;
+                String::from_utf8_lossy(&raw).to_string()
+            });
             let (most, last) = body.split_at(body.len() - 1);
-            stream.write_all(most).await.unwrap();
+            let _ = writer.write_all(head.as_bytes()).await;
+            let _ = writer.write_all(most).await;
             ready.add_permits(1);
             let _ = go.wait_for(|go| *go).await;
-            stream.write_all(last).await.unwrap();
-            let mut raw = Vec::new();
-            let _ = stream.read_to_end(&mut raw).await;
-            String::from_utf8_lossy(&raw).to_string()
+            let _ = writer.write_all(last).await;
+            answer.await.unwrap()
         }));
     }
     let _ = ready.acquire_many(BODIES as u32).await.unwrap();
