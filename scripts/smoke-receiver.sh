@@ -9,10 +9,10 @@ hyper_log=$(mktemp)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$log" "$hyper_log"' EXIT
 # Built first, so that starting them is quick.
-cargo build --quiet --example receiver --example hyper_receiver
+cargo build --locked --quiet --example receiver --example hyper_receiver
 
 start() { # example port log: runs it as the README says, waits for /healthz
-  LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$2 cargo run --quiet --example "$1" >"$3" 2>&1 &
+  LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$2 cargo run --locked --quiet --example "$1" >"$3" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return 0
@@ -33,7 +33,7 @@ grep -q 'response.created evt_1' "$log" || { echo "no handler line in the receiv
 [ "$(grep -c 'response.created evt_1' "$log")" = 1 ] || { echo "handler ran more than once"; cat "$log"; exit 1; }
 grep -q 'development secret' "$log" || { echo "no warning about the development secret"; exit 1; }
 # The CLI delivers a signed fixture through the sender simulator.
-cargo run --quiet --features cli --bin ltvboost -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
+cargo run --locked --quiet --features cli --bin ltvboost -- send "http://127.0.0.1:$port/webhooks/ltvboost" action.sent --id evt_smoke_cli
 sleep 0.2
 grep -q 'action.sent evt_smoke_cli' "$log" || { echo "the CLI's event was not handled"; cat "$log"; exit 1; }
 # The same receiver on plain hyper answers the same way.
@@ -48,12 +48,12 @@ grep -q 'response.created evt_1' "$hyper_log" || { echo "no handler line from hy
 
 # The register example refuses an unknown event before any request, and
 # names the status when the API answers an error (the receiver is no API: 404).
-if out=$(cargo run --quiet --features client --example register -- https://app.example/hook quiz.archived 2>&1); then
+if out=$(cargo run --locked --quiet --features client --example register -- https://app.example/hook quiz.archived 2>&1); then
   echo "register accepted an unknown event"; exit 1
 fi
 grep -q 'unknown event "quiz.archived"' <<<"$out" || { echo "$out"; exit 1; }
 if out=$(LTVBOOST_API_TOKEN=smoke-token-not-for-logs LTVBOOST_API_BASE="http://127.0.0.1:$port/v1" \
-         cargo run --quiet --features client --example register -- https://app.example/hook response.created 2>&1); then
+         cargo run --locked --quiet --features client --example register -- https://app.example/hook response.created 2>&1); then
   echo "register succeeded against a non-API"; exit 1
 fi
 grep -q '404' <<<"$out" || { echo "register did not name the status: $out"; exit 1; }

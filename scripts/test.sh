@@ -46,5 +46,5 @@ if [ -z "${LTVBOOST_TEST_REDIS_URL:-}" ]; then
   echo "redis-server for the tests at $LTVBOOST_TEST_REDIS_URL"
 fi
 
-cargo test --all-features --all-targets
-cargo test --all-features --doc
+cargo test --locked --all-features --all-targets
+cargo test --locked --all-features --doc

@@ -271,8 +271,11 @@ pub(crate) struct BodyBudget {
     bytes: usize,
     held: Arc<AtomicUsize>,
     /// The share one peer address may hold, and what each holds.
-    per_peer: Option<(usize, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    per_peer: Option<(usize, Arc<Mutex<PeerShares>>)>,
 }
+
+/// Body bytes held, by peer address.
+type PeerShares = HashMap<IpAddr, usize>;
 
 /// What one delivery holds of a [`BodyBudget`], given back on drop.
 pub(crate) struct Charge<'a> {
@@ -299,7 +302,7 @@ impl BodyBudget {
         }
     }
 
-    fn peers(map: &Mutex<HashMap<IpAddr, usize>>) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn peers(map: &Mutex<PeerShares>) -> MutexGuard<'_, PeerShares> {
         // Every update leaves the map consistent: keep using it after a panic.
         map.lock().unwrap_or_else(PoisonError::into_inner)
     }

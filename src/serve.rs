@@ -278,13 +278,12 @@ impl Server {
             };
             while tasks.try_join_next().is_some() {}
             let _ = stream.set_nodelay(true);
-            if let Some(cap) = self.max_connections_per_peer {
-                if connections.count_from(peer.ip()) >= cap
-                    && !connections.shed_idle_longest(Some(peer.ip()))
-                {
-                    tracing::debug!(%peer, "connection refused: the peer holds its cap, all busy");
-                    continue;
-                }
+            if let Some(cap) = self.max_connections_per_peer
+                && connections.count_from(peer.ip()) >= cap
+                && !connections.shed_idle_longest(Some(peer.ip()))
+            {
+                tracing::debug!(%peer, "connection refused: the peer holds its cap, all busy");
+                continue;
             }
             // At the cap, make room by shedding the connection idle longest.
             if connections.len() >= self.max_connections {

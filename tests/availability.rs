@@ -24,10 +24,9 @@ const FORGED: &str = "sha256=abababababababababababababababababababababababababa
 
 /// A head that declares `declared` body bytes, with a well-formed forged
 /// signature, so the body is read rather than refused at the head.
-fn declaring_head(declared: usize, keep_alive: bool) -> String {
-    let connection = if keep_alive { "keep-alive" } else { "close" };
+fn declaring_head(declared: usize) -> String {
     format!(
-        "POST {PATH} HTTP/1.1\r\nhost: t\r\nconnection: {connection}\r\ncontent-length: {declared}\r\nx-ltvboost-signature: {FORGED}\r\n\r\n"
+        "POST {PATH} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {declared}\r\nx-ltvboost-signature: {FORGED}\r\n\r\n"
     )
 }
 
@@ -53,7 +52,7 @@ async fn declared_bodies_that_never_arrive_hold_no_budget_and_are_cut_with_408()
     for _ in 0..50 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
-            .write_all(declaring_head(1024 * 1024, false).as_bytes())
+            .write_all(declaring_head(1024 * 1024).as_bytes())
             .await
             .unwrap();
         held.push(stream);
@@ -81,7 +80,7 @@ async fn a_trickling_body_is_cut_by_the_rate_floor() {
     let addr = serve_config(config, &recorder).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(declaring_head(4000, false).as_bytes())
+        .write_all(declaring_head(4000).as_bytes())
         .await
         .unwrap();
     // A byte every 100 ms: never stalled, far below the floor.
@@ -108,7 +107,7 @@ async fn bytes_that_arrived_spend_the_budget_and_are_freed_when_cut() {
     let addr = serve_config(config, &recorder).await;
     // 60 KiB of a 100 KiB forged body arrive, then nothing.
     let mut hog = TcpStream::connect(addr).await.unwrap();
-    hog.write_all(declaring_head(100 * 1024, false).as_bytes())
+    hog.write_all(declaring_head(100 * 1024).as_bytes())
         .await
         .unwrap();
     hog.write_all(&vec![b' '; 60 * 1024]).await.unwrap();

@@ -8,19 +8,29 @@
 #              (without a signature header: refused at the head)
 #   slowsigned the same with a well-formed forged signature, so bodies are read
 #   silent     connections that send nothing and are held open
+#   budget     heads that declare a 1 MiB body with a well-formed (forged)
+#              signature, then never send it; reopened when closed
+#   hogging    keep-alive connections, each sending one cheap refused request
+#              (GET on the webhook path: 405) every 5 s; reopened when closed
+#
+# Each attack runs twice: with the receiver's open-file limit at 1024 (a
+# common default for services, below the 1024-connection cap plus what the
+# process holds) and raised to the hard limit (LIMITS="1024 <hard limit>").
 #
 #   bash bench/attack/run.sh                    # full size: 4000 connections
 #   CONNECTIONS=400 DURATION=12 bash bench/attack/run.sh   # the CI smoke
 #
 # Prints one line per attack: the deliveries answered 200 within 10 s, the
 # slowest answer, and the receiver's peak RSS. Exits non-zero when a delivery
-# was not answered 200 within 10 s. Only 127.0.0.1 is targeted, every run is
+# was not answered 200 within 10 s, or the peak RSS passed 256 MiB. Only 127.0.0.1 is targeted, every run is
 # bounded by DURATION. Installs slowhttptest (Debian) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNECTIONS=${CONNECTIONS:-4000}
 DURATION=${DURATION:-40}
 PORT=${PORT:-4210}
+hard=$(ulimit -Hn); [ "$hard" = unlimited ] && hard=1048576
+LIMITS=${LIMITS:-1024 $hard}
 url="http://127.0.0.1:$PORT/webhooks/ltvboost"
 work=$(mktemp -d)
 pids=()
@@ -29,7 +39,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 command -v slowhttptest >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slowhttptest >/dev/null; }
-cargo build --quiet --release --example receiver
+cargo build --locked --quiet --release --example receiver
 
 # One new event a second, each signed with the development secret; prints
 # "<status> <seconds>" per delivery (000 for no answer within 10 s).
@@ -118,9 +128,93 @@ while time.time() < end:
 print(f"slowsigned: {opened} connections opened, {len(held)} still open", file=sys.stderr)
 PY
 
+# Heads that declare a 1 MiB body (well-formed forged signature) and send
+# none of it: 200 new connections/s up to CONNECTIONS, reopened when closed.
+cat >"$work/budget.py" <<'PY'
+import resource, socket, sys, time
+port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
+head = ("POST /webhooks/ltvboost HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        "content-length: 1048576\r\nx-ltvboost-signature: sha256=" + "ab" * 32 + "\r\n\r\n").encode()
+held, end, opened, ended = [], time.time() + duration, 0, 0
+while time.time() < end:
+    tick = time.time()
+    alive = []
+    for s in held:
+        try:
+            s.recv(4096)  # an answer (408) or a close: either ends it
+            s.close()
+            ended += 1
+        except BlockingIOError:
+            alive.append(s)
+        except OSError:
+            s.close()
+            ended += 1
+    held = alive
+    for _ in range(200):
+        if len(held) >= total:
+            break
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            s.setblocking(False)
+            s.send(head)
+            held.append(s)
+            opened += 1
+        except OSError:
+            break
+    time.sleep(max(0.0, 0.5 - (time.time() - tick)))
+print(f"budget: {opened} connections opened, {ended} ended by the receiver", file=sys.stderr)
+PY
+
+# Keep-alive connections that each send one cheap refused request every
+# 5 s: 300 new connections/s up to CONNECTIONS, reopened when closed.
+cat >"$work/hogging.py" <<'PY'
+import resource, socket, sys, time
+port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
+poke = b"GET /webhooks/ltvboost HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+held, end, opened, closed = {}, time.time() + duration, 0, 0
+while time.time() < end:
+    tick = time.time()
+    for s, last in list(held.items()):
+        try:
+            if s.recv(65536) == b"":
+                raise OSError("closed")
+        except BlockingIOError:
+            pass
+        except OSError:
+            s.close()
+            del held[s]
+            closed += 1
+            continue
+        if tick - last >= 5:
+            try:
+                s.send(poke)
+                held[s] = tick
+            except OSError:
+                s.close()
+                del held[s]
+                closed += 1
+    for _ in range(300):
+        if len(held) >= total:
+            break
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            s.setblocking(False)
+            s.send(poke)
+            held[s] = tick
+            opened += 1
+        except OSError:
+            break
+    time.sleep(max(0.0, 0.5 - (time.time() - tick)))
+print(f"hogging: {opened} connections opened, {closed} closed by the receiver", file=sys.stderr)
+PY
+
 attack() { # name command...
   local name=$1; shift
-  LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$PORT RUST_LOG=error ./target/release/examples/receiver >"$work/$name.receiver" 2>&1 &
+  (ulimit -n "$nofile" && exec env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$PORT RUST_LOG=error ./target/release/examples/receiver) >"$work/$name.receiver" 2>&1 &
   local receiver=$!; pids+=("$receiver")
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   "$@" >"$work/$name.attack" 2>&1 &
@@ -133,21 +227,28 @@ attack() { # name command...
     awk -F, 'NR > 1 && $4 > max { max = $4 } END { printf "  slowhttptest: at most %d connections open at once\n", max }' "$work/$name.csv"
   fi
   grep -h 'connections opened' "$work/$name.attack" || true
-  local rss; rss=$(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$receiver/status")
+  local rss_kib; rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$receiver/status")
+  local rss; rss=$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f MiB", k / 1024}')
   kill "$receiver"; wait "$receiver" 2>/dev/null || true
   local sent ok slowest
   sent=$(wc -l <"$work/$name.sender")
   ok=$(awk '$1 == "200" && $2 < 10' "$work/$name.sender" | wc -l)
   slowest=$(sort -k2 -n "$work/$name.sender" | tail -n 1 | awk '{print $2 " s"}')
-  printf '%-10s deliveries answered 200 within 10 s: %s/%s, slowest %s, receiver peak RSS %s\n' \
-    "$name" "$ok" "$sent" "$slowest" "$rss"
+  printf '%-10s nofile %-5s deliveries answered 200 within 10 s: %s/%s, slowest %s, receiver peak RSS %s\n' \
+    "$name" "$nofile" "$ok" "$sent" "$slowest" "$rss"
   [ "$ok" = "$sent" ] && [ "$sent" -gt 0 ] || { echo "$name: a delivery failed"; cat "$work/$name.sender"; failed=1; }
+  [ "$rss_kib" -le $((256 * 1024)) ] || { echo "$name: peak RSS over 256 MiB"; failed=1; }
+  rm -f "$work/$name.csv"
 }
 
 failed=0
 echo "attacks of up to $CONNECTIONS connections, ${DURATION}s each, against $url"
-attack slowloris slowhttptest -H -c "$CONNECTIONS" -r 200 -i 5 -x 24 -t POST -u "$url" -p 3 -l "$DURATION" -g -o "$work/slowloris"
-attack slowbody slowhttptest -B -c "$CONNECTIONS" -r 200 -i 5 -x 10 -s 8192 -t POST -u "$url" -p 3 -l "$DURATION" -g -o "$work/slowbody"
-attack slowsigned python3 "$work/slowsigned.py" "$PORT" "$CONNECTIONS" "$DURATION"
-attack silent python3 "$work/silent.py" "$PORT" "$CONNECTIONS" "$DURATION"
+for nofile in $LIMITS; do
+  attack slowloris slowhttptest -H -c "$CONNECTIONS" -r 200 -i 5 -x 24 -t POST -u "$url" -p 3 -l "$DURATION" -g -o "$work/slowloris"
+  attack slowbody slowhttptest -B -c "$CONNECTIONS" -r 200 -i 5 -x 10 -s 8192 -t POST -u "$url" -p 3 -l "$DURATION" -g -o "$work/slowbody"
+  attack slowsigned python3 "$work/slowsigned.py" "$PORT" "$CONNECTIONS" "$DURATION"
+  attack silent python3 "$work/silent.py" "$PORT" "$CONNECTIONS" "$DURATION"
+  attack budget python3 "$work/budget.py" "$PORT" "$CONNECTIONS" "$DURATION"
+  attack hogging python3 "$work/hogging.py" "$PORT" "$CONNECTIONS" "$DURATION"
+done
 exit "$failed"

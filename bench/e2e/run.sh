@@ -47,11 +47,11 @@ if [ ! -d "$here/express/node_modules/express" ]; then
 fi
 # Two builds: without the `metrics` feature (every receiver below), and with
 # it, for the metrics' cost.
-cargo build --quiet --release --features serve --example bench_server
+cargo build --locked --quiet --release --features serve --example bench_server
 cp target/release/examples/bench_server "$work/bench_server"
-cargo build --quiet --release --features serve,metrics --example bench_server
+cargo build --locked --quiet --release --features serve,metrics --example bench_server
 cp target/release/examples/bench_server "$work/bench_server_metrics"
-cargo build --quiet --release --features serve,queue --example bench_server
+cargo build --locked --quiet --release --features serve,queue --example bench_server
 cp target/release/examples/bench_server "$work/bench_server_queue"
 
 # A private Redis for the Redis dedupe store and enqueue mode: no

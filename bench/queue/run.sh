@@ -19,7 +19,7 @@ redis=$!
 trap 'kill $redis 2>/dev/null; wait $redis 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 url="redis://127.0.0.1:$port/"
-cargo build --quiet --release --features queue,serve --example queue_bench
+cargo build --locked --quiet --release --features queue,serve --example queue_bench
 bin=./target/release/examples/queue_bench
 
 echo "N=$N distinct 1 KiB events, $(nproc) cores"
