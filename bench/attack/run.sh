@@ -19,6 +19,8 @@
 #
 #   bash bench/attack/run.sh                    # full size: 4000 connections
 #   CONNECTIONS=400 DURATION=12 bash bench/attack/run.sh   # the CI smoke
+#   ATTACKS="budget hogging" RECEIVER=/path/to/receiver bash bench/attack/run.sh
+#                                               # some attacks, another build
 #
 # Prints one line per attack: the deliveries answered 200 within 10 s, the
 # slowest answer, and the receiver's peak RSS. Exits non-zero when a delivery
@@ -31,6 +33,8 @@ DURATION=${DURATION:-40}
 PORT=${PORT:-4210}
 hard=$(ulimit -Hn); [ "$hard" = unlimited ] && hard=1048576
 LIMITS=${LIMITS:-1024 $hard}
+ATTACKS=${ATTACKS:-slowloris slowbody slowsigned silent budget hogging}
+RECEIVER=${RECEIVER:-./target/release/examples/receiver}
 url="http://127.0.0.1:$PORT/webhooks/ltvboost"
 work=$(mktemp -d)
 pids=()
@@ -39,7 +43,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 command -v slowhttptest >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slowhttptest >/dev/null; }
-cargo build --locked --quiet --release --example receiver
+[ "$RECEIVER" != ./target/release/examples/receiver ] || cargo build --locked --quiet --release --example receiver
 
 # One new event a second, each signed with the development secret; prints
 # "<status> <seconds>" per delivery (000 for no answer within 10 s).
@@ -69,11 +73,13 @@ PY
 
 # Connections that send nothing, opened at 150/s up to CONNECTIONS and held.
 cat >"$work/silent.py" <<'PY'
-import resource, socket, sys, time
+import atexit, resource, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # print the tally when stopped
 port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
 held, end = [], time.time() + duration
+atexit.register(lambda: print(f"silent: {len(held)} connections opened", file=sys.stderr))
 while time.time() < end:
     tick = time.time()
     for _ in range(150):
@@ -87,20 +93,21 @@ while time.time() < end:
         except OSError:
             break
     time.sleep(max(0.0, 1.0 - (time.time() - tick)))
-print(f"silent: {len(held)} connections opened", file=sys.stderr)
 PY
 
 # Like slowhttptest -B, but with a well-formed (forged) signature header, so
 # the body is read rather than refused at the head: 200 new connections/s up
 # to CONNECTIONS, each sending an 8 KiB body one byte every 5 s.
 cat >"$work/slowsigned.py" <<'PY'
-import resource, socket, sys, time
+import atexit, resource, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # print the tally when stopped
 port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
 head = ("POST /webhooks/ltvboost HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         "content-length: 8192\r\nx-ltvboost-signature: sha256=" + "ab" * 32 + "\r\n\r\n").encode()
 held, end, last_drip, opened = [], time.time() + duration, time.time(), 0
+atexit.register(lambda: print(f"slowsigned: {opened} connections opened, {len(held)} still open", file=sys.stderr))
 while time.time() < end:
     tick = time.time()
     for _ in range(200):
@@ -125,19 +132,20 @@ while time.time() < end:
                 s.close()
         held = alive
     time.sleep(max(0.0, 1.0 - (time.time() - tick)))
-print(f"slowsigned: {opened} connections opened, {len(held)} still open", file=sys.stderr)
 PY
 
 # Heads that declare a 1 MiB body (well-formed forged signature) and send
 # none of it: 200 new connections/s up to CONNECTIONS, reopened when closed.
 cat >"$work/budget.py" <<'PY'
-import resource, socket, sys, time
+import atexit, resource, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # print the tally when stopped
 port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
 head = ("POST /webhooks/ltvboost HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         "content-length: 1048576\r\nx-ltvboost-signature: sha256=" + "ab" * 32 + "\r\n\r\n").encode()
 held, end, opened, ended = [], time.time() + duration, 0, 0
+atexit.register(lambda: print(f"budget: {opened} connections opened, {ended} ended by the receiver", file=sys.stderr))
 while time.time() < end:
     tick = time.time()
     alive = []
@@ -164,18 +172,19 @@ while time.time() < end:
         except OSError:
             break
     time.sleep(max(0.0, 0.5 - (time.time() - tick)))
-print(f"budget: {opened} connections opened, {ended} ended by the receiver", file=sys.stderr)
 PY
 
 # Keep-alive connections that each send one cheap refused request every
 # 5 s: 300 new connections/s up to CONNECTIONS, reopened when closed.
 cat >"$work/hogging.py" <<'PY'
-import resource, socket, sys, time
+import atexit, resource, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # print the tally when stopped
 port, total, duration = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, total + 256), hard))
 poke = b"GET /webhooks/ltvboost HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
 held, end, opened, closed = {}, time.time() + duration, 0, 0
+atexit.register(lambda: print(f"hogging: {opened} connections opened, {closed} closed by the receiver", file=sys.stderr))
 while time.time() < end:
     tick = time.time()
     for s, last in list(held.items()):
@@ -209,12 +218,12 @@ while time.time() < end:
         except OSError:
             break
     time.sleep(max(0.0, 0.5 - (time.time() - tick)))
-print(f"hogging: {opened} connections opened, {closed} closed by the receiver", file=sys.stderr)
 PY
 
 attack() { # name command...
   local name=$1; shift
-  (ulimit -n "$nofile" && exec env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$PORT RUST_LOG=error ./target/release/examples/receiver) >"$work/$name.receiver" 2>&1 &
+  case " $ATTACKS " in *" $name "*) ;; *) return 0 ;; esac
+  (ulimit -n "$nofile" && exec env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$PORT RUST_LOG=error "$RECEIVER") >"$work/$name.receiver" 2>&1 &
   local receiver=$!; pids+=("$receiver")
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   "$@" >"$work/$name.attack" 2>&1 &
