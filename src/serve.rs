@@ -16,11 +16,12 @@
 //!   closing those that do not answer within 10;
 //! * allows 32 concurrent HTTP/2 streams per connection;
 //! * holds at most 1024 connections; at the cap it keeps accepting while
-//!   any connection has no request in flight, and makes room by closing
-//!   the one that has been idle longest, whether or not it was ever
-//!   answered: silent connections, half-sent heads and keep-alive
+//!   any connection has had no request in flight for a second, and makes
+//!   room by closing the one that has been idle longest, whether or not it
+//!   was ever answered: silent connections, half-sent heads and keep-alive
 //!   connections parked between cheap requests go before a sender that is
-//!   delivering. A connection with a request in flight is never shed;
+//!   delivering. A connection with a request in flight, or idle only a
+//!   moment (just opened, or just answered), is never shed;
 //! * optionally caps the connections one peer address may hold
 //!   ([`Server::max_connections_per_peer`], off by default: behind a proxy
 //!   every connection comes from the proxy);
@@ -86,6 +87,10 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 32;
 
 /// Default time requests in flight get to finish after shutdown is asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// How long a connection must have been idle before it may be shed: a
+/// sender that just connected, or just got an answer, is about to send.
+const SHED_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// How often HTTP/2 peers are pinged, and how long they have to answer.
 const HTTP2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(10));
@@ -164,10 +169,10 @@ impl Server {
 
     /// How many connections one peer address may hold at once; off by
     /// default. Past it, the peer's own connection idle longest is closed
-    /// to make room, or the new one is refused when all of the peer's
-    /// connections have a request in flight. Turn it on only when clients
-    /// connect directly: behind a proxy or load balancer every connection
-    /// comes from the proxy's address.
+    /// to make room, or the new one is refused when each of the peer's
+    /// connections has a request in flight or was idle only a moment. Turn
+    /// it on only when clients connect directly: behind a proxy or load
+    /// balancer every connection comes from the proxy's address.
     ///
     /// ```no_run
     /// # async fn run() -> std::io::Result<()> {
@@ -244,8 +249,8 @@ impl Server {
 
         loop {
             // At the cap with every connection busy (a request in flight on
-            // each), wait for one to close or go idle before accepting.
-            while connections.len() >= self.max_connections && !connections.any_idle() {
+            // each, or idle only a moment), wait for one to close or go idle.
+            while connections.len() >= self.max_connections && !connections.any_sheddable() {
                 tokio::select! {
                     () = connections.closed.notified() => {}
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -391,6 +396,12 @@ impl Watch {
         Some(self.opened + Duration::from_millis(ms))
     }
 
+    /// When it went idle, if it has been for long enough to be shed.
+    fn sheddable(&self) -> Option<Instant> {
+        self.idle_since()
+            .filter(|since| since.elapsed() >= SHED_AFTER_IDLE)
+    }
+
     /// Completes when the connection must close: shed, no first request
     /// head within its deadline, or idle too long.
     async fn expire(&self, limits: Limits) -> &'static str {
@@ -460,22 +471,23 @@ impl Connections {
         self.closed.notify_waiters();
     }
 
-    fn any_idle(&self) -> bool {
-        self.lock().values().any(|watch| watch.idle_since().is_some())
+    fn any_sheddable(&self) -> bool {
+        self.lock().values().any(|watch| watch.sheddable().is_some())
     }
 
     fn count_from(&self, peer: IpAddr) -> usize {
         self.lock().values().filter(|watch| watch.peer == peer).count()
     }
 
-    /// Tells the connection idle longest (of `peer`'s, when given) to close,
-    /// and forgets it. Whether there was one.
+    /// Tells the connection idle longest (of `peer`'s, when given; idle for
+    /// at least [`SHED_AFTER_IDLE`]) to close, and forgets it. Whether there
+    /// was one.
     fn shed_idle_longest(&self, peer: Option<IpAddr>) -> bool {
         let mut open = self.lock();
         let longest = open
             .values()
             .filter(|watch| peer.is_none_or(|peer| watch.peer == peer))
-            .filter_map(|watch| Some((watch.idle_since()?, watch.id)))
+            .filter_map(|watch| Some((watch.sheddable()?, watch.id)))
             .min()
             .map(|(_, id)| id);
         match longest.and_then(|id| open.remove(&id)) {

@@ -212,6 +212,11 @@ async fn a_peer_over_its_connection_cap_gives_up_its_own_idle_longest() {
     .await;
     let mut first = answered_connection(addr).await;
     let mut second = answered_connection(addr).await;
+    // Both just answered, so about to be used again: a third is refused.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    assert!(is_closed(&mut refused).await);
+    // Once they have been idle a while, the idle-longest makes room.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let _third = answered_connection(addr).await;
     assert!(is_closed(&mut first).await);
     let reply = post_signed(addr, &event_json("evt_peer", "action.sent", r#"{"id":"a"}"#)).await;
