@@ -1,13 +1,12 @@
 //! Every setting of a receiver, in one builder.
 
-use std::any::TypeId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore, NoDedupe};
+use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore};
 use crate::replay::{Clock, ReplayWindow, SystemClock};
 use crate::signature::Verifier;
 
@@ -76,9 +75,6 @@ pub struct WebhookConfig {
     pub(crate) replay_window: ReplayWindow,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Arc<dyn ErasedStore>,
-    /// Whether store operations are timed for the metrics: those of stores
-    /// that do I/O; in-process stores answer in nanoseconds and never fail.
-    pub(crate) store_does_io: bool,
     pub(crate) claim_lease: Duration,
     pub(crate) done_ttl: Duration,
     pub(crate) acknowledge_mismatched: bool,
@@ -103,7 +99,6 @@ impl WebhookConfig {
             replay_window: ReplayWindow::default(),
             clock: Arc::new(SystemClock),
             store: Arc::new(MemoryStore::new()),
-            store_does_io: false,
             claim_lease: DEFAULT_CLAIM_LEASE,
             done_ttl: DEFAULT_DONE_TTL,
             acknowledge_mismatched: false,
@@ -213,8 +208,6 @@ impl WebhookConfig {
     /// [`MemoryStore`], for one process. A fleet of receivers needs one
     /// shared store (`RedisStore`, feature `redis`).
     pub fn dedupe_store<S: DedupeStore>(mut self, store: S) -> Self {
-        let in_process = [TypeId::of::<MemoryStore>(), TypeId::of::<NoDedupe>()];
-        self.store_does_io = !in_process.contains(&TypeId::of::<S>());
         self.store = Arc::new(store);
         self
     }

@@ -64,7 +64,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -143,11 +143,10 @@ macro_rules! events {
                 }
             }
 
-            /// Lets the payload find its raw `data` in `body`, for `raw()`
-            /// and `extra()`.
-            fn keep_body(&mut self, body: &Bytes) {
+            /// Gives the payload its raw `data`, for `raw()` and `extra()`.
+            fn keep_data(&mut self, data: &RawJson) {
                 match self {
-                    $( Event::$variant(payload) => payload.body = Some(body.clone()), )*
+                    $( Event::$variant(payload) => payload.data = Some(data.clone()), )*
                     Event::Unknown { .. } => {}
                 }
             }
@@ -293,6 +292,8 @@ pub struct Envelope {
     id: Option<Box<str>>,
     type_name: TypeName,
     created_at: Option<Box<str>>,
+    /// `data` as sent: a slice of `body`.
+    data: RawJson,
     body: Bytes,
     event: Result<Event, PayloadError>,
 }
@@ -303,125 +304,31 @@ enum TypeName {
     Other(Box<str>),
 }
 
-/// The envelope as sent, read in one pass: `data` is decoded as it is read
-/// when a known `type` came before it, and kept raw otherwise. The optional
-/// members are kept raw, to be read tolerantly afterwards.
+/// The envelope as sent: the members this crate reads, borrowed from the
+/// body. A member sent twice is an error; other members are ignored.
+#[derive(Deserialize)]
 struct Wire<'a> {
+    #[serde(default, borrow)]
     id: Option<&'a RawValue>,
+    #[serde(rename = "type", borrow)]
     type_name: Cow<'a, str>,
+    #[serde(default, borrow)]
     created_at: Option<&'a RawValue>,
-    data: Data<'a>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
-
-/// `data` as the envelope's pass left it.
-enum Data<'a> {
-    Absent,
-    /// Its text, to be decoded afterwards or kept as it is.
-    Raw(&'a RawValue),
-    /// Decoded into the payload of the `type` read before it.
-    Decoded(Event),
-}
-
-impl Data<'_> {
-    /// The text kept raw, as a shared slice of `body`, which it was read
-    /// from (`null` when absent or decoded).
-    fn raw_in(&self, body: &Bytes) -> RawJson {
-        let Data::Raw(raw) = self else {
-            return RawJson::NULL;
-        };
-        let inner = raw.get().as_bytes();
-        let start = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
-        match start.map(|start| (start, start + inner.len())) {
-            Some((start, end)) if end <= body.len() => RawJson(body.slice(start..end)),
-            _ => RawJson::NULL,
-        }
-    }
-}
-
-/// The members of the envelope this crate reads.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum Member {
-    Id,
-    Type,
-    CreatedAt,
-    Data,
-    #[serde(other)]
-    Other,
-}
-
-/// `type`'s text, borrowed from the body unless it has escapes.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct TypeText<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Decodes `data` into the payload of the type it carries.
 struct PayloadOf(EventType);
 
-/// Reads the envelope; with `decode_data` false, `data` is always kept raw.
-struct WireVisitor {
-    decode_data: bool,
-}
-
-impl<'de> Visitor<'de> for WireVisitor {
-    type Value = Wire<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event envelope")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
-        fn once<T, E: serde::de::Error>(
-            slot: &mut Option<T>,
-            value: T,
-            name: &'static str,
-        ) -> Result<(), E> {
-            match slot.replace(value) {
-                None => Ok(()),
-                Some(_) => Err(E::duplicate_field(name)),
-            }
-        }
-        let (mut id, mut type_name, mut created_at, mut data) = (None, None, None, None);
-        while let Some(member) = map.next_key()? {
-            match member {
-                Member::Id => once(&mut id, map.next_value()?, "id")?,
-                Member::Type => once(&mut type_name, map.next_value::<TypeText<'de>>()?.0, "type")?,
-                Member::CreatedAt => once(&mut created_at, map.next_value()?, "created_at")?,
-                Member::Data => {
-                    let known = type_name
-                        .as_deref()
-                        .and_then(|name: &str| name.parse().ok());
-                    let value = match known {
-                        Some(known) if self.decode_data => {
-                            Data::Decoded(map.next_value_seed(PayloadOf(known))?)
-                        }
-                        _ => Data::Raw(map.next_value()?),
-                    };
-                    once(&mut data, value, "data")?;
-                }
-                Member::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Wire {
-            id,
-            type_name: type_name
-                .ok_or_else(|| <A::Error as serde::de::Error>::missing_field("type"))?,
-            created_at,
-            data: data.unwrap_or(Data::Absent),
-        })
-    }
-}
-
-impl Wire<'_> {
-    /// Reads the envelope, the whole body; with `decode_data` false, `data`
-    /// is kept raw.
-    fn read(body: &[u8], decode_data: bool) -> Result<Wire<'_>, serde_json::Error> {
-        let mut json = serde_json::Deserializer::from_slice(body);
-        let wire = json.deserialize_map(WireVisitor { decode_data })?;
-        json.end()?;
-        Ok(wire)
+/// `raw`, a value read from `body`, as a shared slice of it (a copy, should
+/// it ever not lie inside `body`).
+fn slice_of(body: &Bytes, raw: &RawValue) -> RawJson {
+    let inner = raw.get().as_bytes();
+    let start = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize);
+    match start.map(|start| (start, start.saturating_add(inner.len()))) {
+        Some((start, end)) if end <= body.len() => RawJson(body.slice(start..end)),
+        _ => RawJson(Bytes::copy_from_slice(inner)),
     }
 }
 
@@ -450,34 +357,28 @@ impl Envelope {
     /// whose `data` does not fit its payload is not an error here: the
     /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
-        // One pass when `type` comes first and `data` fits; a `data` that
-        // does not fit fails that pass, and the raw read tells which error.
-        let wire = match Wire::read(&body, true) {
-            Ok(wire) => wire,
-            Err(_) => Wire::read(&body, false).map_err(EnvelopeError)?,
-        };
-        let (type_name, mut event) = match wire.type_name.parse::<EventType>() {
-            Ok(known) => match wire.data {
-                Data::Decoded(event) => (TypeName::Known(known), Ok(event)),
-                data => (TypeName::Known(known), decode(known, &data.raw_in(&body))),
-            },
+        let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
+        let data = wire
+            .data
+            .map_or(RawJson::NULL, |raw| slice_of(&body, raw));
+        let (type_name, event) = match wire.type_name.parse::<EventType>() {
+            Ok(known) => (TypeName::Known(known), decode(known, &data)),
             Err(_) => {
                 let name = wire.type_name.into_owned();
-                let data = wire.data.raw_in(&body);
                 let event = Event::Unknown {
                     type_name: name.clone(),
-                    data,
+                    data: data.clone(),
                 };
                 (TypeName::Other(name.into()), Ok(event))
             }
         };
-        if let Ok(event) = &mut event {
-            event.keep_body(&body);
-        }
+        let id = wire.id.and_then(identifier_text).map(Into::into);
+        let created_at = wire.created_at.and_then(identifier_text).map(Into::into);
         Ok(Self {
-            id: wire.id.and_then(identifier_text).map(Into::into),
+            id,
             type_name,
-            created_at: wire.created_at.and_then(identifier_text).map(Into::into),
+            created_at,
+            data,
             body,
             event,
         })
@@ -511,10 +412,10 @@ impl Envelope {
         }
     }
 
-    /// The raw `data` JSON, whatever the type (`null` when absent). Found
-    /// in the body on demand.
+    /// The raw `data` JSON, whatever the type (`null` when absent): a
+    /// shared slice of the body.
     pub fn data(&self) -> RawJson {
-        data_in(&self.body)
+        self.data.clone()
     }
 
     /// The whole body, as verified.
@@ -540,18 +441,15 @@ impl Envelope {
 /// Decodes `data` into the payload `event_type` names.
 fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> {
     let mut json = serde_json::Deserializer::from_slice(data.as_bytes());
-    PayloadOf(event_type)
+    let mut event = PayloadOf(event_type)
         .deserialize(&mut json)
         .and_then(|event| json.end().map(|()| event))
         .map_err(|source| PayloadError {
             event_type,
             source: Arc::new(source),
-        })
-}
-
-/// The raw `data` of a body that parsed as an envelope (`null` when absent).
-fn data_in(body: &Bytes) -> RawJson {
-    Wire::read(body, false).map_or(RawJson::NULL, |wire| wire.data.raw_in(body))
+        })?;
+    event.keep_data(data);
+    Ok(event)
 }
 
 /// A string, or an integer as its decimal text; anything else is `None`.
@@ -662,10 +560,10 @@ macro_rules! payload {
                 #[serde(deserialize_with = $read)]
                 pub $field: Option<$ty>,
             )*
-            /// The verified body this payload came from, where
-            /// [`Self::raw`] and [`Self::extra`] find its `data`.
+            /// The `data` this payload was decoded from: a shared slice of
+            /// the verified body.
             #[serde(skip)]
-            body: Option<Bytes>,
+            data: Option<RawJson>,
         }
 
         impl fmt::Debug for $name {
@@ -675,7 +573,7 @@ macro_rules! payload {
                 f.debug_struct(stringify!($name))
                     .field("id", &self.id)
                     .field("fields_set", &set)
-                    .field("data_len", &self.raw().map(|raw| raw.get().len()))
+                    .field("data_len", &self.data.as_ref().map(|raw| raw.as_bytes().len()))
                     .finish()
             }
         }
@@ -683,7 +581,7 @@ macro_rules! payload {
         impl $name {
             /// A payload with only its identifier set, for tests and fixtures.
             pub fn new(id: impl Into<String>) -> Self {
-                Self { id: id.into(), $( $field: None, )* body: None }
+                Self { id: id.into(), $( $field: None, )* data: None }
             }
 
             /// The fields of `data` this crate does not model, as sent.
@@ -696,9 +594,9 @@ macro_rules! payload {
 
             /// The whole `data` object as sent, when this payload was decoded
             /// from an event: a field of a shape this crate did not expect is
-            /// still here. Found in the body on demand.
+            /// still here.
             pub fn raw(&self) -> Option<RawJson> {
-                self.body.as_ref().map(data_in)
+                self.data.clone()
             }
         }
     };

@@ -29,10 +29,8 @@
 //! at start-up: the receiver registers each metric with the recorder in
 //! place at its first use, and records on that handle from then on.
 //!
-//! Each thread keeps what it records and hands it to the recorder in a
-//! batch, about every 64 deliveries and at least once a second, so a
-//! scrape may lag the deliveries by up to a second. Call [`flush`] to hand
-//! everything over at once, say before a test reads the recorder.
+//! Records go straight to the recorder, so a scrape sees a delivery as soon
+//! as it is answered.
 //!
 //! Without the feature every function here compiles to nothing.
 //!
@@ -44,6 +42,8 @@
 //! ```
 
 use std::time::Duration;
+#[cfg(feature = "metrics")]
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::EventType;
 use crate::outcome::Outcome;
@@ -59,8 +59,7 @@ pub const BODY_BYTES: &str = "ltvboost_webhook_body_bytes";
 pub const IN_FLIGHT: &str = "ltvboost_webhook_in_flight";
 /// Deliveries verified, by the secret that matched.
 pub const SECRET_MATCHES: &str = "ltvboost_webhook_secret_matches_total";
-/// When each secret last matched, in seconds since the Unix epoch (to within
-/// the second records take to reach the recorder).
+/// When each secret last matched, in seconds since the Unix epoch.
 pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestamp_seconds";
 /// Deliveries whose replay check was skipped: `reason` is
 /// `created_at_missing` or `created_at_unreadable`.
@@ -147,21 +146,6 @@ pub fn describe() {
     }
 }
 
-/// Hands every record the receiver holds to the recorder now. Records
-/// reach it within a second anyway; call this where that second matters,
-/// such as a test that reads the recorder right after a delivery.
-///
-/// ```
-/// // let handle = PrometheusBuilder::new().install_recorder()?;
-/// // … deliveries …
-/// ltvboost_webhooks::metrics::flush();
-/// // let text = handle.render();
-/// ```
-pub fn flush() {
-    #[cfg(feature = "metrics")]
-    batch::flush_all();
-}
-
 /// The `event_type` label of a delivery: `None` before authentication.
 pub(crate) fn type_label(event_type: Option<Option<EventType>>) -> &'static str {
     match event_type {
@@ -203,7 +187,7 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
                 .and_then(|i| cache::REJECTED.get(i, register)),
         };
         match slot {
-            Some(counter) => batch::record(|pending| pending.count(counter)),
+            Some(counter) => counter.increment(1),
             None => register().increment(1),
         }
     }
@@ -222,7 +206,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
             .and_then(|k| cache::slot(k, event_type))
             .and_then(|i| cache::HANDLER.get(i, register));
         match slot {
-            Some(histogram) => batch::record(|pending| pending.time(histogram, elapsed)),
+            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
             None => register().record(elapsed.as_secs_f64()),
         }
     }
@@ -234,7 +218,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
 pub(crate) fn body(bytes: usize) {
     #[cfg(feature = "metrics")]
     if let Some(histogram) = cache::BODY.get(0, || metrics::histogram!(BODY_BYTES)) {
-        batch::record(|pending| pending.sample(histogram, bytes as f64));
+        histogram.record(bytes as f64);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = bytes;
@@ -243,15 +227,23 @@ pub(crate) fn body(bytes: usize) {
 /// The secret at `index` verified a delivery.
 pub(crate) fn secret_matched(index: usize) {
     #[cfg(feature = "metrics")]
-    match cache::SECRET_MATCHES.get(index, || secret_matches(index)) {
-        Some(counter) => batch::record(|pending| {
-            pending.count(counter);
-            pending.matched(index);
-        }),
-        // Past the secrets a verifier usually holds: straight to the recorder.
-        None => {
-            secret_matches(index).increment(1);
-            secret_last_match(index).set(batch::unix_now());
+    {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64());
+        match (
+            cache::SECRET_MATCHES.get(index, || secret_matches(index)),
+            cache::SECRET_LAST.get(index, || secret_last_match(index)),
+        ) {
+            (Some(matches), Some(last)) => {
+                matches.increment(1);
+                last.set(now);
+            }
+            // Past the secrets a verifier usually holds: registered each time.
+            _ => {
+                secret_matches(index).increment(1);
+                secret_last_match(index).set(now);
+            }
         }
     }
     #[cfg(not(feature = "metrics"))]
@@ -284,7 +276,7 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
         let index = cache::position(cache::OPERATIONS, operation);
         let duration = || metrics::histogram!(STORE_DURATION, "operation" => operation);
         match index.and_then(|i| cache::STORE.get(i, duration)) {
-            Some(histogram) => batch::record(|pending| pending.time(histogram, elapsed)),
+            Some(histogram) => histogram.record(elapsed.as_secs_f64()),
             None => duration().record(elapsed.as_secs_f64()),
         }
         if failed {
@@ -431,13 +423,20 @@ impl Timer {
     }
 }
 
+#[cfg(feature = "metrics")]
+fn in_flight() -> &'static metrics::Gauge {
+    cache::IN_FLIGHT
+        .get(0, || metrics::gauge!(IN_FLIGHT))
+        .unwrap_or_else(|| unreachable!("slot 0 exists"))
+}
+
 /// Counts a delivery in flight until dropped.
 pub(crate) struct InFlight(());
 
 impl InFlight {
     pub(crate) fn start() -> Self {
         #[cfg(feature = "metrics")]
-        batch::record(|pending| pending.in_flight += 1);
+        in_flight().increment(1.0);
         Self(())
     }
 }
@@ -445,249 +444,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        batch::record(|pending| pending.in_flight -= 1);
-    }
-}
-
-/// What each thread records, handed to the recorder in batches: every
-/// record written to the recorder's shared handles as it happened moved
-/// their cache lines from one core to the other on every delivery.
-#[cfg(feature = "metrics")]
-mod batch {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use metrics::{Counter, Histogram};
-
-    use super::{IN_FLIGHT, cache};
-
-    /// Records a thread holds before it hands them over itself (about 64
-    /// deliveries' worth): this bounds what a thread holds.
-    const FULL: usize = 128;
-    /// How often the records of threads gone quiet are handed over.
-    const EVERY: Duration = Duration::from_secs(1);
-
-    /// One thread's records not yet handed to the recorder.
-    #[derive(Default)]
-    pub(super) struct Pending {
-        counts: Vec<(&'static Counter, u64)>,
-        samples: Vec<(&'static Histogram, f64)>,
-        /// Deliveries started less those ended: either may be on another
-        /// thread, so this may be below zero; the sum over threads is not.
-        pub(super) in_flight: i64,
-        /// Which secrets matched, by `secret_index`.
-        matched: [bool; cache::SECRETS],
-    }
-
-    impl Pending {
-        pub(super) fn count(&mut self, counter: &'static Counter) {
-            match self.counts.last_mut() {
-                Some((last, n)) if std::ptr::eq(*last, counter) => *n += 1,
-                _ => self.counts.push((counter, 1)),
-            }
-        }
-
-        pub(super) fn time(&mut self, histogram: &'static Histogram, elapsed: Duration) {
-            self.sample(histogram, elapsed.as_secs_f64());
-        }
-
-        pub(super) fn sample(&mut self, histogram: &'static Histogram, value: f64) {
-            self.samples.push((histogram, value));
-        }
-
-        pub(super) fn matched(&mut self, index: usize) {
-            if let Some(matched) = self.matched.get_mut(index) {
-                *matched = true;
-            }
-        }
-
-        fn hand_over_if_full(&mut self) {
-            if self.counts.len() + self.samples.len() >= FULL {
-                self.hand_over();
-            }
-        }
-
-        fn hand_over(&mut self) {
-            for (counter, n) in self.counts.drain(..) {
-                counter.increment(n);
-            }
-            for (histogram, value) in self.samples.drain(..) {
-                histogram.record(value);
-            }
-            // Registered even when nothing changed, so a scrape shows 0
-            // rather than no gauge at all.
-            let in_flight = cache::IN_FLIGHT.get(0, || metrics::gauge!(IN_FLIGHT));
-            let change = std::mem::take(&mut self.in_flight);
-            if let Some(gauge) = in_flight.filter(|_| change != 0) {
-                gauge.increment(change as f64);
-            }
-            if self.matched.contains(&true) {
-                let now = unix_now();
-                for (index, matched) in self.matched.iter_mut().enumerate() {
-                    let gauge = || super::secret_last_match(index);
-                    if std::mem::take(matched)
-                        && let Some(gauge) = cache::SECRET_LAST.get(index, gauge)
-                    {
-                        gauge.set(now);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Every thread's records, for the background hand-over and [`flush_all`].
-    static THREADS: Mutex<Vec<Arc<Mutex<Pending>>>> = Mutex::new(Vec::new());
-    static FLUSHER: Once = Once::new();
-    /// Whether the background thread runs.
-    static FLUSHING: AtomicBool = AtomicBool::new(false);
-
-    thread_local! {
-        static LOCAL: Arc<Mutex<Pending>> = register();
-    }
-
-    fn register() -> Arc<Mutex<Pending>> {
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        lock(&THREADS).push(pending.clone());
-        FLUSHER.call_once(|| {
-            let flusher = std::thread::Builder::new()
-                .name("ltvboost-metrics".into())
-                .spawn(|| {
-                    loop {
-                        std::thread::sleep(EVERY);
-                        flush_all();
-                    }
-                });
-            match flusher {
-                Ok(_) => FLUSHING.store(true, Ordering::Relaxed),
-                Err(error) => tracing::warn!(%error, "no thread for metrics; recording unbatched"),
-            }
-        });
-        pending
-    }
-
-    /// Adds to this thread's records.
-    pub(super) fn record(add: impl FnOnce(&mut Pending)) {
-        let mut add = Some(add);
-        let _ = LOCAL.try_with(|pending| {
-            if let Some(add) = add.take() {
-                let mut pending = lock(pending);
-                add(&mut pending);
-                // Without the background thread nothing else would hand over.
-                if FLUSHING.load(Ordering::Relaxed) {
-                    pending.hand_over_if_full();
-                } else {
-                    pending.hand_over();
-                }
-            }
-        });
-        if let Some(add) = add {
-            // This thread is being torn down: straight to the recorder.
-            let mut pending = Pending::default();
-            add(&mut pending);
-            pending.hand_over();
-        }
-    }
-
-    pub(super) fn flush_all() {
-        let mut threads = lock(&THREADS);
-        for pending in threads.iter() {
-            lock(pending).hand_over();
-        }
-        // A thread that ended dropped its handle; its records are over now.
-        threads.retain(|pending| Arc::strong_count(pending) > 1);
-    }
-
-    pub(super) fn unix_now() -> f64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()) as f64
-    }
-
-    /// A panic in a recorder leaves the records usable.
-    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-        mutex.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use std::sync::atomic::{AtomicU64, Ordering};
-
-        use super::*;
-
-        /// What a test counter has added up, or how many samples a test
-        /// histogram took.
-        #[derive(Default)]
-        struct Tally(AtomicU64);
-
-        impl metrics::HistogramFn for Tally {
-            fn record(&self, _: f64) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-
-        impl metrics::CounterFn for Tally {
-            fn increment(&self, n: u64) {
-                self.0.fetch_add(n, Ordering::Relaxed);
-            }
-            fn absolute(&self, n: u64) {
-                self.0.store(n, Ordering::Relaxed);
-            }
-        }
-
-        impl Tally {
-            fn total(&self) -> u64 {
-                self.0.load(Ordering::Relaxed)
-            }
-        }
-
-        fn counter() -> (&'static Counter, Arc<Tally>) {
-            let tally = Arc::new(Tally::default());
-            let counter = Box::leak(Box::new(Counter::from_arc(tally.clone())));
-            (counter, tally)
-        }
-
-        fn histogram() -> (&'static Histogram, Arc<Tally>) {
-            let tally = Arc::new(Tally::default());
-            let histogram = Box::leak(Box::new(Histogram::from_arc(tally.clone())));
-            (histogram, tally)
-        }
-
-        #[test]
-        fn a_thread_hands_its_records_over_once_it_holds_128() {
-            let (deliveries, counted) = counter();
-            let (bodies, sampled) = histogram();
-            let mut pending = Pending::default();
-            for _ in 0..FULL / 2 - 1 {
-                pending.count(deliveries);
-                pending.sample(bodies, 1035.0);
-                pending.hand_over_if_full();
-            }
-            pending.count(deliveries);
-            pending.hand_over_if_full();
-            // A run of one counter is one record.
-            assert_eq!(
-                (pending.counts.len(), pending.samples.len()),
-                (1, FULL / 2 - 1)
-            );
-            assert_eq!((counted.total(), sampled.total()), (0, 0));
-            for _ in 0..FULL / 2 {
-                pending.sample(bodies, 1035.0);
-                pending.hand_over_if_full();
-            }
-            assert_eq!(counted.total(), FULL as u64 / 2);
-            assert_eq!(sampled.total(), FULL as u64 - 1);
-            assert!(pending.counts.is_empty() && pending.samples.is_empty());
-        }
-
-        #[test]
-        fn the_records_of_a_thread_that_ended_are_handed_over() {
-            let (deliveries, total) = counter();
-            std::thread::spawn(move || record(|pending| pending.count(deliveries)))
-                .join()
-                .unwrap();
-            flush_all();
-            assert_eq!(total.total(), 1);
-        }
+        in_flight().decrement(1.0);
     }
 }

@@ -33,7 +33,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{Extensions, HeaderMap, Method};
 use http_body::Body;
@@ -244,7 +244,11 @@ where
     let started = Instant::now();
     let deadline = started + config.read_timeout;
     let mut body = std::pin::pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // The first frame is kept as it arrived (usually the whole body); later
+    // ones are copied together, so that many tiny frames hold no more memory
+    // than the bytes they carry.
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
     let mut received = 0usize;
     let mut last_byte = started;
     loop {
@@ -283,13 +287,20 @@ where
         {
             return Err(Rejection::BodyStalled);
         }
-        chunks.push(data.copy_to_bytes(len));
+        match &mut first {
+            None => first = Some(data.copy_to_bytes(len)),
+            Some(first) => {
+                if joined.is_empty() {
+                    joined.extend_from_slice(first);
+                }
+                joined.put(data);
+            }
+        }
     }
-    // One frame (the usual case) is kept as it arrived, without a copy.
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => chunks.concat().into(),
+    Ok(if joined.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        joined.freeze()
     })
 }
 
@@ -343,7 +354,7 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
     let config = &pipeline.config;
     let store = &*config.store;
     let key = delivery.dedupe_key();
-    let token = match timed(config, "claim", store.claim_boxed(key, config.claim_lease)).await {
+    let token = match timed("claim", store.claim_boxed(key, config.claim_lease)).await {
         Ok(Claim::Acquired(token)) => token,
         Ok(Claim::Done) => return drop(answer.send(Outcome::Duplicate)),
         Ok(Claim::InFlight) => return drop(answer.send(Outcome::InFlight)),
@@ -390,9 +401,9 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
     let _ = answer.send(outcome);
     let settled = if done {
         let ttl = config.done_ttl.max(config.replay_window.span());
-        timed(config, "mark_done", store.mark_done_boxed(key, &token, ttl)).await
+        timed("mark_done", store.mark_done_boxed(key, &token, ttl)).await
     } else {
-        timed(config, "release", store.release_boxed(key, &token)).await
+        timed("release", store.release_boxed(key, &token)).await
     };
     match settled {
         Ok(ClaimStatus::Held) => {}
@@ -492,7 +503,7 @@ async fn keep_claimed(
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
     loop {
         every.tick().await;
-        match timed(config, "renew", store.renew_boxed(key, token, lease)).await {
+        match timed("renew", store.renew_boxed(key, token, lease)).await {
             Ok(ClaimStatus::Held) => {}
             Ok(_) => tracing::error!("the claim lapsed while the handler ran"),
             Err(error) => tracing::warn!(%error, "could not renew the claim"),
@@ -501,15 +512,11 @@ async fn keep_claimed(
 }
 
 /// Runs a store operation, and reports how long it took and whether it
-/// failed (for stores that do I/O).
+/// failed.
 async fn timed<T>(
-    config: &WebhookConfig,
     operation: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    if !config.store_does_io {
-        return call.await;
-    }
     let started = metrics::Timer::start();
     let result = call.await;
     metrics::store(operation, started.elapsed(), result.is_err());

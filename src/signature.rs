@@ -212,7 +212,7 @@ impl Signature {
             return Err(SignatureError::WrongLength);
         }
         let mut digest = [0u8; DIGEST_LEN];
-        decode_hex(hex_digits, &mut digest)?;
+        hex::decode_to_slice(hex_digits, &mut digest).map_err(|_| SignatureError::NotHex)?;
         Ok(Self(digest))
     }
 
@@ -225,39 +225,6 @@ impl Signature {
     pub fn to_header_value(&self) -> String {
         format!("sha256={}", hex::encode(self.0))
     }
-}
-
-/// The value of each byte as a hex digit, or 0xff: one table look-up per
-/// digit instead of a chain of range checks.
-const HEX_VALUE: [u8; 256] = {
-    let mut table = [0xff; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// Decodes exactly `2 * out.len()` hex digits (the caller checked the length).
-fn decode_hex(digits: &[u8], out: &mut [u8; DIGEST_LEN]) -> Result<(), SignatureError> {
-    let mut invalid = 0u8;
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let (high, low) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
-        // Any 0xff marker sets the high bit; checked once, after the loop.
-        invalid |= high | low;
-        *byte = (high << 4) | (low & 0x0f);
-    }
-    if invalid & 0x80 != 0 {
-        return Err(SignatureError::NotHex);
-    }
-    Ok(())
 }
 
 fn trim_ows_end(value: &[u8]) -> &[u8] {
