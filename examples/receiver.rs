@@ -57,15 +57,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // Enqueue mode: acknowledge after a durable write, a worker handles.
-    let config = match std::env::var("LTVBOOST_QUEUE_URL") {
+    // The router, wrapped by the webhook layer: deliveries are answered
+    // before any routing, every other path reaches the router. Inline, the
+    // handlers run here; in enqueue mode (LTVBOOST_QUEUE_URL), deliveries are
+    // acknowledged after a durable write and a worker handles them.
+    let router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let layer = match std::env::var("LTVBOOST_QUEUE_URL") {
         #[cfg(feature = "queue")]
         Ok(url) => {
             let queue = ltvboost_webhooks::queue::RedisQueue::connect(&url)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!("enqueue mode: deliveries answered 202 once in Redis; run the worker");
-            config.enqueue(queue)
+            WebhookLayer::enqueue(config, queue)
         }
         #[cfg(not(feature = "queue"))]
         Ok(_) => {
@@ -75,13 +79,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .into(),
             );
         }
-        Err(_) => config,
+        Err(_) => WebhookLayer::new(config, Handlers::all(common::PrintingHandlers)),
     };
-
-    // The router, wrapped by the webhook layer: deliveries are answered
-    // before any routing, every other path reaches the router.
-    let router = Router::new().route("/healthz", get(|| async { "ok\n" }));
-    let app = WebhookLayer::new(config, Handlers::all(common::PrintingHandlers)).wrap(router);
+    let app = layer.wrap(router);
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(

@@ -80,8 +80,6 @@ pub struct WebhookConfig {
     pub(crate) acknowledge_mismatched: bool,
     pub(crate) require_created_at: bool,
     pub(crate) body_budget: BodyBudget,
-    #[cfg(feature = "queue")]
-    pub(crate) queue: Option<crate::queue::RedisQueue>,
 }
 
 impl WebhookConfig {
@@ -104,8 +102,6 @@ impl WebhookConfig {
             acknowledge_mismatched: false,
             require_created_at: false,
             body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
-            #[cfg(feature = "queue")]
-            queue: None,
         }
     }
 
@@ -227,17 +223,6 @@ impl WebhookConfig {
     /// inside the window would let a replay through.
     pub fn done_ttl(mut self, ttl: Duration) -> Self {
         self.done_ttl = ttl.min(LONGEST);
-        self
-    }
-
-    /// Enqueue mode (feature `queue`): instead of calling the handlers, a
-    /// verified delivery is appended to `queue` and answered `202` once
-    /// Redis acknowledged the write; a [`Worker`](crate::queue::Worker)
-    /// handles it later. Deduplication happens at enqueue, in the queue's
-    /// Redis (the dedupe store is not used).
-    #[cfg(feature = "queue")]
-    pub fn enqueue(mut self, queue: crate::queue::RedisQueue) -> Self {
-        self.queue = Some(queue);
         self
     }
 

@@ -43,7 +43,7 @@ use tower_service::Service;
 
 use crate::config::WebhookConfig;
 use crate::handler::Handlers;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Destination, Pipeline};
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is
 /// mounted. See the [module docs](self).
@@ -57,7 +57,31 @@ impl WebhookEndpoint {
     /// router routes) and routes events to `handlers`.
     pub fn new(config: impl Into<WebhookConfig>, handlers: Handlers) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(config.into(), handlers)),
+            pipeline: Arc::new(Pipeline::new(
+                config.into(),
+                Destination::Inline(Arc::new(handlers)),
+            )),
+        }
+    }
+
+    /// Enqueue mode (feature `queue`): a verified delivery is appended to
+    /// `queue` and answered `202` once Redis acknowledged the write; a
+    /// [`Worker`](crate::queue::Worker) calls the handlers later.
+    /// Deduplication happens at enqueue, in the queue's Redis (the
+    /// configuration's dedupe store is not used).
+    ///
+    /// ```no_run
+    /// use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint};
+    /// use ltvboost_webhooks::queue::RedisQueue;
+    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
+    /// let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
+    /// let endpoint = WebhookEndpoint::enqueue(WebhookConfig::new(verifier), queue);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "queue")]
+    pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
+        Self {
+            pipeline: Arc::new(Pipeline::new(config.into(), Destination::Queue(queue))),
         }
     }
 }

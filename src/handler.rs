@@ -427,7 +427,17 @@ impl Handlers {
     }
 
     /// Decodes the payload and calls the method its type names.
+    /// Calls the handler `delivery`'s event is for, with its panics caught:
+    /// one place for inline mode and the worker.
     pub(crate) async fn dispatch(&self, delivery: &Delivery) -> Dispatched {
+        use futures_util::FutureExt;
+        let call = std::panic::AssertUnwindSafe(self.call(delivery)).catch_unwind();
+        call.await.unwrap_or_else(|panic| {
+            Dispatched::Panicked(panic_message(&*panic).to_owned())
+        })
+    }
+
+    async fn call(&self, delivery: &Delivery) -> Dispatched {
         let event = match delivery.envelope.event() {
             Ok(event) => event,
             Err(reason) => {
@@ -480,4 +490,15 @@ pub(crate) enum Dispatched {
     Mismatched,
     /// A handler returned `Err`.
     Failed(HandlerError),
+    /// A handler panicked, with this message.
+    Panicked(String),
+}
+
+/// The text a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
 }

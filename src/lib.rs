@@ -89,6 +89,8 @@ pub mod outcome;
 mod pipeline;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[cfg(feature = "redis")]
+mod redis;
 mod rejection;
 pub mod replay;
 #[cfg(feature = "serve")]

@@ -23,9 +23,7 @@
 //! handler nor the end of its claim; the answer goes out when the handler
 //! returns, and the claim's end (done or released) is recorded just after.
 
-use std::any::Any;
 use std::convert::Infallible;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
@@ -34,7 +32,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::FutureExt;
 use http::{Extensions, HeaderMap, Method};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -47,7 +44,7 @@ use std::future::Future;
 
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
-use crate::handler::{Delivery, Dispatched, Handlers};
+use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::rejection::Rejection;
@@ -56,11 +53,21 @@ use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the layer and the endpoint share: the configuration and the handlers.
+/// What the layer and the endpoint share: the configuration and where
+/// verified deliveries go.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     pub(crate) config: WebhookConfig,
-    handlers: Handlers,
+    destination: Destination,
+}
+
+/// Where verified deliveries go: the handlers (inline mode), or a queue
+/// that workers handle from (enqueue mode).
+#[derive(Debug)]
+pub(crate) enum Destination {
+    Inline(Arc<Handlers>),
+    #[cfg(feature = "queue")]
+    Queue(crate::queue::RedisQueue),
 }
 
 /// The parts of a request's head a delivery needs once its body is read.
@@ -75,8 +82,11 @@ pub(crate) struct Head {
 }
 
 impl Pipeline {
-    pub(crate) fn new(config: WebhookConfig, handlers: Handlers) -> Self {
-        Self { config, handlers }
+    pub(crate) fn new(config: WebhookConfig, destination: Destination) -> Self {
+        Self {
+            config,
+            destination,
+        }
     }
 
     /// Steps 1–2. A refusal is logged here, in its own span.
@@ -129,18 +139,21 @@ impl Pipeline {
 
     /// Steps 7–8: the handlers, or in enqueue mode the queue.
     async fn hand_off(self: Arc<Self>, delivery: Delivery, unsettled: Option<Unsettled>) -> Outcome {
-        #[cfg(feature = "queue")]
-        if let Some(queue) = &self.config.queue {
-            return match queue.enqueue(&delivery).await {
+        match &self.destination {
+            Destination::Inline(handlers) => {
+                let handlers = handlers.clone();
+                handle_on_own_task(self, handlers, delivery, unsettled).await
+            }
+            #[cfg(feature = "queue")]
+            Destination::Queue(queue) => match queue.enqueue(&delivery).await {
                 Ok(crate::queue::Enqueued::Added(_)) => Outcome::Enqueued,
                 Ok(_) => Outcome::Duplicate,
                 Err(error) => {
                     tracing::error!(%error, "queue unavailable; asking the sender to retry");
                     Outcome::QueueUnavailable
                 }
-            };
+            },
         }
-        handle_on_own_task(self, delivery, unsettled).await
     }
 }
 
@@ -316,13 +329,14 @@ fn too_large(config: &WebhookConfig) -> Rejection {
 /// shutdown waits for that (`unsettled`).
 async fn handle_on_own_task(
     pipeline: Arc<Pipeline>,
+    handlers: Arc<Handlers>,
     delivery: Delivery,
     unsettled: Option<Unsettled>,
 ) -> Outcome {
     let (answer, answered) = oneshot::channel();
     let settling = unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
     let handling = async move {
-        handle(pipeline, delivery, answer).await;
+        handle(&pipeline.config, &handlers, delivery, answer).await;
         drop(settling);
     }
     .in_current_span();
@@ -336,7 +350,7 @@ async fn handle_on_own_task(
     if let Ok(outcome) = answered.await {
         return outcome;
     }
-    // Handler panics are caught in `handle`: this is the store's.
+    // Handler panics are caught where they are dispatched: this is the store's.
     let panic = match task {
         Some(task) => task.await.err().and_then(|e| e.try_into_panic().ok()),
         None => None,
@@ -350,8 +364,12 @@ async fn handle_on_own_task(
 
 /// Steps 7–8: claim, dispatch with the claim renewed, answer, then record
 /// the claim's end: done, or released for the sender's retry.
-async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Sender<Outcome>) {
-    let config = &pipeline.config;
+async fn handle(
+    config: &WebhookConfig,
+    handlers: &Handlers,
+    delivery: Delivery,
+    answer: oneshot::Sender<Outcome>,
+) {
     let store = &*config.store;
     let key = delivery.dedupe_key();
     let token = match timed("claim", store.claim_boxed(key, config.claim_lease)).await {
@@ -365,27 +383,23 @@ async fn handle(pipeline: Arc<Pipeline>, delivery: Delivery, answer: oneshot::Se
     };
 
     let started = metrics::Timer::start();
-    let dispatch = AssertUnwindSafe(pipeline.handlers.dispatch(&delivery)).catch_unwind();
     let dispatched = tokio::select! {
         biased;
-        dispatched = dispatch => dispatched,
+        dispatched = handlers.dispatch(&delivery) => dispatched,
         never = keep_claimed(store, key, &token, config) => match never {},
     };
 
     let outcome = match dispatched {
-        Ok(Dispatched::Handled) => Outcome::Handled,
-        Ok(Dispatched::Mismatched) => Outcome::Mismatched {
+        Dispatched::Handled => Outcome::Handled,
+        Dispatched::Mismatched => Outcome::Mismatched {
             acknowledged: config.acknowledge_mismatched,
         },
-        Ok(Dispatched::Failed(error)) => {
+        Dispatched::Failed(error) => {
             tracing::error!(%error, "webhook handler failed; the sender will retry");
             Outcome::HandlerFailed
         }
-        Err(panic) => {
-            tracing::error!(
-                panic = panic_message(&*panic),
-                "webhook handler panicked; the sender will retry"
-            );
+        Dispatched::Panicked(panic) => {
+            tracing::error!(panic, "webhook handler panicked; the sender will retry");
             Outcome::HandlerPanicked
         }
     };
@@ -456,6 +470,7 @@ impl Unsettled {
     }
 
     /// Completes once no delivery is unsettled.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     pub(crate) async fn settled(&self) {
         loop {
             let empty = self.0.empty.notified();
@@ -469,6 +484,7 @@ impl Unsettled {
     }
 
     /// The event ids of the deliveries not settled yet.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
     pub(crate) fn event_ids(&self) -> Vec<Box<str>> {
         self.open().values().cloned().collect()
     }
@@ -585,11 +601,3 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The text a panic was raised with.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload")
-}

@@ -78,10 +78,7 @@ impl ResponseHandler for Counting {
 
 /// A receiver in enqueue mode on `queue`.
 async fn receiver(queue: RedisQueue) -> SocketAddr {
-    let config = config().enqueue(queue);
-    // The handlers are the worker's: the receiver never calls them.
-    let unused = Handlers::responses(Counting(Arc::default()));
-    serve(Router::new().layer(WebhookLayer::new(config, unused))).await
+    serve(Router::new().layer(WebhookLayer::enqueue(config(), queue))).await
 }
 
 /// Runs a worker until the returned sender is dropped or fired.

@@ -99,12 +99,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "redis" | "enqueue" => {
             // The Redis dedupe store, handlers inline; or enqueue mode.
             let url = std::env::var("BENCH_REDIS_URL")?;
-            let config = if mode == "redis" {
-                config.dedupe_store(ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?)
+            let layer = if mode == "redis" {
+                let store = ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?;
+                WebhookLayer::new(config.dedupe_store(store), Handlers::responses(Touch))
             } else {
-                config.enqueue(ltvboost_webhooks::queue::RedisQueue::connect(&url).await?)
+                let queue = ltvboost_webhooks::queue::RedisQueue::connect(&url).await?;
+                WebhookLayer::enqueue(config, queue)
             };
-            let layer = WebhookLayer::new(config, Handlers::responses(Touch));
             server.serve(layer.wrap(bare)).await?;
         }
         other => {

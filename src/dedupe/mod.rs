@@ -32,11 +32,7 @@
 //! [`MemoryStore`] is the default, for a single process. `RedisStore`
 //! (feature `redis`) is shared by a fleet of receivers behind a load balancer.
 
-#[cfg(feature = "redis")]
-mod batch;
 mod memory;
-#[cfg(feature = "redis")]
-mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,13 +40,9 @@ use std::time::Duration;
 
 use crate::signature::Signature;
 
-#[cfg(feature = "queue")]
-pub(crate) use batch::Batched;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
-#[cfg(feature = "queue")]
-pub(crate) use redis::{bounded, lazy_connection, millis};
+pub use crate::redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Acknowledge now, handle later: a durable hand-off through a Redis stream
 //! (feature `queue`).
 //!
-//! In enqueue mode ([`WebhookConfig::enqueue`](crate::WebhookConfig::enqueue))
+//! In enqueue mode ([`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue))
 //! the receiver reads, verifies, parses and replay-checks a delivery as
 //! always, then appends its verified bytes to a Redis stream and answers
 //! `202 Accepted` only after Redis acknowledged the write. The event's dedupe
@@ -36,11 +36,11 @@
 //! again. Make handlers idempotent where that matters.
 //!
 //! ```no_run
-//! use ltvboost_webhooks::WebhookConfig;
+//! use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 //! use ltvboost_webhooks::queue::RedisQueue;
 //! # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
 //! let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
-//! let config = WebhookConfig::new(verifier).enqueue(queue);
+//! let layer = WebhookLayer::enqueue(WebhookConfig::new(verifier), queue);
 //! # Ok(()) }
 //! ```
 
@@ -63,7 +63,8 @@ mod worker;
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::config::DEFAULT_DONE_TTL;
-use crate::dedupe::{Batched, StoreError, bounded, lazy_connection, millis};
+use crate::dedupe::StoreError;
+use crate::redis::{Batched, bounded, lazy_connection, millis};
 use crate::handler::Delivery;
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,

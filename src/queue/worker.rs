@@ -2,12 +2,10 @@
 //! handlers, and records each entry's end.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use redis::Script;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::Semaphore;
@@ -16,11 +14,10 @@ use tracing::Instrument;
 
 use super::{DeadLetter, GROUP, RedisQueue};
 use crate::dedupe::StoreError;
-use crate::dedupe::millis;
+use crate::redis::millis;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
-use crate::pipeline::panic_message;
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -401,11 +398,10 @@ impl Worker {
             Err(e) => Some(format!("unreadable entry: {e}")),
             Ok(envelope) => {
                 let delivery = Delivery::restored(envelope, entry.secret_index, entry.key.clone());
-                let dispatch = AssertUnwindSafe(self.handlers.dispatch(&delivery)).catch_unwind();
-                match dispatch.await {
-                    Ok(Dispatched::Handled | Dispatched::Mismatched) => None,
-                    Ok(Dispatched::Failed(error)) => Some(error.to_string()),
-                    Err(panic) => Some(format!("handler panicked: {}", panic_message(&*panic))),
+                match self.handlers.dispatch(&delivery).await {
+                    Dispatched::Handled | Dispatched::Mismatched => None,
+                    Dispatched::Failed(error) => Some(error.to_string()),
+                    Dispatched::Panicked(panic) => Some(format!("handler panicked: {panic}")),
                 }
             }
         };
