@@ -81,7 +81,7 @@ impl WebhookEndpoint {
     #[cfg(feature = "queue")]
     pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(config.into(), Destination::Queue(queue))),
+            pipeline: Arc::new(Pipeline::new(config.into(), Destination::Queue(Box::new(queue)))),
         }
     }
 }

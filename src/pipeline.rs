@@ -67,7 +67,7 @@ pub(crate) struct Pipeline {
 pub(crate) enum Destination {
     Inline(Arc<Handlers>),
     #[cfg(feature = "queue")]
-    Queue(crate::queue::RedisQueue),
+    Queue(Box<crate::queue::RedisQueue>),
 }
 
 /// The parts of a request's head a delivery needs once its body is read.
