@@ -294,7 +294,8 @@ impl Charge<'_> {
         let global = budget
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(bytes).filter(|total| *total <= budget.bytes)
+                held.checked_add(bytes)
+                    .filter(|total| *total <= budget.bytes)
             });
         if global.is_err() {
             return false;

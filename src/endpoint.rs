@@ -81,7 +81,10 @@ impl WebhookEndpoint {
     #[cfg(feature = "queue")]
     pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(config.into(), Destination::Queue(Box::new(queue)))),
+            pipeline: Arc::new(Pipeline::new(
+                config.into(),
+                Destination::Queue(Box::new(queue)),
+            )),
         }
     }
 }
@@ -105,9 +108,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let head = self
-            .pipeline
-            .check_head(request.method(), request.headers(), request.extensions());
+        let head =
+            self.pipeline
+                .check_head(request.method(), request.headers(), request.extensions());
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let outcome = match head {

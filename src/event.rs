@@ -261,7 +261,9 @@ impl RawJson {
 /// `Debug` output ends up in logs.
 impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawJson").field("len", &self.0.len()).finish()
+        f.debug_struct("RawJson")
+            .field("len", &self.0.len())
+            .finish()
     }
 }
 
@@ -358,9 +360,7 @@ impl Envelope {
     /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
         let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
-        let data = wire
-            .data
-            .map_or(RawJson::NULL, |raw| slice_of(&body, raw));
+        let data = wire.data.map_or(RawJson::NULL, |raw| slice_of(&body, raw));
         let (type_name, event) = match wire.type_name.parse::<EventType>() {
             Ok(known) => (TypeName::Known(known), decode(known, &data)),
             Err(_) => {
@@ -856,8 +856,14 @@ mod tests {
             assert!(!debug.contains("ada@example.com"), "{debug}");
             assert!(!debug.contains("email\""), "{debug}");
         }
-        assert!(event.contains("fields_set: [\"action_type\", \"error\"]"), "{event}");
-        assert!(event.contains("message_len") || event.contains("data_len"), "{event}");
+        assert!(
+            event.contains("fields_set: [\"action_type\", \"error\"]"),
+            "{event}"
+        );
+        assert!(
+            event.contains("message_len") || event.contains("data_len"),
+            "{event}"
+        );
         assert!(data.contains("len"), "{data}");
     }
 

@@ -432,9 +432,8 @@ impl Handlers {
     pub(crate) async fn dispatch(&self, delivery: &Delivery) -> Dispatched {
         use futures_util::FutureExt;
         let call = std::panic::AssertUnwindSafe(self.call(delivery)).catch_unwind();
-        call.await.unwrap_or_else(|panic| {
-            Dispatched::Panicked(panic_message(&*panic).to_owned())
-        })
+        call.await
+            .unwrap_or_else(|panic| Dispatched::Panicked(panic_message(&*panic).to_owned()))
     }
 
     async fn call(&self, delivery: &Delivery) -> Dispatched {

@@ -102,7 +102,10 @@ impl WebhookLayer {
     #[cfg(feature = "queue")]
     pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(config.into(), Destination::Queue(Box::new(queue)))),
+            pipeline: Arc::new(Pipeline::new(
+                config.into(),
+                Destination::Queue(Box::new(queue)),
+            )),
         }
     }
 
@@ -173,10 +176,11 @@ where
                 },
             };
         }
-        let kind = match self
-            .pipeline
-            .check_head(request.method(), request.headers(), request.extensions())
-        {
+        let kind = match self.pipeline.check_head(
+            request.method(),
+            request.headers(),
+            request.extensions(),
+        ) {
             Ok(head) => Kind::Delivery {
                 future: Box::pin(self.pipeline.clone().run(head, request.into_body())),
             },

@@ -46,6 +46,8 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::EventType;
+#[cfg(feature = "metrics")]
+use crate::outcome::CODES;
 use crate::outcome::Outcome;
 use crate::rejection::Rejection;
 
@@ -178,14 +180,10 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
                 "event_type" => event_type,
             )
         };
-        let slot = match reason {
-            None => cache::position(cache::KINDS, kind)
-                .and_then(|k| cache::slot(k, event_type))
-                .and_then(|i| cache::DELIVERIES.get(i, register)),
-            Some(reason) => cache::position(cache::REASONS, reason)
-                .and_then(|r| cache::slot(r, event_type))
-                .and_then(|i| cache::REJECTED.get(i, register)),
-        };
+        // Indexed by the row's code: the kind, or for a rejection its reason.
+        let slot = cache::position(CODES, reason.unwrap_or(kind))
+            .and_then(|row| cache::slot(row, event_type))
+            .and_then(|i| cache::DELIVERIES.get(i, register));
         match slot {
             Some(counter) => counter.increment(1),
             None => register().increment(1),
@@ -202,7 +200,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
         let kind = outcome.kind();
         let register =
             || metrics::histogram!(HANDLER_DURATION, "event_type" => event_type, "outcome" => kind);
-        let slot = cache::position(cache::KINDS, kind)
+        let slot = cache::position(CODES, kind)
             .and_then(|k| cache::slot(k, event_type))
             .and_then(|i| cache::HANDLER.get(i, register));
         match slot {
@@ -291,6 +289,7 @@ pub(crate) fn store(operation: &'static str, elapsed: Duration, failed: bool) {
 /// use and reused: a lookup in the recorder's registry per record cost more
 /// than the rest of the metrics together (BENCHMARKS.md). So install the
 /// recorder before the first delivery, as an application does at start-up.
+/// Indexed by the status table's codes ([`CODES`]).
 #[cfg(feature = "metrics")]
 mod cache {
     use std::sync::OnceLock;
@@ -298,42 +297,14 @@ mod cache {
     use metrics::{Counter, Gauge, Histogram};
 
     use crate::event::EventType;
+    use crate::outcome::CODES;
 
-    pub(super) const KINDS: &[&str] = &[
-        "handled",
-        "duplicate",
-        "in_flight",
-        "mismatched",
-        "handler_failed",
-        "handler_panicked",
-        "store_unavailable",
-        "enqueued",
-        "queue_unavailable",
-    ];
-    pub(super) const REASONS: &[&str] = &[
-        "method_not_allowed",
-        "body_too_large",
-        "body_timeout",
-        "body_stalled",
-        "body_read_failed",
-        "overloaded",
-        "signature_missing",
-        "signature_duplicated",
-        "signature_malformed",
-        "signature_mismatch",
-        "not_an_event",
-        "created_at_missing",
-        "replay_too_old",
-        "replay_in_future",
-        "payload_mismatch",
-    ];
     pub(super) const OPERATIONS: &[&str] = &["claim", "renew", "mark_done", "release"];
     /// The documented types, `unknown` and `none`.
     const TYPES: usize = 9;
 
-    pub(super) static DELIVERIES: Slots<Counter, { 9 * TYPES }> = Slots::new();
-    pub(super) static REJECTED: Slots<Counter, { 15 * TYPES }> = Slots::new();
-    pub(super) static HANDLER: Slots<Histogram, { 9 * TYPES }> = Slots::new();
+    pub(super) static DELIVERIES: Slots<Counter, { CODES.len() * TYPES }> = Slots::new();
+    pub(super) static HANDLER: Slots<Histogram, { CODES.len() * TYPES }> = Slots::new();
     pub(super) static BODY: Slots<Histogram, 1> = Slots::new();
     pub(super) static IN_FLIGHT: Slots<Gauge, 1> = Slots::new();
     /// Secrets with cached handles: more than a rotation ever holds.

@@ -6,18 +6,10 @@
 //! are stable snake_case codes, and the log line and the metrics use the same
 //! codes, so the README's table, the logs and the dashboards agree.
 //!
-//! | kind | reason | status | handler called |
-//! | --- | --- | --- | --- |
-//! | `handled` | | `200` | once |
-//! | `duplicate` | | `200` | no |
-//! | `in_flight` | | `409` | no |
-//! | `mismatched` | | `400` (`200` when acknowledged) | fallback |
-//! | `handler_failed` | | `500` | once |
-//! | `handler_panicked` | | `500` | once |
-//! | `store_unavailable` | | `503` | no |
-//! | `enqueued` | | `202` | later, by a worker |
-//! | `queue_unavailable` | | `503` | no |
-//! | `rejected` | see [`Rejection::reason`] | `401`, `405`, `408`, `413`, `400`, `503` | no |
+//! Every row of the table lives in one place, [`Outcome::row`]: its status,
+//! code, text, log level and extra headers. The README's "What the
+//! receiver answers" is that table in prose, and a test holds the two
+//! together.
 //!
 //! ```
 //! use http::StatusCode;
@@ -34,8 +26,11 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use tracing::Level;
 
 use crate::rejection::Rejection;
+use crate::replay::ReplayError;
+use crate::signature::SignatureError;
 
 /// How one delivery ended. See the [module docs](self) for the table.
 #[derive(Debug)]
@@ -73,38 +68,140 @@ pub enum Outcome {
     Rejected(Rejection),
 }
 
-impl Outcome {
+/// One row of the status table: everything the end of a delivery decides.
+///
+/// ```
+/// use ltvboost_webhooks::Outcome;
+///
+/// let row = Outcome::InFlight.row();
+/// assert_eq!((row.status.as_u16(), row.code), (409, "in_flight"));
+/// assert_eq!(row.level, tracing::Level::WARN);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Row {
     /// The status LTVboost gets.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Outcome::Handled | Outcome::Duplicate => StatusCode::OK,
-            Outcome::InFlight => StatusCode::CONFLICT,
-            Outcome::Mismatched { acknowledged: true } => StatusCode::OK,
+    pub status: StatusCode,
+    /// The stable snake_case code, in logs and metrics: the outcome's kind,
+    /// or for a rejection its reason.
+    pub code: &'static str,
+    /// The text answered: empty for a delivery taken in (the status is the
+    /// whole answer), one line naming the reason otherwise. Never a secret,
+    /// an expected signature, or a value from the body.
+    pub text: Cow<'static, str>,
+    /// The level of the delivery's log line. Refusals of unauthenticated
+    /// requests are `DEBUG`, so that a flood of them cannot flood the logs.
+    pub level: Level,
+    /// Whether the answer carries `Allow: POST`.
+    pub allow_post: bool,
+}
+
+/// Every code a [`Row`] can have, in the table's order: what the metrics
+/// index their handles by.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) const CODES: &[&str] = &[
+    "handled",
+    "duplicate",
+    "in_flight",
+    "mismatched",
+    "handler_failed",
+    "handler_panicked",
+    "store_unavailable",
+    "enqueued",
+    "queue_unavailable",
+    "method_not_allowed",
+    "body_too_large",
+    "body_timeout",
+    "body_stalled",
+    "body_read_failed",
+    "overloaded",
+    "signature_missing",
+    "signature_duplicated",
+    "signature_malformed",
+    "signature_mismatch",
+    "not_an_event",
+    "created_at_missing",
+    "replay_too_old",
+    "replay_in_future",
+    "payload_mismatch",
+];
+
+impl Outcome {
+    /// This outcome's row of the status table: the one place that says what
+    /// each delivery is answered.
+    pub fn row(&self) -> Row {
+        use Level as L;
+        use StatusCode as S;
+        let (status, code, text, level) = match self {
+            Outcome::Handled => (S::OK, "handled", "", L::INFO),
+            Outcome::Duplicate => (S::OK, "duplicate", "duplicate: already handled\n", L::INFO),
+            Outcome::InFlight => (
+                S::CONFLICT,
+                "in_flight",
+                "event is being handled by another delivery\n",
+                L::WARN,
+            ),
+            Outcome::Mismatched { acknowledged: true } => (
+                S::OK,
+                "mismatched",
+                "acknowledged: event data does not fit its type\n",
+                L::WARN,
+            ),
             Outcome::Mismatched {
                 acknowledged: false,
-            } => StatusCode::BAD_REQUEST,
-            Outcome::HandlerFailed | Outcome::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
-            Outcome::StoreUnavailable | Outcome::QueueUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Outcome::Enqueued => StatusCode::ACCEPTED,
-            Outcome::Rejected(rejection) => rejection.status(),
+            } => (
+                S::BAD_REQUEST,
+                "mismatched",
+                "event data does not fit its type\n",
+                L::WARN,
+            ),
+            Outcome::HandlerFailed => (
+                S::INTERNAL_SERVER_ERROR,
+                "handler_failed",
+                "handler failed\n",
+                L::WARN,
+            ),
+            Outcome::HandlerPanicked => (
+                S::INTERNAL_SERVER_ERROR,
+                "handler_panicked",
+                "handler panicked\n",
+                L::WARN,
+            ),
+            Outcome::StoreUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "dedupe store unavailable\n",
+                L::WARN,
+            ),
+            Outcome::Enqueued => (S::ACCEPTED, "enqueued", "", L::INFO),
+            Outcome::QueueUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                "queue unavailable\n",
+                L::WARN,
+            ),
+            Outcome::Rejected(rejection) => return rejection_row(rejection),
+        };
+        Row {
+            status,
+            code,
+            text: Cow::Borrowed(text),
+            level,
+            allow_post: false,
         }
     }
 
-    /// The stable code of this outcome, for logs and metrics.
+    /// The status LTVboost gets.
+    pub fn status(&self) -> StatusCode {
+        self.row().status
+    }
+
+    /// The stable code of this outcome, for logs and metrics: `rejected` for
+    /// every rejection (its [`reason`](Self::reason) says which).
     pub fn kind(&self) -> &'static str {
         match self {
-            Outcome::Handled => "handled",
-            Outcome::Duplicate => "duplicate",
-            Outcome::InFlight => "in_flight",
-            Outcome::Mismatched { .. } => "mismatched",
-            Outcome::HandlerFailed => "handler_failed",
-            Outcome::HandlerPanicked => "handler_panicked",
-            Outcome::StoreUnavailable => "store_unavailable",
-            Outcome::Enqueued => "enqueued",
-            Outcome::QueueUnavailable => "queue_unavailable",
             Outcome::Rejected(_) => "rejected",
+            other => other.row().code,
         }
     }
 
@@ -112,34 +209,14 @@ impl Outcome {
     /// outcomes.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Outcome::Rejected(rejection) => Some(rejection.reason()),
+            Outcome::Rejected(rejection) => Some(rejection_row(rejection).code),
             _ => None,
         }
     }
 
-    /// The short text answered: empty for a handled delivery (the status is
-    /// the whole answer), one line naming the reason otherwise. It never
-    /// contains a secret, an expected signature, or a value from the body.
+    /// The short text answered (see [`Row::text`]).
     pub fn text(&self) -> Cow<'static, str> {
-        Cow::Borrowed(match self {
-            Outcome::Handled => "",
-            Outcome::Duplicate => "duplicate: already handled\n",
-            Outcome::InFlight => "event is being handled by another delivery\n",
-            Outcome::Mismatched { acknowledged: true } => {
-                "acknowledged: event data does not fit its type\n"
-            }
-            Outcome::Mismatched {
-                acknowledged: false,
-            } => "event data does not fit its type\n",
-            Outcome::HandlerFailed => "handler failed\n",
-            Outcome::HandlerPanicked => "handler panicked\n",
-            Outcome::StoreUnavailable => "dedupe store unavailable\n",
-            Outcome::Enqueued => "",
-            Outcome::QueueUnavailable => "queue unavailable\n",
-            Outcome::Rejected(rejection) => {
-                return Cow::Owned(format!("{}\n", rejection.body_text()));
-            }
-        })
+        self.row().text
     }
 
     /// Whether the sender counts this answer as delivered (a `2xx`).
@@ -157,24 +234,76 @@ impl Outcome {
     /// assert_eq!(response.status(), 409);
     /// ```
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let text = match self.text() {
+        let row = self.row();
+        let text = match row.text {
             Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
             Cow::Owned(text) => Bytes::from(text),
         };
+        let empty = text.is_empty();
         let mut response = Response::new(B::from(text));
-        *response.status_mut() = self.status();
-        if !matches!(self, Outcome::Handled | Outcome::Enqueued) {
+        *response.status_mut() = row.status;
+        if !empty {
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
         }
-        if let Outcome::Rejected(Rejection::MethodNotAllowed) = self {
+        if row.allow_post {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
+    }
+}
+
+/// The rows of the rejections: the rest of [`Outcome::row`]'s table.
+pub(crate) fn rejection_row(rejection: &Rejection) -> Row {
+    use Level as L;
+    use StatusCode as S;
+    // Refused before the signature matched: nothing is known of the sender.
+    const UNAUTHENTICATED: Level = L::DEBUG;
+    let (status, code, level) = match rejection {
+        Rejection::MethodNotAllowed => {
+            (S::METHOD_NOT_ALLOWED, "method_not_allowed", UNAUTHENTICATED)
+        }
+        Rejection::PayloadTooLarge { .. } => {
+            (S::PAYLOAD_TOO_LARGE, "body_too_large", UNAUTHENTICATED)
+        }
+        Rejection::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout", UNAUTHENTICATED),
+        Rejection::BodyStalled => (S::REQUEST_TIMEOUT, "body_stalled", UNAUTHENTICATED),
+        Rejection::BodyRead(_) => (S::BAD_REQUEST, "body_read_failed", UNAUTHENTICATED),
+        Rejection::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", UNAUTHENTICATED),
+        Rejection::Signature(SignatureError::Missing) => {
+            (S::UNAUTHORIZED, "signature_missing", UNAUTHENTICATED)
+        }
+        Rejection::Signature(SignatureError::Duplicated) => {
+            (S::UNAUTHORIZED, "signature_duplicated", UNAUTHENTICATED)
+        }
+        Rejection::Signature(SignatureError::Mismatch) => {
+            (S::UNAUTHORIZED, "signature_mismatch", UNAUTHENTICATED)
+        }
+        Rejection::Signature(_) => (S::UNAUTHORIZED, "signature_malformed", UNAUTHENTICATED),
+        Rejection::Envelope(_) => (S::BAD_REQUEST, "not_an_event", L::WARN),
+        Rejection::CreatedAtMissing => (S::BAD_REQUEST, "created_at_missing", L::WARN),
+        Rejection::Replay(ReplayError::TooOld { .. }) => {
+            (S::BAD_REQUEST, "replay_too_old", L::WARN)
+        }
+        Rejection::Replay(_) => (S::BAD_REQUEST, "replay_in_future", L::WARN),
+        Rejection::Payload(_) => (S::BAD_REQUEST, "payload_mismatch", L::WARN),
+    };
+    let text = match rejection {
+        // The parser's detail is logged, not echoed.
+        Rejection::Envelope(_) => "body is not a JSON event envelope".to_owned(),
+        Rejection::Payload(e) => format!("event data does not fit {}", e.event_type),
+        other => other.to_string(),
+    };
+    Row {
+        status,
+        code,
+        text: Cow::Owned(format!("{text}\n")),
+        level,
+        allow_post: matches!(rejection, Rejection::MethodNotAllowed),
     }
 }
 
@@ -332,6 +461,17 @@ mod tests {
                 "the README's `{code}` is no outcome"
             );
         }
+    }
+
+    #[test]
+    fn every_row_code_is_listed_once_for_the_metrics() {
+        let codes: std::collections::HashSet<&str> = every_outcome()
+            .iter()
+            .map(|outcome| outcome.row().code)
+            .collect();
+        let listed: std::collections::HashSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(listed.len(), CODES.len(), "a code is listed twice");
+        assert_eq!(codes, listed);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
-use tracing::{Instrument, field};
+use tracing::{Instrument, Level, field};
 
 use crate::config::{Charge, WebhookConfig};
 use std::future::Future;
@@ -46,7 +46,7 @@ use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, rejection_row};
 use crate::rejection::Rejection;
 use crate::replay::parse_timestamp;
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
@@ -138,7 +138,11 @@ impl Pipeline {
     }
 
     /// Steps 7–8: the handlers, or in enqueue mode the queue.
-    async fn hand_off(self: Arc<Self>, delivery: Delivery, unsettled: Option<Unsettled>) -> Outcome {
+    async fn hand_off(
+        self: Arc<Self>,
+        delivery: Delivery,
+        unsettled: Option<Unsettled>,
+    ) -> Outcome {
         match &self.destination {
             Destination::Inline(handlers) => {
                 let handlers = handlers.clone();
@@ -552,32 +556,39 @@ fn delivery_span() -> tracing::Span {
     )
 }
 
-/// The one log line per delivery, at a level that fits the outcome.
+/// The one log line per delivery, at its row's level.
 fn report(outcome: &Outcome) {
     let span = tracing::Span::current();
     span.record("outcome", outcome.kind());
     if let Some(reason) = outcome.reason() {
         span.record("reason", reason);
     }
-    let status = outcome.status().as_u16();
+    let row = outcome.row();
+    let status = row.status.as_u16();
     match outcome {
-        Outcome::Handled | Outcome::Duplicate | Outcome::Enqueued => {
-            tracing::info!(status, "webhook answered");
-        }
         Outcome::Rejected(rejection) => log_refusal(rejection),
-        _ => tracing::warn!(status, "webhook answered"),
+        _ => log_at(row.level, status, "webhook answered"),
     }
 }
 
-/// Logs a refusal. Refusals of unauthenticated requests go to `debug`, so
-/// that a flood of forged requests cannot flood the logs. The extractor logs
-/// its refusals here too.
+/// Logs a refusal at its row's level (`debug` for unauthenticated requests,
+/// so that a flood of forged requests cannot flood the logs). The extractor
+/// logs its refusals here too.
 pub(crate) fn log_refusal(rejection: &Rejection) {
-    let (status, code) = (rejection.status().as_u16(), rejection.reason());
-    if rejection.is_authenticated() {
-        tracing::warn!(status, code, reason = %rejection, "webhook refused");
-    } else {
-        tracing::debug!(status, code, reason = %rejection, "webhook refused");
+    let row = rejection_row(rejection);
+    let (status, code) = (row.status.as_u16(), row.code);
+    match row.level {
+        Level::DEBUG => tracing::debug!(status, code, reason = %rejection, "webhook refused"),
+        Level::INFO => tracing::info!(status, code, reason = %rejection, "webhook refused"),
+        _ => tracing::warn!(status, code, reason = %rejection, "webhook refused"),
+    }
+}
+
+fn log_at(level: Level, status: u16, message: &str) {
+    match level {
+        Level::DEBUG => tracing::debug!(status, "{message}"),
+        Level::INFO => tracing::info!(status, "{message}"),
+        _ => tracing::warn!(status, "{message}"),
     }
 }
 
@@ -600,4 +611,3 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
-

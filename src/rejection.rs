@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::event::{EnvelopeError, PayloadError};
+use crate::outcome::rejection_row;
 use crate::replay::ReplayError;
 use crate::signature::SignatureError;
 
@@ -74,20 +75,10 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The status this rejection answers with.
+    /// The status this rejection answers with (its row of the status table,
+    /// [`Outcome::row`](crate::Outcome::row)).
     pub fn status(&self) -> StatusCode {
-        match self {
-            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyTimeout { .. } | Rejection::BodyStalled => StatusCode::REQUEST_TIMEOUT,
-            Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
-            Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::BodyRead(_)
-            | Rejection::Envelope(_)
-            | Rejection::CreatedAtMissing
-            | Rejection::Replay(_)
-            | Rejection::Payload(_) => StatusCode::BAD_REQUEST,
-        }
+        rejection_row(self).status
     }
 
     /// The stable code of this rejection, for logs and metrics: one of
@@ -97,47 +88,7 @@ impl Rejection {
     /// `created_at_missing`,
     /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::MethodNotAllowed => "method_not_allowed",
-            Rejection::PayloadTooLarge { .. } => "body_too_large",
-            Rejection::BodyTimeout { .. } => "body_timeout",
-            Rejection::BodyStalled => "body_stalled",
-            Rejection::BodyRead(_) => "body_read_failed",
-            Rejection::Overloaded => "overloaded",
-            Rejection::Signature(SignatureError::Missing) => "signature_missing",
-            Rejection::Signature(SignatureError::Duplicated) => "signature_duplicated",
-            Rejection::Signature(SignatureError::Mismatch) => "signature_mismatch",
-            Rejection::Signature(_) => "signature_malformed",
-            Rejection::Envelope(_) => "not_an_event",
-            Rejection::CreatedAtMissing => "created_at_missing",
-            Rejection::Replay(ReplayError::TooOld { .. }) => "replay_too_old",
-            Rejection::Replay(_) => "replay_in_future",
-            Rejection::Payload(_) => "payload_mismatch",
-        }
-    }
-
-    /// Whether the request proved it came from LTVboost before it was
-    /// refused (its signature matched). Refusals of unauthenticated requests
-    /// are logged at `debug`, so that a flood of them cannot flood the logs.
-    pub fn is_authenticated(&self) -> bool {
-        matches!(
-            self,
-            Rejection::Envelope(_)
-                | Rejection::CreatedAtMissing
-                | Rejection::Replay(_)
-                | Rejection::Payload(_)
-        )
-    }
-
-    /// The text sent back: short, and free of anything the sender did not
-    /// already know.
-    pub fn body_text(&self) -> String {
-        match self {
-            // The parser's detail is logged, not echoed.
-            Rejection::Envelope(_) => "body is not a JSON event envelope".to_owned(),
-            Rejection::Payload(e) => format!("event data does not fit {}", e.event_type),
-            other => other.to_string(),
-        }
+        rejection_row(self).code
     }
 }
 

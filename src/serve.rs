@@ -472,11 +472,16 @@ impl Connections {
     }
 
     fn any_sheddable(&self) -> bool {
-        self.lock().values().any(|watch| watch.sheddable().is_some())
+        self.lock()
+            .values()
+            .any(|watch| watch.sheddable().is_some())
     }
 
     fn count_from(&self, peer: IpAddr) -> usize {
-        self.lock().values().filter(|watch| watch.peer == peer).count()
+        self.lock()
+            .values()
+            .filter(|watch| watch.peer == peer)
+            .count()
     }
 
     /// Tells the connection idle longest (of `peer`'s, when given; idle for

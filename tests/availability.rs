@@ -33,7 +33,11 @@ fn declaring_head(declared: usize) -> String {
 /// A signed event whose body is about `size` bytes.
 fn sized_event(id: &str, size: usize) -> Vec<u8> {
     let pad = "x".repeat(size.saturating_sub(120));
-    event_json(id, "response.created", &format!(r#"{{"id":"r","pad":"{pad}"}}"#))
+    event_json(
+        id,
+        "response.created",
+        &format!(r#"{{"id":"r","pad":"{pad}"}}"#),
+    )
 }
 
 async fn serve_config(config: WebhookConfig, recorder: &Arc<Recorder>) -> SocketAddr {
@@ -190,7 +194,10 @@ async fn at_the_cap_the_connection_idle_longest_goes_answered_or_not_never_one_i
     // A new connection at the cap sheds the one idle longest, although it
     // was answered, and is itself served.
     let mut third = answered_connection(addr).await;
-    assert!(is_closed(&mut first).await, "the idle-longest connection is open");
+    assert!(
+        is_closed(&mut first).await,
+        "the idle-longest connection is open"
+    );
     // Next: the second; the in-flight delivery is never shed.
     let _fourth = answered_connection(addr).await;
     assert!(is_closed(&mut second).await);
@@ -219,7 +226,11 @@ async fn a_peer_over_its_connection_cap_gives_up_its_own_idle_longest() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let _third = answered_connection(addr).await;
     assert!(is_closed(&mut first).await);
-    let reply = post_signed(addr, &event_json("evt_peer", "action.sent", r#"{"id":"a"}"#)).await;
+    let reply = post_signed(
+        addr,
+        &event_json("evt_peer", "action.sent", r#"{"id":"a"}"#),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert!(is_closed(&mut second).await);
 }
@@ -297,7 +308,11 @@ async fn shutdown_waits_for_the_done_record_of_an_answered_delivery() {
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (addr, done, server) =
         slow_done_server(Duration::from_millis(800), Duration::from_secs(10), stopped).await;
-    let reply = post_signed(addr, &event_json("evt_settle", "action.sent", r#"{"id":"a"}"#)).await;
+    let reply = post_signed(
+        addr,
+        &event_json("evt_settle", "action.sent", r#"{"id":"a"}"#),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     // Answered; its done-record is still being written when the stop comes.
     assert!(done.lock().unwrap().is_empty());
@@ -312,7 +327,11 @@ async fn shutdown_past_its_grace_closes_connections_and_names_what_was_not_recor
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (addr, done, server) =
         slow_done_server(Duration::from_secs(30), Duration::from_millis(500), stopped).await;
-    let reply = post_signed(addr, &event_json("evt_unsettled", "action.sent", r#"{"id":"a"}"#)).await;
+    let reply = post_signed(
+        addr,
+        &event_json("evt_unsettled", "action.sent", r#"{"id":"a"}"#),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     // An idle keep-alive connection that would otherwise stay open.
     let mut parked = answered_connection(addr).await;

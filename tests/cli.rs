@@ -465,7 +465,10 @@ async fn rotate_in_two_steps_keeps_the_new_secret_in_a_file_until_it_is_register
     // 204, then 500, then a PATCH applied whose answer never comes, then 200.
     let (api, base) = fake_api(vec![
         (204, Value::Null),
-        (500, json!({"error": {"code": "internal", "message": "try again"}})),
+        (
+            500,
+            json!({"error": {"code": "internal", "message": "try again"}}),
+        ),
         (0, Value::Null),
         (200, endpoint("wh_1")),
     ])
@@ -496,7 +499,10 @@ async fn rotate_in_two_steps_keeps_the_new_secret_in_a_file_until_it_is_register
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), new);
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    assert!(api.requests.lock().unwrap().is_empty(), "step 1 called the API");
+    assert!(
+        api.requests.lock().unwrap().is_empty(),
+        "step 1 called the API"
+    );
     // Step 1 again never overwrites the file.
     let again = ltvboost(
         &["endpoints", "rotate", "wh_1", "--new-secret-file", path],
@@ -565,7 +571,10 @@ async fn rotate_in_two_steps_keeps_the_new_secret_in_a_file_until_it_is_register
     let requests = api.requests.lock().unwrap();
     assert_eq!(requests.len(), 4, "{requests:?}");
     for (method, target, key, body) in requests.iter() {
-        assert_eq!((method.as_str(), target.as_str()), ("PATCH", "/v1/webhooks/wh_1"));
+        assert_eq!(
+            (method.as_str(), target.as_str()),
+            ("PATCH", "/v1/webhooks/wh_1")
+        );
         assert_eq!(body, &json!({"secret": new}));
         assert!(key.is_some(), "no idempotency key");
     }
@@ -576,8 +585,14 @@ async fn rotate_in_two_steps_keeps_the_new_secret_in_a_file_until_it_is_register
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_shows_the_secret_before_the_request_so_an_error_never_loses_it() {
     let (api, base) = fake_api(vec![
-        (500, json!({"error": {"code": "internal", "message": "oops"}})),
-        (500, json!({"error": {"code": "internal", "message": "oops"}})),
+        (
+            500,
+            json!({"error": {"code": "internal", "message": "oops"}}),
+        ),
+        (
+            500,
+            json!({"error": {"code": "internal", "message": "oops"}}),
+        ),
         (201, endpoint("wh_new")),
     ])
     .await;
@@ -585,12 +600,20 @@ async fn create_shows_the_secret_before_the_request_so_an_error_never_loses_it()
         ("LTVBOOST_API_TOKEN", "tok_cli"),
         ("LTVBOOST_API_BASE", base.as_str()),
     ];
-    let args = ["endpoints", "create", "https://app.example/hook", "response.created"];
+    let args = [
+        "endpoints",
+        "create",
+        "https://app.example/hook",
+        "response.created",
+    ];
     let failed = ltvboost(&args, &env, b"").await;
     assert_eq!(failed.status.code(), Some(1));
     let shown = stdout(&failed)
         .lines()
-        .find_map(|l| l.strip_prefix("LTVBOOST_WEBHOOK_SECRET=").map(str::to_owned))
+        .find_map(|l| {
+            l.strip_prefix("LTVBOOST_WEBHOOK_SECRET=")
+                .map(str::to_owned)
+        })
         .expect("the secret is shown although the API failed");
     assert!(String::from_utf8_lossy(&failed.stderr).contains("may or may not have been created"));
     // With --new-secret-file: written before the request, kept on failure.
@@ -621,5 +644,9 @@ async fn listen_refuses_a_public_address_without_a_secret() {
     assert!(error.contains("LTVBOOST_WEBHOOK_SECRET"), "{error}");
     // Its default port is not the example receiver's.
     let help = ltvboost(&["listen", "--help"], &[], b"").await;
-    assert!(stdout(&help).contains("127.0.0.1:3030"), "{}", stdout(&help));
+    assert!(
+        stdout(&help).contains("127.0.0.1:3030"),
+        "{}",
+        stdout(&help)
+    );
 }

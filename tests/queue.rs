@@ -336,6 +336,59 @@ impl Drop for DurableRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inline() {
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let addr = receiver(queue(&url, &prefix).await).await;
+    // A known type whose data has no identifier: it will never fit.
+    let unfit = |id: &str| event_json(id, "response.created", r#"{"note":"no id"}"#);
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let counter = Arc::new(Counter::default());
+    let worker = Worker::new(
+        queue(&url, &prefix).await,
+        Handlers::responses(Counting(counter.clone())),
+    )
+    .max_attempts(5)
+    .on_dead_letter({
+        let dead = dead.clone();
+        move |letter| dead.lock().unwrap().push(letter.clone())
+    });
+    let (stop, task) = start_worker(worker);
+    assert_eq!(post_signed(addr, &unfit("evt_unfit_1")).await.status, 202);
+    wait_until("the dead letter", || !dead.lock().unwrap().is_empty()).await;
+    let letter = dead.lock().unwrap()[0].clone();
+    assert_eq!(letter.attempts, 1, "a retry cannot make it fit");
+    assert!(letter.error.contains("does not fit"), "{letter:?}");
+    drop(stop);
+    task.await.unwrap();
+    // Acknowledged, as `acknowledge_mismatched(true)` does inline: done.
+    let worker = Worker::new(
+        queue(&url, &prefix).await,
+        Handlers::responses(Counting(counter.clone())),
+    )
+    .acknowledge_mismatched(true);
+    let (stop, task) = start_worker(worker);
+    assert_eq!(post_signed(addr, &unfit("evt_unfit_2")).await.status, 202);
+    let queue = queue(&url, &prefix).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (pending, lag) = (queue.pending().await.unwrap(), queue.lag().await.unwrap());
+        if pending == 0 && lag == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the entry was never done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        dead.lock().unwrap().len(),
+        1,
+        "the second was not dead-lettered"
+    );
+    assert_eq!(queue.dead_letters(10).await.unwrap().len(), 1);
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
     let mut redis = DurableRedis::new().await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;

@@ -105,7 +105,12 @@ impl ActionHandler for PrintingHandlers {
         // The error's code and message, as the example has always printed them.
         let error = p.error.as_ref().map_or_else(
             || "None".to_owned(),
-            |e| format!("Some(ActionError {{ code: {:?}, message: {:?} }})", e.code, e.message),
+            |e| {
+                format!(
+                    "Some(ActionError {{ code: {:?}, message: {:?} }})",
+                    e.code, e.message
+                )
+            },
         );
         print(d, &format!("action {} failed: {error}", p.id))
     }

@@ -354,23 +354,28 @@ async fn listen(
 ) -> Outcome {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use ltvboost_webhooks::signature::SignatureError;
+    use ltvboost_webhooks::{Outcome as Answer, Rejection};
     let verifier = std::sync::Arc::new(secret.receiver_verifier(addr)?);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    // Answered as a receiver answers (the status table's rows), but for
+    // what the app it forwards to says.
     let handler = move |headers: HeaderMap, body: Bytes| {
         let (verifier, http, forward_to) = (verifier.clone(), http.clone(), forward_to.clone());
         async move {
             let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes().to_vec());
-            let Some(header) = header else {
-                println!("refused: no {SIGNATURE_HEADER} header");
-                return (StatusCode::UNAUTHORIZED, "missing signature\n".to_owned());
+            let verified = match header.as_deref() {
+                None => Err(SignatureError::Missing),
+                Some(header) => verifier.verify(header, body.clone()),
             };
-            let verified = match verifier.verify(&header, body.clone()) {
+            let verified = match verified {
                 Ok(verified) => verified,
                 Err(e) => {
                     println!("refused: {e}");
-                    return (StatusCode::UNAUTHORIZED, format!("{e}\n"));
+                    return Answer::Rejected(Rejection::Signature(e)).into_response();
                 }
             };
             match Envelope::from_bytes(verified.body().clone()) {
@@ -388,11 +393,11 @@ async fn listen(
                 println!("{pretty}");
             }
             let Some(target) = forward_to else {
-                return (StatusCode::OK, String::new());
+                return Answer::Handled.into_response();
             };
             let forwarded = http
                 .post(&target)
-                .header(SIGNATURE_HEADER, header)
+                .header(SIGNATURE_HEADER, header.unwrap_or_default())
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
@@ -402,14 +407,13 @@ async fn listen(
                     let status = answer.status();
                     let text = answer.text().await.unwrap_or_default();
                     println!("forwarded to {target}: {status} {}", text.trim());
-                    (
-                        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-                        text,
-                    )
+                    let status =
+                        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                    (status, text).into_response()
                 }
                 Err(e) => {
                     println!("forwarding to {target} failed: {e}");
-                    (StatusCode::BAD_GATEWAY, format!("forwarding failed: {e}\n"))
+                    (StatusCode::BAD_GATEWAY, format!("forwarding failed: {e}\n")).into_response()
                 }
             }
         }
@@ -566,7 +570,10 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
                 ))
             })?;
             let new = Secret::new(text.trim()).map_err(|e| {
-                Failure::Usage(format!("--new-secret-file {}: {e}", new_secret_file.display()))
+                Failure::Usage(format!(
+                    "--new-secret-file {}: {e}",
+                    new_secret_file.display()
+                ))
             })?;
             webhooks.set_secret(&id, &new).await.map_err(|e| {
                 Failure::Failed(format!(
@@ -578,7 +585,10 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
             if json_out {
                 println!("{}", json!({"id": id, "committed": true}));
             } else {
-                println!("registered the secret in {} for {id}", new_secret_file.display());
+                println!(
+                    "registered the secret in {} for {id}",
+                    new_secret_file.display()
+                );
                 eprintln!(
                     "once ltvboost_webhook_secret_matches_total{{secret_index=\"1\"}} has not \
                      moved for 24 h, deploy {SECRET_ENV}=<the secret in {}> alone",
@@ -591,12 +601,7 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
 }
 
 /// Rotation's first step: a new secret in `path`, and the line to deploy.
-fn prepare_rotation(
-    json_out: bool,
-    id: &str,
-    path: &std::path::Path,
-    old: &SecretArgs,
-) -> Outcome {
+fn prepare_rotation(json_out: bool, id: &str, path: &std::path::Path, old: &SecretArgs) -> Outcome {
     let old = old.list(false)?;
     let new = Secret::generate()?;
     let new = new.expose_str().unwrap_or_default();
@@ -607,7 +612,10 @@ fn prepare_rotation(
         path.display()
     );
     if json_out {
-        println!("{}", json!({"id": id, "deploy": line, "secret_file": path, "then": commit}));
+        println!(
+            "{}",
+            json!({"id": id, "deploy": line, "secret_file": path, "then": commit})
+        );
     } else {
         println!("{line}");
         eprintln!(

@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use crate::signature::Signature;
 
-pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use crate::redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
+pub use memory::MemoryStore;
 
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]

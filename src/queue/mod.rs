@@ -64,8 +64,8 @@ pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, 
 
 use crate::config::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;
-use crate::redis::{Batched, bounded, lazy_connection, millis};
 use crate::handler::Delivery;
+use crate::redis::{Batched, bounded, lazy_connection, millis};
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,
 /// the dead letters `<prefix>dead`, scheduled retries `<prefix>retry`.

@@ -14,10 +14,10 @@ use tracing::Instrument;
 
 use super::{DeadLetter, GROUP, RedisQueue};
 use crate::dedupe::StoreError;
-use crate::redis::millis;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
+use crate::redis::millis;
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -100,6 +100,7 @@ pub struct Worker {
     retry_factor: u32,
     retry_max: Duration,
     claim_idle: Duration,
+    acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
 }
 
@@ -163,6 +164,7 @@ impl Worker {
             retry_factor: 4,
             retry_max: Duration::from_secs(6 * 3600),
             claim_idle: DEFAULT_CLAIM_IDLE,
+            acknowledge_mismatched: false,
             on_dead_letter: None,
         }
     }
@@ -194,6 +196,16 @@ impl Worker {
     /// slowest handler: a claim of a running handler's entry runs it twice.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
         self.claim_idle = idle.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Whether an event of a known type whose `data` does not fit its
+    /// payload counts as handled once the fallback saw it, as
+    /// [`WebhookConfig::acknowledge_mismatched`](crate::WebhookConfig::acknowledge_mismatched)
+    /// does inline. Default: `false`: it is dead-lettered at once (a retry
+    /// would not make it fit), as inline mode answers `400`.
+    pub fn acknowledge_mismatched(mut self, acknowledge: bool) -> Self {
+        self.acknowledge_mismatched = acknowledge;
         self
     }
 
@@ -393,25 +405,40 @@ impl Worker {
     }
 
     async fn handle_in_span(&self, entry: Entry, attempt: u32) {
-        let error = match Envelope::from_bytes(entry.body.clone()) {
+        // What the handler's result means for the entry: done, a retry, or
+        // the dead letters (no retry can change it, or the last attempt).
+        let failed = |error: String| {
+            if attempt >= self.max_attempts {
+                (error, true)
+            } else {
+                (error, false)
+            }
+        };
+        let end = match Envelope::from_bytes(entry.body.clone()) {
             // Verified before it was enqueued: only a damaged entry fails here.
-            Err(e) => Some(format!("unreadable entry: {e}")),
+            Err(e) => Some((format!("unreadable entry: {e}"), true)),
             Ok(envelope) => {
                 let delivery = Delivery::restored(envelope, entry.secret_index, entry.key.clone());
                 match self.handlers.dispatch(&delivery).await {
-                    Dispatched::Handled | Dispatched::Mismatched => None,
-                    Dispatched::Failed(error) => Some(error.to_string()),
-                    Dispatched::Panicked(panic) => Some(format!("handler panicked: {panic}")),
+                    Dispatched::Handled => None,
+                    Dispatched::Mismatched if self.acknowledge_mismatched => None,
+                    Dispatched::Mismatched => {
+                        Some(("event data does not fit its type".to_owned(), true))
+                    }
+                    Dispatched::Failed(error) => Some(failed(error.to_string())),
+                    Dispatched::Panicked(panic) => {
+                        Some(failed(format!("handler panicked: {panic}")))
+                    }
                 }
             }
         };
-        let recorded = match error {
+        let recorded = match end {
             None => self.done(&entry).await,
-            Some(error) if attempt >= self.max_attempts || error.starts_with("unreadable") => {
-                tracing::error!(%error, "dead-lettering the event after its last attempt");
+            Some((error, true)) => {
+                tracing::error!(%error, "dead-lettering the event");
                 self.dead_letter(&entry, attempt, &error).await
             }
-            Some(error) => {
+            Some((error, false)) => {
                 let wait = self.backoff(attempt);
                 tracing::warn!(%error, retry_in = ?wait, "handler failed; retrying later");
                 self.retry(&entry, attempt, &error, wait).await

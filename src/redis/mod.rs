@@ -50,4 +50,3 @@ pub(crate) fn millis(duration: Duration) -> String {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     duration.min(CENTURY).as_millis().max(1).to_string()
 }
-
