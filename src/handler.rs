@@ -144,6 +144,12 @@ impl Delivery {
         self.envelope.type_name()
     }
 
+    /// The typed event; [`Event::Unknown`] for a type this crate does not
+    /// know, a [`PayloadError`] for a known type whose `data` does not fit.
+    pub fn event(&self) -> Result<&Event, PayloadError> {
+        self.envelope.event()
+    }
+
     /// The documented event type, or `None` for an unknown one.
     pub fn event_type(&self) -> Option<EventType> {
         self.envelope.event_type()
@@ -358,7 +364,11 @@ pub struct Handlers {
     actions: Option<Arc<dyn ErasedActionHandler>>,
     segments: Option<Arc<dyn ErasedSegmentHandler>>,
     fallback: Option<Arc<dyn ErasedFallbackHandler>>,
+    any: Option<AnyHandler>,
 }
+
+/// One function for every event: see [`Handlers::any`].
+type AnyHandler = Arc<dyn Fn(Delivery) -> HandlerFuture<'static> + Send + Sync>;
 
 impl Handlers {
     const NONE: Self = Self {
@@ -366,7 +376,39 @@ impl Handlers {
         actions: None,
         segments: None,
         fallback: None,
+        any: None,
     };
+
+    /// One function for every event, known, unknown or mismatched: it gets
+    /// the [`Delivery`] and matches on [`Delivery::event`] itself. Its
+    /// result is the delivery's, as a typed handler's would be; for an event
+    /// whose `data` does not fit, `Ok` counts as the fallback's `mismatched`
+    /// returning `Ok`.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::Event;
+    /// use ltvboost_webhooks::handler::{Delivery, Handlers};
+    ///
+    /// let handlers = Handlers::any(|delivery: Delivery| async move {
+    ///     match delivery.event() {
+    ///         Ok(Event::ResponseCreated(response)) => println!("response {}", response.id),
+    ///         Ok(other) => println!("{} acknowledged", delivery.type_name()),
+    ///         Err(mismatch) => println!("{mismatch}"),
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn any<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let any: AnyHandler = Arc::new(move |delivery| Box::pin(handler(delivery)));
+        Self {
+            any: Some(any),
+            ..Self::NONE
+        }
+    }
 
     /// One type for all four families.
     pub fn all<H>(handler: H) -> Self
@@ -379,6 +421,7 @@ impl Handlers {
             actions: Some(shared.clone()),
             segments: Some(shared.clone()),
             fallback: Some(shared),
+            any: None,
         }
     }
 
@@ -437,6 +480,14 @@ impl Handlers {
     }
 
     async fn call(&self, delivery: &Delivery) -> Dispatched {
+        if let Some(any) = &self.any {
+            let fits = delivery.envelope.event().is_ok();
+            return match any(delivery.clone()).await {
+                Ok(()) if fits => Dispatched::Handled,
+                Ok(()) => Dispatched::Mismatched,
+                Err(e) => Dispatched::Failed(e),
+            };
+        }
         let event = match delivery.envelope.event() {
             Ok(event) => event,
             Err(reason) => {
@@ -476,6 +527,7 @@ impl fmt::Debug for Handlers {
             .field("actions", &self.actions.is_some())
             .field("segments", &self.segments.is_some())
             .field("fallback", &self.fallback.is_some())
+            .field("any", &self.any.is_some())
             .finish()
     }
 }

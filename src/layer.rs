@@ -162,7 +162,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -185,7 +185,7 @@ where
                 future: Box::pin(self.pipeline.clone().run(head, request.into_body())),
             },
             Err(outcome) => Kind::Refused {
-                response: Some(outcome.into_response()),
+                outcome: Some(outcome),
             },
         };
         ResponseFuture { kind }
@@ -196,22 +196,22 @@ type Delivering = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 pin_project! {
     /// The response future of [`WebhookService`].
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<F>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B> {
+    enum Kind<F> {
         Inner { #[pin] future: F },
         Delivery { future: Delivering },
-        Refused { response: Option<Response<B>> },
+        Refused { outcome: Option<Outcome> },
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: From<Bytes>,
@@ -225,15 +225,15 @@ where
                 Poll::Ready(Ok(ready!(future.as_mut().poll(cx)).into_response()))
             }
             // Polled again after completing (a misuse): stay pending.
-            KindProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
+            KindProj::Refused { outcome } => match outcome.take() {
+                Some(outcome) => Poll::Ready(Ok(outcome.into_response())),
                 None => Poll::Pending,
             },
         }
     }
 }
 
-impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
+impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -603,3 +603,45 @@ async fn a_sender_that_hangs_up_does_not_cancel_a_running_handler() {
     );
     assert_eq!(recorder.total(), 1);
 }
+
+#[tokio::test]
+async fn one_function_takes_every_event_known_unknown_or_mismatched() {
+    use ltvboost_webhooks::Event;
+    use ltvboost_webhooks::handler::{Delivery, Handlers};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handlers = Handlers::any({
+        let seen = seen.clone();
+        move |delivery: Delivery| {
+            let seen = seen.clone();
+            async move {
+                let what = match delivery.event() {
+                    Ok(Event::ResponseCreated(r)) => format!("created {}", r.id),
+                    Ok(Event::Unknown { type_name, .. }) => format!("unknown {type_name}"),
+                    Ok(other) => format!("{other:?}"),
+                    Err(mismatch) => format!("mismatched {}", mismatch.event_type),
+                };
+                seen.lock().unwrap().push(what);
+                if delivery.id() == Some("evt_any_fails") {
+                    return Err("down".into());
+                }
+                Ok(())
+            }
+        }
+    });
+    let addr = serve(Router::new().layer(WebhookLayer::new(config(), handlers))).await;
+    assert_eq!(post_signed(addr, &created("evt_any_1")).await.status, 200);
+    let unknown = event_json("evt_any_2", "quiz.archived", r#"{"id":"q"}"#);
+    assert_eq!(post_signed(addr, &unknown).await.status, 200);
+    let unfit = event_json("evt_any_3", "action.sent", r#"{"note":"no id"}"#);
+    assert_eq!(post_signed(addr, &unfit).await.status, 400);
+    assert_eq!(post_signed(addr, &created("evt_any_fails")).await.status, 500);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "created rsp_1",
+            "unknown quiz.archived",
+            "mismatched action.sent",
+            "created rsp_1"
+        ]
+    );
+}
