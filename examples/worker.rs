@@ -21,6 +21,7 @@
 
 use std::time::Duration;
 
+use ltvboost_webhooks::Backoff;
 use ltvboost_webhooks::handler::{
     ActionHandler, Delivery, FallbackHandler, HandlerResult, Handlers, ResponseHandler,
     SegmentHandler,
@@ -141,11 +142,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = Worker::new(queue, Handlers::all(handlers))
         .concurrency(usize::try_from(number("LTVBOOST_WORKER_CONCURRENCY", 16)?)?)
         .max_attempts(u32::try_from(number("LTVBOOST_WORKER_MAX_ATTEMPTS", 8)?)?)
-        .retry_backoff(
+        .retry_backoff(Backoff::new(
             Duration::from_millis(number("LTVBOOST_WORKER_RETRY_BASE_MS", 60_000)?),
-            4,
+            4.0,
             Duration::from_secs(6 * 3600),
-        )
+        ))
         .claim_idle(Duration::from_millis(number(
             "LTVBOOST_WORKER_CLAIM_IDLE_MS",
             300_000,

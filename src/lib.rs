@@ -74,6 +74,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod backoff;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod config;
@@ -99,6 +100,7 @@ pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use backoff::Backoff;
 pub use config::WebhookConfig;
 pub use endpoint::WebhookEndpoint;
 pub use event::{Event, EventType};

@@ -12,11 +12,11 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
-use ltvboost_webhooks::EventType;
 use ltvboost_webhooks::client::{
     Client, ClientError, NewWebhook, RetryConfig, ValidationError, WebhookUpdate,
 };
 use ltvboost_webhooks::signature::Secret;
+use ltvboost_webhooks::{Backoff, EventType};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "ltvb_test_token_do_not_log_7f3a9c";
@@ -94,7 +94,11 @@ async fn fake_api(script: Vec<Canned>) -> (Arc<Fake>, SocketAddr) {
 fn client(addr: SocketAddr) -> Client {
     client_with(
         addr,
-        RetryConfig::default().initial_backoff(Duration::from_millis(10)),
+        RetryConfig::default().backoff(Backoff::new(
+            Duration::from_millis(10),
+            2.0,
+            Duration::from_secs(8),
+        )),
     )
 }
 
@@ -441,7 +445,11 @@ async fn api_errors_keep_the_request_id_and_calls_have_a_deadline() {
     let (_, addr) = fake_api(vec![slow.clone(), slow.clone(), slow.clone(), slow]).await;
     let client = Client::builder(TOKEN)
         .base_url(format!("http://{addr}/v1"))
-        .retry(RetryConfig::default().initial_backoff(Duration::from_millis(10)))
+        .retry(RetryConfig::default().backoff(Backoff::new(
+            Duration::from_millis(10),
+            2.0,
+            Duration::from_secs(8),
+        )))
         .deadline(Duration::from_millis(500))
         .build()
         .unwrap();
@@ -501,9 +509,11 @@ async fn listing_follows_next_urls_on_the_same_origin_only() {
 async fn retries_stop_after_the_configured_count_and_can_be_off() {
     let unavailable = || answer(502, Value::Null);
     let (fake, addr) = fake_api(vec![unavailable(); 10]).await;
-    let retry = RetryConfig::default()
-        .max_retries(2)
-        .initial_backoff(Duration::from_millis(5));
+    let retry = RetryConfig::default().max_retries(2).backoff(Backoff::new(
+        Duration::from_millis(5),
+        2.0,
+        Duration::from_secs(8),
+    ));
     assert!(client_with(addr, retry).webhooks().list().await.is_err());
     assert_eq!(fake.requests.lock().unwrap().len(), 3);
 
@@ -557,9 +567,11 @@ async fn connection_failures_are_transport_errors_without_the_token() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let retry = RetryConfig::default()
-        .max_retries(1)
-        .initial_backoff(Duration::from_millis(5));
+    let retry = RetryConfig::default().max_retries(1).backoff(Backoff::new(
+        Duration::from_millis(5),
+        2.0,
+        Duration::from_secs(8),
+    ));
     let error = client_with(addr, retry)
         .webhooks()
         .create(&new_webhook())

@@ -437,8 +437,11 @@ async fn redis_outage_answers_503_without_the_handler_and_recovers() {
     let report = SenderSimulator::new(secret())
         .policy({
             let mut policy = RetryPolicy::default();
-            policy.initial_backoff = Duration::from_millis(200);
-            policy.multiplier = 2.0;
+            policy.backoff = ltvboost_webhooks::Backoff::new(
+                Duration::from_millis(200),
+                2.0,
+                Duration::from_secs(60),
+            );
             policy
         })
         .deliver(&format!("http://{addr}{PATH}"), &body)

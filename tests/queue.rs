@@ -225,7 +225,11 @@ async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lett
         Handlers::responses(Counting(counter.clone())),
     )
     .max_attempts(3)
-    .retry_backoff(first, 3, Duration::from_secs(10))
+    .retry_backoff(ltvboost_webhooks::Backoff::new(
+        first,
+        3.0,
+        Duration::from_secs(10),
+    ))
     .on_dead_letter({
         let dead = dead.clone();
         move |letter| dead.lock().unwrap().push(letter.clone())

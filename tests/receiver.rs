@@ -634,7 +634,10 @@ async fn one_function_takes_every_event_known_unknown_or_mismatched() {
     assert_eq!(post_signed(addr, &unknown).await.status, 200);
     let unfit = event_json("evt_any_3", "action.sent", r#"{"note":"no id"}"#);
     assert_eq!(post_signed(addr, &unfit).await.status, 400);
-    assert_eq!(post_signed(addr, &created("evt_any_fails")).await.status, 500);
+    assert_eq!(
+        post_signed(addr, &created("evt_any_fails")).await.status,
+        500
+    );
     assert_eq!(
         *seen.lock().unwrap(),
         [

@@ -6,24 +6,23 @@ use http::StatusCode;
 use reqwest::Method;
 
 use super::ClientError;
+use crate::Backoff;
 
 /// When and how the client retries a failed request.
 ///
-/// Waits grow exponentially from `initial_backoff`, capped at `max_backoff`,
-/// each drawn at random between half and all of its value (jitter), so that
+/// Waits follow [`backoff`](Self::backoff) (a [`Backoff`]), each drawn at
+/// random between half and all of its value (jitter), so that
 /// many clients failing together do not retry together. A `Retry-After`
 /// header on `429` (and on `503`, for a method that may be retried)
 /// replaces the computed wait, up to `max_retry_after`; beyond that the
 /// answer is returned at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct RetryConfig {
     /// Retries after the first attempt. Default: 3.
     pub max_retries: u32,
-    /// The first wait. Default: 250 ms.
-    pub initial_backoff: Duration,
-    /// The longest computed wait. Default: 8 s.
-    pub max_backoff: Duration,
+    /// The waits between attempts. Default: 250 ms, doubling, at most 8 s.
+    pub backoff: Backoff,
     /// The longest `Retry-After` honoured. Default: 60 s.
     pub max_retry_after: Duration,
 }
@@ -32,8 +31,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         Self {
             max_retries: 3,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(8),
+            backoff: Backoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(8)),
             max_retry_after: Duration::from_secs(60),
         }
     }
@@ -46,9 +44,9 @@ impl RetryConfig {
         self
     }
 
-    /// Sets [`initial_backoff`](Self::initial_backoff).
-    pub fn initial_backoff(mut self, wait: Duration) -> Self {
-        self.initial_backoff = wait;
+    /// Sets [`backoff`](Self::backoff).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
@@ -60,12 +58,11 @@ impl RetryConfig {
         }
     }
 
-    fn backoff(&self, retry: u32) -> Duration {
-        let full = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry))
-            .min(self.max_backoff);
-        full.mul_f64(0.5 + 0.5 * unit_random())
+    /// The jittered wait before retry `retry + 1`.
+    fn wait(&self, retry: u32) -> Duration {
+        self.backoff
+            .delay(retry + 1)
+            .mul_f64(0.5 + 0.5 * unit_random())
     }
 }
 
@@ -143,7 +140,7 @@ where
             _ if retry >= config.max_retries => None,
             Verdict::Done => None,
             Verdict::RetryAfter(wait) => Some(wait),
-            Verdict::Retry => Some(config.backoff(retry)),
+            Verdict::Retry => Some(config.wait(retry)),
         };
         match wait {
             Some(wait) => {
@@ -286,11 +283,10 @@ mod tests {
     fn backoff_grows_jittered_and_capped() {
         let config = RetryConfig::default();
         for retry in 0..10 {
-            let full = config
-                .initial_backoff
+            let full = Duration::from_millis(250)
                 .saturating_mul(1 << retry)
-                .min(config.max_backoff);
-            let wait = config.backoff(retry);
+                .min(Duration::from_secs(8));
+            let wait = config.wait(retry);
             assert!(
                 wait >= full / 2 && wait <= full,
                 "{retry}: {wait:?} vs {full:?}"

@@ -227,9 +227,11 @@ impl RedisQueue {
         self
     }
 
-    /// How long an enqueued event's dedupe key lives: a redelivery within it
-    /// is a duplicate. Default: the receiver's default done-record TTL.
-    pub fn dedupe_ttl(mut self, ttl: Duration) -> Self {
+    /// How long an enqueued event is remembered: a redelivery within it is a
+    /// duplicate. The same setting as
+    /// [`WebhookConfig::done_ttl`](crate::WebhookConfig::done_ttl), under the
+    /// same name. Default: [`DEFAULT_DONE_TTL`].
+    pub fn done_ttl(mut self, ttl: Duration) -> Self {
         self.done_ttl = ttl;
         self
     }

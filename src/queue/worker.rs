@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::{DeadLetter, GROUP, RedisQueue};
+use crate::Backoff;
 use crate::dedupe::StoreError;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
@@ -96,9 +97,7 @@ pub struct Worker {
     consumer: String,
     concurrency: usize,
     max_attempts: u32,
-    retry_base: Duration,
-    retry_factor: u32,
-    retry_max: Duration,
+    retry_backoff: Backoff,
     claim_idle: Duration,
     acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
@@ -111,7 +110,7 @@ impl std::fmt::Debug for Worker {
             .field("consumer", &self.consumer)
             .field("concurrency", &self.concurrency)
             .field("max_attempts", &self.max_attempts)
-            .field("retry_base", &self.retry_base)
+            .field("retry_backoff", &self.retry_backoff)
             .field("claim_idle", &self.claim_idle)
             .finish_non_exhaustive()
     }
@@ -160,9 +159,11 @@ impl Worker {
             consumer,
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry_base: Duration::from_secs(60),
-            retry_factor: 4,
-            retry_max: Duration::from_secs(6 * 3600),
+            retry_backoff: Backoff::new(
+                Duration::from_secs(60),
+                4.0,
+                Duration::from_secs(6 * 3600),
+            ),
             claim_idle: DEFAULT_CLAIM_IDLE,
             acknowledge_mismatched: false,
             on_dead_letter: None,
@@ -182,12 +183,21 @@ impl Worker {
         self
     }
 
-    /// The wait before the first retry, multiplied by `factor` before each
-    /// next one, never longer than `max`. Default: 1 min, 4, 6 h.
-    pub fn retry_backoff(mut self, first: Duration, factor: u32, max: Duration) -> Self {
-        self.retry_base = first;
-        self.retry_factor = factor.max(1);
-        self.retry_max = max;
+    /// The waits between attempts. Default: 1 min, growing 4 times, at most
+    /// 6 h.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue, handlers: ltvboost_webhooks::handler::Handlers) {
+    /// use std::time::Duration;
+    /// use ltvboost_webhooks::Backoff;
+    /// use ltvboost_webhooks::queue::Worker;
+    ///
+    /// let backoff = Backoff::new(Duration::from_secs(30), 2.0, Duration::from_secs(3600));
+    /// let worker = Worker::new(queue, handlers).retry_backoff(backoff);
+    /// # }
+    /// ```
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.retry_backoff = backoff;
         self
     }
 
@@ -224,8 +234,7 @@ impl Worker {
 
     /// The wait before attempt `attempt + 1`, after `attempt` calls.
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = self.retry_factor.saturating_pow(attempt.saturating_sub(1));
-        self.retry_base.saturating_mul(factor).min(self.retry_max)
+        self.retry_backoff.delay(attempt)
     }
 
     /// Handles entries until `shutdown` completes, then stops reading,

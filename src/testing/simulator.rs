@@ -9,6 +9,7 @@ use hyper_util::rt::TokioExecutor;
 use tower_service::Service;
 
 use super::builder::signed_request_to;
+use crate::Backoff;
 use crate::config::DEFAULT_PATH;
 use crate::signature::Secret;
 
@@ -30,10 +31,9 @@ use crate::signature::Secret;
 pub struct RetryPolicy {
     /// Retries after the first attempt. Default: 5.
     pub max_retries: u32,
-    /// The wait before the first retry. Default: 60 s.
-    pub initial_backoff: Duration,
-    /// How much each wait grows. Default: 4.
-    pub multiplier: f64,
+    /// The waits between attempts. Default: 60 s, growing 4 times, at most
+    /// the window.
+    pub backoff: Backoff,
     /// No retry is scheduled later than this after the first attempt.
     /// Default: 24 h.
     pub window: Duration,
@@ -46,8 +46,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_retries: 5,
-            initial_backoff: Duration::from_secs(60),
-            multiplier: 4.0,
+            backoff: Backoff::new(Duration::from_secs(60), 4.0, Duration::from_secs(24 * 3600)),
             window: Duration::from_secs(24 * 3600),
             attempt_timeout: Duration::from_secs(30),
         }
@@ -60,14 +59,13 @@ impl RetryPolicy {
     pub fn backoffs(&self) -> Vec<Duration> {
         let mut waits = Vec::new();
         let mut elapsed = Duration::ZERO;
-        let mut wait = self.initial_backoff;
-        for _ in 0..self.max_retries {
+        for retry in 1..=self.max_retries {
+            let wait = self.backoff.delay(retry);
             elapsed = elapsed.saturating_add(wait);
             if elapsed > self.window {
                 break;
             }
             waits.push(wait);
-            wait = wait.mul_f64(self.multiplier.max(1.0));
         }
         waits
     }
