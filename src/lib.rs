@@ -75,30 +75,31 @@
 #![deny(unsafe_code)]
 
 mod backoff;
-#[cfg(feature = "client")]
-pub mod client;
-pub mod config;
-pub mod dedupe;
-pub mod endpoint;
+// The ground floor: the protocol, no I/O, no HTTP.
 pub mod event;
-#[cfg(feature = "axum")]
-pub mod extract;
+pub mod replay;
+pub mod signature;
+// What handles a verified event, and what remembers it.
+pub mod dedupe;
 pub mod handler;
-pub mod layer;
 pub mod metrics;
-pub mod outcome;
-mod pipeline;
 #[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]
 mod redis;
-mod rejection;
-pub mod replay;
+// The receiver: adapters, the pipeline, the status table.
+mod receiver;
+// Around it.
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "serve")]
 pub mod serve;
-pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(feature = "axum")]
+pub use receiver::extract;
+pub use receiver::{config, endpoint, layer, outcome};
 
 pub use backoff::Backoff;
 pub use config::WebhookConfig;
@@ -106,7 +107,8 @@ pub use endpoint::WebhookEndpoint;
 pub use event::{Event, EventType};
 pub use layer::{WebhookLayer, WebhookService};
 pub use outcome::Outcome;
-pub use rejection::Rejection;
+pub use receiver::PeerAddr;
+pub use receiver::rejection::Rejection;
 
 // The README's code compiles as it is written.
 #[cfg(doctest)]

@@ -19,7 +19,7 @@
 //! | `ltvboost_webhook_queue_dead_letters_total` | counter | |
 //!
 //! Every label value comes from a closed set: `outcome` and `reason` are
-//! [`Outcome::kind`] and [`Outcome::reason`] (`reason` is `""` but for a
+//! [`Outcome::kind`](crate::Outcome::kind) and [`Outcome::reason`](crate::Outcome::reason) (`reason` is `""` but for a
 //! rejection), `event_type` is one of the seven documented types,
 //! `unknown`, or `none` before the signature verified (unauthenticated
 //! input never becomes a label value), `secret_index` counts the active
@@ -46,10 +46,6 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::EventType;
-#[cfg(feature = "metrics")]
-use crate::outcome::CODES;
-use crate::outcome::Outcome;
-use crate::rejection::Rejection;
 
 /// Deliveries by how they ended.
 pub const DELIVERIES: &str = "ltvboost_webhook_deliveries_total";
@@ -148,6 +144,38 @@ pub fn describe() {
     }
 }
 
+/// Every code of the status table's rows
+/// ([`Outcome::row`](crate::Outcome::row)), in its order: the closed set the
+/// `outcome` and `reason` labels take, and what handles are indexed by. A
+/// test holds it to the table.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) const CODES: &[&str] = &[
+    "handled",
+    "duplicate",
+    "in_flight",
+    "mismatched",
+    "handler_failed",
+    "handler_panicked",
+    "store_unavailable",
+    "enqueued",
+    "queue_unavailable",
+    "method_not_allowed",
+    "body_too_large",
+    "body_timeout",
+    "body_stalled",
+    "body_read_failed",
+    "overloaded",
+    "signature_missing",
+    "signature_duplicated",
+    "signature_malformed",
+    "signature_mismatch",
+    "not_an_event",
+    "created_at_missing",
+    "replay_too_old",
+    "replay_in_future",
+    "payload_mismatch",
+];
+
 /// The `event_type` label of a delivery: `None` before authentication.
 pub(crate) fn type_label(event_type: Option<Option<EventType>>) -> &'static str {
     match event_type {
@@ -157,16 +185,10 @@ pub(crate) fn type_label(event_type: Option<Option<EventType>>) -> &'static str 
     }
 }
 
-/// One delivery ended.
-pub(crate) fn delivery(outcome: &Outcome, event_type: &'static str) {
-    count(outcome.kind(), outcome.reason(), event_type);
-}
-
-/// One delivery was refused before it was authenticated or parsed (the
-/// extractor).
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) fn rejected(rejection: &Rejection) {
-    count("rejected", Some(rejection.reason()), type_label(None));
+/// One delivery ended: `kind` and, for a rejection, `reason` are its
+/// outcome's codes.
+pub(crate) fn delivery(kind: &'static str, reason: Option<&'static str>, event_type: &'static str) {
+    count(kind, reason, event_type);
 }
 
 fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static str) {
@@ -193,11 +215,10 @@ fn count(kind: &'static str, reason: Option<&'static str>, event_type: &'static 
     let _ = (kind, reason, event_type);
 }
 
-/// A handler ran for `elapsed`, ending as `outcome`.
-pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Duration) {
+/// A handler ran for `elapsed`, ending as the outcome `kind`.
+pub(crate) fn handler(event_type: &'static str, kind: &'static str, elapsed: Duration) {
     #[cfg(feature = "metrics")]
     {
-        let kind = outcome.kind();
         let register =
             || metrics::histogram!(HANDLER_DURATION, "event_type" => event_type, "outcome" => kind);
         let slot = cache::position(CODES, kind)
@@ -209,7 +230,7 @@ pub(crate) fn handler(event_type: &'static str, outcome: &Outcome, elapsed: Dura
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (event_type, outcome, elapsed);
+    let _ = (event_type, kind, elapsed);
 }
 
 /// A body of `bytes` was read.
@@ -296,8 +317,8 @@ mod cache {
 
     use metrics::{Counter, Gauge, Histogram};
 
+    use super::CODES;
     use crate::event::EventType;
-    use crate::outcome::CODES;
 
     pub(super) const OPERATIONS: &[&str] = &["claim", "renew", "mark_done", "release"];
     /// The documented types, `unknown` and `none`.

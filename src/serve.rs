@@ -70,7 +70,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::pipeline::Unsettled;
+use crate::receiver::pipeline::Unsettled;
 
 /// Default deadline for a connection's first complete request head, and for
 /// each later request's head on an HTTP/1 connection.
@@ -101,18 +101,7 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The peer's address, in every request's extensions (with the `axum`
-/// feature, axum's `ConnectInfo<SocketAddr>` carries it too).
-///
-/// ```
-/// use ltvboost_webhooks::serve::PeerAddr;
-///
-/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
-///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
-/// }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+pub use crate::receiver::PeerAddr;
 
 /// Serves a tower service on a bound listener with hardened defaults.
 /// See the [module docs](self).

@@ -44,6 +44,10 @@ use crate::signature::Signature;
 pub use crate::redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 pub use memory::MemoryStore;
 
+/// How long a done-record lives by default: the default replay window
+/// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.
+pub const DEFAULT_DONE_TTL: Duration = Duration::from_secs(25 * 3600 + 5 * 60);
+
 /// The result of trying to claim an event's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -62,7 +62,7 @@ mod worker;
 
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
-use crate::config::DEFAULT_DONE_TTL;
+use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;
 use crate::handler::Delivery;
 use crate::redis::{Batched, bounded, lazy_connection, millis};

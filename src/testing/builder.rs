@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::DEFAULT_PATH;
 use crate::event::EventType;
+use crate::receiver::config::DEFAULT_PATH;
 use crate::signature::{SIGNATURE_HEADER, Secret, sign};
 
 /// Builds an event body the way LTVboost sends one.

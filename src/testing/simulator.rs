@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::builder::signed_request_to;
 use crate::Backoff;
-use crate::config::DEFAULT_PATH;
+use crate::receiver::config::DEFAULT_PATH;
 use crate::signature::Secret;
 
 /// When a sender retries: exponential backoff, a cap on retries, and a window.

@@ -2,15 +2,15 @@
 //!
 //! A [`Rejection`] is one row group of the status table ([`crate::Outcome`]
 //! holds it as [`Outcome::Rejected`](crate::Outcome::Rejected)), and the
-//! rejection of the [`VerifiedEvent`](crate::extract::VerifiedEvent)
+//! rejection of the [`VerifiedEvent`](super::extract::VerifiedEvent)
 //! extractor.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
+use super::outcome::rejection_row;
 use crate::event::{EnvelopeError, PayloadError};
-use crate::outcome::rejection_row;
 use crate::replay::ReplayError;
 use crate::signature::SignatureError;
 
@@ -21,7 +21,7 @@ use crate::signature::SignatureError;
 /// reason — never a secret, never the expected signature.
 ///
 /// With the `axum` feature it implements `IntoResponse`, so it is the
-/// rejection of the [`VerifiedEvent`](crate::extract::VerifiedEvent) extractor.
+/// rejection of the [`VerifiedEvent`](super::extract::VerifiedEvent) extractor.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {

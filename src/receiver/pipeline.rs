@@ -39,15 +39,15 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, Level, field};
 
-use crate::config::{Charge, WebhookConfig};
+use super::config::{Charge, WebhookConfig};
 use std::future::Future;
 
+use super::outcome::{Outcome, rejection_row};
+use super::rejection::Rejection;
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
-use crate::outcome::{Outcome, rejection_row};
-use crate::rejection::Rejection;
 use crate::replay::parse_timestamp;
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 
@@ -104,7 +104,7 @@ impl Pipeline {
         head.map_err(|rejection| {
             let outcome = Outcome::Rejected(rejection);
             delivery_span().in_scope(|| report(&outcome));
-            metrics::delivery(&outcome, metrics::type_label(None));
+            metrics::delivery(outcome.kind(), outcome.reason(), metrics::type_label(None));
             outcome
         })
     }
@@ -131,7 +131,7 @@ impl Pipeline {
                 Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
             };
             report(&outcome);
-            metrics::delivery(&outcome, event_type);
+            metrics::delivery(outcome.kind(), outcome.reason(), event_type);
             outcome
         };
         outcome.instrument(span).await
@@ -182,8 +182,7 @@ pub(crate) fn check_head(
 /// The peer's address, as [`serve::Server`](crate::serve::Server) or
 /// axum's `into_make_service_with_connect_info` hands it over.
 fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
-    #[cfg(feature = "serve")]
-    if let Some(peer) = extensions.get::<crate::serve::PeerAddr>() {
+    if let Some(peer) = extensions.get::<super::PeerAddr>() {
         return Some(peer.0.ip());
     }
     #[cfg(feature = "axum")]
@@ -409,7 +408,7 @@ async fn handle(
     };
 
     let event_type = metrics::type_label(Some(delivery.event_type()));
-    metrics::handler(event_type, &outcome, started.elapsed());
+    metrics::handler(event_type, outcome.kind(), started.elapsed());
 
     // The handler's result stands whatever the store says next: answering
     // otherwise would make the sender redo work that happened (after done)

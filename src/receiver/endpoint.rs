@@ -41,9 +41,9 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::config::WebhookConfig;
+use super::config::WebhookConfig;
+use super::pipeline::{Destination, Pipeline};
 use crate::handler::Handlers;
-use crate::pipeline::{Destination, Pipeline};
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is
 /// mounted. See the [module docs](self).

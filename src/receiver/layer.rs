@@ -61,10 +61,10 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::WebhookConfig;
+use super::config::WebhookConfig;
+use super::outcome::Outcome;
+use super::pipeline::{Destination, Pipeline};
 use crate::handler::Handlers;
-use crate::outcome::Outcome;
-use crate::pipeline::{Destination, Pipeline};
 
 /// A tower [`Layer`] that answers LTVboost deliveries on one path and passes
 /// every other request through. See the [module docs](self).

@@ -35,12 +35,13 @@
 
 use axum_core::extract::{FromRef, FromRequest, Request};
 
-use crate::config::WebhookConfig;
+use super::config::WebhookConfig;
+use super::outcome::Outcome;
+use super::pipeline::{check_head, log_refusal, receive};
+use super::rejection::Rejection;
 use crate::event::Event;
 use crate::handler::Delivery;
 use crate::metrics;
-use crate::pipeline::{check_head, log_refusal, receive};
-use crate::rejection::Rejection;
 
 /// A delivery whose signature verified, with its decoded event.
 ///
@@ -71,14 +72,21 @@ where
             let event = delivery.envelope().event()?.clone();
             Ok(Self { delivery, event })
         };
-        let received = received.await;
+        let received: Result<Self, Rejection> = received.await;
         match &received {
             // Handed to your handler: counted as handled.
             Ok(VerifiedEvent { event, .. }) => {
                 let event_type = metrics::type_label(Some(event.event_type()));
-                metrics::delivery(&crate::Outcome::Handled, event_type);
+                let handled = Outcome::Handled;
+                metrics::delivery(handled.kind(), handled.reason(), event_type);
             }
-            Err(rejection) => metrics::rejected(rejection),
+            Err(rejection) => {
+                metrics::delivery(
+                    "rejected",
+                    Some(rejection.reason()),
+                    metrics::type_label(None),
+                );
+            }
         }
         received.inspect_err(log_refusal)
     }

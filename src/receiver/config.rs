@@ -39,9 +39,7 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 /// handler's claim is renewed, so it never lapses under it.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
 
-/// How long a done-record lives by default: the default replay window
-/// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.
-pub const DEFAULT_DONE_TTL: Duration = Duration::from_secs(25 * 3600 + 5 * 60);
+pub use crate::dedupe::DEFAULT_DONE_TTL;
 
 /// What a receiver needs to accept a delivery: the active secrets, the path,
 /// how large a body may be and how long it may take to arrive, how old its

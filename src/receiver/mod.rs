@@ -1,0 +1,54 @@
+//! The receiving side, in the order one POST takes through it.
+//!
+//! ```text
+//!   request ──► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)
+//!                  │        layer.rs                        endpoint.rs                       extract.rs
+//!                  ▼
+//!               pipeline.rs: one pass, top to bottom
+//!               1. method + path            (405 / pass through)
+//!               2. signature header         (401)   before any body is read
+//!               3. bounded body read        (413 / 408 / 503)
+//!               4. signature check          (401)   constant time, any active secret
+//!               5. envelope parse           (400)   typed Event, Unknown for new types
+//!               6. replay window            (400)
+//!               7. dedupe claim             (200 dup / 409 in flight / 503 store down)
+//!               8a. inline: the handlers; done or released       (200 / 500)
+//!               8b. enqueue: append to a Redis stream            (202)
+//!                  │
+//!                  ▼
+//!               outcome.rs: Outcome ──► its row: status, code, text, log level
+//! ```
+//!
+//! [`config`](crate::config) holds every setting; [`outcome`](crate::outcome)
+//! is the one status table ([`Outcome::row`](crate::Outcome::row)),
+//! [`Rejection`](crate::Rejection) its refusals. The domain below it
+//! ([`signature`](crate::signature), [`event`](crate::event),
+//! [`replay`](crate::replay)) knows nothing of HTTP; the destinations beside
+//! it ([`handler`](crate::handler), [`queue`](crate::queue) with feature
+//! `queue`) know nothing of the receiver.
+
+pub mod config;
+pub mod endpoint;
+#[cfg(feature = "axum")]
+pub mod extract;
+pub mod layer;
+pub mod outcome;
+pub(crate) mod pipeline;
+pub(crate) mod rejection;
+
+use std::net::SocketAddr;
+
+/// The peer's address, in every request's extensions when
+/// [`serve::Server`](crate::serve::Server) serves (with the `axum` feature,
+/// axum's `ConnectInfo<SocketAddr>` carries it too). The receiver reads it
+/// for [`WebhookConfig::body_budget_per_peer`](crate::WebhookConfig::body_budget_per_peer).
+///
+/// ```
+/// use ltvboost_webhooks::serve::PeerAddr;
+///
+/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
+///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
