@@ -1,8 +1,8 @@
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::{Future, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,8 +15,21 @@ use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
 /// the process exits, and are not shared between processes: a fleet behind a
 /// load balancer needs a shared store.
 ///
-/// A map from key to entry, and a heap of expiries: expired entries leave in
-/// order of expiry, and no operation ever scans the whole map.
+/// Expired entries leave in order of expiry, and no operation ever scans the
+/// whole map. Expiries wait in one first-in-first-out queue per lifetime (a
+/// lease, a done-record's TTL): with one clock and one lifetime, a later
+/// entry never expires sooner, so the next to expire is always at a queue's
+/// front and every operation costs O(1), where a single heap sifts each
+/// lease's early expiry up past every done-record. Past 16 distinct
+/// lifetimes, further ones share a heap. (BENCHMARKS.md, "Plain again",
+/// measures the plain map and heap against this.)
+///
+/// Keys are held as 128-bit SipHash-1-3 fingerprints under a key drawn at
+/// random for each store: no allocation per event, less memory, and no
+/// pointer to follow on a lookup. Two different keys would share a
+/// fingerprint with probability about n²/2¹²⁹ for n events held at once.
+/// Keys come only from deliveries whose signature verified, and without the
+/// store's random key nobody can search for a collision.
 ///
 /// Uses tokio's clock, so tests can move time with `tokio::time::pause`.
 ///
@@ -37,6 +50,10 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// The next claim's token; 0 is never issued (it marks a done-record).
     next_token: AtomicU64,
+    fingerprint_key: [u64; 2],
+    /// Times are held as nanoseconds since this instant: half the size of an
+    /// `Instant`, which matters in an entry the map moves when it grows.
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -53,16 +70,56 @@ impl Default for MemoryStore {
     }
 }
 
+/// A key's 128-bit keyed fingerprint.
+type Fingerprint = u128;
+
+/// Nanoseconds since the store's epoch; `u64::MAX` is "never" (584 years).
+type Tick = u64;
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Arc<str>, Entry>,
-    /// Every expiry set, soonest first. One whose entry has since changed
-    /// or gone is stale, and skipped when it comes up.
-    expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    entries: HashMap<Fingerprint, Entry, BuildFingerprintHasher>,
+    /// Every expiry ever set, by lifetime, soonest first within each. An item
+    /// whose entry has since changed or gone is stale and skipped when it
+    /// comes up.
+    queues: Vec<ExpiryQueue>,
+    /// Expiries of lifetimes beyond the first [`MAX_QUEUES`], soonest first.
+    overflow: BinaryHeap<Reverse<(Tick, Fingerprint)>>,
+    /// Room to reserve in each new queue.
+    queue_capacity: usize,
 }
 
+/// How many distinct lifetimes get a queue of their own.
+const MAX_QUEUES: usize = 16;
+
+struct ExpiryQueue {
+    lifetime: Duration,
+    expiries: VecDeque<Expiry>,
+}
+
+/// One queued expiry: 24 bytes, where `(Tick, u128)` would pad to 32.
+#[derive(Clone, Copy)]
+struct Expiry {
+    at: Tick,
+    key: [u64; 2],
+}
+
+impl Expiry {
+    fn new(at: Tick, key: Fingerprint) -> Self {
+        Self {
+            at,
+            key: [key as u64, (key >> 64) as u64],
+        }
+    }
+
+    fn key(self) -> Fingerprint {
+        u128::from(self.key[0]) | (u128::from(self.key[1]) << 64)
+    }
+}
+
+/// 16 bytes: with its key, a map slot is 32.
 struct Entry {
-    expires: Instant,
+    expires: Tick,
     /// The token of the claim that holds the key, or [`DONE`].
     holder: u64,
 }
@@ -70,37 +127,94 @@ struct Entry {
 /// The `holder` of a done-record.
 const DONE: u64 = 0;
 
-/// Longer lifetimes are cut to this: an instant further ahead could
-/// overflow the clock.
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Fingerprints are already uniformly distributed: the map uses their low
+/// bits as they are instead of hashing them again.
+#[derive(Default, Clone, Copy)]
+struct BuildFingerprintHasher;
+
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::BuildHasher for BuildFingerprintHasher {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `u128` keys; a correct fallback all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
 
 impl Inner {
     /// Drops every entry that has expired by `now`.
-    fn purge(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.expiries.peek() {
-            if *at > now {
+    fn purge(&mut self, now: Tick) {
+        let Inner {
+            entries,
+            queues,
+            overflow,
+            ..
+        } = self;
+        let mut expire = |at: Tick, key: Fingerprint| {
+            if entries.get(&key).is_some_and(|e| e.expires == at) {
+                entries.remove(&key);
+            }
+        };
+        for queue in queues.iter_mut() {
+            while let Some(&expiry) = queue.expiries.front() {
+                if expiry.at > now {
+                    break;
+                }
+                queue.expiries.pop_front();
+                expire(expiry.at, expiry.key());
+            }
+        }
+        while let Some(&Reverse((at, key))) = overflow.peek() {
+            if at > now {
                 break;
             }
-            if let Some(Reverse((at, key))) = self.expiries.pop()
-                && self.entries.get(&key).is_some_and(|e| e.expires == at)
-            {
-                self.entries.remove(&key);
-            }
+            overflow.pop();
+            expire(at, key);
         }
     }
 
-    /// Sets `key` to `holder` until `lifetime` after `now`.
-    fn set(&mut self, key: Arc<str>, holder: u64, now: Instant, lifetime: Duration) {
-        let expires = now + lifetime.min(LONGEST);
-        self.expiries.push(Reverse((expires, key.clone())));
-        self.entries.insert(key, Entry { expires, holder });
+    /// Remembers that `key` expires `lifetime` after `now`.
+    fn schedule(&mut self, key: Fingerprint, now: Tick, lifetime: Duration) -> Tick {
+        let expires = now.saturating_add(u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX));
+        let position = self.queues.iter().position(|q| q.lifetime == lifetime);
+        let queue = match position {
+            Some(i) => Some(i),
+            None if self.queues.len() < MAX_QUEUES => {
+                let capacity = self.queue_capacity;
+                self.queues.push(ExpiryQueue {
+                    lifetime,
+                    expiries: VecDeque::with_capacity(capacity),
+                });
+                Some(self.queues.len() - 1)
+            }
+            None => None,
+        };
+        match queue.and_then(|i| self.queues.get_mut(i)) {
+            Some(queue) => queue.expiries.push_back(Expiry::new(expires, key)),
+            None => self.overflow.push(Reverse((expires, key))),
+        }
+        expires
     }
 
-    /// The map's own copy of `key`, shared with its expiries.
-    fn key(&self, key: &str) -> Arc<str> {
-        self.entries
-            .get_key_value(key)
-            .map_or_else(|| Arc::from(key), |(key, _)| key.clone())
+    fn set(&mut self, key: Fingerprint, holder: u64, now: Tick, lifetime: Duration) {
+        let expires = self.schedule(key, now, lifetime);
+        self.entries.insert(key, Entry { expires, holder });
     }
 }
 
@@ -129,12 +243,28 @@ impl MemoryStore {
     ///
     /// If the memory cannot be reserved, as `HashMap::with_capacity` does.
     pub fn with_capacity(events: usize) -> Self {
+        let mut seed = [0u8; 16];
+        // Without the system's randomness (it does not fail on supported
+        // platforms), fall back to a key that differs per process and store.
+        if getrandom::fill(&mut seed).is_err() {
+            let fallback = std::collections::hash_map::RandomState::new();
+            let a = std::hash::BuildHasher::hash_one(&fallback, 1u8);
+            let b = std::hash::BuildHasher::hash_one(&fallback, 2u8);
+            seed[..8].copy_from_slice(&a.to_le_bytes());
+            seed[8..].copy_from_slice(&b.to_le_bytes());
+        }
+        let (k0, k1) = seed.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         Self {
             inner: Mutex::new(Inner {
-                entries: HashMap::with_capacity(events),
-                expiries: BinaryHeap::with_capacity(events),
+                entries: HashMap::with_capacity_and_hasher(events, BuildFingerprintHasher),
+                queues: Vec::new(),
+                overflow: BinaryHeap::new(),
+                queue_capacity: events,
             }),
             next_token: AtomicU64::new(DONE + 1),
+            fingerprint_key: [word(k0), word(k1)],
+            epoch: Instant::now(),
         }
     }
 
@@ -149,52 +279,61 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    fn fingerprint(&self, key: &str) -> Fingerprint {
+        use siphasher::sip128::Hasher128;
+        let [k0, k1] = self.fingerprint_key;
+        let mut hasher = siphasher::sip128::SipHasher13::new_with_keys(k0, k1);
+        std::hash::Hasher::write(&mut hasher, key.as_bytes());
+        hasher.finish128().as_u128()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every operation leaves the map and heap consistent before anything
-        // that could panic, so a poisoned lock is safe to keep using.
+        // Every operation leaves the map and queues consistent before
+        // anything that could panic, so a poisoned lock is safe to keep using.
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The locked store, with what expired by now dropped, and now.
-    fn purged(&self) -> (MutexGuard<'_, Inner>, Instant) {
-        let mut inner = self.lock();
-        // Read under the lock, so that expiries are pushed in clock order.
-        let now = Instant::now();
-        inner.purge(now);
-        (inner, now)
+    /// Now, on the store's clock. Read under the lock, so that each queue's
+    /// expiries only grow.
+    fn now(&self) -> Tick {
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn claim_now(&self, key: &str, lease: Duration) -> Claim {
+        let key = self.fingerprint(key);
         // Wraps only after 2^64 claims; skipping DONE keeps it unambiguous.
         let token = match self.next_token.fetch_add(1, Ordering::Relaxed) {
             DONE => self.next_token.fetch_add(1, Ordering::Relaxed),
             token => token,
         };
-        let (mut inner, now) = self.purged();
-        if let Some(entry) = inner.entries.get(key) {
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.purge(now);
+        if let Some(entry) = inner.entries.get(&key) {
             return match entry.holder {
                 DONE => Claim::Done,
                 _ => Claim::InFlight,
             };
         }
-        inner.set(Arc::from(key), token, now, lease);
+        inner.set(key, token, now, lease);
         Claim::Acquired(ClaimToken::new(u128::from(token)))
     }
 
     fn end_claim(&self, key: &str, token: &ClaimToken, done_for: Option<Duration>) -> ClaimStatus {
-        let (mut inner, now) = self.purged();
-        let holder = inner.entries.get(key).map(|e| e.holder);
+        let key = self.fingerprint(key);
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.purge(now);
+        let holder = inner.entries.get(&key).map(|e| e.holder);
         let ours = holder.is_some_and(|h| h != DONE && u128::from(h) == token.get());
         match done_for {
             // Done whoever holds the key now: the work happened.
-            Some(ttl) => {
-                let key = inner.key(key);
-                inner.set(key, DONE, now, ttl);
-            }
+            Some(ttl) => inner.set(key, DONE, now, ttl),
             None if ours => {
-                inner.entries.remove(key);
+                inner.entries.remove(&key);
             }
             None => {}
         }
@@ -206,10 +345,12 @@ impl MemoryStore {
     }
 
     fn renew_now(&self, key: &str, token: &ClaimToken, lease: Duration) -> ClaimStatus {
-        let (mut inner, now) = self.purged();
-        match inner.entries.get(key).map(|e| e.holder) {
+        let key = self.fingerprint(key);
+        let mut inner = self.lock();
+        let now = self.now();
+        inner.purge(now);
+        match inner.entries.get(&key).map(|e| e.holder) {
             Some(holder) if holder != DONE && u128::from(holder) == token.get() => {
-                let key = inner.key(key);
                 inner.set(key, holder, now, lease);
                 ClaimStatus::Held
             }
