@@ -1,7 +1,7 @@
 //! A dudect timing-leak test of signature verification.
 //!
 //! ```sh
-//! cargo run --release --example timing_leak
+//! cargo run --release -p ltvboost-bench --bin timing_leak
 //! ```
 //!
 //! dudect times one function on two classes of inputs, interleaved at random,

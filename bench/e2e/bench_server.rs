@@ -1,8 +1,8 @@
 //! The servers the end-to-end benchmark (`bench/e2e/run.sh`) compares.
 //!
 //! ```sh
-//! cargo run --release --example bench_server -- bare  127.0.0.1:4001
-//! cargo run --release --example bench_server -- layer 127.0.0.1:4002
+//! cargo run --release -p ltvboost-bench --bin bench_server -- bare  127.0.0.1:4001
+//! cargo run --release -p ltvboost-bench --bin bench_server -- layer 127.0.0.1:4002
 //! ```
 //!
 //! * `bare`: axum that only reads the body: the ceiling.

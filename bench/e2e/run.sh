@@ -47,12 +47,12 @@ if [ ! -d "$here/express/node_modules/express" ]; then
 fi
 # Two builds: without the `metrics` feature (every receiver below), and with
 # it, for the metrics' cost.
-cargo build --locked --quiet --release --features serve --example bench_server
-cp target/release/examples/bench_server "$work/bench_server"
-cargo build --locked --quiet --release --features serve,metrics --example bench_server
-cp target/release/examples/bench_server "$work/bench_server_metrics"
-cargo build --locked --quiet --release --features serve,queue --example bench_server
-cp target/release/examples/bench_server "$work/bench_server_queue"
+cargo build --locked --quiet --release -p ltvboost-bench --bin bench_server
+cp target/release/bench_server "$work/bench_server"
+cargo build --locked --quiet --release -p ltvboost-bench --features metrics --bin bench_server
+cp target/release/bench_server "$work/bench_server_metrics"
+cargo build --locked --quiet --release -p ltvboost-bench --features queue --bin bench_server
+cp target/release/bench_server "$work/bench_server_queue"
 
 # A private Redis for the Redis dedupe store and enqueue mode: no
 # persistence (the fastest setting), emptied before each measurement.

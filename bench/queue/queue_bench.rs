@@ -1,8 +1,8 @@
 //! The queue's own figures (`bench/queue/run.sh` drives it):
 //!
 //! ```sh
-//! cargo run --release --features queue,serve --example queue_bench -- fill  redis://127.0.0.1:6390/ 200000
-//! cargo run --release --features queue,serve --example queue_bench -- drain redis://127.0.0.1:6390/
+//! cargo run --release -p ltvboost-bench --features queue --bin queue_bench -- fill  redis://127.0.0.1:6390/ 200000
+//! cargo run --release -p ltvboost-bench --features queue --bin queue_bench -- drain redis://127.0.0.1:6390/
 //! ```
 //!
 //! * `fill URL N`: enqueues N distinct signed 1 KiB events, as receivers do.

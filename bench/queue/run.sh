@@ -19,8 +19,8 @@ redis=$!
 trap 'kill $redis 2>/dev/null; wait $redis 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 url="redis://127.0.0.1:$port/"
-cargo build --locked --quiet --release --features queue,serve --example queue_bench
-bin=./target/release/examples/queue_bench
+cargo build --locked --quiet --release -p ltvboost-bench --features queue --bin queue_bench
+bin=./target/release/queue_bench
 
 echo "N=$N distinct 1 KiB events, $(nproc) cores"
 for workers in 1 2 3; do
