@@ -359,6 +359,16 @@ impl Envelope {
     /// whose `data` does not fit its payload is not an error here: the
     /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
+        // serde reads a struct from an array too, by position: an envelope
+        // is an object.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EnvelopeError(
+                <serde_json::Error as serde::de::Error>::invalid_type(
+                    serde::de::Unexpected::Other("a value that is not an object"),
+                    &"an event envelope object",
+                ),
+            ));
+        }
         let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
         let data = wire.data.map_or(RawJson::NULL, |raw| slice_of(&body, raw));
         let (type_name, event) = match wire.type_name.parse::<EventType>() {
@@ -472,9 +482,36 @@ fn unmodelled(raw: Option<RawJson>, known: &[&str]) -> Map<String, Value> {
 
 /// The body was not a JSON event envelope (not JSON, not an object, no
 /// string `type`, a duplicated key, nesting too deep, …). Answers `400`.
-#[derive(Debug, thiserror::Error)]
-#[error("body is not a JSON event envelope: {0}")]
+///
+/// Its text and `Debug` name the kind of fault and the place (line and
+/// column), never a value from the body; serde_json's own message, which
+/// may quote one, is its [`source`](std::error::Error::source).
+#[derive(thiserror::Error)]
+#[error(
+    "body is not a JSON event envelope: {} at line {} column {}",
+    describe_envelope(.0),
+    .0.line(),
+    .0.column()
+)]
 pub struct EnvelopeError(#[source] serde_json::Error);
+
+impl fmt::Debug for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvelopeError")
+            .field("fault", &describe_envelope(&self.0))
+            .field("line", &self.0.line())
+            .field("column", &self.0.column())
+            .finish()
+    }
+}
+
+fn describe_envelope(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Data => "not an object with a string type, or a member twice",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
+        serde_json::error::Category::Io => "unreadable",
+    }
+}
 
 /// A known event type whose `data` does not fit its payload struct: it is
 /// not an object, or it has no usable identifier.
@@ -482,7 +519,7 @@ pub struct EnvelopeError(#[source] serde_json::Error);
 /// Its text names the type and the place (line and column), never a value
 /// from the body, so it can be logged; serde_json's own message, which may
 /// quote a value, is in [`source`](Self::source).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[error(
     "data does not fit {event_type}: {} at line {} column {}",
     describe(source),
@@ -496,6 +533,18 @@ pub struct PayloadError {
     /// names the line and column, never a value from the body.
     #[source]
     pub source: Arc<serde_json::Error>,
+}
+
+/// The type, the kind of fault and the place, never serde_json's message.
+impl fmt::Debug for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PayloadError")
+            .field("event_type", &self.event_type)
+            .field("fault", &describe(&self.source))
+            .field("line", &self.source.line())
+            .field("column", &self.source.column())
+            .finish()
+    }
 }
 
 fn describe(error: &serde_json::Error) -> &'static str {
@@ -830,6 +879,35 @@ mod tests {
             assert_eq!(e.id(), None, "{id}");
             let e = envelope(&format!(r#"{{"created_at":{id},"type":"quiz.archived"}}"#));
             assert_eq!(e.created_at(), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn an_envelope_is_an_object_never_an_array() {
+        for body in [
+            r#"[null,"quiz.archived"]"#,
+            r#"["evt_1","response.created","2026-11-27T10:00:00Z",{"id":"r"}]"#,
+            r#"  []"#,
+            r#""response.created""#,
+        ] {
+            assert!(Envelope::from_slice(body.as_bytes()).is_err(), "{body}");
+        }
+        assert!(Envelope::from_slice(br#" {"type":"quiz.archived"}"#).is_ok());
+    }
+
+    #[test]
+    fn errors_name_no_value_from_the_body() {
+        let payload = envelope(r#"{"type":"response.created","data":"ada@example.com"}"#)
+            .event()
+            .unwrap_err();
+        let not_an_event = Envelope::from_slice(br#"{"type":"ada@example.com"x}"#).unwrap_err();
+        let missing_type = Envelope::from_slice(br#"{"id":"ada@example.com"}"#).unwrap_err();
+        for text in [
+            format!("{payload} {payload:?}"),
+            format!("{not_an_event} {not_an_event:?}"),
+            format!("{missing_type} {missing_type:?}"),
+        ] {
+            assert!(!text.contains("ada@example.com"), "{text}");
         }
     }
 

@@ -107,8 +107,8 @@ pub use endpoint::WebhookEndpoint;
 pub use event::{Event, EventType};
 pub use layer::{WebhookLayer, WebhookService};
 pub use outcome::Outcome;
+pub use outcome::Rejection;
 pub use receiver::PeerAddr;
-pub use receiver::rejection::Rejection;
 
 // The README's code compiles as it is written.
 #[cfg(doctest)]

@@ -297,6 +297,8 @@ impl Server {
             );
             let connections = connections.clone();
             tasks.spawn(async move {
+                // Forgotten when the task ends, even by a panic or an abort.
+                let _open = Open(&connections, &watch);
                 tokio::select! {
                     result = connection => {
                         if let Err(e) = result {
@@ -307,7 +309,6 @@ impl Server {
                         tracing::debug!(%peer, reason, "connection closed");
                     }
                 }
-                connections.close(&watch);
             });
         }
         self.drain(graceful, tasks, unsettled).await
@@ -412,10 +413,25 @@ impl Watch {
                 Instant::now() + limits.idle
             };
             tokio::select! {
-                () = self.shed.notified() => return "shed at the connection cap",
+                // Checked on the connection's own task, where hyper calls the
+                // service: a request that started since the choice keeps it.
+                () = self.shed.notified() => {
+                    if self.in_flight.load(Ordering::Acquire) == 0 {
+                        return "shed at the connection cap";
+                    }
+                }
                 () = tokio::time::sleep_until(next_check) => {}
             }
         }
+    }
+}
+
+/// A connection in [`Connections`], taken out on drop.
+struct Open<'a>(&'a Connections, &'a Watch);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.close(self.1);
     }
 }
 

@@ -650,3 +650,28 @@ async fn listen_refuses_a_public_address_without_a_secret() {
         stdout(&help)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_takes_only_a_file_step_one_wrote() {
+    let (api, base) = fake_api(vec![(200, endpoint("wh_1"))]).await;
+    let file = temp_path("not-step-one");
+    std::fs::write(&file, "half-a-secr").unwrap();
+    let env = [
+        ("LTVBOOST_API_TOKEN", "tok_cli"),
+        ("LTVBOOST_API_BASE", base.as_str()),
+    ];
+    let path = file.to_str().unwrap();
+    let args = [
+        "endpoints",
+        "rotate",
+        "wh_1",
+        "--commit",
+        "--new-secret-file",
+        path,
+    ];
+    let refused = ltvboost(&args, &env, b"").await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("64 hex digits"));
+    assert!(api.requests.lock().unwrap().is_empty(), "it was sent");
+    let _ = std::fs::remove_file(&file);
+}

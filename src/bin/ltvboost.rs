@@ -140,7 +140,7 @@ enum Endpoints {
     /// Rotate an endpoint's secret in two steps, so receivers hold the new secret before LTVboost signs with it.
     ///
     /// 1. Without --commit: writes a new secret to FILE (mode 0600; an existing file is never
-    ///    overwritten) and prints LTVBOOST_WEBHOOK_SECRET=<new>,<old> to deploy. Changes nothing at
+    ///    overwritten) and prints LTVBOOST_WEBHOOK_SECRET=NEW,OLD to deploy. Changes nothing at
     ///    the API. The old secret comes from --secret, --secret-file or LTVBOOST_WEBHOOK_SECRET.
     /// 2. Once every receiver runs with that line: --commit registers the secret in FILE. On
     ///    failure it keeps FILE and exits 1; running the same command again is safe.
@@ -569,7 +569,15 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
                     new_secret_file.display()
                 ))
             })?;
-            let new = Secret::new(text.trim()).map_err(|e| {
+            // Step 1 writes 64 hex digits: anything else is not its file.
+            let text = text.trim();
+            if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Failure::Usage(format!(
+                    "--new-secret-file {}: not a secret written by step 1 (64 hex digits)",
+                    new_secret_file.display()
+                )));
+            }
+            let new = Secret::new(text).map_err(|e| {
                 Failure::Usage(format!(
                     "--new-secret-file {}: {e}",
                     new_secret_file.display()
@@ -643,9 +651,22 @@ fn write_new_secret(path: &std::path::Path, secret: &str) -> Outcome {
         };
         Failure::Usage(format!("--new-secret-file {}: {why}", path.display()))
     })?;
-    file.write_all(format!("{secret}\n").as_bytes())
+    let written = file
+        .write_all(format!("{secret}\n").as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::Failed(format!("--new-secret-file {}: {e}", path.display())))?;
+        // The file's name must survive a crash too: sync its directory.
+        .and_then(|()| {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            std::fs::File::open(parent.unwrap_or(std::path::Path::new(".")))?.sync_all()
+        });
+    if let Err(e) = written {
+        // Nothing was sent with it: a half-written file would only mislead.
+        let _ = std::fs::remove_file(path);
+        return Err(Failure::Failed(format!(
+            "--new-secret-file {}: {e}",
+            path.display()
+        )));
+    }
     Ok(())
 }
 

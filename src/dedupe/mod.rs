@@ -33,6 +33,8 @@
 //! (feature `redis`) is shared by a fleet of receivers behind a load balancer.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,9 +42,9 @@ use std::time::Duration;
 
 use crate::signature::Signature;
 
-#[cfg(feature = "redis")]
-pub use crate::redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
 /// How long a done-record lives by default: the default replay window
 /// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.
@@ -122,6 +124,13 @@ impl std::fmt::Display for ClaimToken {
 #[derive(Debug, thiserror::Error)]
 #[error("dedupe store unavailable: {0}")]
 pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync + 'static>);
+
+#[cfg(feature = "redis")]
+impl From<crate::redis::CallError> for StoreError {
+    fn from(error: crate::redis::CallError) -> Self {
+        Self::new(error)
+    }
+}
 
 impl StoreError {
     /// Wraps the store's own error.

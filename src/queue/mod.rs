@@ -206,7 +206,7 @@ impl RedisQueue {
             redis: Batched::new(lazy_connection(client.clone())?),
             client,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
-            timeout: crate::dedupe::DEFAULT_OPERATION_TIMEOUT,
+            timeout: crate::redis::DEFAULT_OPERATION_TIMEOUT,
             retention: DEFAULT_RETENTION,
             done_ttl: DEFAULT_DONE_TTL,
         })
@@ -365,7 +365,7 @@ impl RedisQueue {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        bounded(self.timeout, call).await
+        Ok(bounded(self.timeout, call).await?)
     }
 }
 

@@ -37,8 +37,8 @@ use axum_core::extract::{FromRef, FromRequest, Request};
 
 use super::config::WebhookConfig;
 use super::outcome::Outcome;
+use super::outcome::Rejection;
 use super::pipeline::{check_head, log_refusal, receive};
-use super::rejection::Rejection;
 use crate::event::Event;
 use crate::handler::Delivery;
 use crate::metrics;

@@ -20,8 +20,8 @@
 //! ```
 //!
 //! [`config`](crate::config) holds every setting; [`outcome`](crate::outcome)
-//! is the one status table ([`Outcome::row`](crate::Outcome::row)),
-//! [`Rejection`](crate::Rejection) its refusals. The domain below it
+//! is the one status table ([`Outcome::row`](crate::Outcome::row)), with
+//! [`Rejection`](crate::Rejection), its refusals. The domain below it
 //! ([`signature`](crate::signature), [`event`](crate::event),
 //! [`replay`](crate::replay)) knows nothing of HTTP; the destinations beside
 //! it ([`handler`](crate::handler), [`queue`](crate::queue) with feature
@@ -34,21 +34,5 @@ pub mod extract;
 pub mod layer;
 pub mod outcome;
 pub(crate) mod pipeline;
-pub(crate) mod rejection;
 
-use std::net::SocketAddr;
-
-/// The peer's address, in every request's extensions when
-/// [`serve::Server`](crate::serve::Server) serves (with the `axum` feature,
-/// axum's `ConnectInfo<SocketAddr>` carries it too). The receiver reads it
-/// for [`WebhookConfig::body_budget_per_peer`](crate::WebhookConfig::body_budget_per_peer).
-///
-/// ```
-/// use ltvboost_webhooks::serve::PeerAddr;
-///
-/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
-///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
-/// }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+pub use pipeline::PeerAddr;

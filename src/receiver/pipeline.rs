@@ -27,7 +27,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,8 +42,8 @@ use tracing::{Instrument, Level, field};
 use super::config::{Charge, WebhookConfig};
 use std::future::Future;
 
+use super::outcome::Rejection;
 use super::outcome::{Outcome, rejection_row};
-use super::rejection::Rejection;
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
@@ -69,6 +69,21 @@ pub(crate) enum Destination {
     #[cfg(feature = "queue")]
     Queue(Box<crate::queue::RedisQueue>),
 }
+
+/// The peer's address, in every request's extensions when
+/// [`serve::Server`](crate::serve::Server) serves (with the `axum` feature,
+/// axum's `ConnectInfo<SocketAddr>` carries it too). The receiver reads it
+/// for [`WebhookConfig::body_budget_per_peer`](crate::WebhookConfig::body_budget_per_peer).
+///
+/// ```
+/// use ltvboost_webhooks::serve::PeerAddr;
+///
+/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
+///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// The parts of a request's head a delivery needs once its body is read.
 #[derive(Debug)]
@@ -182,7 +197,7 @@ pub(crate) fn check_head(
 /// The peer's address, as [`serve::Server`](crate::serve::Server) or
 /// axum's `into_make_service_with_connect_info` hands it over.
 fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
-    if let Some(peer) = extensions.get::<super::PeerAddr>() {
+    if let Some(peer) = extensions.get::<PeerAddr>() {
         return Some(peer.0.ip());
     }
     #[cfg(feature = "axum")]
@@ -303,14 +318,14 @@ where
         {
             return Err(Rejection::BodyStalled);
         }
-        match &mut first {
-            None => first = Some(data.copy_to_bytes(len)),
-            Some(first) => {
-                if joined.is_empty() {
-                    joined.extend_from_slice(first);
-                }
-                joined.put(data);
+        if joined.is_empty() && first.is_none() {
+            first = Some(data.copy_to_bytes(len));
+        } else {
+            // The first frame moves in here: its bytes are held once.
+            if let Some(first) = first.take() {
+                joined.extend_from_slice(&first);
             }
+            joined.put(data);
         }
     }
     Ok(if joined.is_empty() {

@@ -1,12 +1,9 @@
-//! Redis plumbing shared by the dedupe store and the queue: a connection
+//! Redis plumbing shared by the dedupe store
+//! ([`RedisStore`](crate::dedupe::RedisStore)) and the queue: a connection
 //! that connects on first use, commands batched across deliveries, and
-//! deadlines on every call.
-//!
-//! [`RedisStore`](crate::dedupe::RedisStore) lives here (re-exported from
-//! [`dedupe`](crate::dedupe)); the queue builds on the same pieces.
+//! deadlines on every call. It knows nothing of either.
 
 mod batch;
-mod store;
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,21 +11,30 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub(crate) use batch::Batched;
-pub use store::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
-use crate::dedupe::StoreError;
+/// The default deadline for one Redis operation, connection included.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Redis call that failed, or did not answer within its deadline.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error(transparent)]
+    Redis(#[from] ::redis::RedisError),
+    #[error("Redis did not answer in time")]
+    TimedOut,
+}
 
 /// A multiplexed connection that connects on first use and reconnects by
 /// itself. It has no response timeout of its own: every caller bounds each
 /// operation by its `operation_timeout`, whatever that is set to. Shared by
 /// the store and the queue.
-pub(crate) fn lazy_connection(client: ::redis::Client) -> Result<ConnectionManager, StoreError> {
+pub(crate) fn lazy_connection(client: ::redis::Client) -> Result<ConnectionManager, CallError> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(DEFAULT_OPERATION_TIMEOUT))
         .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config).map_err(StoreError::new)
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// A Redis call under an operation timeout. Shared by the store and the
@@ -36,10 +42,10 @@ pub(crate) fn lazy_connection(client: ::redis::Client) -> Result<ConnectionManag
 pub(crate) async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = ::redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
+) -> Result<T, CallError> {
     match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(StoreError::new),
-        Err(_) => Err(StoreError::new("Redis did not answer in time")),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(CallError::TimedOut),
     }
 }
 

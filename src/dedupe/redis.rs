@@ -2,14 +2,12 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{Batched, bounded, lazy_connection, millis};
-use crate::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
+use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
+pub use crate::redis::DEFAULT_OPERATION_TIMEOUT;
+use crate::redis::{Batched, bounded, lazy_connection, millis};
 
 /// The default prefix of every key the store writes.
 pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:webhook:";
-
-/// The default deadline for one store operation, connection included.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
 // Claim and mark-done are one `SET … GET` each; renew and release compare
 // the token before they write, so each is a Lua script, which Redis runs
@@ -175,7 +173,7 @@ impl RedisStore {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        bounded(self.timeout, call).await
+        Ok(bounded(self.timeout, call).await?)
     }
 
     /// `script` on the event's key, with the claim token and `args`.
