@@ -506,11 +506,7 @@ impl fmt::Debug for EnvelopeError {
 }
 
 fn describe_envelope(error: &serde_json::Error) -> &'static str {
-    match error.classify() {
-        serde_json::error::Category::Data => "not an object with a string type, or a member twice",
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
-        serde_json::error::Category::Io => "unreadable",
-    }
+    describe_as(error, "not an object with a string type, or a member twice")
 }
 
 /// A known event type whose `data` does not fit its payload struct: it is
@@ -548,8 +544,14 @@ impl fmt::Debug for PayloadError {
 }
 
 fn describe(error: &serde_json::Error) -> &'static str {
+    describe_as(error, "not an object, or no string or integer identifier")
+}
+
+/// What kind of fault serde_json found, in words of ours (its own message
+/// may quote the body); `data` names a fault in the data's shape.
+fn describe_as(error: &serde_json::Error, data: &'static str) -> &'static str {
     match error.classify() {
-        serde_json::error::Category::Data => "not an object, or no string or integer identifier",
+        serde_json::error::Category::Data => data,
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
         serde_json::error::Category::Io => "unreadable",
     }

@@ -42,7 +42,7 @@ use http_body_util::Full;
 use tower_service::Service;
 
 use super::config::WebhookConfig;
-use super::pipeline::{Destination, Pipeline};
+use super::pipeline::Pipeline;
 use crate::handler::Handlers;
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is
@@ -57,10 +57,7 @@ impl WebhookEndpoint {
     /// router routes) and routes events to `handlers`.
     pub fn new(config: impl Into<WebhookConfig>, handlers: Handlers) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(
-                config.into(),
-                Destination::Inline(Arc::new(handlers)),
-            )),
+            pipeline: Pipeline::inline(config.into(), handlers),
         }
     }
 
@@ -81,10 +78,7 @@ impl WebhookEndpoint {
     #[cfg(feature = "queue")]
     pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(
-                config.into(),
-                Destination::Queue(Box::new(queue)),
-            )),
+            pipeline: Pipeline::enqueue(config.into(), queue),
         }
     }
 }

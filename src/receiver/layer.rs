@@ -63,7 +63,7 @@ use tower_service::Service;
 
 use super::config::WebhookConfig;
 use super::outcome::Outcome;
-use super::pipeline::{Destination, Pipeline};
+use super::pipeline::Pipeline;
 use crate::handler::Handlers;
 
 /// A tower [`Layer`] that answers LTVboost deliveries on one path and passes
@@ -78,10 +78,7 @@ impl WebhookLayer {
     /// other setting at its default) and routes events to `handlers`.
     pub fn new(config: impl Into<WebhookConfig>, handlers: Handlers) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(
-                config.into(),
-                Destination::Inline(Arc::new(handlers)),
-            )),
+            pipeline: Pipeline::inline(config.into(), handlers),
         }
     }
 
@@ -102,10 +99,7 @@ impl WebhookLayer {
     #[cfg(feature = "queue")]
     pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
         Self {
-            pipeline: Arc::new(Pipeline::new(
-                config.into(),
-                Destination::Queue(Box::new(queue)),
-            )),
+            pipeline: Pipeline::enqueue(config.into(), queue),
         }
     }
 

@@ -64,7 +64,7 @@ pub(crate) struct Pipeline {
 /// Where verified deliveries go: the handlers (inline mode), or a queue
 /// that workers handle from (enqueue mode).
 #[derive(Debug)]
-pub(crate) enum Destination {
+enum Destination {
     Inline(Arc<Handlers>),
     #[cfg(feature = "queue")]
     Queue(Box<crate::queue::RedisQueue>),
@@ -97,11 +97,21 @@ pub(crate) struct Head {
 }
 
 impl Pipeline {
-    pub(crate) fn new(config: WebhookConfig, destination: Destination) -> Self {
-        Self {
+    /// Inline mode: deliveries go to `handlers`.
+    pub(crate) fn inline(config: WebhookConfig, handlers: Handlers) -> Arc<Self> {
+        Arc::new(Self {
             config,
-            destination,
-        }
+            destination: Destination::Inline(Arc::new(handlers)),
+        })
+    }
+
+    /// Enqueue mode: deliveries go to `queue`.
+    #[cfg(feature = "queue")]
+    pub(crate) fn enqueue(config: WebhookConfig, queue: crate::queue::RedisQueue) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            destination: Destination::Queue(Box::new(queue)),
+        })
     }
 
     /// Steps 1–2. A refusal is logged here, in its own span.
