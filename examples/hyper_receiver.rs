@@ -4,18 +4,18 @@
 //! cargo run --example hyper_receiver
 //! ```
 
-mod common;
-
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use ltvboost_webhooks::handler::Handlers;
+use ltvboost_webhooks::event::*;
+use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::{Server, shutdown_signal};
 use ltvboost_webhooks::signature::Verifier;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
+use std::net::SocketAddr;
 use tower::{Layer, service_fn};
 
 /// Everything that is not the webhook path: a health check and 404s.
@@ -31,13 +31,13 @@ async fn routes(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing();
-    common::serve_metrics_from_env()?;
-    let addr = common::addr_from_env()?;
+    init_tracing();
+    serve_metrics_from_env()?;
+    let addr = addr_from_env()?;
     let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
         .path("/webhooks/ltvboost");
-    let service = WebhookLayer::new(config, Handlers::all(common::PrintingHandlers))
-        .layer(service_fn(routes));
+    let service =
+        WebhookLayer::new(config, Handlers::all(PrintingHandlers)).layer(service_fn(routes));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
@@ -48,4 +48,137 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .serve_with_shutdown(service, shutdown_signal())
         .await?;
     Ok(())
+}
+
+// ---- Configuration from the environment, and handlers that print ----
+
+/// `LTVBOOST_WEBHOOK_ADDR`, default `127.0.0.1:3000`.
+fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let addr = std::env::var("LTVBOOST_WEBHOOK_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    addr.parse()
+        .map_err(|e| format!("LTVBOOST_WEBHOOK_ADDR={addr:?} is not a socket address: {e}").into())
+}
+
+/// With `LTVBOOST_METRICS_ADDR` set, serves the Prometheus text format on
+/// its own listener there (`GET /metrics`), so the figures are not exposed
+/// where LTVboost posts. Needs the `metrics` feature.
+fn serve_metrics_from_env() -> Result<(), Box<dyn std::error::Error>> {
+    let Ok(addr) = std::env::var("LTVBOOST_METRICS_ADDR") else {
+        return Ok(());
+    };
+    #[cfg(feature = "metrics")]
+    {
+        use ltvboost_webhooks::metrics::BODY_BYTES;
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("LTVBOOST_METRICS_ADDR={addr:?}: {e}"))?;
+        PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])?
+            .set_buckets_for_metric(
+                Matcher::Full(BODY_BYTES.to_owned()),
+                &[
+                    256.0,
+                    1024.0,
+                    4096.0,
+                    16384.0,
+                    65536.0,
+                    262_144.0,
+                    1_048_576.0,
+                ],
+            )?
+            .install()?;
+        ltvboost_webhooks::metrics::describe();
+        tracing::info!("metrics on http://{addr}/metrics");
+        Ok(())
+    }
+    #[cfg(not(feature = "metrics"))]
+    Err(format!(
+        "LTVBOOST_METRICS_ADDR={addr:?} is set, but this build has no `metrics` feature: \
+         run with `--features metrics`"
+    )
+    .into())
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ltvboost_webhooks=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Handlers that print one line per call: the event type and the event id.
+struct PrintingHandlers;
+
+fn print(delivery: &Delivery, what: &str) -> HandlerResult {
+    println!(
+        "{} {} secret#{}: {what}",
+        delivery.type_name(),
+        delivery.id().unwrap_or("(no id)"),
+        delivery.secret_index()
+    );
+    Ok(())
+}
+
+impl ResponseHandler for PrintingHandlers {
+    async fn created(&self, d: &Delivery, p: &ResponseCreated) -> HandlerResult {
+        print(d, &format!("response {} on quiz {:?}", p.id, p.quiz_id))
+    }
+    async fn scored(&self, d: &Delivery, p: &ResponseScored) -> HandlerResult {
+        print(
+            d,
+            &format!("response {} scored {:?} -> {:?}", p.id, p.score, p.outcome),
+        )
+    }
+}
+
+impl ActionHandler for PrintingHandlers {
+    async fn queued(&self, d: &Delivery, p: &ActionQueued) -> HandlerResult {
+        print(d, &format!("action {} queued", p.id))
+    }
+    async fn sent(&self, d: &Delivery, p: &ActionSent) -> HandlerResult {
+        print(d, &format!("action {} sent", p.id))
+    }
+    async fn failed(&self, d: &Delivery, p: &ActionFailed) -> HandlerResult {
+        // The error's code and message, as the example has always printed them.
+        let error = p.error.as_ref().map_or_else(
+            || "None".to_owned(),
+            |e| {
+                format!(
+                    "Some(ActionError {{ code: {:?}, message: {:?} }})",
+                    e.code, e.message
+                )
+            },
+        );
+        print(d, &format!("action {} failed: {error}", p.id))
+    }
+}
+
+impl SegmentHandler for PrintingHandlers {
+    async fn updated(&self, d: &Delivery, p: &SegmentUpdated) -> HandlerResult {
+        print(
+            d,
+            &format!("segment {} now has {:?} members", p.id, p.member_count),
+        )
+    }
+    async fn ready(&self, d: &Delivery, p: &SegmentReady) -> HandlerResult {
+        print(d, &format!("segment {} ready", p.id))
+    }
+}
+
+impl FallbackHandler for PrintingHandlers {
+    async fn unknown(&self, d: &Delivery) -> HandlerResult {
+        print(d, "unknown event type, acknowledged")
+    }
+    async fn mismatched(&self, d: &Delivery, reason: &PayloadError) -> HandlerResult {
+        print(d, &format!("data does not fit: {reason}"))
+    }
 }
