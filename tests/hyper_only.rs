@@ -58,13 +58,7 @@ async fn the_service_answers_in_process_without_a_server() {
         "segment.updated",
         r#"{"segment_id":"s","member_count":3}"#,
     );
-    let request = Request::post(PATH)
-        .header(
-            "x-ltvboost-signature",
-            ltvboost_webhooks::signature::sign(&secret(), &body),
-        )
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
+    let request = ltvboost_webhooks::testing::signed_request_to(PATH, &secret(), body);
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(recorder.calls("segment.updated"), 1);

@@ -131,12 +131,11 @@ pub(crate) async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]
 
 /// An event created now, so that it is inside the replay window.
 pub(crate) fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    format!(r#"{{"id":"{id}","type":"{event_type}","created_at":{now},"data":{data}}}"#)
-        .into_bytes()
+    let data: serde_json::Value = serde_json::from_str(data).expect("test data is JSON");
+    ltvboost_webhooks::testing::EventBuilder::of_type(event_type)
+        .id(id)
+        .data(data)
+        .to_bytes()
 }
 
 /// What a recording handler does when called.
