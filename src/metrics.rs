@@ -439,3 +439,29 @@ impl Drop for InFlight {
         in_flight().decrement(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The metric names in a Markdown table's first column.
+    fn table_names(text: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix(prefix)?.strip_prefix("| `"))
+            .filter_map(|rest| Some(rest.split('`').next()?.to_owned()))
+            .filter(|name| name.starts_with("ltvboost_webhook_"))
+            .collect()
+    }
+
+    #[test]
+    fn the_module_docs_and_the_readme_list_every_metric() {
+        let source = include_str!("metrics.rs");
+        let constants: std::collections::BTreeSet<String> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const ")?.split('"').nth(1))
+            .map(str::to_owned)
+            .collect();
+        assert!(constants.len() > 10, "{constants:?}");
+        assert_eq!(table_names(source, "//! "), constants, "the module docs' table");
+        let readme = include_str!("../README.md");
+        assert_eq!(table_names(readme, ""), constants, "the README's table");
+    }
+}
