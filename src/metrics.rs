@@ -460,7 +460,11 @@ mod tests {
             .map(str::to_owned)
             .collect();
         assert!(constants.len() > 10, "{constants:?}");
-        assert_eq!(table_names(source, "//! "), constants, "the module docs' table");
+        assert_eq!(
+            table_names(source, "//! "),
+            constants,
+            "the module docs' table"
+        );
         let readme = include_str!("../README.md");
         assert_eq!(table_names(readme, ""), constants, "the README's table");
     }

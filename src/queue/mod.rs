@@ -150,15 +150,7 @@ pub struct RedisQueue {
     done_ttl: Duration,
 }
 
-/// What [`RedisQueue::enqueue`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Enqueued {
-    /// Appended, and acknowledged by Redis, under this entry id.
-    Added(String),
-    /// The event was enqueued before (by any receiver): nothing appended.
-    Duplicate,
-}
+pub use crate::layer::Enqueued;
 
 /// An entry moved to the dead-letter stream after its last attempt.
 #[derive(Debug, Clone)]
@@ -242,7 +234,8 @@ impl RedisQueue {
         self
     }
 
-    /// Appends a verified delivery, unless its event was enqueued before.
+    /// Appends a verified delivery, unless its event was enqueued before
+    /// (what [`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue) calls).
     /// Returns once Redis has acknowledged the write.
     pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
         let now = SystemTime::now()
@@ -377,5 +370,16 @@ impl std::fmt::Debug for RedisQueue {
             .field("timeout", &self.timeout)
             .field("retention", &self.retention)
             .finish_non_exhaustive()
+    }
+}
+
+impl crate::layer::Enqueue for RedisQueue {
+    fn enqueue<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'a>,
+    > {
+        Box::pin(RedisQueue::enqueue(self, delivery))
     }
 }

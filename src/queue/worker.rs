@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::{DeadLetter, GROUP, RedisQueue};
 use crate::Backoff;
+use crate::Outcome;
 use crate::dedupe::StoreError;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
@@ -414,30 +415,37 @@ impl Worker {
     }
 
     async fn handle_in_span(&self, entry: Entry, attempt: u32) {
-        // What the handler's result means for the entry: done, a retry, or
-        // the dead letters (no retry can change it, or the last attempt).
-        let failed = |error: String| {
-            if attempt >= self.max_attempts {
-                (error, true)
-            } else {
-                (error, false)
-            }
-        };
+        // The handler's result as inline mode's Outcome, then what that means
+        // for the entry: done, a retry, or the dead letters (no retry can
+        // change it, or the last attempt).
         let end = match Envelope::from_bytes(entry.body.clone()) {
             // Verified before it was enqueued: only a damaged entry fails here.
             Err(e) => Some((format!("unreadable entry: {e}"), true)),
             Ok(envelope) => {
                 let delivery = Delivery::restored(envelope, entry.secret_index, entry.key.clone());
-                match self.handlers.dispatch(&delivery).await {
-                    Dispatched::Handled => None,
-                    Dispatched::Mismatched if self.acknowledge_mismatched => None,
-                    Dispatched::Mismatched => {
-                        Some(("event data does not fit its type".to_owned(), true))
+                let (outcome, error) = match self.handlers.dispatch(&delivery).await {
+                    Dispatched::Handled => (Outcome::Handled, None),
+                    Dispatched::Mismatched => (
+                        Outcome::Mismatched {
+                            acknowledged: self.acknowledge_mismatched,
+                        },
+                        None,
+                    ),
+                    Dispatched::Failed(error) => (Outcome::HandlerFailed, Some(error.to_string())),
+                    Dispatched::Panicked(panic) => (
+                        Outcome::HandlerPanicked,
+                        Some(format!("handler panicked: {panic}")),
+                    ),
+                };
+                match outcome {
+                    done if done.is_success() => None,
+                    Outcome::Mismatched { .. } => {
+                        Some((outcome.row().text.trim().to_owned(), true))
                     }
-                    Dispatched::Failed(error) => Some(failed(error.to_string())),
-                    Dispatched::Panicked(panic) => {
-                        Some(failed(format!("handler panicked: {panic}")))
-                    }
+                    failed => Some((
+                        error.unwrap_or_else(|| failed.kind().to_owned()),
+                        attempt >= self.max_attempts,
+                    )),
                 }
             }
         };

@@ -42,7 +42,7 @@ use http_body_util::Full;
 use tower_service::Service;
 
 use super::config::WebhookConfig;
-use super::pipeline::Pipeline;
+use super::pipeline::{Enqueue, Pipeline};
 use crate::handler::Handlers;
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is
@@ -61,22 +61,23 @@ impl WebhookEndpoint {
         }
     }
 
-    /// Enqueue mode (feature `queue`): a verified delivery is appended to
-    /// `queue` and answered `202` once Redis acknowledged the write; a
-    /// [`Worker`](crate::queue::Worker) calls the handlers later.
-    /// Deduplication happens at enqueue, in the queue's Redis (the
-    /// configuration's dedupe store is not used).
+    /// Enqueue mode: a verified delivery is appended to `queue` (such as
+    /// `queue::RedisQueue`, feature `queue`) and answered `202` once the
+    /// write is confirmed; a worker calls the handlers later.
+    /// Deduplication happens at enqueue, in the queue (the configuration's
+    /// dedupe store is not used).
     ///
     /// ```no_run
+    /// # #[cfg(feature = "queue")]
+    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
     /// use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint};
     /// use ltvboost_webhooks::queue::RedisQueue;
-    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
+    ///
     /// let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
     /// let endpoint = WebhookEndpoint::enqueue(WebhookConfig::new(verifier), queue);
     /// # Ok(()) }
     /// ```
-    #[cfg(feature = "queue")]
-    pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
+    pub fn enqueue(config: impl Into<WebhookConfig>, queue: impl Enqueue) -> Self {
         Self {
             pipeline: Pipeline::enqueue(config.into(), queue),
         }

@@ -64,6 +64,7 @@ use tower_service::Service;
 use super::config::WebhookConfig;
 use super::outcome::Outcome;
 use super::pipeline::Pipeline;
+pub use super::pipeline::{Enqueue, Enqueued};
 use crate::handler::Handlers;
 
 /// A tower [`Layer`] that answers LTVboost deliveries on one path and passes
@@ -82,22 +83,23 @@ impl WebhookLayer {
         }
     }
 
-    /// Enqueue mode (feature `queue`): a verified delivery is appended to
-    /// `queue` and answered `202` once Redis acknowledged the write; a
-    /// [`Worker`](crate::queue::Worker) calls the handlers later.
-    /// Deduplication happens at enqueue, in the queue's Redis (the
-    /// configuration's dedupe store is not used).
+    /// Enqueue mode: a verified delivery is appended to `queue` (such as
+    /// `queue::RedisQueue`, feature `queue`) and answered `202` once the
+    /// write is confirmed; a worker calls the handlers later.
+    /// Deduplication happens at enqueue, in the queue (the configuration's
+    /// dedupe store is not used).
     ///
     /// ```no_run
+    /// # #[cfg(feature = "queue")]
+    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
     /// use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
     /// use ltvboost_webhooks::queue::RedisQueue;
-    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
+    ///
     /// let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
     /// let layer = WebhookLayer::enqueue(WebhookConfig::new(verifier), queue);
     /// # Ok(()) }
     /// ```
-    #[cfg(feature = "queue")]
-    pub fn enqueue(config: impl Into<WebhookConfig>, queue: crate::queue::RedisQueue) -> Self {
+    pub fn enqueue(config: impl Into<WebhookConfig>, queue: impl Enqueue) -> Self {
         Self {
             pipeline: Pipeline::enqueue(config.into(), queue),
         }

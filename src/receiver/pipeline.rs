@@ -24,6 +24,7 @@
 //! returns, and the claim's end (done or released) is recorded just after.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
@@ -63,11 +64,62 @@ pub(crate) struct Pipeline {
 
 /// Where verified deliveries go: the handlers (inline mode), or a queue
 /// that workers handle from (enqueue mode).
-#[derive(Debug)]
 enum Destination {
     Inline(Arc<Handlers>),
-    #[cfg(feature = "queue")]
-    Queue(Box<crate::queue::RedisQueue>),
+    Queue(Box<dyn Enqueue>),
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Destination::Inline(_) => "Inline",
+            Destination::Queue(_) => "Queue",
+        })
+    }
+}
+
+/// A durable queue for enqueue mode: the receiver answers `202` once
+/// [`enqueue`](Self::enqueue) returns [`Enqueued::Added`], and workers
+/// handle the event later. `queue::RedisQueue` (feature `queue`) is one.
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use ltvboost_webhooks::dedupe::StoreError;
+/// use ltvboost_webhooks::handler::Delivery;
+/// use ltvboost_webhooks::layer::{Enqueue, Enqueued};
+///
+/// /// Keeps nothing: for a demonstration only.
+/// struct Discard;
+///
+/// impl Enqueue for Discard {
+///     fn enqueue<'a>(
+///         &'a self,
+///         delivery: &'a Delivery,
+///     ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>> {
+///         Box::pin(async move { Ok(Enqueued::Added(delivery.dedupe_key().to_owned())) })
+///     }
+/// }
+/// ```
+pub trait Enqueue: Send + Sync + 'static {
+    /// Appends `delivery` durably, once per event (by
+    /// [`Delivery::dedupe_key`]); returns once the write is confirmed. An
+    /// `Err` answers `503`, so the sender retries.
+    #[allow(clippy::type_complexity)]
+    fn enqueue<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+    ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>>;
+}
+
+/// What [`Enqueue::enqueue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// Appended, and the write confirmed, under this entry id.
+    Added(String),
+    /// The event was enqueued before (by any receiver): nothing appended.
+    Duplicate,
 }
 
 /// The peer's address, in every request's extensions when
@@ -106,8 +158,7 @@ impl Pipeline {
     }
 
     /// Enqueue mode: deliveries go to `queue`.
-    #[cfg(feature = "queue")]
-    pub(crate) fn enqueue(config: WebhookConfig, queue: crate::queue::RedisQueue) -> Arc<Self> {
+    pub(crate) fn enqueue(config: WebhookConfig, queue: impl Enqueue) -> Arc<Self> {
         Arc::new(Self {
             config,
             destination: Destination::Queue(Box::new(queue)),
@@ -173,9 +224,8 @@ impl Pipeline {
                 let handlers = handlers.clone();
                 handle_on_own_task(self, handlers, delivery, unsettled).await
             }
-            #[cfg(feature = "queue")]
             Destination::Queue(queue) => match queue.enqueue(&delivery).await {
-                Ok(crate::queue::Enqueued::Added(_)) => Outcome::Enqueued,
+                Ok(Enqueued::Added(_)) => Outcome::Enqueued,
                 Ok(_) => Outcome::Duplicate,
                 Err(error) => {
                     tracing::error!(%error, "queue unavailable; asking the sender to retry");
