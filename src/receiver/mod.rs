@@ -23,9 +23,10 @@
 //! is the one status table ([`Outcome::row`](crate::Outcome::row)), with
 //! [`Rejection`](crate::Rejection), its refusals. The domain below it
 //! ([`signature`](crate::signature), [`event`](crate::event),
-//! [`replay`](crate::replay)) knows nothing of HTTP; the destinations beside
-//! it ([`handler`](crate::handler), [`queue`](crate::queue) with feature
-//! `queue`) know nothing of the receiver.
+//! [`replay`](crate::replay)) knows nothing of HTTP, nor do the handlers
+//! ([`handler`](crate::handler)). Enqueue mode takes any
+//! [`Enqueue`](crate::layer::Enqueue): the queue (feature `queue`) plugs in
+//! from above, and its workers answer through the same [`Outcome`](crate::Outcome).
 
 pub mod config;
 pub mod endpoint;
