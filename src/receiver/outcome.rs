@@ -165,7 +165,11 @@ impl Outcome {
 
     /// The status LTVboost gets.
     pub fn status(&self) -> StatusCode {
-        self.row().status
+        match self {
+            // Without formatting the refusal's text.
+            Outcome::Rejected(rejection) => rejection.status(),
+            other => other.row().status,
+        }
     }
 
     /// The stable code of this outcome, for logs and metrics: `rejected` for
@@ -181,7 +185,7 @@ impl Outcome {
     /// outcomes.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Outcome::Rejected(rejection) => Some(rejection_row(rejection).code),
+            Outcome::Rejected(rejection) => Some(rejection.reason()),
             _ => None,
         }
     }
@@ -231,11 +235,30 @@ impl Outcome {
 
 /// The rows of the rejections: the rest of [`Outcome::row`]'s table.
 pub(crate) fn rejection_row(rejection: &Rejection) -> Row {
+    let (status, code, level) = rejection_head(rejection);
+    let text = match rejection {
+        // The parser's detail is logged, not echoed.
+        Rejection::Envelope(_) => "body is not a JSON event envelope".to_owned(),
+        Rejection::Payload(e) => format!("event data does not fit {}", e.event_type),
+        other => other.to_string(),
+    };
+    Row {
+        status,
+        code,
+        text: Cow::Owned(format!("{text}\n")),
+        level,
+        allow_post: matches!(rejection, Rejection::MethodNotAllowed),
+    }
+}
+
+/// A rejection's status, code and log level: its row but for the text, which
+/// takes formatting that a refusal's log line and metrics do not need.
+pub(crate) fn rejection_head(rejection: &Rejection) -> (StatusCode, &'static str, Level) {
     use Level as L;
     use StatusCode as S;
     // Refused before the signature matched: nothing is known of the sender.
     const UNAUTHENTICATED: Level = L::DEBUG;
-    let (status, code, level) = match rejection {
+    match rejection {
         Rejection::MethodNotAllowed => {
             (S::METHOD_NOT_ALLOWED, "method_not_allowed", UNAUTHENTICATED)
         }
@@ -263,19 +286,6 @@ pub(crate) fn rejection_row(rejection: &Rejection) -> Row {
         }
         Rejection::Replay(_) => (S::BAD_REQUEST, "replay_in_future", L::WARN),
         Rejection::Payload(_) => (S::BAD_REQUEST, "payload_mismatch", L::WARN),
-    };
-    let text = match rejection {
-        // The parser's detail is logged, not echoed.
-        Rejection::Envelope(_) => "body is not a JSON event envelope".to_owned(),
-        Rejection::Payload(e) => format!("event data does not fit {}", e.event_type),
-        other => other.to_string(),
-    };
-    Row {
-        status,
-        code,
-        text: Cow::Owned(format!("{text}\n")),
-        level,
-        allow_post: matches!(rejection, Rejection::MethodNotAllowed),
     }
 }
 
@@ -343,7 +353,7 @@ impl Rejection {
     /// The status this rejection answers with (its row of the status table,
     /// [`Outcome::row`]).
     pub fn status(&self) -> StatusCode {
-        rejection_row(self).status
+        rejection_head(self).0
     }
 
     /// The stable code of this rejection, for logs and metrics: one of
@@ -353,7 +363,7 @@ impl Rejection {
     /// `created_at_missing`,
     /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
     pub fn reason(&self) -> &'static str {
-        rejection_row(self).code
+        rejection_head(self).1
     }
 }
 

@@ -44,7 +44,7 @@ use super::config::{Charge, WebhookConfig};
 use std::future::Future;
 
 use super::outcome::Rejection;
-use super::outcome::{Outcome, rejection_row};
+use super::outcome::{Outcome, rejection_head};
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
@@ -630,6 +630,18 @@ fn delivery_span() -> tracing::Span {
     )
 }
 
+/// One tracing event at a level known only at run time (tracing's macros
+/// take a constant one).
+macro_rules! event_at {
+    ($level:expr, $($event:tt)+) => {
+        match $level {
+            Level::DEBUG => tracing::debug!($($event)+),
+            Level::INFO => tracing::info!($($event)+),
+            _ => tracing::warn!($($event)+),
+        }
+    };
+}
+
 /// The one log line per delivery, at its row's level.
 fn report(outcome: &Outcome) {
     let span = tracing::Span::current();
@@ -637,11 +649,12 @@ fn report(outcome: &Outcome) {
     if let Some(reason) = outcome.reason() {
         span.record("reason", reason);
     }
-    let row = outcome.row();
-    let status = row.status.as_u16();
     match outcome {
         Outcome::Rejected(rejection) => log_refusal(rejection),
-        _ => log_at(row.level, status, "webhook answered"),
+        _ => {
+            let row = outcome.row();
+            event_at!(row.level, status = row.status.as_u16(), "webhook answered");
+        }
     }
 }
 
@@ -649,21 +662,9 @@ fn report(outcome: &Outcome) {
 /// so that a flood of forged requests cannot flood the logs). The extractor
 /// logs its refusals here too.
 pub(crate) fn log_refusal(rejection: &Rejection) {
-    let row = rejection_row(rejection);
-    let (status, code) = (row.status.as_u16(), row.code);
-    match row.level {
-        Level::DEBUG => tracing::debug!(status, code, reason = %rejection, "webhook refused"),
-        Level::INFO => tracing::info!(status, code, reason = %rejection, "webhook refused"),
-        _ => tracing::warn!(status, code, reason = %rejection, "webhook refused"),
-    }
-}
-
-fn log_at(level: Level, status: u16, message: &str) {
-    match level {
-        Level::DEBUG => tracing::debug!(status, "{message}"),
-        Level::INFO => tracing::info!(status, "{message}"),
-        _ => tracing::warn!(status, "{message}"),
-    }
+    let (status, code, level) = rejection_head(rejection);
+    let status = status.as_u16();
+    event_at!(level, status, code, reason = %rejection, "webhook refused");
 }
 
 /// The one `x-ltvboost-signature` header, parsed.
