@@ -52,7 +52,7 @@ use std::future::{Future, pending};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -368,6 +368,9 @@ struct Watch {
     /// When the last request was answered, in ms since `opened` (0 until
     /// then: idle since it opened).
     idle_since_ms: AtomicU64,
+    /// Chosen to close, to make room at the cap (until it closes, or keeps
+    /// a request that started meanwhile).
+    shedding: AtomicBool,
     /// Told to close, to make room at the cap.
     shed: Notify,
 }
@@ -386,8 +389,12 @@ impl Watch {
         Some(self.opened + Duration::from_millis(ms))
     }
 
-    /// When it went idle, if it has been for long enough to be shed.
+    /// When it went idle, if it has been for long enough to be shed and is
+    /// not being shed already.
     fn sheddable(&self) -> Option<Instant> {
+        if self.shedding.load(Ordering::Acquire) {
+            return None;
+        }
         self.idle_since()
             .filter(|since| since.elapsed() >= SHED_AFTER_IDLE)
     }
@@ -419,6 +426,7 @@ impl Watch {
                     if self.in_flight.load(Ordering::Acquire) == 0 {
                         return "shed at the connection cap";
                     }
+                    self.shedding.store(false, Ordering::Release);
                 }
                 () = tokio::time::sleep_until(next_check) => {}
             }
@@ -465,6 +473,7 @@ impl Connections {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            shedding: AtomicBool::new(false),
             shed: Notify::new(),
         });
         self.lock().insert(id, watch.clone());
@@ -490,18 +499,19 @@ impl Connections {
     }
 
     /// Tells the connection idle longest (of `peer`'s, when given; idle for
-    /// at least [`SHED_AFTER_IDLE`]) to close, and forgets it. Whether there
-    /// was one.
+    /// at least [`SHED_AFTER_IDLE`]) to close. It stays counted until it has
+    /// closed, and is not chosen twice. Whether there was one.
     fn shed_idle_longest(&self, peer: Option<IpAddr>) -> bool {
-        let mut open = self.lock();
+        let open = self.lock();
         let longest = open
             .values()
             .filter(|watch| peer.is_none_or(|peer| watch.peer == peer))
             .filter_map(|watch| Some((watch.sheddable()?, watch.id)))
             .min()
-            .map(|(_, id)| id);
-        match longest.and_then(|id| open.remove(&id)) {
+            .and_then(|(_, id)| open.get(&id));
+        match longest {
             Some(watch) => {
+                watch.shedding.store(true, Ordering::Release);
                 watch.shed.notify_one();
                 true
             }
