@@ -289,6 +289,19 @@ impl Charge<'_> {
     /// the budget, or the peer's share of it, would be overspent.
     pub(crate) fn add(&mut self, bytes: usize) -> bool {
         let budget = self.budget;
+        // The peer's share first, held locked until the budget agreed, so a
+        // refusal never passes through the shared counter.
+        let mut peers = match (&budget.per_peer, self.peer) {
+            (Some((share, map)), Some(peer)) => {
+                let peers = BodyBudget::peers(map);
+                let held = peers.get(&peer).copied().unwrap_or(0);
+                if held.saturating_add(bytes) > *share {
+                    return false;
+                }
+                Some((peers, peer))
+            }
+            _ => None,
+        };
         let global = budget
             .held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
@@ -298,18 +311,8 @@ impl Charge<'_> {
         if global.is_err() {
             return false;
         }
-        if let (Some((share, map)), Some(peer)) = (&budget.per_peer, self.peer) {
-            let mut peers = BodyBudget::peers(map);
-            let held = peers.entry(peer).or_insert(0);
-            if held.saturating_add(bytes) > *share {
-                if *held == 0 {
-                    peers.remove(&peer);
-                }
-                drop(peers);
-                budget.held.fetch_sub(bytes, Ordering::Relaxed);
-                return false;
-            }
-            *held += bytes;
+        if let Some((peers, peer)) = &mut peers {
+            *peers.entry(*peer).or_insert(0) += bytes;
         }
         self.bytes += bytes;
         true
