@@ -3,13 +3,12 @@
 //! This module does no I/O. Parse only bytes that [`crate::signature`] has
 //! verified.
 //!
-//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}` in
-//! one pass: when `type` comes before `data`, as LTVboost sends it, `data` is
-//! decoded into the typed payload that `type` names as it is read; otherwise
-//! it is kept as a place in the body and decoded after. A type this crate
-//! does not know keeps its `data` raw, as [`Event::Unknown`]. Nothing of the
-//! body is copied: the envelope, [`Envelope::data`] and each payload's
-//! `raw()` share the verified [`Bytes`] and find `data` in it on demand.
+//! [`Envelope::from_bytes`] reads `{"id", "type", "created_at", "data"}`,
+//! keeps `data` as a slice of the body, then decodes it into the typed
+//! payload that `type` names, whatever order the members came in. A type
+//! this crate does not know keeps its `data` raw, as [`Event::Unknown`].
+//! Nothing of the body is copied: the envelope, [`Envelope::data`] and each
+//! payload's `raw()` share the verified [`Bytes`].
 //!
 //! # Assumptions
 //!
@@ -992,9 +991,9 @@ mod tests {
     }
 
     #[test]
-    fn one_pass_and_two_pass_reads_agree() {
-        // `type` before `data` decodes in one pass; `data` first takes the
-        // raw-then-decode path. Both must see the same event and raw data.
+    fn member_order_does_not_matter() {
+        // `type` before `data`, as LTVboost sends it, and `data` first must
+        // see the same event and raw data.
         let data = r#"{"response_id":"r1","quiz_id":7,"email":"a@b.c","answers":[1,{"x":"\u00e9"}],"extra":true}"#;
         for (t, d) in [
             ("response.created", data),
@@ -1082,7 +1081,7 @@ mod tests {
             r#"{"type":7,"data":{}}"#,
             r#"{"type":"a","type":"b"}"#,
             "{\"type\":\"a\"",
-            // Read in one pass up to the fault, then again raw.
+            // Well formed up to a late fault.
             r#"{"type":"segment.ready","data":{"id":"s"},"data":{"id":"t"}}"#,
             r#"{"type":"segment.ready","data":{"id":"s"},"id":"e","id":"f"}"#,
             r#"{"type":"segment.ready","data":{"id":"s"}} x"#,

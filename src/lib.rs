@@ -33,9 +33,9 @@
 //! | [`dedupe`] | claims and done-records: effectively-once handling | store |
 //! | [`outcome`] | every way a delivery ends: the status table | no |
 //! | [`config`] | every setting, one builder | no |
-//! | `pipeline` | the one pass, steps 1–8, returning an [`Outcome`] | HTTP body |
+//! | `receiver` | the pipeline, steps 1–8, returning an [`Outcome`], and the adapters | HTTP body |
 //! | [`handler`] | the traits you implement, one per event family | no |
-//! | [`layer`], [`endpoint`], `extract` | adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
+//! | [`layer`], [`endpoint`], `extract` | the receiver's adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
 //! | [`metrics`] | counters and histograms by outcome and reason (feature `metrics`) | no |
 //! | `queue` | enqueue mode and the worker (feature `queue`) | Redis |
 //! | `serve` | a hardened hyper server (feature `serve`) | TCP |

@@ -1,5 +1,5 @@
-//! Properties of the envelope parser: `type` before `data` is read in one
-//! pass, `data` before `type` raw and then decoded; both must read alike.
+//! Properties of the envelope parser: an envelope with `type` before `data`
+//! and the same with `data` first must read alike.
 
 use ltvboost_webhooks::event::{Envelope, Event, EventType};
 use proptest::prelude::*;
