@@ -14,7 +14,11 @@
 //! * closes a connection with no request in flight for 60 seconds (idle
 //!   keep-alive, either protocol), and pings HTTP/2 peers every 20 seconds,
 //!   closing those that do not answer within 10;
-//! * allows 32 concurrent HTTP/2 streams per connection;
+//! * allows 32 concurrent HTTP/2 streams per connection, and reads HTTP/1
+//!   into a buffer of at most 64 KiB per connection (a request head larger
+//!   than that is refused with `431`), so a flood of connections each
+//!   holding part of a body costs the receiver's body budget plus a small
+//!   buffer each, not hyper's default of about 400 KiB each;
 //! * holds at most 1024 connections; at the cap it keeps accepting while
 //!   any connection has had no request in flight for a second, and makes
 //!   room by closing the one that has been idle longest, whether or not it
@@ -94,6 +98,10 @@ const SHED_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// How often HTTP/2 peers are pinged, and how long they have to answer.
 const HTTP2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(10));
+
+/// The most an HTTP/1 connection buffers from its socket: it bounds the
+/// request head and what each connection in a flood holds.
+const HTTP1_READ_BUFFER: usize = 64 * 1024;
 
 /// Longer durations are clamped to this: a timer set further ahead would
 /// overflow the clock.
@@ -219,6 +227,7 @@ impl Server {
         builder
             .http1()
             .timer(TokioTimer::new())
+            .max_buf_size(HTTP1_READ_BUFFER)
             .header_read_timeout(self.header_read_timeout);
         builder
             .http2()

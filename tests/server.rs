@@ -242,7 +242,7 @@ fn peak_rss_kib(child: &Child) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_megabyte_bodies_stay_within_the_body_budget() {
-    const BUDGET: usize = 8 * 1024 * 1024;
+    const BUDGET: usize = 4 * 1024 * 1024;
     const BODIES: usize = 64;
     let (mut child, addr) = start_receiver(&[("BODY_BUDGET", &BUDGET.to_string())]);
     let before = peak_rss_kib(&child);
@@ -298,9 +298,11 @@ async fn forged_megabyte_bodies_stay_within_the_body_budget() {
     let grown = peak_rss_kib(&child).saturating_sub(before);
     signal(&child, "TERM");
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-    // The budget, plus what each refused connection's buffers and the
-    // allocator's slack hold: well under the 64 MiB unguarded.
-    let allowed_kib = (BUDGET / 1024) as u64 + 24 * 1024;
+    eprintln!("peak RSS grew {grown} KiB");
+    // Twice the budget (a growing buffer may hold twice its bytes while it
+    // is copied), each connection's read buffer (at most 64 KiB) and the
+    // allocator's slack: well under the 64 MiB and more held unguarded.
+    let allowed_kib = 2 * (BUDGET / 1024) as u64 + (BODIES as u64) * 64 + 24 * 1024;
     assert!(
         grown < allowed_kib,
         "peak RSS grew {grown} KiB, allowed {allowed_kib} KiB"
