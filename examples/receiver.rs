@@ -15,7 +15,10 @@
 //! deduplication is shared through Redis, so several instances can run
 //! behind a load balancer. With `LTVBOOST_QUEUE_URL` (feature `queue`), it
 //! runs in enqueue mode: each delivery is answered `202` once it is in the
-//! Redis stream, and `examples/worker.rs` handles it. With
+//! Redis stream, and `examples/worker.rs` handles it; the Redis settings
+//! that could forget a `202` are logged at start (refused with
+//! `LTVBOOST_QUEUE_REQUIRE_DURABLE=1`), and `LTVBOOST_QUEUE_WAIT_REPLICAS=N`
+//! makes each `202` wait (up to a second) until N replicas have it. With
 //! `LTVBOOST_METRICS_ADDR` (feature `metrics`), it serves Prometheus metrics
 //! on that address.
 
@@ -65,7 +68,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layer = match std::env::var("LTVBOOST_QUEUE_URL") {
         #[cfg(feature = "queue")]
         Ok(url) => {
-            let queue = ltvboost_webhooks::queue::RedisQueue::connect(&url)
+            let replicas: u32 = std::env::var("LTVBOOST_QUEUE_WAIT_REPLICAS")
+                .map_or(Ok(0), |n| n.trim().parse())
+                .map_err(|e| format!("LTVBOOST_QUEUE_WAIT_REPLICAS: {e}"))?;
+            let queue = ltvboost_webhooks::queue::RedisQueue::lazy(&url)
+                .map_err(|e| e.to_string())?
+                .require_durable(
+                    std::env::var("LTVBOOST_QUEUE_REQUIRE_DURABLE").is_ok_and(|v| v.trim() == "1"),
+                )
+                .wait_for_replicas(replicas, std::time::Duration::from_secs(1))
+                .checked()
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!("enqueue mode: deliveries answered 202 once in Redis; run the worker");

@@ -12,12 +12,15 @@
 //! | variable | what | default |
 //! | --- | --- | --- |
 //! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
+//! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
+//! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call | none |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
 //! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
 //! | `LTVBOOST_WORKER_RETRY_BASE_MS` | the first retry's delay; later ones grow 4× (at most 6 h) | 60000 |
 //! | `LTVBOOST_WORKER_CLAIM_IDLE_MS` | how long an entry stays with a silent worker before another takes it | 300000 |
 //! | `LTVBOOST_WORKER_DELAY_MS` | demonstration: each handler call sleeps this long | 0 |
 //! | `LTVBOOST_WORKER_FAIL_TYPES` | demonstration: comma-separated event types whose handler fails | none |
+//! | `LTVBOOST_WORKER_CRASH_TYPES` | demonstration: comma-separated event types whose handler aborts the process | none |
 
 use std::time::Duration;
 
@@ -28,11 +31,14 @@ use ltvboost_webhooks::handler::{
 };
 use ltvboost_webhooks::queue::{RedisQueue, Worker};
 use ltvboost_webhooks::serve::shutdown_signal;
+use ltvboost_webhooks::signature::Verifier;
 
-/// Prints each call; sleeps and fails as the demonstration variables say.
+/// Prints each call; sleeps, fails and crashes as the demonstration
+/// variables say.
 struct Printing {
     delay: Duration,
     fail_types: Vec<String>,
+    crash_types: Vec<String>,
 }
 
 impl Printing {
@@ -42,6 +48,10 @@ impl Printing {
             delivery.type_name(),
             delivery.id().unwrap_or("(no id)")
         );
+        if self.crash_types.iter().any(|t| t == delivery.type_name()) {
+            eprintln!("{} is set to crash: aborting", delivery.type_name());
+            std::process::abort();
+        }
         tokio::time::sleep(self.delay).await;
         if self.fail_types.iter().any(|t| t == delivery.type_name()) {
             return Err(format!("{} is set to fail", delivery.type_name()).into());
@@ -110,6 +120,15 @@ impl FallbackHandler for Printing {
     }
 }
 
+fn list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 fn number(name: &str, default: u64) -> Result<u64, Box<dyn std::error::Error>> {
     match std::env::var(name) {
         Ok(text) => Ok(text
@@ -131,15 +150,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("LTVBOOST_QUEUE_URL").map_err(|_| "LTVBOOST_QUEUE_URL is unset")?;
     let handlers = Printing {
         delay: Duration::from_millis(number("LTVBOOST_WORKER_DELAY_MS", 0)?),
-        fail_types: std::env::var("LTVBOOST_WORKER_FAIL_TYPES")
-            .unwrap_or_default()
-            .split(',')
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect(),
+        fail_types: list("LTVBOOST_WORKER_FAIL_TYPES"),
+        crash_types: list("LTVBOOST_WORKER_CRASH_TYPES"),
     };
+    // The worker listens nowhere: the development secret is allowed, with
+    // the same warning as a receiver on loopback.
+    let verifier = Verifier::from_env(([127, 0, 0, 1], 0).into())?;
     let queue = RedisQueue::connect(&url).await.map_err(|e| e.to_string())?;
-    let worker = Worker::new(queue, Handlers::all(handlers))
+    let mut worker = Worker::new(queue, verifier, Handlers::all(handlers))
         .concurrency(usize::try_from(number("LTVBOOST_WORKER_CONCURRENCY", 16)?)?)
         .max_attempts(u32::try_from(number("LTVBOOST_WORKER_MAX_ATTEMPTS", 8)?)?)
         .retry_backoff(Backoff::new(
@@ -158,6 +176,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 dead.event_id.as_deref().unwrap_or("(no id)")
             );
         });
+    if let Ok(timeout) = std::env::var("LTVBOOST_WORKER_HANDLER_TIMEOUT_MS") {
+        let millis = timeout
+            .trim()
+            .parse()
+            .map_err(|e| format!("LTVBOOST_WORKER_HANDLER_TIMEOUT_MS={timeout:?}: {e}"))?;
+        worker = worker.handler_timeout(Duration::from_millis(millis));
+    }
     eprintln!("worker ready");
     worker
         .run(shutdown_signal())

@@ -52,7 +52,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::signature::Verified;
+use crate::signature::{Signature, Verified};
 
 use crate::event::{
     ActionFailed, ActionQueued, ActionSent, Envelope, Event, EventType, PayloadError, RawJson,
@@ -104,6 +104,7 @@ impl fmt::Display for HandlerError {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     envelope: Envelope,
+    signature: Signature,
     secret_index: usize,
     dedupe_key: String,
 }
@@ -114,19 +115,17 @@ impl Delivery {
         let dedupe_key = crate::dedupe::event_key(envelope.id(), verified.signature());
         Self {
             envelope,
+            signature: *verified.signature(),
             secret_index: verified.secret_index(),
             dedupe_key,
         }
     }
 
-    /// A delivery read back from the queue: verified when it was enqueued.
-    #[cfg(feature = "queue")]
-    pub(crate) fn restored(envelope: Envelope, secret_index: usize, dedupe_key: String) -> Self {
-        Self {
-            envelope,
-            secret_index,
-            dedupe_key,
-        }
+    /// The signature it was delivered with (public: it travelled in the
+    /// request). The queue stores it beside the body, so that a worker
+    /// verifies what it runs.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// The key deduplication uses (see [`crate::dedupe::event_key`]).

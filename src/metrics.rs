@@ -17,6 +17,8 @@
 //! | `ltvboost_webhook_queue_lag` | gauge | |
 //! | `ltvboost_webhook_queue_retries_total` | counter | |
 //! | `ltvboost_webhook_queue_dead_letters_total` | counter | |
+//! | `ltvboost_webhook_queue_dead_letters_dropped_total` | counter | |
+//! | `ltvboost_webhook_queue_entries_lost_total` | counter | |
 //!
 //! Every label value comes from a closed set: `outcome` and `reason` are
 //! [`Outcome::kind`](crate::Outcome::kind) and [`Outcome::reason`](crate::Outcome::reason) (`reason` is `""` but for a
@@ -74,6 +76,12 @@ pub const QUEUE_LAG: &str = "ltvboost_webhook_queue_lag";
 pub const QUEUE_RETRIES: &str = "ltvboost_webhook_queue_retries_total";
 /// Events workers moved to the dead letters.
 pub const QUEUE_DEAD_LETTERS: &str = "ltvboost_webhook_queue_dead_letters_total";
+/// Dead letters dropped, oldest first, to keep the dead-letter stream
+/// within its cap.
+pub const QUEUE_DEAD_LETTERS_DROPPED: &str = "ltvboost_webhook_queue_dead_letters_dropped_total";
+/// Pending queue entries found deleted before any worker finished them
+/// (removed by hand, or by an older version's trimming): events lost.
+pub const QUEUE_ENTRIES_LOST: &str = "ltvboost_webhook_queue_entries_lost_total";
 
 /// Describes every metric (help text and unit) to the installed recorder.
 /// Call it once, after installing your exporter: Prometheus then prints
@@ -140,6 +148,16 @@ pub fn describe() {
             QUEUE_DEAD_LETTERS,
             Unit::Count,
             "Events moved to the dead letters"
+        );
+        describe_counter!(
+            QUEUE_DEAD_LETTERS_DROPPED,
+            Unit::Count,
+            "Dead letters dropped to keep the dead-letter stream within its cap"
+        );
+        describe_counter!(
+            QUEUE_ENTRIES_LOST,
+            Unit::Count,
+            "Pending queue entries found deleted before a worker finished them"
         );
     }
 }
@@ -375,6 +393,24 @@ pub(crate) fn queue_retry() {
 pub(crate) fn queue_dead_letter() {
     #[cfg(feature = "metrics")]
     metrics::counter!(QUEUE_DEAD_LETTERS).increment(1);
+}
+
+/// Dead letters the cap dropped.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_dead_letters_dropped(count: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(QUEUE_DEAD_LETTERS_DROPPED).increment(count);
+    #[cfg(not(feature = "metrics"))]
+    let _ = count;
+}
+
+/// Pending entries found deleted.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_entries_lost(count: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(QUEUE_ENTRIES_LOST).increment(count);
+    #[cfg(not(feature = "metrics"))]
+    let _ = count;
 }
 
 /// The queue's depth, as a worker last saw it.

@@ -119,6 +119,7 @@ async fn a_thousand_events_through_two_receivers_and_three_workers_are_handled_o
     for _ in 0..3 {
         let worker = Worker::new(
             queue(&url, &prefix).await,
+            verifier(),
             Handlers::responses(Counting(counter.clone())),
         )
         .concurrency(8);
@@ -182,6 +183,7 @@ async fn a_killed_workers_entries_are_claimed_and_repeats_stay_within_its_concur
         .unwrap();
     let worker_a = Worker::new(
         queue(&url, &prefix).await,
+        verifier(),
         Handlers::responses(Counting(stuck.clone())),
     )
     .concurrency(4);
@@ -192,6 +194,7 @@ async fn a_killed_workers_entries_are_claimed_and_repeats_stay_within_its_concur
     let counter = Arc::new(Counter::default());
     let worker_b = Worker::new(
         queue(&url, &prefix).await,
+        verifier(),
         Handlers::responses(Counting(counter.clone())),
     )
     .concurrency(4)
@@ -222,6 +225,7 @@ async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lett
     let first = Duration::from_millis(100);
     let worker = Worker::new(
         queue(&url, &prefix).await,
+        verifier(),
         Handlers::responses(Counting(counter.clone())),
     )
     .max_attempts(3)
@@ -349,6 +353,7 @@ async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inli
     let counter = Arc::new(Counter::default());
     let worker = Worker::new(
         queue(&url, &prefix).await,
+        verifier(),
         Handlers::responses(Counting(counter.clone())),
     )
     .max_attempts(5)
@@ -367,6 +372,7 @@ async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inli
     // Acknowledged, as `acknowledge_mismatched(true)` does inline: done.
     let worker = Worker::new(
         queue(&url, &prefix).await,
+        verifier(),
         Handlers::responses(Counting(counter.clone())),
     )
     .acknowledge_mismatched(true);
@@ -419,6 +425,7 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
     let counter = Arc::new(Counter::default());
     let (stop, task) = start_worker(Worker::new(
         queue,
+        verifier(),
         Handlers::responses(Counting(counter.clone())),
     ));
     wait_until("200 handler calls", || counter.total() == 200).await;
@@ -453,6 +460,7 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
     let (stop, task) = start_worker(
         Worker::new(
             queue(&url, &prefix).await,
+            verifier(),
             Handlers::responses(Counting(counter.clone())),
         )
         .concurrency(2),
@@ -497,6 +505,7 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
         .unwrap();
     let mut worker = Command::new(worker_exe)
         .env("LTVBOOST_QUEUE_URL", &url)
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
         .env("LTVBOOST_WORKER_FAIL_TYPES", "action.failed")
         .env("LTVBOOST_WORKER_MAX_ATTEMPTS", "2")
         .env("LTVBOOST_WORKER_RETRY_BASE_MS", "50")

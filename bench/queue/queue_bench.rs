@@ -84,8 +84,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "drain" => {
             let handled = Arc::new(AtomicU64::new(0));
-            let worker = Worker::new(queue.clone(), Handlers::responses(Noop(handled.clone())))
-                .concurrency(64);
+            let worker = Worker::new(
+                queue.clone(),
+                Verifier::new([Secret::new(DEVELOPMENT_SECRET)?])?,
+                Handlers::responses(Noop(handled.clone())),
+            )
+            .concurrency(64);
             let done = {
                 let queue = queue.clone();
                 async move {

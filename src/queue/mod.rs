@@ -3,37 +3,59 @@
 //!
 //! In enqueue mode ([`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue))
 //! the receiver reads, verifies, parses and replay-checks a delivery as
-//! always, then appends its verified bytes to a Redis stream and answers
-//! `202 Accepted` only after Redis acknowledged the write. The event's dedupe
-//! key guards the append in the same Lua script, so an event delivered to any
-//! receiver of a fleet is enqueued once; a duplicate answers `200`. Redis
-//! unreachable or slow answers `503`: nothing is acknowledged that is not
-//! stored.
+//! always, then appends its body and signature to a Redis stream and
+//! answers `202 Accepted` only after Redis acknowledged the write. The
+//! event's dedupe key guards the append in the same Lua script, so an event
+//! delivered to any receiver of a fleet is enqueued once; a duplicate
+//! answers `200`. Redis unreachable, slow or full answers `503`: nothing is
+//! acknowledged that is not stored.
 //!
-//! A [`Worker`] consumes the stream through a consumer group and calls the
-//! same [`Handlers`](crate::handler::Handlers) with the same
-//! `Delivery`: `Ok` records the event as done and
-//! acknowledges the entry (one script, atomic); `Err` or a panic schedules a
-//! retry with exponential backoff; after the last attempt the entry moves to
-//! a dead-letter stream with its last error. Entries a crashed worker left
-//! pending are claimed by the others once idle for
-//! [`Worker::claim_idle`].
+//! A [`Worker`] consumes the stream through a consumer group. It verifies
+//! each entry's signature with the receivers' secrets (an entry altered or
+//! injected in Redis is dead-lettered, never run), then calls the same
+//! [`Handlers`](crate::handler::Handlers) with the same `Delivery`, renewing
+//! its hold on the entry while the handler runs so that no other worker
+//! claims it. `Ok` records the event done and deletes the entry (one
+//! script); `Err`, a panic or the optional deadline schedules a retry with
+//! exponential backoff; after the last attempt, or once an entry was
+//! started [`Worker::max_attempts`] times without an end (its handler
+//! crashed the process), it moves to a capped dead-letter stream with the
+//! reason. Entries a crashed worker left pending are claimed by the others
+//! once idle for [`Worker::claim_idle`].
+//!
+//! # Memory stays bounded
+//!
+//! A handled entry is deleted with its acknowledgement, so the stream holds
+//! only what waits or runs; the dead letters are capped
+//! ([`RedisQueue::dead_letter_cap`]); a worker that stops removes its
+//! consumer from the group, and consumers of crashed workers are removed
+//! after an hour. The scripts that end an entry free memory and run on a
+//! full Redis, so a Redis that filled up while workers were down drains as
+//! soon as they run; meanwhile receivers answer `503`.
 //!
 //! # What is durable when `202` is answered
 //!
-//! The entry is in Redis' memory, and in its append-only file as Redis'
-//! `appendfsync` allows: with `appendonly yes` and `appendfsync always`,
-//! nothing acknowledged is lost when Redis crashes; with `everysec`, up to a
-//! second of acknowledged events may be. Run the queue's Redis with
-//! `maxmemory-policy noeviction`: an evicted entry or dedupe key is an event
-//! lost or handled twice.
+//! The entry is in Redis's memory, and on disk as Redis's settings allow;
+//! [`RedisQueue::connect`] reads them and logs each risk at `warn`
+//! ([`RedisQueue::require_durable`] refuses instead):
+//!
+//! | Redis setting | what a `202` survives |
+//! | --- | --- |
+//! | `appendonly yes`, `appendfsync always` | a Redis crash and a machine crash |
+//! | `appendonly yes`, `appendfsync everysec` | a Redis crash; a machine crash loses up to 1 s |
+//! | `appendonly no` | nothing: a restart forgets the events since the last snapshot, and rolls the group back so handled events run again |
+//! | `maxmemory-policy` other than `noeviction` | eviction: an evicted entry is an event lost, an evicted dedupe key an event handled twice |
+//! | replicas, default | a failover may lose the last events (replication is asynchronous) |
+//! | replicas, [`RedisQueue::wait_for_replicas`] | a failover: each `202` waits until the replicas have it, or is a `503` |
 //!
 //! # The one window where a handler can run twice
 //!
-//! A worker that dies after its handler succeeded but before the done-record
-//! and the acknowledgement reached Redis (one script) leaves the entry
-//! pending; another worker claims it after `claim_idle` and runs the handler
-//! again. Make handlers idempotent where that matters.
+//! A worker that dies after its handler succeeded but before the
+//! done-record reached Redis (one script, retried for 30 s when Redis
+//! fails) leaves the entry pending; another worker claims it after
+//! `claim_idle` and runs the handler again. So does a worker cut off from
+//! Redis for longer than `claim_idle` while its handler runs. Make handlers
+//! idempotent where that matters.
 //!
 //! ```no_run
 //! use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
@@ -46,74 +68,32 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::Script;
 use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
 
-/// A script, hashed once.
-macro_rules! script {
-    ($source:ident) => {{
-        static SCRIPT: std::sync::LazyLock<Script> =
-            std::sync::LazyLock::new(|| Script::new($source));
-        &*SCRIPT
-    }};
-}
-
+mod durability;
+mod scripts;
 mod worker;
 
+pub use durability::{Durability, Risk};
 pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;
 use crate::handler::Delivery;
 use crate::redis::{Batched, bounded, lazy_connection, millis};
+use scripts::script;
 
 /// The default prefix of the queue's keys: the stream is `<prefix>events`,
-/// the dead letters `<prefix>dead`, scheduled retries `<prefix>retry`.
+/// the dead letters `<prefix>dead`, scheduled retries `<prefix>retry` (and
+/// one hash `<prefix>retry:<entry id>` each).
 pub const DEFAULT_QUEUE_PREFIX: &str = "ltvboost:queue:";
 
-/// How long stream entries are kept by default: 7 days, far beyond the
-/// time a worker needs, so that workers down for a day lose nothing.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many dead letters are kept by default; the oldest go first, each
+/// counted and logged.
+pub const DEFAULT_DEAD_LETTER_CAP: u64 = 10_000;
 
 /// The consumer group every worker reads through.
 const GROUP: &str = "workers";
-
-/// KEYS[1] = dedupe key, KEYS[2] = stream. ARGV: done TTL ms, oldest id kept,
-/// then the entry's fields. The dedupe key guards the append: a duplicate
-/// appends nothing. Returns the entry id, or false for a duplicate. The
-/// append comes before the key is set: a script is not undone when a later
-/// command fails, and a key without its entry would lose the event.
-const ENQUEUE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
-end
-local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*',
-  'body', ARGV[3], 'secret_index', ARGV[4], 'received_at', ARGV[5], 'attempts', '0',
-  'type', ARGV[6], 'event_id', ARGV[7], 'key', ARGV[8])
-redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
-return id
-";
-
-/// KEYS[1] = dead-letter stream, KEYS[2] = stream. ARGV[1] = id. Moves one
-/// dead letter back onto the stream with its attempts reset.
-const REQUEUE: &str = r"
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 then return 0 end
-local fields = found[1][2]
-local entry = {}
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if name ~= 'attempts' and name ~= 'error' then
-    table.insert(entry, name)
-    table.insert(entry, fields[i + 1])
-  end
-end
-table.insert(entry, 'attempts')
-table.insert(entry, '0')
-redis.call('XADD', KEYS[2], '*', unpack(entry))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return 1
-";
 
 /// The queue's keys.
 #[derive(Debug, Clone)]
@@ -122,6 +102,8 @@ struct Keys {
     stream: String,
     dead: String,
     retry: String,
+    /// The prefix of each scheduled retry's hash.
+    retry_entry: String,
 }
 
 impl Keys {
@@ -131,7 +113,13 @@ impl Keys {
             stream: format!("{prefix}events"),
             dead: format!("{prefix}dead"),
             retry: format!("{prefix}retry"),
+            retry_entry: format!("{prefix}retry:"),
         }
+    }
+
+    /// The key recording an event queued, then done.
+    fn event(&self, dedupe_key: &str) -> String {
+        format!("{}{dedupe_key}", self.prefix)
     }
 }
 
@@ -146,25 +134,27 @@ pub struct RedisQueue {
     client: redis::Client,
     keys: Keys,
     timeout: Duration,
-    retention: Duration,
     done_ttl: Duration,
+    dead_letter_cap: u64,
+    require_durable: bool,
+    replicas: Option<(u32, Duration)>,
 }
 
 pub use crate::layer::Enqueued;
 
-/// An entry moved to the dead-letter stream after its last attempt.
+/// An entry moved to the dead-letter stream.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// Its id in the dead-letter stream, for [`RedisQueue::requeue`].
     pub id: String,
-    /// The event type's wire name.
+    /// The event type's wire name, as the receiver read it.
     pub type_name: String,
     /// The event id, when the event has one.
     pub event_id: Option<String>,
-    /// How many times the handler ran.
+    /// How many times the handler was started.
     pub attempts: u32,
-    /// The handler's last error.
+    /// Why it was given up: the handler's last error, or what else ended it.
     pub error: String,
 }
 
@@ -181,12 +171,12 @@ impl DeadLetter {
 }
 
 impl RedisQueue {
-    /// Connects to Redis at `url`, checks the connection, and creates the
-    /// stream and its consumer group when missing.
+    /// Connects to Redis at `url` and [checks](Self::checked) it: the
+    /// connection, the consumer group (created when missing) and the
+    /// settings that decide whether a `202` survives a restart, each risk
+    /// logged at `warn`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let queue = Self::lazy(url)?;
-        queue.ensure_group().await?;
-        Ok(queue)
+        Self::lazy(url)?.checked().await
     }
 
     /// A queue that connects on first use: a receiver built with it starts
@@ -199,9 +189,78 @@ impl RedisQueue {
             client,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
             timeout: crate::redis::DEFAULT_OPERATION_TIMEOUT,
-            retention: DEFAULT_RETENTION,
             done_ttl: DEFAULT_DONE_TTL,
+            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            require_durable: false,
+            replicas: None,
         })
+    }
+
+    /// Checks the connection, creates the consumer group when missing, and
+    /// reads the server's [`Durability`]: each risk is logged at `warn`
+    /// (`appendfsync everysec` at `info`), naming the setting and what it
+    /// risks. With [`require_durable`](Self::require_durable), a setting
+    /// under which a restart or a full memory forgets a `202` is an error.
+    ///
+    /// ```no_run
+    /// use ltvboost_webhooks::queue::RedisQueue;
+    /// # async fn run() -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// let queue = RedisQueue::lazy("redis://127.0.0.1:6379/")?
+    ///     .require_durable(true)
+    ///     .checked()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checked(self) -> Result<Self, StoreError> {
+        self.ensure_group().await?;
+        let durability = self.durability().await?;
+        let mut refused = Vec::new();
+        for risk in durability.risks() {
+            if risk.setting == "replication" && self.replicas.is_some() {
+                continue;
+            }
+            if risk.setting == "appendfsync" && risk.risk.starts_with("everysec") {
+                tracing::info!(setting = risk.setting, "queue's Redis: {}", risk.risk);
+                continue;
+            }
+            tracing::warn!(setting = risk.setting, "queue's Redis: {}", risk.risk);
+            if risk.certain && risk.setting != "replication" {
+                refused.push(risk.to_string());
+            }
+        }
+        if self.require_durable && !refused.is_empty() {
+            return Err(StoreError::new(format!(
+                "the queue's Redis can forget an acknowledged event: {}",
+                refused.join("; ")
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Reads the settings of the queue's Redis that decide what a `202`
+    /// survives.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        let mut connection = self.redis.connection();
+        self.bounded(async { Ok(Durability::read(&mut connection).await) })
+            .await
+    }
+
+    /// Whether [`checked`](Self::checked) refuses a Redis that can forget a
+    /// `202` (`appendonly no`, an evicting `maxmemory-policy`,
+    /// `appendfsync no`, a replica) rather than only warn. Default: `false`.
+    pub fn require_durable(mut self, require: bool) -> Self {
+        self.require_durable = require;
+        self
+    }
+
+    /// Makes each `202` wait until `replicas` replicas have the entry (Redis
+    /// `WAIT`), for at most `deadline`; when fewer confirm, the delivery is
+    /// answered `503` and the sender retries (the entry stays queued and is
+    /// handled once). Default: off; replication is then asynchronous and a
+    /// failover can lose the last events answered `202`.
+    pub fn wait_for_replicas(mut self, replicas: u32, deadline: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, deadline));
+        self
     }
 
     /// The prefix of every key the queue writes. Default:
@@ -212,10 +271,11 @@ impl RedisQueue {
         self
     }
 
-    /// How long entries are kept in the stream (by age; older ones are
-    /// trimmed as new ones arrive). Default: [`DEFAULT_RETENTION`].
-    pub fn retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
+    /// How many dead letters are kept; past it the oldest is dropped, counted
+    /// (`ltvboost_webhook_queue_dead_letters_dropped_total`) and logged.
+    /// Default: [`DEFAULT_DEAD_LETTER_CAP`].
+    pub fn dead_letter_cap(mut self, cap: u64) -> Self {
+        self.dead_letter_cap = cap.max(1);
         self
     }
 
@@ -234,36 +294,44 @@ impl RedisQueue {
         self
     }
 
-    /// Appends a verified delivery, unless its event was enqueued before
-    /// (what [`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue) calls).
-    /// Returns once Redis has acknowledged the write.
+    /// Appends a verified delivery with its signature, unless its event was
+    /// enqueued before (what
+    /// [`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue) calls).
+    /// Returns once Redis has acknowledged the write (and the replicas, with
+    /// [`wait_for_replicas`](Self::wait_for_replicas)).
     pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
-        let now = SystemTime::now()
+        let received = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let oldest = now.saturating_sub(self.retention).as_millis();
-        let key = format!("{}{}", self.keys.prefix, delivery.dedupe_key());
-        let (ttl, oldest, received) = (
-            millis(self.done_ttl),
-            format!("{oldest}-0"),
-            now.as_millis(),
-        );
+            .unwrap_or_default()
+            .as_millis();
+        let key = self.keys.event(delivery.dedupe_key());
+        let ttl = millis(self.done_ttl);
+        let signature = delivery.signature().to_header_value();
         let added: Option<String> = self
-            .bounded(self.redis.invoke(script!(ENQUEUE), |command| {
+            .bounded(self.redis.invoke(script!(scripts::ENQUEUE), |command| {
                 command
                     .arg(2)
                     .arg(&key)
                     .arg(&self.keys.stream)
                     .arg(&ttl)
-                    .arg(&oldest)
                     .arg(delivery.envelope().body().as_ref())
-                    .arg(delivery.secret_index())
+                    .arg(&signature)
                     .arg(received)
                     .arg(delivery.type_name())
                     .arg(delivery.id().unwrap_or(""))
-                    .arg(delivery.dedupe_key());
+                    .arg(if self.replicas.is_some() { "1" } else { "0" });
             }))
             .await?;
+        if let Some((replicas, deadline)) = self.replicas {
+            let confirmed = self
+                .bounded(self.redis.wait_for_replicas(replicas, deadline))
+                .await?;
+            if confirmed < u64::from(replicas) {
+                return Err(StoreError::new(format!(
+                    "{confirmed} of {replicas} replicas confirmed the entry within {deadline:?}"
+                )));
+            }
+        }
         Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added))
     }
 
@@ -281,7 +349,8 @@ impl RedisQueue {
             .and_then(|g| g.lag.map(|lag| lag as u64)))
     }
 
-    /// Entries in the stream, handled or not (until trimmed).
+    /// Entries in the stream: waiting or being handled (handled ones are
+    /// deleted).
     pub async fn len(&self) -> Result<u64, StoreError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XLEN");
@@ -292,6 +361,14 @@ impl RedisQueue {
     /// Whether the stream holds no entry.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len().await? == 0)
+    }
+
+    /// Retries scheduled and not yet due.
+    pub async fn scheduled_retries(&self) -> Result<u64, StoreError> {
+        let mut connection = self.redis.connection();
+        let mut command = redis::cmd("ZCARD");
+        command.arg(&self.keys.retry);
+        self.bounded(command.query_async(&mut connection)).await
     }
 
     /// The oldest `count` dead letters.
@@ -311,7 +388,7 @@ impl RedisQueue {
     /// Moves the dead letter `id` back onto the stream, its attempts reset.
     /// Whether there was one.
     pub async fn requeue(&self, id: &str) -> Result<bool, StoreError> {
-        let mut invocation = script!(REQUEUE).prepare_invoke();
+        let mut invocation = script!(scripts::REQUEUE).prepare_invoke();
         invocation
             .key(&self.keys.dead)
             .key(&self.keys.stream)
@@ -323,25 +400,16 @@ impl RedisQueue {
         Ok(moved == 1)
     }
 
-    async fn ensure_group(&self) -> Result<(), StoreError> {
+    /// Creates the stream and its group when missing (also on a full Redis).
+    /// Whether it created the group.
+    async fn ensure_group(&self) -> Result<bool, StoreError> {
+        let mut invocation = script!(scripts::ENSURE_GROUP).prepare_invoke();
+        invocation.key(&self.keys.stream).arg(GROUP);
         let mut connection = self.redis.connection();
-        let mut create = redis::cmd("XGROUP");
-        // From the stream's start: entries appended before the group existed
-        // are handled too.
-        create
-            .arg("CREATE")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM");
-        match self
-            .bounded(create.query_async::<()>(&mut connection))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
-        }
+        let created: i64 = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(created == 1)
     }
 
     async fn group_info(&self) -> Result<Option<redis::streams::StreamInfoGroup>, StoreError> {
@@ -368,7 +436,9 @@ impl std::fmt::Debug for RedisQueue {
         f.debug_struct("RedisQueue")
             .field("stream", &self.keys.stream)
             .field("timeout", &self.timeout)
-            .field("retention", &self.retention)
+            .field("dead_letter_cap", &self.dead_letter_cap)
+            .field("require_durable", &self.require_durable)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }

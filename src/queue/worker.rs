@@ -1,17 +1,17 @@
-//! The worker: reads the stream through the consumer group, calls the
-//! handlers, and records each entry's end.
+//! The worker: reads the stream through the consumer group, verifies each
+//! entry, calls the handlers while it holds the entry, and records the end.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Script;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::scripts::{self, script};
 use super::{DeadLetter, GROUP, RedisQueue};
 use crate::Backoff;
 use crate::Outcome;
@@ -20,72 +20,58 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
 use crate::redis::millis;
+use crate::signature::{Signature, Verifier};
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
-/// Handler calls per event before it is dead-lettered, by default: with the
-/// default backoff (1 min, growing 4× to at most 6 h) the last comes about
-/// 18 hours after the first, close to the sender's own 24-hour policy,
+/// Handler starts per event before it is dead-lettered, by default: with
+/// the default backoff (1 min, growing 4× to at most 6 h) the last comes
+/// about 18 hours after the first, close to the sender's own 24-hour policy,
 /// which queue mode replaces.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
 /// How long an entry stays pending with a silent worker before another
-/// worker takes it, by default: longer than the slowest handler should run.
+/// worker takes it, by default. A running handler's worker renews its hold
+/// about every third of it, so it bounds how long a crash goes unnoticed,
+/// not how long a handler may run.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
 
-/// KEYS[1] = stream, KEYS[2] = dedupe key. ARGV: group, entry id, TTL ms.
-/// The done-record and the acknowledgement, atomically.
-const DONE: &str = r"
-redis.call('SET', KEYS[2], 'done', 'PX', ARGV[3])
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-";
+/// How long the blocking read waits for new entries.
+const READ_BLOCK: Duration = Duration::from_secs(1);
 
-/// KEYS[1] = stream, KEYS[2] = retry set. ARGV: group, entry id, due (ms),
-/// the entry as JSON. Scheduled and acknowledged, atomically.
-const RETRY: &str = r"
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-";
+/// How often the group is tidied: acknowledged leftovers trimmed, consumers
+/// of crashed workers removed.
+const TIDY_EVERY: Duration = Duration::from_secs(60);
 
-/// KEYS[1] = stream, KEYS[2] = dead-letter stream. ARGV: group, entry id,
-/// then the dead letter's fields. Moved and acknowledged, atomically.
-const DEAD: &str = r"
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-";
+/// A consumer holding nothing and silent this long belongs to a worker that
+/// is gone (a live worker reads every second).
+const STALE_CONSUMER: Duration = Duration::from_secs(3600);
 
-/// KEYS[1] = retry set, KEYS[2] = stream. ARGV: now (ms), how many. Moves
-/// the retries that are due back onto the stream.
-const PROMOTE: &str = r"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  local e = cjson.decode(member)
-  redis.call('XADD', KEYS[2], '*', 'body', e.body, 'secret_index', e.secret_index,
-    'received_at', e.received_at, 'attempts', e.attempts, 'type', e.type,
-    'event_id', e.event_id, 'key', e.key, 'error', e.error)
-end
-return #due
-";
+/// How long a worker keeps trying to record an entry's end when Redis
+/// fails, before leaving it to be claimed again.
+const RECORD_FOR: Duration = Duration::from_secs(30);
 
 type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 
 /// Handles what receivers enqueued: reads the stream through a consumer
-/// group, calls the handlers, retries with backoff, dead-letters after the
-/// last attempt, and claims what a crashed worker left pending. See the
+/// group, verifies each entry's signature with the same secrets as the
+/// receivers, calls the handlers, retries with backoff, dead-letters after
+/// the last attempt, and claims what a crashed worker left pending. See the
 /// [module docs](super).
 ///
 /// ```no_run
 /// use ltvboost_webhooks::handler::{Handlers, SegmentHandler};
 /// use ltvboost_webhooks::queue::{RedisQueue, Worker};
+/// use ltvboost_webhooks::signature::Verifier;
 ///
 /// struct Segments;
 /// impl SegmentHandler for Segments {}
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
-/// Worker::new(queue, Handlers::segments(Segments))
+/// let verifier = Verifier::from_list(&std::env::var("LTVBOOST_WEBHOOK_SECRET")?)?;
+/// Worker::new(queue, verifier, Handlers::segments(Segments))
 ///     .concurrency(32)
 ///     .run(ltvboost_webhooks::serve::shutdown_signal())
 ///     .await?;
@@ -94,12 +80,14 @@ type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 #[derive(Clone)]
 pub struct Worker {
     queue: RedisQueue,
+    verifier: Verifier,
     handlers: Handlers,
     consumer: String,
     concurrency: usize,
     max_attempts: u32,
     retry_backoff: Backoff,
     claim_idle: Duration,
+    handler_timeout: Option<Duration>,
     acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
 }
@@ -113,42 +101,57 @@ impl std::fmt::Debug for Worker {
             .field("max_attempts", &self.max_attempts)
             .field("retry_backoff", &self.retry_backoff)
             .field("claim_idle", &self.claim_idle)
+            .field("handler_timeout", &self.handler_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// One stream entry, as read.
+/// One stream entry, as read: nothing in it is trusted until its signature
+/// verifies.
 struct Entry {
     id: String,
     body: Bytes,
-    secret_index: usize,
-    received_at: String,
+    signature: String,
+    /// Handler starts recorded as failures, on earlier entries of the event.
     attempts: u32,
-    type_name: String,
-    event_id: String,
-    key: String,
+    /// Times this entry was delivered to a worker, this one included.
+    deliveries: u32,
 }
 
 impl Entry {
-    fn read(entry: &StreamId) -> Self {
-        let text = |name: &str| entry.get::<String>(name).unwrap_or_default();
+    fn read(entry: &StreamId, deliveries: u32) -> Self {
         Self {
             id: entry.id.clone(),
             body: Bytes::from(entry.get::<Vec<u8>>("body").unwrap_or_default()),
-            secret_index: entry.get("secret_index").unwrap_or(0),
-            received_at: text("received_at"),
+            signature: entry.get("signature").unwrap_or_default(),
             attempts: entry.get("attempts").unwrap_or(0),
-            type_name: text("type"),
-            event_id: text("event_id"),
-            key: text("key"),
+            deliveries,
         }
+    }
+
+    /// Handler starts including this one: each delivery of this entry
+    /// started one, whether or not its end was recorded.
+    fn attempt(&self) -> u32 {
+        self.attempts.saturating_add(self.deliveries)
     }
 }
 
+/// How an entry's handling ends.
+enum End {
+    Done,
+    Retry(String),
+    Dead(String),
+}
+
 impl Worker {
-    /// A worker for `queue`, calling `handlers`, with the default policy.
+    /// A worker for `queue`, verifying entries with `verifier` (the
+    /// receivers' secrets) and calling `handlers`, with the default policy.
     /// Its consumer name is unique to the process.
-    pub fn new(queue: RedisQueue, handlers: Handlers) -> Self {
+    ///
+    /// Keep a rotated-out secret in the workers' verifier until the queue
+    /// holds nothing signed with it: an entry that does not verify is
+    /// dead-lettered, never run.
+    pub fn new(queue: RedisQueue, verifier: Verifier, handlers: Handlers) -> Self {
         let consumer = format!(
             "{}-{}",
             std::process::id(),
@@ -156,6 +159,7 @@ impl Worker {
         );
         Self {
             queue,
+            verifier,
             handlers,
             consumer,
             concurrency: DEFAULT_CONCURRENCY,
@@ -166,6 +170,7 @@ impl Worker {
                 Duration::from_secs(6 * 3600),
             ),
             claim_idle: DEFAULT_CLAIM_IDLE,
+            handler_timeout: None,
             acknowledge_mismatched: false,
             on_dead_letter: None,
         }
@@ -177,8 +182,11 @@ impl Worker {
         self
     }
 
-    /// Handler calls per event before it is dead-lettered. Default:
-    /// [`DEFAULT_MAX_ATTEMPTS`].
+    /// Handler starts per event before it is dead-lettered, counting starts
+    /// that never ended (the process aborted, ran out of memory or was
+    /// killed): an event that crashes its worker is given up after this
+    /// many. Entries that were running beside it when a worker crashed are
+    /// charged a start too. Default: [`DEFAULT_MAX_ATTEMPTS`].
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
@@ -188,13 +196,12 @@ impl Worker {
     /// 6 h.
     ///
     /// ```no_run
-    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue, handlers: ltvboost_webhooks::handler::Handlers) {
+    /// # async fn run(worker: ltvboost_webhooks::queue::Worker) {
     /// use std::time::Duration;
     /// use ltvboost_webhooks::Backoff;
-    /// use ltvboost_webhooks::queue::Worker;
     ///
     /// let backoff = Backoff::new(Duration::from_secs(30), 2.0, Duration::from_secs(3600));
-    /// let worker = Worker::new(queue, handlers).retry_backoff(backoff);
+    /// let worker = worker.retry_backoff(backoff);
     /// # }
     /// ```
     pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
@@ -202,11 +209,19 @@ impl Worker {
         self
     }
 
-    /// How long an entry stays pending with a silent worker before another
-    /// takes it. Default: [`DEFAULT_CLAIM_IDLE`]. Keep it longer than the
-    /// slowest handler: a claim of a running handler's entry runs it twice.
+    /// How long an entry stays pending with a silent worker (crashed, hung,
+    /// or cut off from Redis) before another takes it. Default:
+    /// [`DEFAULT_CLAIM_IDLE`]. A worker renews its hold on each entry it
+    /// runs about every third of this, so a handler may run longer.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
-        self.claim_idle = idle.max(Duration::from_millis(10));
+        self.claim_idle = idle.max(Duration::from_millis(30));
+        self
+    }
+
+    /// A deadline for one handler call: past it the call is dropped and
+    /// counts as a failure (retried, then dead-lettered). Default: none.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
         self
     }
 
@@ -221,7 +236,7 @@ impl Worker {
     }
 
     /// The consumer name in the group. Default: the process id and a random
-    /// suffix.
+    /// suffix. Two running workers must never share one.
     pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
         self.consumer = name.into();
         self
@@ -233,25 +248,36 @@ impl Worker {
         self
     }
 
-    /// The wait before attempt `attempt + 1`, after `attempt` calls.
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.retry_backoff.delay(attempt)
-    }
-
     /// Handles entries until `shutdown` completes, then stops reading,
-    /// finishes the handler calls in flight, records their ends, and returns.
-    /// Redis errors are logged and retried; only a failure to set up the
-    /// consumer group is returned.
+    /// finishes the handler calls in flight, records their ends, removes its
+    /// consumer from the group when it holds nothing, and returns.
+    ///
+    /// Nothing Redis does ends it: an unreachable or full Redis, a lost
+    /// consumer group (a restart without persistence, `FLUSHALL`, a failover
+    /// to an empty node) are logged and retried, the group recreated.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
-        self.queue.ensure_group().await?;
         let worker = Arc::new(self);
+        let mut shutdown = std::pin::pin!(shutdown);
+        // A full or unreachable Redis at start is waited out.
+        loop {
+            match worker.queue.ensure_group().await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "could not set up the consumer group; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = &mut shutdown => return Ok(()),
+                    }
+                }
+            }
+        }
         let slots = Arc::new(Semaphore::new(worker.concurrency));
         let mut running = JoinSet::new();
         let mut reads = worker.read_connection().await;
-        let mut shutdown = std::pin::pin!(shutdown);
         // None: not yet (an Instant in the past could underflow on a
         // machine that booted minutes ago).
         let mut maintained: Option<tokio::time::Instant> = None;
+        let mut tidied: Option<tokio::time::Instant> = None;
         loop {
             while running.try_join_next().is_some() {}
             let maintenance_every = (worker.claim_idle / 2).min(Duration::from_secs(1));
@@ -260,6 +286,10 @@ impl Worker {
                 maintained = Some(tokio::time::Instant::now());
                 worker.maintain().await;
                 entries = worker.reclaim(slots.available_permits()).await;
+            }
+            if tidied.is_none_or(|at| at.elapsed() >= TIDY_EVERY) {
+                tidied = Some(tokio::time::Instant::now());
+                worker.tidy().await;
             }
             if entries.is_empty() {
                 let free = slots.available_permits();
@@ -274,11 +304,7 @@ impl Worker {
                 tokio::select! {
                     read = read => match read {
                         Ok(read) => entries = read,
-                        Err(error) => {
-                            tracing::warn!(%error, "could not read the queue; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            reads = worker.read_connection().await;
-                        }
+                        Err(error) => worker.recover(error, &mut reads).await,
                     },
                     () = &mut shutdown => break,
                 }
@@ -296,13 +322,41 @@ impl Worker {
         }
         // Stop reading; let what runs finish and record its end.
         while running.join_next().await.is_some() {}
+        worker.leave().await;
         Ok(())
     }
 
-    async fn read_connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+    /// After a failed read: recreates a lost group at once; otherwise waits
+    /// a moment and reconnects.
+    async fn recover(&self, error: StoreError, reads: &mut Option<MultiplexedConnection>) {
+        if error.to_string().contains("NOGROUP") {
+            match self.queue.ensure_group().await {
+                Ok(_) => {
+                    tracing::warn!(
+                        "the consumer group was gone (Redis restarted empty, FLUSHALL or a failover); recreated it"
+                    );
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "could not recreate the consumer group"),
+            }
+        } else {
+            tracing::warn!(%error, "could not read the queue; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        *reads = self.read_connection().await;
+    }
+
+    /// A connection of its own for the blocking read, with no response
+    /// timeout of its own: [`Self::read`] bounds each read by the block time
+    /// plus the operation timeout, so a reply is never cut off while Redis
+    /// is still blocking, and entries delivered in it are never stranded.
+    async fn read_connection(&self) -> Option<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.queue.timeout))
+            .set_response_timeout(None);
         self.queue
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|error| tracing::warn!(%error, "could not connect to the queue"))
             .ok()
@@ -311,7 +365,7 @@ impl Worker {
     /// New entries for this consumer, waiting up to a second for some.
     async fn read(
         &self,
-        connection: &mut Option<redis::aio::MultiplexedConnection>,
+        connection: &mut Option<MultiplexedConnection>,
         count: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let Some(connection) = connection else {
@@ -325,12 +379,12 @@ impl Worker {
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
-            .arg(1000)
+            .arg(READ_BLOCK.as_millis().to_string())
             .arg("STREAMS")
             .arg(&self.queue.keys.stream)
             .arg(">");
         let reply = tokio::time::timeout(
-            Duration::from_secs(1) + self.queue.timeout,
+            READ_BLOCK + self.queue.timeout,
             command.query_async::<Option<StreamReadReply>>(connection),
         )
         .await
@@ -340,11 +394,12 @@ impl Worker {
             .into_iter()
             .flat_map(|reply| reply.keys)
             .flat_map(|key| key.ids)
-            .map(|entry| Entry::read(&entry))
+            .map(|entry| Entry::read(&entry, 1))
             .collect())
     }
 
-    /// Entries other consumers left pending for longer than `claim_idle`.
+    /// Entries other consumers left pending for longer than `claim_idle`,
+    /// with how often each was delivered.
     async fn reclaim(&self, count: usize) -> Vec<Entry> {
         if count == 0 {
             return Vec::new();
@@ -359,41 +414,72 @@ impl Worker {
             .arg("COUNT")
             .arg(count);
         let mut connection = self.queue.redis.connection();
-        match self
+        let reply = match self
             .queue
             .bounded(command.query_async::<StreamAutoClaimReply>(&mut connection))
             .await
         {
-            Ok(reply) => {
-                if !reply.claimed.is_empty() {
-                    tracing::info!(
-                        entries = reply.claimed.len(),
-                        "claimed entries a silent worker left pending"
-                    );
-                }
-                reply.claimed.iter().map(Entry::read).collect()
-            }
+            Ok(reply) => reply,
             Err(error) => {
                 tracing::warn!(%error, "could not claim idle entries");
-                Vec::new()
+                return Vec::new();
             }
+        };
+        if !reply.deleted_ids.is_empty() {
+            tracing::error!(
+                entries = ?reply.deleted_ids,
+                "pending entries were deleted from the stream before a worker finished them: \
+                 their events are lost"
+            );
+            metrics::queue_entries_lost(reply.deleted_ids.len() as u64);
         }
+        if reply.claimed.is_empty() {
+            return Vec::new();
+        }
+        tracing::info!(
+            entries = reply.claimed.len(),
+            "claimed entries a silent worker left pending"
+        );
+        // How often each was delivered, this claim included.
+        let mut pending = redis::cmd("XPENDING");
+        pending
+            .arg(&self.queue.keys.stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(self.concurrency + count)
+            .arg(&self.consumer);
+        let deliveries = self
+            .queue
+            .bounded(pending.query_async::<StreamPendingCountReply>(&mut connection))
+            .await
+            .map(|reply| {
+                reply
+                    .ids
+                    .into_iter()
+                    .map(|p| (p.id, p.times_delivered))
+                    .collect::<std::collections::HashMap<_, _>>()
+            })
+            .unwrap_or_default();
+        reply
+            .claimed
+            .iter()
+            .map(|entry| {
+                let times = deliveries.get(&entry.id).copied().unwrap_or(2);
+                Entry::read(entry, u32::try_from(times).unwrap_or(u32::MAX))
+            })
+            .collect()
     }
 
     /// Moves due retries back onto the stream, and reports the queue's depth.
     async fn maintain(&self) {
-        let mut invocation = script!(PROMOTE).prepare_invoke();
+        let mut invocation = script!(scripts::PROMOTE).prepare_invoke();
         invocation
             .key(&self.queue.keys.retry)
             .key(&self.queue.keys.stream)
-            .arg(now_millis())
-            .arg(1000);
-        let mut connection = self.queue.redis.connection();
-        if let Err(error) = self
-            .queue
-            .bounded(invocation.invoke_async::<i64>(&mut connection))
-            .await
-        {
+            .arg(1000)
+            .arg(&self.queue.keys.retry_entry);
+        if let Err(error) = self.invoke::<i64>(invocation).await {
             tracing::warn!(%error, "could not schedule due retries");
         }
         if let (Ok(pending), Ok(lag)) = (self.queue.pending().await, self.queue.lag().await) {
@@ -401,113 +487,261 @@ impl Worker {
         }
     }
 
-    /// One handler call, and its end recorded in Redis.
-    async fn handle(&self, entry: Entry) {
-        let attempt = entry.attempts + 1;
-        let span = tracing::info_span!(
-            "ltvboost_webhook_worker",
-            entry = %entry.id,
-            event_id = %entry.event_id,
-            event_type = %entry.type_name,
-            attempt,
-        );
-        self.handle_in_span(entry, attempt).instrument(span).await;
-    }
-
-    async fn handle_in_span(&self, entry: Entry, attempt: u32) {
-        // The handler's result as inline mode's Outcome, then what that means
-        // for the entry: done, a retry, or the dead letters (no retry can
-        // change it, or the last attempt).
-        let end = match Envelope::from_bytes(entry.body.clone()) {
-            // Verified before it was enqueued: only a damaged entry fails here.
-            Err(e) => Some((format!("unreadable entry: {e}"), true)),
-            Ok(envelope) => {
-                let delivery = Delivery::restored(envelope, entry.secret_index, entry.key.clone());
-                let (outcome, error) = match self.handlers.dispatch(&delivery).await {
-                    Dispatched::Handled => (Outcome::Handled, None),
-                    Dispatched::Mismatched => (
-                        Outcome::Mismatched {
-                            acknowledged: self.acknowledge_mismatched,
-                        },
-                        None,
-                    ),
-                    Dispatched::Failed(error) => (Outcome::HandlerFailed, Some(error.to_string())),
-                    Dispatched::Panicked(panic) => (
-                        Outcome::HandlerPanicked,
-                        Some(format!("handler panicked: {panic}")),
-                    ),
-                };
-                match outcome {
-                    done if done.is_success() => None,
-                    Outcome::Mismatched { .. } => {
-                        Some((outcome.row().text.trim().to_owned(), true))
-                    }
-                    failed => Some((
-                        error.unwrap_or_else(|| failed.kind().to_owned()),
-                        attempt >= self.max_attempts,
-                    )),
-                }
-            }
-        };
-        let recorded = match end {
-            None => self.done(&entry).await,
-            Some((error, true)) => {
-                tracing::error!(%error, "dead-lettering the event");
-                self.dead_letter(&entry, attempt, &error).await
-            }
-            Some((error, false)) => {
-                let wait = self.backoff(attempt);
-                tracing::warn!(%error, retry_in = ?wait, "handler failed; retrying later");
-                self.retry(&entry, attempt, &error, wait).await
-            }
-        };
-        // Left pending: another worker claims it after `claim_idle`.
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "could not record the entry's end; it will be claimed again");
+    /// The safety cap and the group's housekeeping (see `scripts::TIDY`).
+    async fn tidy(&self) {
+        let mut invocation = script!(scripts::TIDY).prepare_invoke();
+        invocation
+            .key(&self.queue.keys.stream)
+            .arg(GROUP)
+            .arg(millis(STALE_CONSUMER.max(self.claim_idle * 2)));
+        match self.invoke::<(u64, u64)>(invocation).await {
+            Ok((trimmed, removed)) if trimmed + removed > 0 => tracing::info!(
+                trimmed,
+                consumers_removed = removed,
+                "tidied the queue: acknowledged entries left in the stream, and consumers of \
+                 workers that are gone"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not tidy the queue"),
         }
     }
 
-    async fn done(&self, entry: &Entry) -> Result<(), StoreError> {
-        let mut invocation = script!(DONE).prepare_invoke();
+    /// Removes this worker's consumer from the group, if it holds nothing.
+    async fn leave(&self) {
+        let mut invocation = script!(scripts::LEAVE).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
-            .key(format!("{}{}", self.queue.keys.prefix, entry.key))
             .arg(GROUP)
-            .arg(&entry.id)
-            .arg(millis(self.queue.done_ttl));
-        self.invoke(invocation).await
+            .arg(&self.consumer);
+        if let Err(error) = self.invoke::<i64>(invocation).await {
+            tracing::warn!(%error, "could not remove this worker's consumer from the group");
+        }
     }
 
-    async fn retry(
-        &self,
-        entry: &Entry,
-        attempts: u32,
-        error: &str,
-        wait: Duration,
-    ) -> Result<(), StoreError> {
-        let member = serde_json::json!({
-            "entry": entry.id,
-            "body": String::from_utf8_lossy(&entry.body),
-            "secret_index": entry.secret_index.to_string(),
-            "received_at": entry.received_at,
-            "attempts": attempts.to_string(),
-            "type": entry.type_name,
-            "event_id": entry.event_id,
-            "key": entry.key,
-            "error": error,
+    /// One entry: verified, run while its hold is renewed, its end recorded.
+    async fn handle(&self, entry: Entry) {
+        let attempt = entry.attempt();
+        let span = tracing::info_span!(
+            "ltvboost_webhook_worker",
+            entry = %entry.id,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            attempt,
+        );
+        async {
+            let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
+            self.record(&entry, attempt, end, dedupe_key.as_deref())
+                .await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// What the entry's handling comes to, and its event's dedupe key once
+    /// its signature verified.
+    async fn run_entry(&self, entry: &Entry, attempt: u32) -> (End, Option<String>) {
+        if attempt > self.max_attempts {
+            return (
+                End::Dead(format!(
+                    "started {} times without an end: the handler crashed, hung or was killed",
+                    attempt - 1
+                )),
+                None,
+            );
+        }
+        let verified = Signature::parse(entry.signature.as_bytes()).and_then(|signature| {
+            self.verifier
+                .verify_signature(signature, entry.body.clone())
         });
-        let due = now_millis().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        let mut invocation = script!(RETRY).prepare_invoke();
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(error) => {
+                return (
+                    End::Dead(format!(
+                        "the entry does not verify ({error}): altered or injected in Redis, or \
+                         signed with a secret this worker does not hold"
+                    )),
+                    None,
+                );
+            }
+        };
+        let delivery = match Envelope::from_bytes(verified.body().clone()) {
+            Ok(envelope) => Delivery::new(envelope, &verified),
+            Err(e) => return (End::Dead(format!("unreadable entry: {e}")), None),
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", delivery.id().unwrap_or(""));
+        span.record("event_type", delivery.type_name());
+        let key = Some(delivery.dedupe_key().to_owned());
+        // A reclaimed or retried entry whose event another worker finished.
+        if (entry.attempts > 0 || entry.deliveries > 1) && self.is_done(&delivery).await {
+            tracing::info!("already handled; acknowledged without running");
+            return (End::Done, key);
+        }
+        let dispatched = self.dispatch_holding(entry, &delivery).await;
+        let (outcome, error) = match dispatched {
+            Dispatched::Handled => (Outcome::Handled, None),
+            Dispatched::Mismatched => (
+                Outcome::Mismatched {
+                    acknowledged: self.acknowledge_mismatched,
+                },
+                None,
+            ),
+            Dispatched::Failed(error) => (Outcome::HandlerFailed, Some(error.to_string())),
+            Dispatched::Panicked(panic) => (
+                Outcome::HandlerPanicked,
+                Some(format!("handler panicked: {panic}")),
+            ),
+        };
+        let end = match outcome {
+            done if done.is_success() => End::Done,
+            Outcome::Mismatched { .. } => End::Dead(outcome.row().text.trim().to_owned()),
+            failed => {
+                let error = error.unwrap_or_else(|| failed.kind().to_owned());
+                if attempt >= self.max_attempts {
+                    End::Dead(error)
+                } else {
+                    End::Retry(error)
+                }
+            }
+        };
+        (end, key)
+    }
+
+    /// The handler call, under the optional deadline, while this worker
+    /// renews its hold on the entry so that no other worker claims it.
+    async fn dispatch_holding(&self, entry: &Entry, delivery: &Delivery) -> Dispatched {
+        let call = async {
+            match self.handler_timeout {
+                None => self.handlers.dispatch(delivery).await,
+                Some(deadline) => tokio::time::timeout(deadline, self.handlers.dispatch(delivery))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Dispatched::Failed(
+                            format!("the handler did not finish within {deadline:?}").into(),
+                        )
+                    }),
+            }
+        };
+        let renew = async {
+            let mut every = tokio::time::interval(self.claim_idle / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let mut invocation = script!(scripts::RENEW).prepare_invoke();
+                invocation
+                    .key(&self.queue.keys.stream)
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .arg(&self.consumer);
+                match self.invoke::<i64>(invocation).await {
+                    Ok(1) => {}
+                    Ok(_) => tracing::warn!(
+                        "another worker claimed this entry while its handler ran (this worker \
+                         was silent for longer than claim_idle); its end is theirs"
+                    ),
+                    Err(error) => tracing::warn!(%error, "could not renew the hold on the entry"),
+                }
+            }
+        };
+        tokio::select! {
+            dispatched = call => dispatched,
+            never = renew => never,
+        }
+    }
+
+    /// Whether the event is recorded done.
+    async fn is_done(&self, delivery: &Delivery) -> bool {
+        let mut connection = self.queue.redis.connection();
+        let mut get = redis::cmd("GET");
+        get.arg(self.queue.keys.event(delivery.dedupe_key()));
+        matches!(
+            self.queue
+                .bounded(get.query_async::<Option<String>>(&mut connection))
+                .await,
+            Ok(Some(state)) if state == "done"
+        )
+    }
+
+    /// Records the entry's end, retrying while Redis fails for up to
+    /// [`RECORD_FOR`]; left pending after that, it is claimed again.
+    async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
+        match &end {
+            End::Done => {}
+            End::Retry(error) => tracing::warn!(
+                %error,
+                retry_in = ?self.retry_backoff.delay(attempt),
+                "handler failed; retrying later"
+            ),
+            End::Dead(error) => tracing::error!(%error, "dead-lettering the event"),
+        }
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let recorded = match &end {
+                End::Done => self.done(entry, dedupe_key).await,
+                End::Retry(error) => self.retry(entry, attempt, error).await,
+                End::Dead(error) => self.dead_letter(entry, attempt, error).await,
+            };
+            match recorded {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        "another worker owns the entry now (this worker was silent for longer \
+                         than claim_idle); its end is theirs"
+                    );
+                    return;
+                }
+                Err(error) if started.elapsed() < RECORD_FOR => {
+                    tracing::warn!(%error, "could not record the entry's end; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "could not record the entry's end; it will be claimed again after claim_idle"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The done-record (always) and, for the entry's owner, its removal.
+    async fn done(&self, entry: &Entry, dedupe_key: Option<&str>) -> Result<bool, StoreError> {
+        let Some(dedupe_key) = dedupe_key else {
+            return Err(StoreError::new("no event to record done"));
+        };
+        let mut invocation = script!(scripts::DONE).prepare_invoke();
+        invocation
+            .key(&self.queue.keys.stream)
+            .key(self.queue.keys.event(dedupe_key))
+            .arg(GROUP)
+            .arg(&entry.id)
+            .arg(&self.consumer)
+            .arg(millis(self.queue.done_ttl));
+        Ok(self.invoke::<i64>(invocation).await? == 1)
+    }
+
+    async fn retry(&self, entry: &Entry, attempts: u32, error: &str) -> Result<bool, StoreError> {
+        let wait = self.retry_backoff.delay(attempts);
+        let mut invocation = script!(scripts::RETRY).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
             .key(&self.queue.keys.retry)
+            .key(format!("{}{}", self.queue.keys.retry_entry, entry.id))
             .arg(GROUP)
             .arg(&entry.id)
-            .arg(due)
-            .arg(member.to_string());
-        self.invoke(invocation).await?;
-        metrics::queue_retry();
-        Ok(())
+            .arg(&self.consumer)
+            .arg(millis(wait))
+            .arg(attempts)
+            .arg(error);
+        let owned = self.invoke::<i64>(invocation).await? == 1;
+        if owned {
+            metrics::queue_retry();
+        }
+        Ok(owned)
     }
 
     async fn dead_letter(
@@ -515,50 +749,54 @@ impl Worker {
         entry: &Entry,
         attempts: u32,
         error: &str,
-    ) -> Result<(), StoreError> {
-        let mut invocation = script!(DEAD).prepare_invoke();
+    ) -> Result<bool, StoreError> {
+        let mut invocation = script!(scripts::DEAD).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
             .key(&self.queue.keys.dead)
             .arg(GROUP)
-            .arg(&entry.id);
-        for (name, value) in [
-            ("secret_index", entry.secret_index.to_string()),
-            ("received_at", entry.received_at.clone()),
-            ("attempts", attempts.to_string()),
-            ("type", entry.type_name.clone()),
-            ("event_id", entry.event_id.clone()),
-            ("key", entry.key.clone()),
-            ("error", error.to_owned()),
-        ] {
-            invocation.arg(name).arg(value);
-        }
-        invocation.arg("body").arg(entry.body.as_ref());
-        self.invoke(invocation).await?;
+            .arg(&entry.id)
+            .arg(&self.consumer)
+            .arg(self.queue.dead_letter_cap)
+            .arg(attempts)
+            .arg(error);
+        let Some((id, dropped)) = self.invoke::<Option<(String, u64)>>(invocation).await? else {
+            return Ok(false);
+        };
         metrics::queue_dead_letter();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                cap = self.queue.dead_letter_cap,
+                "the dead letters are at their cap: dropped the oldest"
+            );
+            metrics::queue_dead_letters_dropped(dropped);
+        }
         if let Some(hook) = &self.on_dead_letter {
+            let envelope = Envelope::from_bytes(entry.body.clone()).ok();
             hook(&DeadLetter {
-                id: entry.id.clone(),
-                type_name: entry.type_name.clone(),
-                event_id: Some(entry.event_id.clone()).filter(|id| !id.is_empty()),
+                id,
+                type_name: envelope
+                    .as_ref()
+                    .map(|e| e.type_name().to_owned())
+                    .unwrap_or_default(),
+                event_id: envelope.as_ref().and_then(|e| e.id().map(str::to_owned)),
                 attempts,
                 error: error.to_owned(),
             });
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn invoke(&self, invocation: redis::ScriptInvocation<'_>) -> Result<(), StoreError> {
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         let mut connection = self.queue.redis.connection();
         self.queue
-            .bounded(invocation.invoke_async::<i64>(&mut connection))
+            .bounded(invocation.invoke_async::<T>(&mut connection))
             .await
-            .map(drop)
     }
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+type MultiplexedConnection = redis::aio::MultiplexedConnection;

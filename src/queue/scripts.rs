@@ -1,0 +1,259 @@
+//! The queue's Lua scripts: each step that must not be split runs as one.
+//!
+//! Every script that ends an entry's handling frees memory (`XACK` and
+//! `XDEL`) and is flagged `allow-oom`, so that a full Redis drains as soon
+//! as workers run; only the enqueue, which adds an event, is refused on a
+//! full Redis (the receiver answers `503`). Every script that acts on a
+//! stream entry for a worker first checks that the worker still owns it
+//! (the entry is pending under its consumer name): a worker that lost an
+//! entry to another never re-schedules or dead-letters what the other runs.
+
+/// A script, hashed once.
+macro_rules! script {
+    ($source:expr) => {{
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new($source));
+        &*SCRIPT
+    }};
+}
+pub(super) use script;
+
+/// `owned()`: whether entry `ARGV[2]` of stream `KEYS[1]` is pending in
+/// group `ARGV[1]` under consumer `ARGV[3]`. False when the group is gone.
+macro_rules! owned {
+    () => {
+        r"
+local function owned()
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+  return type(p) == 'table' and #p == 1
+end
+-- The entry's fields but attempts and error, which the caller sets anew.
+local function fields_of(id)
+  local found = redis.call('XRANGE', KEYS[1], id, id)
+  local kept = {}
+  if #found == 1 then
+    local f = found[1][2]
+    for i = 1, #f, 2 do
+      if f[i] ~= 'attempts' and f[i] ~= 'error' then
+        table.insert(kept, f[i])
+        table.insert(kept, f[i + 1])
+      end
+    end
+  end
+  return kept, #found == 1
+end
+"
+    };
+}
+
+/// `now_ms()`: Redis's own clock, in milliseconds: every worker schedules
+/// and promotes retries by the same clock, whatever their own say.
+macro_rules! clock {
+    () => {
+        r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"
+    };
+}
+
+/// KEYS: dedupe key, stream. ARGV: done TTL ms, body, signature,
+/// received_at (ms), type, event id, whether replicas are awaited.
+/// The dedupe key guards the append: a duplicate appends nothing. Returns
+/// the entry id, or false for a duplicate. The append comes before the key
+/// is set: a script is not undone when a later command fails, and a key
+/// without its entry would lose the event. When replicas are awaited, a
+/// duplicate rewrites its key, so that the `WAIT` after it covers the
+/// original append too.
+pub(super) const ENQUEUE: &str = r"#!lua
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[7] == '1' then
+    redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'KEEPTTL')
+  end
+  return false
+end
+local id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3],
+  'received_at', ARGV[4], 'attempts', '0', 'type', ARGV[5], 'event_id', ARGV[6])
+redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
+return id
+";
+
+/// KEYS: stream. ARGV: group. Creates the group (and the stream) when
+/// missing, from the stream's start. 1 when created, 0 when it existed.
+pub(super) const ENSURE_GROUP: &str = r"#!lua flags=allow-oom
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(r) == 'table' and r.err then
+  if string.find(r.err, 'BUSYGROUP') then return 0 end
+  return r
+end
+return 1
+";
+
+/// KEYS: stream, dedupe key. ARGV: group, id, consumer, done TTL ms.
+/// Records the event done and, for its owner, acknowledges and deletes the
+/// entry. 1 when the entry was this consumer's.
+pub(super) const DONE: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    r"
+local mine = owned()
+if mine then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+redis.call('SET', KEYS[2], 'done', 'PX', ARGV[4])
+if mine then return 1 end
+return 0
+"
+);
+
+/// KEYS: stream, retry set, the retry's hash. ARGV: group, id, consumer,
+/// wait ms, attempts, error. Copies the entry into the hash, schedules it
+/// by Redis's clock, then acknowledges and deletes it. 1 when owned.
+pub(super) const RETRY: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    clock!(),
+    r"
+if not owned() then return 0 end
+local kept, found = fields_of(ARGV[2])
+if found then
+  redis.call('HSET', KEYS[3], 'attempts', ARGV[5], 'error', ARGV[6], unpack(kept))
+  redis.call('ZADD', KEYS[2], string.format('%d', now_ms() + tonumber(ARGV[4])), ARGV[2])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"
+);
+
+/// KEYS: stream, dead-letter stream. ARGV: group, id, consumer, the dead
+/// letters' cap, attempts, error. Moves the entry to the dead letters
+/// (trimmed to the cap), then acknowledges and deletes it. Returns the dead
+/// letter's id and how many old dead letters the cap dropped, or false when
+/// the entry is not this consumer's.
+pub(super) const DEAD: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    r"
+if not owned() then return false end
+local kept = fields_of(ARGV[2])
+local before = redis.call('XLEN', KEYS[2])
+local dead = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*',
+  'attempts', ARGV[5], 'error', ARGV[6], unpack(kept))
+local dropped = before + 1 - redis.call('XLEN', KEYS[2])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return {dead, dropped}
+"
+);
+
+/// KEYS: stream. ARGV: group, id, consumer. Resets the entry's idle time
+/// while its owner runs it, so that no other worker claims it. 1 when owned.
+pub(super) const RENEW: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    r"
+if not owned() then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"
+);
+
+/// KEYS: retry set, stream. ARGV: how many, the retry hashes' key prefix.
+/// Appends the retries that are due (by Redis's clock) to the stream, then
+/// removes them from the retry set: an error in between leaves a retry
+/// scheduled, never lost.
+pub(super) const PROMOTE: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    clock!(),
+    r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now_ms()),
+  'LIMIT', 0, ARGV[1])
+for _, id in ipairs(due) do
+  local key = ARGV[2] .. id
+  local fields = redis.call('HGETALL', key)
+  if #fields > 0 then
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+  end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', key)
+end
+return #due
+"
+);
+
+/// KEYS: stream. ARGV: group, consumer. Removes the consumer when it holds
+/// no entry. 1 when removed.
+pub(super) const LEAVE: &str = r"#!lua flags=allow-oom
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if type(p) == 'table' and not p.err and #p == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// KEYS: stream. ARGV: group, idle ms after which a consumer holding
+/// nothing is removed. The safety cap: trims entries below both the
+/// group's last delivered id and its oldest pending one (acknowledged
+/// entries a delete missed; never an unread or pending one), and removes
+/// consumers that crashed workers left. Returns {trimmed, removed}.
+pub(super) const TIDY: &str = r"#!lua flags=allow-oom
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function older(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function map(flat)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if groups.err then return {0, 0} end
+local last
+for _, g in ipairs(groups) do
+  local f = map(g)
+  if f['name'] == ARGV[1] then last = f['last-delivered-id'] end
+end
+if not last then return {0, 0} end
+local floor = last
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+if summary[1] > 0 and older(summary[2], floor) then floor = summary[2] end
+local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', floor)
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = map(c)
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed = removed + 1
+  end
+end
+return {trimmed, removed}
+";
+
+/// KEYS: dead-letter stream, stream. ARGV: the dead letter's id. Moves it
+/// back onto the stream with its attempts reset. 1 when there was one.
+pub(super) const REQUEUE: &str = r"#!lua
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return 0 end
+local fields = found[1][2]
+local entry = {}
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name ~= 'attempts' and name ~= 'error' then
+    table.insert(entry, name)
+    table.insert(entry, fields[i + 1])
+  end
+end
+redis.call('XADD', KEYS[2], '*', 'attempts', '0', unpack(entry))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+";
