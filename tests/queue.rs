@@ -45,6 +45,7 @@ struct Counter {
     times: Mutex<Vec<Instant>>,
     failing: AtomicBool,
     gate: Option<Arc<Semaphore>>,
+    delay: Duration,
 }
 
 impl Counter {
@@ -69,6 +70,7 @@ impl ResponseHandler for Counting {
         if let Some(gate) = &counter.gate {
             gate.acquire().await?.forget();
         }
+        tokio::time::sleep(counter.delay).await;
         if counter.failing.load(Ordering::SeqCst) {
             return Err("the CRM is down".into());
         }
@@ -275,19 +277,20 @@ async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lett
     task.await.unwrap();
 }
 
-/// A Redis server of the test's own, with an append-only file fsynced on
-/// every write.
+/// A Redis server of the test's own, by default with an append-only file
+/// fsynced on every write.
 struct DurableRedis {
     child: Child,
     dir: std::path::PathBuf,
     port: u16,
+    settings: Vec<String>,
 }
 
 impl DurableRedis {
-    async fn start(dir: &std::path::Path, port: u16) -> Child {
+    async fn start(dir: &std::path::Path, port: u16, settings: &[String]) -> Child {
         let port_text = port.to_string();
         let os = std::ffi::OsStr::new;
-        let args = [
+        let mut args = vec![
             os("--port"),
             os(&port_text),
             os("--appendonly"),
@@ -297,18 +300,40 @@ impl DurableRedis {
             os("--dir"),
             dir.as_os_str(),
         ];
+        // Later settings override earlier ones.
+        args.extend(settings.iter().map(std::ffi::OsStr::new));
         spawn_redis(port, &args).await
     }
 
     async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// One with `settings` (`--name value` pairs) beside the defaults.
+    async fn with(settings: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("ltvboost-aof-{}", unique_prefix().replace(':', "")));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
-        let child = Self::start(&dir, port).await;
-        let redis = Self { child, dir, port };
+        let settings: Vec<String> = settings.iter().map(ToString::to_string).collect();
+        let child = Self::start(&dir, port, &settings).await;
+        let redis = Self {
+            child,
+            dir,
+            port,
+            settings,
+        };
         redis.wait_up().await;
         redis
+    }
+
+    async fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     fn url(&self) -> String {
@@ -317,7 +342,12 @@ impl DurableRedis {
 
     async fn wait_up(&self) {
         for _ in 0..200 {
-            if RedisQueue::connect(&self.url()).await.is_ok() {
+            // Up, and done loading its append-only file.
+            if self
+                .cli(&["INFO", "persistence"])
+                .await
+                .contains("loading:0")
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -330,7 +360,7 @@ impl DurableRedis {
             .args(["-KILL", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-        self.child = Self::start(&self.dir, self.port).await;
+        self.child = Self::start(&self.dir, self.port, &self.settings).await;
         self.wait_up().await;
     }
 }
@@ -550,4 +580,565 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
             .status();
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
+}
+
+/// A verified delivery, as a receiver hands it to the queue.
+fn delivery(body: Vec<u8>) -> Delivery {
+    let header = ltvboost_webhooks::signature::sign(&secret(), &body);
+    let verified = verifier().verify(header.as_bytes(), body).unwrap();
+    let envelope = ltvboost_webhooks::event::Envelope::from_bytes(verified.body().clone()).unwrap();
+    Delivery::new(envelope, &verified)
+}
+
+/// A field of `INFO`, as a number.
+async fn info_number(redis: &DurableRedis, section: &str, field: &str) -> i64 {
+    let info = redis.cli(&["INFO", section]).await;
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {info}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_its_start() {
+    let redis = DurableRedis::new().await;
+    let queue = RedisQueue::connect(&redis.url()).await.unwrap();
+    let before = info_number(&redis, "memory", "used_memory").await;
+    let total = 20_000;
+    // About the size of a real event.
+    let data = format!(r#"{{"id":"rsp_1","note":"{}"}}"#, "x".repeat(1024));
+    let data = Arc::new(data);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        let (queue, next, data) = (queue.clone(), next.clone(), data.clone());
+        fillers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= total {
+                    break;
+                }
+                let body = event_json(&format!("evt_mem_{n}"), "response.created", &data);
+                let added = queue.enqueue(&delivery(body)).await.unwrap();
+                assert!(matches!(
+                    added,
+                    ltvboost_webhooks::queue::Enqueued::Added(_)
+                ));
+            }
+        }));
+    }
+    for filler in fillers {
+        filler.await.unwrap();
+    }
+    let full = info_number(&redis, "memory", "used_memory").await;
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .concurrency(64),
+    );
+    wait_until("20 000 handler calls", || counter.total() == total).await;
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(queue.len().await.unwrap(), 0, "handled entries stayed");
+    assert_eq!(queue.pending().await.unwrap(), 0);
+    assert_eq!(queue.scheduled_retries().await.unwrap(), 0);
+    assert_eq!(
+        redis
+            .cli(&["XINFO", "CONSUMERS", "ltvboost:queue:events", "workers"])
+            .await,
+        "",
+        "the worker that left kept its consumer"
+    );
+    let after = info_number(&redis, "memory", "used_memory").await;
+    // What stays is one done-record per event (a dedupe key of a few
+    // hundred bytes, kept for `done_ttl`), a small part of what the entries
+    // held.
+    eprintln!("used_memory: {before} before, {full} with the entries, {after} handled");
+    assert!(
+        after - before < (full - before) / 4 && after - before < total as i64 * 300,
+        "{before} before, {full} full, {after} after"
+    );
+    let calls = counter.calls.lock().unwrap();
+    assert!(calls.values().all(|&n| n == 1), "an event ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let counter = Arc::new(Counter {
+        delay: Duration::from_secs(3),
+        ..Counter::default()
+    });
+    let worker = || async {
+        Worker::new(
+            queue(&url, &prefix).await,
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .claim_idle(Duration::from_secs(1))
+    };
+    let (stop_a, task_a) = start_worker(worker().await);
+    let (stop_b, task_b) = start_worker(worker().await);
+    let addr = receiver(queue(&url, &prefix).await).await;
+    for n in 0..4 {
+        let id = format!("evt_slow_once_{n}");
+        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+    }
+    let queue = queue(&url, &prefix).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.len().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the entries were never done");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((stop_a, stop_b));
+    task_a.await.unwrap();
+    task_b.await.unwrap();
+    let calls = counter.calls.lock().unwrap();
+    assert_eq!(calls.len(), 4);
+    assert!(calls.values().all(|&n| n == 1), "ran twice: {calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_flushall_the_running_worker_recreates_its_group_and_handles_new_events() {
+    let redis = DurableRedis::new().await;
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(Worker::new(
+        RedisQueue::connect(&redis.url()).await.unwrap(),
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
+    assert_eq!(post_signed(addr, &created("evt_pre")).await.status, 202);
+    wait_until("the first event", || counter.total() == 1).await;
+    assert_eq!(redis.cli(&["FLUSHALL"]).await, "OK");
+    for n in 0..5 {
+        let id = format!("evt_post_flush_{n}");
+        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+    }
+    wait_until("5 events after FLUSHALL", || counter.total() == 6).await;
+    drop(stop);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_answers_503_then_a_worker_started_on_it_drains_it() {
+    let redis =
+        DurableRedis::with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]).await;
+    let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
+    // 4 KiB events until Redis is full: every one is 202 or 503, never lost.
+    let padding = "x".repeat(4096);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 0..4000 {
+        let id = format!("evt_full_{n}");
+        let body = event_json(
+            &id,
+            "response.created",
+            &format!(r#"{{"id":"rsp_1","note":"{padding}"}}"#),
+        );
+        match post_signed(addr, &body).await.status {
+            202 => accepted.push(id),
+            503 => {
+                refused += 1;
+                if refused == 20 {
+                    break;
+                }
+            }
+            other => panic!("answered {other}"),
+        }
+    }
+    assert_eq!(refused, 20, "Redis never filled up");
+    assert!(!accepted.is_empty());
+    // A worker started against the full Redis waits and drains it.
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(Worker::new(
+        RedisQueue::lazy(&redis.url()).unwrap(),
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    wait_until("every accepted event", || counter.total() >= accepted.len()).await;
+    // Room again: new events are accepted and handled.
+    assert_eq!(
+        post_signed(addr, &created("evt_after_full")).await.status,
+        202
+    );
+    wait_until("the event after", || counter.total() == accepted.len() + 1).await;
+    drop(stop);
+    task.await.unwrap();
+    let calls = counter.calls.lock().unwrap();
+    assert!(accepted.iter().all(|id| calls.get(id) == Some(&1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_altered_or_injected_in_redis_is_dead_lettered_never_handled() {
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let queue = queue(&url, &prefix).await;
+    let genuine = created("evt_genuine");
+    let signature = ltvboost_webhooks::signature::sign(&secret(), &genuine);
+    queue.enqueue(&delivery(genuine)).await.unwrap();
+    // Someone with access to Redis appends a forged event under the genuine
+    // signature, and one with no signature at all.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{prefix}events");
+    for (id, signature) in [("evt_forged", signature.as_str()), ("evt_unsigned", "")] {
+        let forged = String::from_utf8(created(id)).unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("body")
+            .arg(&forged)
+            .arg("signature")
+            .arg(signature)
+            .arg("attempts")
+            .arg("0")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    let counter = Arc::new(Counter::default());
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .on_dead_letter({
+            let dead = dead.clone();
+            move |letter| dead.lock().unwrap().push(letter.clone())
+        }),
+    );
+    wait_until("two dead letters", || dead.lock().unwrap().len() == 2).await;
+    wait_until("the genuine event", || counter.total() == 1).await;
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(counter.calls.lock().unwrap().get("evt_genuine"), Some(&1));
+    for letter in dead.lock().unwrap().iter() {
+        assert!(letter.error.contains("does not verify"), "{letter:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letters_stay_within_their_cap() {
+    let (url, prefix) = (redis_url(), unique_prefix());
+    let queue = queue(&url, &prefix).await.dead_letter_cap(2);
+    for n in 0..5 {
+        queue
+            .enqueue(&delivery(created(&format!("evt_capped_{n}"))))
+            .await
+            .unwrap();
+    }
+    let counter = Arc::new(Counter {
+        failing: AtomicBool::new(true),
+        ..Counter::default()
+    });
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .max_attempts(1),
+    );
+    wait_until("five calls", || counter.total() == 5).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.len().await.unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the entries were never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    let letters = queue.dead_letters(10).await.unwrap();
+    let ids: Vec<_> = letters.iter().filter_map(|l| l.event_id.clone()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+}
+
+#[tokio::test]
+async fn durability_is_read_and_its_risks_named() {
+    let durable = DurableRedis::new().await;
+    let queue = RedisQueue::connect(&durable.url()).await.unwrap();
+    let read = queue.durability().await.unwrap();
+    assert_eq!(read.appendonly, Some(true));
+    assert_eq!(read.maxmemory_policy.as_deref(), Some("noeviction"));
+    assert!(read.risks().is_empty(), "{:?}", read.risks());
+    assert!(
+        RedisQueue::lazy(&durable.url())
+            .unwrap()
+            .require_durable(true)
+            .checked()
+            .await
+            .is_ok()
+    );
+
+    let forgetful =
+        DurableRedis::with(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"]).await;
+    let queue = RedisQueue::connect(&forgetful.url()).await.unwrap();
+    let settings: Vec<_> = queue
+        .durability()
+        .await
+        .unwrap()
+        .risks()
+        .into_iter()
+        .map(|risk| risk.setting)
+        .collect();
+    assert_eq!(settings, ["appendonly", "maxmemory-policy"]);
+    let refused = RedisQueue::lazy(&forgetful.url())
+        .unwrap()
+        .require_durable(true)
+        .checked()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("appendonly") && refused.contains("maxmemory-policy"),
+        "{refused}"
+    );
+}
+
+/// The example receiver on a Redis with `appendonly no`: a warning naming
+/// the setting, and with `LTVBOOST_QUEUE_REQUIRE_DURABLE=1` a refusal.
+#[tokio::test]
+async fn the_example_receiver_warns_of_appendonly_no_and_can_refuse_it() {
+    use std::io::BufRead;
+    let forgetful = DurableRedis::with(&["--appendonly", "no"]).await;
+    let start = |require: &str| {
+        Command::new(example("receiver"))
+            .env("LTVBOOST_WEBHOOK_ADDR", "127.0.0.1:0")
+            .env("LTVBOOST_QUEUE_URL", forgetful.url())
+            .env("LTVBOOST_QUEUE_REQUIRE_DURABLE", require)
+            .env("NO_COLOR", "1")
+            .env_remove("LTVBOOST_REDIS_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut receiver = start("0");
+    let mut lines = std::io::BufReader::new(receiver.stderr.take().unwrap()).lines();
+    let mut warning = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("appendonly") {
+            warning = Some(line.clone());
+        }
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let warning = warning.expect("no line named appendonly");
+    assert!(warning.contains("WARN"), "{warning}");
+
+    let refused = start("1").wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("appendonly"), "{stderr}");
+}
+
+/// Starts the example worker on `url`, its stdout piped.
+fn example_worker(url: &str, settings: &[(&str, &str)]) -> Child {
+    Command::new(example("worker"))
+        .env("LTVBOOST_QUEUE_URL", url)
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .envs(settings.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Collects a worker's stdout lines on a thread of their own.
+fn collect_lines(child: &mut Child, into: Arc<Mutex<Vec<String>>>) -> std::thread::JoinHandle<()> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            into.lock().unwrap().push(line);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_that_aborts_the_worker_is_dead_lettered_after_max_attempts() {
+    let redis = DurableRedis::new().await;
+    let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
+    let poison = event_json("evt_poison", "action.failed", r#"{"id":"act_1"}"#);
+    assert_eq!(post_signed(addr, &poison).await.status, 202);
+    for n in 0..5 {
+        let id = format!("evt_beside_poison_{n}");
+        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+    }
+    // A restart loop, as a supervisor runs it.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let settings = [
+        ("LTVBOOST_WORKER_CRASH_TYPES", "action.failed"),
+        ("LTVBOOST_WORKER_MAX_ATTEMPTS", "3"),
+        ("LTVBOOST_WORKER_CLAIM_IDLE_MS", "300"),
+        ("LTVBOOST_WORKER_CONCURRENCY", "1"),
+    ];
+    let done = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l == "dead-letter action.failed evt_poison")
+            && (0..5).all(|n| lines.contains(&format!("response.created evt_beside_poison_{n}")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut starts = 0;
+    loop {
+        let mut worker = example_worker(&redis.url(), &settings);
+        starts += 1;
+        let reader = collect_lines(&mut worker, lines.clone());
+        loop {
+            if done(&lines.lock().unwrap()) || worker.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if done(&lines.lock().unwrap()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &worker.id().to_string()])
+                .status();
+            assert_eq!(worker.wait().unwrap().code(), Some(0));
+            reader.join().unwrap();
+            break;
+        }
+        reader.join().unwrap();
+    }
+    let lines = lines.lock().unwrap();
+    let poison_calls = lines
+        .iter()
+        .filter(|l| *l == "action.failed evt_poison")
+        .count();
+    assert_eq!(poison_calls, 3, "{lines:?}");
+    assert_eq!(starts, 4, "three crashes, then a worker that gave it up");
+    for n in 0..5 {
+        let line = format!("response.created evt_beside_poison_{n}");
+        assert_eq!(lines.iter().filter(|l| **l == line).count(), 1, "{lines:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_retries_neither_loses_nor_repeats_the_schedule() {
+    let redis = DurableRedis::new().await;
+    let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
+    let failing = event_json("evt_retried", "action.failed", r#"{"id":"act_1"}"#);
+    assert_eq!(post_signed(addr, &failing).await.status, 202);
+    let settings = [
+        ("LTVBOOST_WORKER_FAIL_TYPES", "action.failed"),
+        ("LTVBOOST_WORKER_MAX_ATTEMPTS", "3"),
+        ("LTVBOOST_WORKER_RETRY_BASE_MS", "1000"),
+        ("LTVBOOST_WORKER_CLAIM_IDLE_MS", "1000"),
+    ];
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut first = example_worker(&redis.url(), &settings);
+    let reader = collect_lines(&mut first, lines.clone());
+    wait_until("the first call", || !lines.lock().unwrap().is_empty()).await;
+    // The retry is scheduled; kill -9 before it is due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    reader.join().unwrap();
+    let mut second = example_worker(&redis.url(), &settings);
+    let reader = collect_lines(&mut second, lines.clone());
+    let dead = "dead-letter action.failed evt_retried".to_owned();
+    wait_until("the dead letter", || lines.lock().unwrap().contains(&dead)).await;
+    // Long enough for a repeated retry to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    let calls = lines
+        .iter()
+        .filter(|l| *l == "action.failed evt_retried")
+        .count();
+    assert_eq!(calls, 3, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| **l == dead).count(), 1, "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
+    let primary = DurableRedis::new().await;
+    let replica_of = format!("127.0.0.1 {}", primary.port);
+    let mut replica = DurableRedis::with(&["--replicaof", &replica_of]).await;
+    let queue = RedisQueue::lazy(&primary.url())
+        .unwrap()
+        .wait_for_replicas(1, Duration::from_millis(500))
+        .checked()
+        .await
+        .unwrap();
+    let addr = receiver(queue).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Until the replica has synced, 503; then 202.
+    loop {
+        match post_signed(addr, &created("evt_replicated")).await.status {
+            202 | 200 => break,
+            503 => assert!(Instant::now() < deadline, "the replica never confirmed"),
+            other => panic!("answered {other}"),
+        }
+    }
+    assert_eq!(
+        replica.cli(&["XLEN", "ltvboost:queue:events"]).await,
+        "1",
+        "a 202 before the replica had the entry"
+    );
+    // The replica gone: 503, and the entry is kept for when it is back.
+    let _ = Command::new("kill")
+        .args(["-KILL", &replica.child.id().to_string()])
+        .status();
+    let _ = replica.child.wait();
+    let reply = post_signed(addr, &created("evt_unconfirmed")).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    replica.child = DurableRedis::start(&replica.dir, replica.port, &replica.settings).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The sender's retry: a duplicate, confirmed once the replica has it.
+        match post_signed(addr, &created("evt_unconfirmed")).await.status {
+            200 => break,
+            503 => assert!(Instant::now() < deadline, "the replica never came back"),
+            other => panic!("answered {other}"),
+        }
+    }
+    assert_eq!(replica.cli(&["XLEN", "ltvboost:queue:events"]).await, "2");
+}
+
+/// The blocking read outlasts no deadline: an idle worker says nothing
+/// (before, it logged a timed-out read about once a second).
+#[tokio::test]
+async fn an_idle_worker_is_quiet() {
+    let redis = DurableRedis::new().await;
+    let worker = Command::new(example("worker"))
+        .env("LTVBOOST_QUEUE_URL", redis.url())
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let output = worker.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("could not"), "{stderr}");
 }
