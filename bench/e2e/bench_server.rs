@@ -18,6 +18,9 @@
 //! * `redis` and `enqueue` (built with `--features queue`, Redis at
 //!   `BENCH_REDIS_URL`): the layer with a `RedisStore`, handlers inline; and
 //!   in enqueue mode, answering `202` once the event is in the stream.
+//! * `xadd` (`--features queue`): the floor of any durable hand-off: axum
+//!   that appends the body to a Redis stream (`XADD`, one per request, on a
+//!   multiplexed connection) and answers `202`; no verification, no dedupe.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -107,6 +110,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 WebhookLayer::enqueue(config, queue)
             };
             server.serve(layer.wrap(bare)).await?;
+        }
+        #[cfg(feature = "queue")]
+        "xadd" => {
+            let client = redis::Client::open(std::env::var("BENCH_REDIS_URL")?)?;
+            let redis = redis::aio::ConnectionManager::new(client).await?;
+            let floor = Router::new().route(
+                "/webhooks/ltvboost",
+                post(move |body: Bytes| {
+                    let mut redis = redis.clone();
+                    async move {
+                        let added: redis::RedisResult<String> = redis::cmd("XADD")
+                            .arg("bench:floor")
+                            .arg("*")
+                            .arg("body")
+                            .arg(body.as_ref())
+                            .query_async(&mut redis)
+                            .await;
+                        match added {
+                            Ok(_) => axum::http::StatusCode::ACCEPTED,
+                            Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        }
+                    }
+                }),
+            );
+            server.serve(floor).await?;
         }
         other => {
             return Err(format!(

@@ -66,7 +66,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
 
@@ -148,7 +148,8 @@ pub use crate::layer::Enqueued;
 pub struct DeadLetter {
     /// Its id in the dead-letter stream, for [`RedisQueue::requeue`].
     pub id: String,
-    /// The event type's wire name, as the receiver read it.
+    /// The event type's wire name, read from its body (empty when the body
+    /// is not an envelope).
     pub type_name: String,
     /// The event id, when the event has one.
     pub event_id: Option<String>,
@@ -160,12 +161,28 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn from_entry(entry: &StreamId) -> Self {
+        let body = entry.get::<Vec<u8>>("body").unwrap_or_default();
+        Self::new(
+            entry.id.clone(),
+            &body,
+            entry.get("attempts").unwrap_or(0),
+            entry.get("error").unwrap_or_default(),
+        )
+    }
+
+    /// A dead letter of `body`, its type and id read from it for display
+    /// (a dead letter may be one that never verified).
+    fn new(id: String, body: &[u8], attempts: u32, error: String) -> Self {
+        let envelope = crate::event::Envelope::from_bytes(bytes::Bytes::copy_from_slice(body)).ok();
         Self {
-            id: entry.id.clone(),
-            type_name: entry.get("type").unwrap_or_default(),
-            event_id: entry.get::<String>("event_id").filter(|id| !id.is_empty()),
-            attempts: entry.get("attempts").unwrap_or(0),
-            error: entry.get("error").unwrap_or_default(),
+            id,
+            type_name: envelope
+                .as_ref()
+                .map(|e| e.type_name().to_owned())
+                .unwrap_or_default(),
+            event_id: envelope.as_ref().and_then(|e| e.id().map(str::to_owned)),
+            attempts,
+            error,
         }
     }
 }
@@ -300,10 +317,6 @@ impl RedisQueue {
     /// Returns once Redis has acknowledged the write (and the replicas, with
     /// [`wait_for_replicas`](Self::wait_for_replicas)).
     pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
-        let received = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         let key = self.keys.event(delivery.dedupe_key());
         let ttl = millis(self.done_ttl);
         let signature = delivery.signature().to_header_value();
@@ -316,9 +329,6 @@ impl RedisQueue {
                     .arg(&ttl)
                     .arg(delivery.envelope().body().as_ref())
                     .arg(&signature)
-                    .arg(received)
-                    .arg(delivery.type_name())
-                    .arg(delivery.id().unwrap_or(""))
                     .arg(if self.replicas.is_some() { "1" } else { "0" });
             }))
             .await?;

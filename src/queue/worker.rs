@@ -773,17 +773,12 @@ impl Worker {
             metrics::queue_dead_letters_dropped(dropped);
         }
         if let Some(hook) = &self.on_dead_letter {
-            let envelope = Envelope::from_bytes(entry.body.clone()).ok();
-            hook(&DeadLetter {
+            hook(&DeadLetter::new(
                 id,
-                type_name: envelope
-                    .as_ref()
-                    .map(|e| e.type_name().to_owned())
-                    .unwrap_or_default(),
-                event_id: envelope.as_ref().and_then(|e| e.id().map(str::to_owned)),
+                &entry.body,
                 attempts,
-                error: error.to_owned(),
-            });
+                error.to_owned(),
+            ));
         }
         Ok(true)
     }
