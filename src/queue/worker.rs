@@ -687,8 +687,9 @@ impl Worker {
                 Ok(true) => return,
                 Ok(false) => {
                     tracing::warn!(
-                        "another worker owns the entry now (this worker was silent for longer \
-                         than claim_idle); its end is theirs"
+                        "the entry is no longer this worker's: an earlier try that Redis did \
+                         not answer in time ended it, or another worker claimed it after this \
+                         one was silent for longer than claim_idle"
                     );
                     return;
                 }
