@@ -18,7 +18,9 @@
 //! Redis stream, and `examples/worker.rs` handles it; the Redis settings
 //! that could forget a `202` are logged at start (refused with
 //! `LTVBOOST_QUEUE_REQUIRE_DURABLE=1`), and `LTVBOOST_QUEUE_WAIT_REPLICAS=N`
-//! makes each `202` wait (up to a second) until N replicas have it. With
+//! makes each `202` wait (up to a second) until N replicas have it. In
+//! both Redis modes, `LTVBOOST_NAMESPACE` (default `default`) names the
+//! service's keys: services sharing one Redis each take their own. With
 //! `LTVBOOST_METRICS_ADDR` (feature `metrics`), it serves Prometheus metrics
 //! on that address.
 
@@ -40,8 +42,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = match std::env::var("LTVBOOST_REDIS_URL") {
         #[cfg(feature = "redis")]
         Ok(url) => {
-            let store = ltvboost_webhooks::dedupe::RedisStore::connect(&url).await?;
-            tracing::info!("dedupe store: Redis (shared by every instance using it)");
+            let namespace = namespace_from_env();
+            let store = ltvboost_webhooks::dedupe::RedisStore::connect(&url)
+                .await?
+                .namespace(&namespace)?;
+            tracing::info!(
+                "dedupe store: Redis (shared by every instance using it), namespace {namespace}: \
+                 keys ltvboost:{{{namespace}}}:webhook:*"
+            );
             config.dedupe_store(store)
         }
         #[cfg(not(feature = "redis"))]
@@ -71,8 +79,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let replicas: u32 = std::env::var("LTVBOOST_QUEUE_WAIT_REPLICAS")
                 .map_or(Ok(0), |n| n.trim().parse())
                 .map_err(|e| format!("LTVBOOST_QUEUE_WAIT_REPLICAS: {e}"))?;
+            let namespace = namespace_from_env();
+            tracing::info!("queue namespace {namespace}");
             let queue = ltvboost_webhooks::queue::RedisQueue::lazy(&url)
                 .map_err(|e| e.to_string())?
+                .namespace(&namespace)?
                 .require_durable(
                     std::env::var("LTVBOOST_QUEUE_REQUIRE_DURABLE").is_ok_and(|v| v.trim() == "1"),
                 )
@@ -238,4 +249,14 @@ impl FallbackHandler for PrintingHandlers {
     async fn mismatched(&self, d: &Delivery, reason: &PayloadError) -> HandlerResult {
         print(d, &format!("data does not fit: {reason}"))
     }
+}
+
+/// `LTVBOOST_NAMESPACE`, or `default`.
+#[cfg(feature = "redis")]
+fn namespace_from_env() -> String {
+    std::env::var("LTVBOOST_NAMESPACE")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| ltvboost_webhooks::dedupe::DEFAULT_NAMESPACE.to_owned())
 }

@@ -12,6 +12,7 @@
 //! | variable | what | default |
 //! | --- | --- | --- |
 //! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
+//! | `LTVBOOST_NAMESPACE` | the service's keys, as the receivers' | `default` |
 //! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
 //! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call | none |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
@@ -156,7 +157,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The worker listens nowhere: the development secret is allowed, with
     // the same warning as a receiver on loopback.
     let verifier = Verifier::from_env(([127, 0, 0, 1], 0).into())?;
-    let queue = RedisQueue::connect(&url).await.map_err(|e| e.to_string())?;
+    let namespace = std::env::var("LTVBOOST_NAMESPACE")
+        .ok()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| ltvboost_webhooks::dedupe::DEFAULT_NAMESPACE.to_owned());
+    tracing::info!("queue namespace {namespace}");
+    let queue = RedisQueue::lazy(&url)?
+        .namespace(&namespace)?
+        .checked()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut worker = Worker::new(queue, verifier, Handlers::all(handlers))
         .concurrency(usize::try_from(number("LTVBOOST_WORKER_CONCURRENCY", 16)?)?)
         .max_attempts(u32::try_from(number("LTVBOOST_WORKER_MAX_ATTEMPTS", 8)?)?)

@@ -569,16 +569,13 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
         let line = lines.next().expect("the worker stopped printing").unwrap();
         seen.push(line);
     }
-    let failed_calls = seen.iter().filter(|l| **l == wanted[1]).count();
     assert_eq!(
-        failed_calls, 2,
+        occurrences(&seen, &wanted[1]),
+        2,
         "two attempts, then the dead letter: {seen:?}"
     );
     for child in [&mut worker, &mut receiver] {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert_eq!(terminate(child), Some(0));
     }
 }
 
@@ -648,7 +645,12 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
     assert_eq!(queue.scheduled_retries().await.unwrap(), 0);
     assert_eq!(
         redis
-            .cli(&["XINFO", "CONSUMERS", "ltvboost:queue:events", "workers"])
+            .cli(&[
+                "XINFO",
+                "CONSUMERS",
+                "ltvboost:{default}:queue:events",
+                "workers"
+            ])
             .await,
         "",
         "the worker that left kept its consumer"
@@ -945,6 +947,19 @@ async fn the_example_receiver_warns_of_appendonly_no_and_can_refuse_it() {
     assert!(stderr.contains("appendonly"), "{stderr}");
 }
 
+/// Asks `child` to stop with SIGTERM; its exit code.
+fn terminate(child: &mut Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap().code()
+}
+
+/// How many of `lines` are `line`.
+fn occurrences(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|l| *l == line).count()
+}
+
 /// Starts the example worker on `url`, its stdout piped.
 fn example_worker(url: &str, settings: &[(&str, &str)]) -> Child {
     Command::new(example("worker"))
@@ -1009,25 +1024,22 @@ async fn a_poison_event_that_aborts_the_worker_is_dead_lettered_after_max_attemp
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if done(&lines.lock().unwrap()) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &worker.id().to_string()])
-                .status();
-            assert_eq!(worker.wait().unwrap().code(), Some(0));
+            assert_eq!(terminate(&mut worker), Some(0));
             reader.join().unwrap();
             break;
         }
         reader.join().unwrap();
     }
     let lines = lines.lock().unwrap();
-    let poison_calls = lines
-        .iter()
-        .filter(|l| *l == "action.failed evt_poison")
-        .count();
-    assert_eq!(poison_calls, 3, "{lines:?}");
+    assert_eq!(
+        occurrences(&lines, "action.failed evt_poison"),
+        3,
+        "{lines:?}"
+    );
     assert_eq!(starts, 4, "three crashes, then a worker that gave it up");
     for n in 0..5 {
         let line = format!("response.created evt_beside_poison_{n}");
-        assert_eq!(lines.iter().filter(|l| **l == line).count(), 1, "{lines:?}");
+        assert_eq!(occurrences(&lines, &line), 1, "{lines:?}");
     }
 }
 
@@ -1060,18 +1072,15 @@ async fn a_worker_killed_between_retries_neither_loses_nor_repeats_the_schedule(
     wait_until("the dead letter", || lines.lock().unwrap().contains(&dead)).await;
     // Long enough for a repeated retry to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status();
-    assert_eq!(second.wait().unwrap().code(), Some(0));
+    assert_eq!(terminate(&mut second), Some(0));
     reader.join().unwrap();
     let lines = lines.lock().unwrap();
-    let calls = lines
-        .iter()
-        .filter(|l| *l == "action.failed evt_retried")
-        .count();
-    assert_eq!(calls, 3, "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| **l == dead).count(), 1, "{lines:?}");
+    assert_eq!(
+        occurrences(&lines, "action.failed evt_retried"),
+        3,
+        "{lines:?}"
+    );
+    assert_eq!(occurrences(&lines, &dead), 1, "{lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1096,7 +1105,9 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
         }
     }
     assert_eq!(
-        replica.cli(&["XLEN", "ltvboost:queue:events"]).await,
+        replica
+            .cli(&["XLEN", "ltvboost:{default}:queue:events"])
+            .await,
         "1",
         "a 202 before the replica had the entry"
     );
@@ -1117,7 +1128,12 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
             other => panic!("answered {other}"),
         }
     }
-    assert_eq!(replica.cli(&["XLEN", "ltvboost:queue:events"]).await, "2");
+    assert_eq!(
+        replica
+            .cli(&["XLEN", "ltvboost:{default}:queue:events"])
+            .await,
+        "2"
+    );
 }
 
 /// The blocking read outlasts no deadline: an idle worker says nothing
@@ -1141,4 +1157,88 @@ async fn an_idle_worker_is_quiet() {
     assert_eq!(output.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("could not"), "{stderr}");
+}
+
+/// Two services subscribed to the same event on one Redis, each in its own
+/// namespace: each runs its handler once, inline and in enqueue mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_namespaces_on_one_redis_each_handle_the_same_event_once() {
+    let redis = DurableRedis::new().await;
+    let event = created("evt_shared_by_two_services");
+    // Inline, with the Redis dedupe store.
+    let mut inline = Vec::new();
+    for namespace in ["billing", "crm"] {
+        let store = ltvboost_webhooks::dedupe::RedisStore::connect(&redis.url())
+            .await
+            .unwrap()
+            .namespace(namespace)
+            .unwrap();
+        let counter = Arc::new(Counter::default());
+        let layer = WebhookLayer::new(
+            config().dedupe_store(store),
+            Handlers::responses(Counting(counter.clone())),
+        );
+        inline.push((serve(Router::new().layer(layer)).await, counter));
+    }
+    for (addr, _) in &inline {
+        assert_eq!(post_signed(*addr, &event).await.status, 200);
+        // The sender's retry: a duplicate within the namespace.
+        assert_eq!(post_signed(*addr, &event).await.status, 200);
+    }
+    for (_, counter) in &inline {
+        assert_eq!(counter.total(), 1);
+    }
+    // Enqueue mode: each namespace's worker handles its own copy only.
+    let mut services = Vec::new();
+    for namespace in ["billing", "crm"] {
+        let queue = || async {
+            RedisQueue::lazy(&redis.url())
+                .unwrap()
+                .namespace(namespace)
+                .unwrap()
+                .checked()
+                .await
+                .unwrap()
+        };
+        let addr = receiver(queue().await).await;
+        let counter = Arc::new(Counter::default());
+        let worker = start_worker(Worker::new(
+            queue().await,
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        ));
+        services.push((addr, counter, worker));
+    }
+    for (addr, _, _) in &services {
+        assert_eq!(post_signed(*addr, &event).await.status, 202);
+        assert_eq!(post_signed(*addr, &event).await.status, 200);
+    }
+    for (_, counter, _) in &services {
+        wait_until("each service's handler", || counter.total() == 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (_, counter, (stop, task)) in services {
+        assert_eq!(counter.total(), 1, "a service ran the event twice");
+        drop(stop);
+        task.await.unwrap();
+    }
+    let keys = redis.cli(&["KEYS", "*"]).await;
+    assert!(
+        keys.lines().all(|key| {
+            key.starts_with("ltvboost:{billing}:") || key.starts_with("ltvboost:{crm}:")
+        }),
+        "{keys}"
+    );
+}
+
+#[test]
+fn a_namespace_that_could_break_its_hash_tag_is_refused() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let queue = || RedisQueue::lazy("redis://127.0.0.1:1/").unwrap();
+        for bad in ["", "a}b", "{a}", "a b", &"x".repeat(65)] {
+            assert!(queue().namespace(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(queue().namespace("billing-prod_2.eu").is_ok());
+    });
 }

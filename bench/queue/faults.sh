@@ -86,8 +86,8 @@ sleep 2; echo "SHUTDOWN NOSAVE, restart"; redis-cli -p "$rport" SHUTDOWN NOSAVE 
 wait "$senders"
 echo "senders done; waiting for the queue to drain"
 for _ in $(seq 600); do
-  len=$(redis-cli -p "$rport" XLEN ltvboost:queue:events)
-  retries=$(redis-cli -p "$rport" ZCARD ltvboost:queue:retry)
+  len=$(redis-cli -p "$rport" XLEN 'ltvboost:{default}:queue:events')
+  retries=$(redis-cli -p "$rport" ZCARD 'ltvboost:{default}:queue:retry')
   [ "$len" = 0 ] && [ "$retries" = 0 ] && break
   sleep 0.1
 done
@@ -103,6 +103,6 @@ if lost: print("lost:", sorted(lost)[:10])
 if twice: print("twice:", sorted(twice)[:10])
 sys.exit(1 if lost or len(twice) > 16 else 0)
 PY
-echo "stream entries left: $(redis-cli -p "$rport" XLEN ltvboost:queue:events), dead letters: $(redis-cli -p "$rport" XLEN ltvboost:queue:dead)"
+echo "stream entries left: $(redis-cli -p "$rport" XLEN 'ltvboost:{default}:queue:events'), dead letters: $(redis-cli -p "$rport" XLEN 'ltvboost:{default}:queue:dead')"
 echo "worker log lines at WARN or ERROR: $(grep -cE 'WARN|ERROR' "$dir/worker.log" || true)"
 grep -hoE '(WARN|ERROR).*' "$dir/worker.log" | sed -E 's/[0-9]{4}-[0-9T:.Z-]+//g' | sort | uniq -c | sort -rn | head -8

@@ -44,7 +44,7 @@ use crate::signature::Signature;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_OPERATION_TIMEOUT, RedisStore};
+pub use redis::{DEFAULT_KEY_PREFIX, DEFAULT_NAMESPACE, DEFAULT_OPERATION_TIMEOUT, RedisStore};
 
 /// How long a done-record lives by default: the default replay window
 /// (24 h of retries + 1 h) plus the 5 minutes of allowed clock skew.

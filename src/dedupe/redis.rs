@@ -3,11 +3,12 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
-pub use crate::redis::DEFAULT_OPERATION_TIMEOUT;
-use crate::redis::{Batched, bounded, lazy_connection, millis};
+use crate::redis::{Batched, bounded, lazy_connection, millis, namespaced};
+pub use crate::redis::{DEFAULT_NAMESPACE, DEFAULT_OPERATION_TIMEOUT};
 
-/// The default prefix of every key the store writes.
-pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:webhook:";
+/// The default prefix of every key the store writes: the
+/// [`DEFAULT_NAMESPACE`]'s (see [`RedisStore::namespace`]).
+pub const DEFAULT_KEY_PREFIX: &str = "ltvboost:{default}:webhook:";
 
 // Claim and mark-done are one `SET … GET` each; renew and release compare
 // the token before they write, so each is a Lua script, which Redis runs
@@ -151,8 +152,27 @@ impl RedisStore {
         })
     }
 
-    /// The prefix of every key written. Default: [`DEFAULT_KEY_PREFIX`].
-    /// Give each endpoint its own when several share one Redis.
+    /// The namespace of every key written: `ltvboost:{<namespace>}:webhook:`.
+    /// Default: [`DEFAULT_NAMESPACE`]. Services that share one Redis and
+    /// may receive the same event each take their own, or the second to see
+    /// an event answers it as a duplicate and never runs its handler. The
+    /// braces are a Redis Cluster hash tag. A namespace is 1 to 64 ASCII
+    /// letters, digits, `-`, `_` or `.`.
+    ///
+    /// ```no_run
+    /// use ltvboost_webhooks::dedupe::RedisStore;
+    /// # async fn run() -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?.namespace("billing")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn namespace(mut self, namespace: &str) -> Result<Self, StoreError> {
+        self.prefix = namespaced(namespace, "webhook").map_err(StoreError::new)?;
+        Ok(self)
+    }
+
+    /// The prefix of every key written, verbatim (no hash tag is added).
+    /// Default: [`DEFAULT_KEY_PREFIX`]; prefer
+    /// [`namespace`](Self::namespace).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self

@@ -80,13 +80,15 @@ pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, 
 use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;
 use crate::handler::Delivery;
-use crate::redis::{Batched, bounded, lazy_connection, millis};
+use crate::redis::{Batched, bounded, lazy_connection, millis, namespaced};
 use scripts::script;
 
-/// The default prefix of the queue's keys: the stream is `<prefix>events`,
-/// the dead letters `<prefix>dead`, scheduled retries `<prefix>retry` (and
-/// one hash `<prefix>retry:<entry id>` each).
-pub const DEFAULT_QUEUE_PREFIX: &str = "ltvboost:queue:";
+/// The default prefix of the queue's keys, the
+/// [`DEFAULT_NAMESPACE`](crate::dedupe::DEFAULT_NAMESPACE)'s (see
+/// [`RedisQueue::namespace`]): the stream is `<prefix>events`, the dead
+/// letters `<prefix>dead`, scheduled retries `<prefix>retry` (and one hash
+/// `<prefix>retry:<entry id>` each), each event's record `<prefix><key>`.
+pub const DEFAULT_QUEUE_PREFIX: &str = "ltvboost:{default}:queue:";
 
 /// How many dead letters are kept by default; the oldest go first, each
 /// counted and logged.
@@ -230,6 +232,7 @@ impl RedisQueue {
     /// ```
     pub async fn checked(self) -> Result<Self, StoreError> {
         self.ensure_group().await?;
+        tracing::info!(keys = %format!("{}*", self.keys.prefix), "queue keys");
         let durability = self.durability().await?;
         let mut refused = Vec::new();
         for risk in durability.risks() {
@@ -280,9 +283,33 @@ impl RedisQueue {
         self
     }
 
-    /// The prefix of every key the queue writes. Default:
-    /// [`DEFAULT_QUEUE_PREFIX`]. Receivers and workers of one endpoint share
-    /// it.
+    /// The namespace of every key the queue writes:
+    /// `ltvboost:{<namespace>}:queue:`. Default:
+    /// [`DEFAULT_NAMESPACE`](crate::dedupe::DEFAULT_NAMESPACE). The receivers
+    /// and workers of one service share one; services that share a Redis
+    /// each take their own, or one service's workers handle the other's
+    /// events and each event is enqueued for only one of them. The braces
+    /// are a Redis Cluster hash tag: every key of the queue lives in one
+    /// slot. A namespace is 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+    /// Set it before [`checked`](Self::checked), which creates the stream.
+    ///
+    /// ```no_run
+    /// use ltvboost_webhooks::queue::RedisQueue;
+    /// # async fn run() -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// let queue = RedisQueue::lazy("redis://127.0.0.1:6379/")?
+    ///     .namespace("billing")?
+    ///     .checked()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn namespace(mut self, namespace: &str) -> Result<Self, StoreError> {
+        self.keys = Keys::new(&namespaced(namespace, "queue").map_err(StoreError::new)?);
+        Ok(self)
+    }
+
+    /// The prefix of every key the queue writes, verbatim (no hash tag is
+    /// added). Default: [`DEFAULT_QUEUE_PREFIX`]; prefer
+    /// [`namespace`](Self::namespace).
     pub fn key_prefix(mut self, prefix: &str) -> Self {
         self.keys = Keys::new(prefix);
         self

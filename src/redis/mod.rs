@@ -15,6 +15,28 @@ pub(crate) use batch::Batched;
 /// The default deadline for one Redis operation, connection included.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The namespace the dedupe store's and the queue's keys carry unless told
+/// otherwise.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The prefix of `namespace`'s keys for `role` (`webhook`, `queue`):
+/// `ltvboost:{<namespace>}:<role>:`. The braces are a Redis Cluster hash
+/// tag: every key of one namespace lives in one slot, so each script
+/// touches one slot. A namespace is 1 to 64 ASCII letters, digits, `-`, `_`
+/// or `.`: anything else (a brace above all) could break the tag.
+pub(crate) fn namespaced(namespace: &str, role: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&namespace.len())
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(format!(
+            "namespace {namespace:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(format!("ltvboost:{{{namespace}}}:{role}:"))
+}
+
 /// A Redis call that failed, or did not answer within its deadline.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallError {
