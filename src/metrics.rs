@@ -13,8 +13,12 @@
 //! | `ltvboost_webhook_replay_check_skipped_total` | counter | `reason` |
 //! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
 //! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
+//! | `ltvboost_webhook_queue_entries` | gauge | |
 //! | `ltvboost_webhook_queue_pending` | gauge | |
 //! | `ltvboost_webhook_queue_lag` | gauge | |
+//! | `ltvboost_webhook_queue_oldest_entry_age_seconds` | gauge | |
+//! | `ltvboost_webhook_queue_scheduled_retries` | gauge | |
+//! | `ltvboost_webhook_queue_dead_letters` | gauge | |
 //! | `ltvboost_webhook_queue_retries_total` | counter | |
 //! | `ltvboost_webhook_queue_dead_letters_total` | counter | |
 //! | `ltvboost_webhook_queue_dead_letters_dropped_total` | counter | |
@@ -68,6 +72,14 @@ pub const REPLAY_SKIPPED: &str = "ltvboost_webhook_replay_check_skipped_total";
 pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
 /// Dedupe store operations that failed.
 pub const STORE_ERRORS: &str = "ltvboost_webhook_store_errors_total";
+/// Queue entries waiting or being handled, as a worker last saw them.
+pub const QUEUE_ENTRIES: &str = "ltvboost_webhook_queue_entries";
+/// How long the oldest queue entry has waited, in seconds (0: none).
+pub const QUEUE_OLDEST_AGE: &str = "ltvboost_webhook_queue_oldest_entry_age_seconds";
+/// Retries scheduled and not yet due.
+pub const QUEUE_SCHEDULED_RETRIES: &str = "ltvboost_webhook_queue_scheduled_retries";
+/// Dead letters kept.
+pub const QUEUE_DEAD_LETTERS_KEPT: &str = "ltvboost_webhook_queue_dead_letters";
 /// Queue entries read by a worker and not yet acknowledged.
 pub const QUEUE_PENDING: &str = "ltvboost_webhook_queue_pending";
 /// Queue entries no worker has read yet.
@@ -133,6 +145,22 @@ pub fn describe() {
             Unit::Count,
             "Dedupe store operations that failed"
         );
+        describe_gauge!(
+            QUEUE_ENTRIES,
+            Unit::Count,
+            "Queue entries waiting or being handled"
+        );
+        describe_gauge!(
+            QUEUE_OLDEST_AGE,
+            Unit::Seconds,
+            "How long the oldest queue entry has waited"
+        );
+        describe_gauge!(
+            QUEUE_SCHEDULED_RETRIES,
+            Unit::Count,
+            "Queue retries scheduled and not yet due"
+        );
+        describe_gauge!(QUEUE_DEAD_LETTERS_KEPT, Unit::Count, "Dead letters kept");
         describe_gauge!(
             QUEUE_PENDING,
             Unit::Count,
@@ -413,18 +441,21 @@ pub(crate) fn queue_entries_lost(count: u64) {
     let _ = count;
 }
 
-/// The queue's depth, as a worker last saw it.
+/// The queue's state, as a worker last read it.
 #[cfg(feature = "queue")]
-pub(crate) fn queue_depth(pending: u64, lag: Option<u64>) {
+pub(crate) fn queue_stats(stats: &crate::queue::QueueStats) {
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!(QUEUE_PENDING).set(pending as f64);
-        if let Some(lag) = lag {
-            metrics::gauge!(QUEUE_LAG).set(lag as f64);
-        }
+        metrics::gauge!(QUEUE_ENTRIES).set(stats.entries as f64);
+        metrics::gauge!(QUEUE_PENDING).set(stats.pending as f64);
+        metrics::gauge!(QUEUE_LAG).set(stats.waiting() as f64);
+        metrics::gauge!(QUEUE_OLDEST_AGE)
+            .set(stats.oldest_age.map_or(0.0, |age| age.as_secs_f64()));
+        metrics::gauge!(QUEUE_SCHEDULED_RETRIES).set(stats.scheduled_retries as f64);
+        metrics::gauge!(QUEUE_DEAD_LETTERS_KEPT).set(stats.dead_letters as f64);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (pending, lag);
+    let _ = stats;
 }
 
 /// Measures a span of time, only when metrics are recorded: without the

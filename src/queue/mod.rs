@@ -161,6 +161,34 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// What a queue holds, as [`RedisQueue::stats`] read it in one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Entries in the stream: waiting, or being handled (handled ones are
+    /// deleted).
+    pub entries: u64,
+    /// Of those, entries delivered to a worker and not yet ended.
+    pub pending: u64,
+    /// How long the oldest entry has been in the stream, by Redis's clock
+    /// (a retry re-enters the stream when it is due); `None` when empty.
+    pub oldest_age: Option<Duration>,
+    /// Retries scheduled and not yet due.
+    pub scheduled_retries: u64,
+    /// Dead letters kept (at most [`RedisQueue::dead_letter_cap`]).
+    pub dead_letters: u64,
+    /// Consumers in the group: running workers, and crashed ones not yet
+    /// tidied away.
+    pub consumers: u64,
+}
+
+impl QueueStats {
+    /// Entries no worker has read yet.
+    pub fn waiting(&self) -> u64 {
+        self.entries.saturating_sub(self.pending)
+    }
+}
+
 impl DeadLetter {
     fn from_entry(entry: &StreamId) -> Self {
         let body = entry.get::<Vec<u8>>("body").unwrap_or_default();
@@ -398,6 +426,42 @@ impl RedisQueue {
     /// Whether the stream holds no entry.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len().await? == 0)
+    }
+
+    /// The queue's counts and the oldest entry's age, read in one step.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// let stats = queue.stats().await?;
+    /// println!("{} waiting, {} dead", stats.waiting(), stats.dead_letters);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let mut invocation = script!(scripts::STATS).prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.retry)
+            .key(&self.keys.dead)
+            .arg(GROUP);
+        let mut connection = self.redis.connection();
+        let (entries, oldest, pending, scheduled_retries, dead_letters, consumers): (
+            u64,
+            i64,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(QueueStats {
+            entries,
+            pending,
+            oldest_age: u64::try_from(oldest).ok().map(Duration::from_millis),
+            scheduled_retries,
+            dead_letters,
+            consumers,
+        })
     }
 
     /// Retries scheduled and not yet due.

@@ -239,6 +239,29 @@ end
 return {trimmed, removed}
 ";
 
+/// KEYS: stream, retry set, dead-letter stream. ARGV: group. Read only:
+/// {entries, age of the oldest in ms by Redis's clock (-1: none), pending,
+/// scheduled retries, dead letters, consumers}.
+pub(super) const STATS: &str = concat!(
+    "#!lua flags=no-writes\n",
+    clock!(),
+    r"
+local entries = redis.call('XLEN', KEYS[1])
+local oldest = -1
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first == 1 then
+  oldest = now_ms() - tonumber(string.match(first[1][1], '^(%d+)-'))
+end
+local pending, consumers = 0, 0
+local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if type(summary) == 'table' and not summary.err then pending = summary[1] end
+local list = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(list) == 'table' and not list.err then consumers = #list end
+return {entries, oldest, pending, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
+  consumers}
+"
+);
+
 /// KEYS: dead-letter stream, stream. ARGV: the dead letter's id. Moves it
 /// back onto the stream with its attempts reset. 1 when there was one.
 pub(super) const REQUEUE: &str = r"#!lua

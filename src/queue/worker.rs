@@ -471,7 +471,7 @@ impl Worker {
             .collect()
     }
 
-    /// Moves due retries back onto the stream, and reports the queue's depth.
+    /// Moves due retries back onto the stream, and reports the queue's state.
     async fn maintain(&self) {
         let mut invocation = script!(scripts::PROMOTE).prepare_invoke();
         invocation
@@ -482,8 +482,9 @@ impl Worker {
         if let Err(error) = self.invoke::<i64>(invocation).await {
             tracing::warn!(%error, "could not schedule due retries");
         }
-        if let (Ok(pending), Ok(lag)) = (self.queue.pending().await, self.queue.lag().await) {
-            metrics::queue_depth(pending, lag);
+        match self.queue.stats().await {
+            Ok(stats) => metrics::queue_stats(&stats),
+            Err(error) => tracing::debug!(%error, "could not read the queue's stats"),
         }
     }
 
@@ -578,6 +579,7 @@ impl Worker {
             tracing::info!("already handled; acknowledged without running");
             return (End::Done, key);
         }
+        let timer = metrics::Timer::start();
         let dispatched = self.dispatch_holding(entry, &delivery).await;
         let (outcome, error) = match dispatched {
             Dispatched::Handled => (Outcome::Handled, None),
@@ -593,6 +595,12 @@ impl Worker {
                 Some(format!("handler panicked: {panic}")),
             ),
         };
+        // The same handler metrics as inline mode.
+        metrics::handler(
+            metrics::type_label(Some(delivery.event_type())),
+            outcome.kind(),
+            timer.elapsed(),
+        );
         let end = match outcome {
             done if done.is_success() => End::Done,
             Outcome::Mismatched { .. } => End::Dead(outcome.row().text.trim().to_owned()),
