@@ -56,7 +56,7 @@ fn stdout(output: &Output) -> String {
 async fn help_usage_and_exit_codes() {
     let help = ltvboost(&["--help"], &[], b"").await;
     assert_eq!(help.status.code(), Some(0));
-    for command in ["send", "sign", "verify", "listen", "endpoints"] {
+    for command in ["send", "sign", "verify", "listen", "endpoints", "queue"] {
         assert!(stdout(&help).contains(command), "{}", stdout(&help));
     }
     for command in ["send", "sign", "verify", "listen"] {
@@ -674,4 +674,158 @@ async fn commit_takes_only_a_file_step_one_wrote() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("64 hex digits"));
     assert!(api.requests.lock().unwrap().is_empty(), "it was sent");
     let _ = std::fs::remove_file(&file);
+}
+
+/// Fails every call: each event is dead-lettered after its one attempt.
+struct AlwaysFails;
+
+impl ltvboost_webhooks::handler::ResponseHandler for AlwaysFails {
+    async fn created(
+        &self,
+        _: &ltvboost_webhooks::handler::Delivery,
+        _: &ltvboost_webhooks::event::ResponseCreated,
+    ) -> ltvboost_webhooks::handler::HandlerResult {
+        Err("asked to fail".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_against_a_queue_with_known_contents() {
+    use ltvboost_webhooks::handler::{Delivery, Handlers};
+    use ltvboost_webhooks::queue::{RedisQueue, Worker};
+    let url = std::env::var("LTVBOOST_TEST_REDIS_URL")
+        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it");
+    let namespace = format!("cli-{}", ltvboost_webhooks::dedupe::ClaimToken::random());
+    let queue = RedisQueue::lazy(&url)
+        .unwrap()
+        .namespace(&namespace)
+        .unwrap()
+        .checked()
+        .await
+        .unwrap();
+    let delivery = |body: Vec<u8>| {
+        let header = sign(&secret(), &body);
+        let verified = verifier().verify(header.as_bytes(), body).unwrap();
+        let envelope =
+            ltvboost_webhooks::event::Envelope::from_bytes(verified.body().clone()).unwrap();
+        Delivery::new(envelope, &verified)
+    };
+    let body = |id: &str| event_json(id, "response.created", r#"{"id":"rsp_1"}"#);
+    // Three dead letters, then two entries waiting.
+    let dead: Vec<Vec<u8>> = (0..3).map(|n| body(&format!("evt_dead_{n}"))).collect();
+    for body in &dead {
+        queue.enqueue(&delivery(body.clone())).await.unwrap();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker =
+        Worker::new(queue.clone(), verifier(), Handlers::responses(AlwaysFails)).max_attempts(1);
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    while queue.stats().await.unwrap().dead_letters < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap().unwrap();
+    for n in 0..2 {
+        queue
+            .enqueue(&delivery(body(&format!("evt_waiting_{n}"))))
+            .await
+            .unwrap();
+    }
+    let env = [
+        ("LTVBOOST_QUEUE_URL", url.as_str()),
+        ("LTVBOOST_NAMESPACE", namespace.as_str()),
+    ];
+    let json_of = |output: &Output| -> Value {
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+
+    let stats = json_of(&ltvboost(&["--json", "queue", "stats"], &env, b"").await);
+    assert_eq!(stats["waiting"], 2, "{stats}");
+    assert_eq!(stats["dead_letters"], 3, "{stats}");
+    assert_eq!(stats["consumers"], 0, "the worker stayed: {stats}");
+    assert!(stats["oldest_age_seconds"].as_f64().unwrap() >= 0.0);
+    let text = stdout(&ltvboost(&["queue", "stats"], &env, b"").await);
+    assert!(text.contains("waiting            2"), "{text}");
+
+    // Paging through the dead letters.
+    let first = stdout(&ltvboost(&["queue", "dead", "list", "--limit", "2"], &env, b"").await);
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 2, "{first}");
+    // Dead-lettered concurrently: in whichever order the worker ended them.
+    let mut seen = Vec::new();
+    for line in &lines {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 5, "{first}");
+        assert_eq!((fields[1], fields[3]), ("response.created", "1"), "{first}");
+        assert!(fields[4].contains("asked to fail"), "{first}");
+        seen.push(fields[2].to_owned());
+    }
+    let last = lines[1].split('\t').next().unwrap();
+    let rest = json_of(
+        &ltvboost(
+            &["--json", "queue", "dead", "list", "--after", last],
+            &env,
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(rest["dead_letters"].as_array().unwrap().len(), 1, "{rest}");
+    seen.push(
+        rest["dead_letters"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    seen.sort();
+    assert_eq!(seen, ["evt_dead_0", "evt_dead_1", "evt_dead_2"]);
+
+    // The event as signed.
+    let id = lines[0].split('\t').next().unwrap();
+    let event_id = lines[0].split('\t').nth(2).unwrap();
+    let n: usize = event_id.trim_start_matches("evt_dead_").parse().unwrap();
+    let shown = ltvboost(&["queue", "dead", "show", id], &env, b"").await;
+    assert_eq!(shown.stdout, [dead[n].clone(), b"\n".to_vec()].concat());
+
+    // Requeue one, and one that does not exist: exit 1, the other moved.
+    let requeued = ltvboost(&["--json", "queue", "requeue", id, "1-0"], &env, b"").await;
+    assert_eq!(requeued.status.code(), Some(1));
+    let requeued: Value = serde_json::from_slice(&requeued.stdout).unwrap();
+    assert_eq!(requeued, json!({"requeued": 1, "missing": ["1-0"]}));
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.entries, stats.dead_letters), (3, 2));
+
+    // Purge what died before now; then there is nothing to requeue.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let purged = json_of(
+        &ltvboost(
+            &[
+                "--json",
+                "queue",
+                "dead",
+                "purge",
+                "--before",
+                &now.to_string(),
+            ],
+            &env,
+            b"",
+        )
+        .await,
+    );
+    assert_eq!(purged, json!({"purged": 2}));
+    let all = json_of(&ltvboost(&["--json", "queue", "requeue", "--all"], &env, b"").await);
+    assert_eq!(all["requeued"], 0);
+    let bad = ltvboost(
+        &["queue", "dead", "purge", "--before", "yesterday"],
+        &env,
+        b"",
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -474,16 +474,96 @@ impl RedisQueue {
 
     /// The oldest `count` dead letters.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_after(None, count).await
+    }
+
+    /// Up to `count` dead letters, oldest first, after the dead letter
+    /// `after` (from the start when `None`): pass the last id of a page to
+    /// get the next.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// let mut after = None;
+    /// loop {
+    ///     let page = queue.dead_letters_after(after.as_deref(), 100).await?;
+    ///     let Some(last) = page.last() else { break };
+    ///     after = Some(last.id.clone());
+    ///     for letter in &page {
+    ///         println!("{} {} {}", letter.id, letter.type_name, letter.error);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn dead_letters_after(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let range = self.dead_range(after, count).await?;
+        Ok(range.ids.iter().map(DeadLetter::from_entry).collect())
+    }
+
+    /// The body of the dead letter `id` (the event's JSON, as signed), when
+    /// there is one.
+    pub async fn dead_letter_body(&self, id: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        let mut connection = self.redis.connection();
+        let mut command = redis::cmd("XRANGE");
+        command.arg(&self.keys.dead).arg(id).arg(id);
+        let range: StreamRangeReply = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(range
+            .ids
+            .first()
+            .and_then(|entry| entry.get::<Vec<u8>>("body"))
+            .map(bytes::Bytes::from))
+    }
+
+    /// Moves every dead letter back onto the stream, oldest first; how many.
+    pub async fn requeue_all(&self) -> Result<u64, StoreError> {
+        let mut moved = 0;
+        loop {
+            let page = self.dead_range(None, 100).await?;
+            if page.ids.is_empty() {
+                return Ok(moved);
+            }
+            for entry in &page.ids {
+                moved += u64::from(self.requeue(&entry.id).await?);
+            }
+        }
+    }
+
+    /// Deletes the dead letters that were dead-lettered before `before`;
+    /// how many.
+    pub async fn purge_dead_letters_before(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<u64, StoreError> {
+        let millis = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let mut connection = self.redis.connection();
+        let mut command = redis::cmd("XTRIM");
+        command
+            .arg(&self.keys.dead)
+            .arg("MINID")
+            .arg(format!("{millis}-0"));
+        self.bounded(command.query_async(&mut connection)).await
+    }
+
+    async fn dead_range(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<StreamRangeReply, StoreError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XRANGE");
         command
             .arg(&self.keys.dead)
-            .arg("-")
+            .arg(after.map_or_else(|| "-".to_owned(), |id| format!("({id}")))
             .arg("+")
             .arg("COUNT")
             .arg(count);
-        let range: StreamRangeReply = self.bounded(command.query_async(&mut connection)).await?;
-        Ok(range.ids.iter().map(DeadLetter::from_entry).collect())
+        self.bounded(command.query_async(&mut connection)).await
     }
 
     /// Moves the dead letter `id` back onto the stream, its attempts reset.

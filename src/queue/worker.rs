@@ -278,6 +278,7 @@ impl Worker {
         // machine that booted minutes ago).
         let mut maintained: Option<tokio::time::Instant> = None;
         let mut tidied: Option<tokio::time::Instant> = None;
+        let mut stopping = false;
         loop {
             while running.try_join_next().is_some() {}
             let maintenance_every = (worker.claim_idle / 2).min(Duration::from_secs(1));
@@ -300,13 +301,26 @@ impl Worker {
                     }
                     continue;
                 }
-                let read = worker.read(&mut reads, free);
-                tokio::select! {
-                    read = read => match read {
-                        Ok(read) => entries = read,
-                        Err(error) => worker.recover(error, &mut reads).await,
-                    },
-                    () = &mut shutdown => break,
+                let read = {
+                    let read = worker.read(&mut reads, free);
+                    let mut read = std::pin::pin!(read);
+                    tokio::select! {
+                        read = &mut read => read,
+                        () = &mut shutdown => {
+                            // A blocking read dropped now would still be
+                            // served by Redis: entries appended meanwhile
+                            // would go to this consumer and wait for
+                            // `claim_idle`. Let it end (within the block
+                            // time) and run what it got.
+                            stopping = true;
+                            read.await
+                        }
+                    }
+                };
+                match read {
+                    Ok(read) => entries = read,
+                    Err(error) if !stopping => worker.recover(error, &mut reads).await,
+                    Err(error) => tracing::warn!(%error, "the last read failed"),
                 }
             }
             for entry in entries {
@@ -318,6 +332,9 @@ impl Worker {
                     worker.handle(entry).await;
                     drop(slot);
                 });
+            }
+            if stopping {
+                break;
             }
         }
         // Stop reading; let what runs finish and record its end.

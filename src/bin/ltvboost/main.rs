@@ -22,6 +22,8 @@ use ltvboost_webhooks::signature::{
 use ltvboost_webhooks::testing::{EventBuilder, RetryPolicy, SenderSimulator, fixture};
 use serde_json::{Value, json};
 
+mod queue;
+
 /// Send, sign, verify and receive LTVboost webhooks, and manage endpoints.
 #[derive(Parser)]
 #[command(name = "ltvboost", version, propagate_version = true)]
@@ -100,6 +102,8 @@ enum Command {
     /// Manage registered endpoints (LTVBOOST_API_TOKEN; LTVBOOST_API_BASE).
     #[command(subcommand)]
     Endpoints(Endpoints),
+    /// Inspect and operate the enqueue-mode queue (LTVBOOST_QUEUE_URL; LTVBOOST_NAMESPACE).
+    Queue(queue::QueueArgs),
 }
 
 #[derive(Subcommand)]
@@ -727,6 +731,7 @@ async fn run(cli: Cli) -> Outcome {
             secret,
         } => listen(addr, forward_to, &secret).await,
         Command::Endpoints(command) => endpoints(cli.json, cli.api_timeout, command).await,
+        Command::Queue(args) => queue::run(cli.json, args).await,
     }
 }
 
