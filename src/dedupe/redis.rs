@@ -3,7 +3,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
-use crate::redis::{Batched, bounded, lazy_connection, millis, namespaced};
+use crate::redis::{Batched, Target, bounded, millis, namespaced};
 pub use crate::redis::{DEFAULT_NAMESPACE, DEFAULT_OPERATION_TIMEOUT};
 
 /// The default prefix of every key the store writes: the
@@ -92,7 +92,7 @@ impl RedisStore {
             root_cert: Some(pem.to_vec()),
         };
         let client = redis::Client::build_with_tls(url, certificates).map_err(StoreError::new)?;
-        Self::checked(Self::from_client(client)?).await
+        Self::checked(Self::from_target(Target::Server(client))?).await
     }
 
     async fn checked(store: Self) -> Result<Self, StoreError> {
@@ -139,12 +139,12 @@ impl RedisStore {
     ///
     /// Must be called inside a tokio runtime.
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
-        Self::from_client(redis::Client::open(url).map_err(StoreError::new)?)
+        Self::from_target(Target::open(url)?)
     }
 
-    fn from_client(client: redis::Client) -> Result<Self, StoreError> {
+    fn from_target(target: Target) -> Result<Self, StoreError> {
         Ok(Self {
-            redis: Batched::new(lazy_connection(client)?),
+            redis: Batched::new(target.lazy_connection()?),
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_OPERATION_TIMEOUT,
             renew: Script::new(RENEW),

@@ -52,7 +52,12 @@ impl fmt::Display for Risk {
 
 impl Durability {
     /// Reads the settings; a refused `CONFIG GET` or `INFO` leaves `None`.
-    pub(super) async fn read(connection: &mut redis::aio::ConnectionManager) -> Self {
+    /// `INFO` runs in a script keyed by the queue's stream, so that on a
+    /// Redis Cluster it reads the node that holds the queue.
+    pub(super) async fn read(
+        connection: &mut (impl redis::aio::ConnectionLike + Send),
+        stream: &str,
+    ) -> Self {
         let mut config = redis::cmd("CONFIG");
         config
             .arg("GET")
@@ -64,11 +69,9 @@ impl Durability {
             .await
             .map_err(|error| tracing::debug!(%error, "CONFIG GET refused"))
             .unwrap_or_default();
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(connection)
-            .await
-            .unwrap_or_default();
+        let mut info = super::scripts::script!(super::scripts::INFO).prepare_invoke();
+        info.key(stream);
+        let info: String = info.invoke_async(connection).await.unwrap_or_default();
         let field = |name: &str| {
             info.lines()
                 .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))

@@ -80,7 +80,7 @@ pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, 
 use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;
 use crate::handler::Delivery;
-use crate::redis::{Batched, bounded, lazy_connection, millis, namespaced};
+use crate::redis::{Batched, Target, bounded, millis, namespaced};
 use scripts::script;
 
 /// The default prefix of the queue's keys, the
@@ -133,7 +133,7 @@ pub struct RedisQueue {
     redis: Batched,
     /// For the worker's blocking reads, which would hold up every other
     /// command on a shared connection.
-    client: redis::Client,
+    target: Target,
     keys: Keys,
     timeout: Duration,
     done_ttl: Duration,
@@ -230,10 +230,10 @@ impl RedisQueue {
     /// while Redis is down, and answers `503` until Redis is back. Must be
     /// called inside a tokio runtime.
     pub fn lazy(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::new)?;
+        let target = Target::open(url)?;
         Ok(Self {
-            redis: Batched::new(lazy_connection(client.clone())?),
-            client,
+            redis: Batched::new(target.lazy_connection()?),
+            target,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
             timeout: crate::redis::DEFAULT_OPERATION_TIMEOUT,
             done_ttl: DEFAULT_DONE_TTL,
@@ -289,7 +289,7 @@ impl RedisQueue {
     /// survives.
     pub async fn durability(&self) -> Result<Durability, StoreError> {
         let mut connection = self.redis.connection();
-        self.bounded(async { Ok(Durability::read(&mut connection).await) })
+        self.bounded(async { Ok(Durability::read(&mut connection, &self.keys.stream).await) })
             .await
     }
 

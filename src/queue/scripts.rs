@@ -262,6 +262,11 @@ return {entries, oldest, pending, redis.call('ZCARD', KEYS[2]), redis.call('XLEN
 "
 );
 
+/// KEYS: stream. `INFO replication` of the node that holds it.
+pub(super) const INFO: &str = r"#!lua flags=no-writes
+return redis.call('INFO', 'replication')
+";
+
 /// KEYS: dead-letter stream, stream. ARGV: the dead letter's id. Moves it
 /// back onto the stream with its attempts reset. 1 when there was one.
 pub(super) const REQUEUE: &str = r"#!lua

@@ -19,7 +19,7 @@ use crate::dedupe::StoreError;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
-use crate::redis::millis;
+use crate::redis::{Connection, millis};
 use crate::signature::{Signature, Verifier};
 
 /// Handler calls a worker runs at once, by default.
@@ -345,7 +345,7 @@ impl Worker {
 
     /// After a failed read: recreates a lost group at once; otherwise waits
     /// a moment and reconnects.
-    async fn recover(&self, error: StoreError, reads: &mut Option<MultiplexedConnection>) {
+    async fn recover(&self, error: StoreError, reads: &mut Option<Connection>) {
         if error.to_string().contains("NOGROUP") {
             match self.queue.ensure_group().await {
                 Ok(_) => {
@@ -367,13 +367,10 @@ impl Worker {
     /// timeout of its own: [`Self::read`] bounds each read by the block time
     /// plus the operation timeout, so a reply is never cut off while Redis
     /// is still blocking, and entries delivered in it are never stranded.
-    async fn read_connection(&self) -> Option<MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.queue.timeout))
-            .set_response_timeout(None);
+    async fn read_connection(&self) -> Option<Connection> {
         self.queue
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+            .target
+            .dedicated_connection(self.queue.timeout)
             .await
             .map_err(|error| tracing::warn!(%error, "could not connect to the queue"))
             .ok()
@@ -382,7 +379,7 @@ impl Worker {
     /// New entries for this consumer, waiting up to a second for some.
     async fn read(
         &self,
-        connection: &mut Option<MultiplexedConnection>,
+        connection: &mut Option<Connection>,
         count: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let Some(connection) = connection else {
@@ -819,5 +816,3 @@ impl Worker {
             .await
     }
 }
-
-type MultiplexedConnection = redis::aio::MultiplexedConnection;

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redis::aio::ConnectionManager;
+use super::Connection;
 use redis::{
     Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, Value,
 };
@@ -36,12 +36,12 @@ impl Waiting {
 /// A connection that sends concurrent commands as one pipeline.
 #[derive(Clone)]
 pub(crate) struct Batched {
-    connection: ConnectionManager,
+    connection: Connection,
     waiting: Arc<Mutex<Waiting>>,
 }
 
 impl Batched {
-    pub(crate) fn new(connection: ConnectionManager) -> Self {
+    pub(crate) fn new(connection: Connection) -> Self {
         Self {
             connection,
             waiting: Arc::default(),
@@ -50,7 +50,7 @@ impl Batched {
 
     /// The connection itself, for commands that need no batching (start-up
     /// checks, inspection, loading a script).
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Connection {
         self.connection.clone()
     }
 

@@ -1,16 +1,17 @@
 //! Redis plumbing shared by the dedupe store
-//! ([`RedisStore`](crate::dedupe::RedisStore)) and the queue: a connection
-//! that connects on first use, commands batched across deliveries, and
-//! deadlines on every call. It knows nothing of either.
+//! ([`RedisStore`](crate::dedupe::RedisStore)) and the queue: one server or
+//! a Redis Cluster behind one connection type, connected on first use,
+//! commands batched across deliveries, and deadlines on every call. It
+//! knows nothing of either.
 
 mod batch;
+mod connection;
 
 use std::future::Future;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 pub(crate) use batch::Batched;
+pub(crate) use connection::{Connection, Target};
 
 /// The default deadline for one Redis operation, connection included.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,19 +45,6 @@ pub(crate) enum CallError {
     Redis(#[from] ::redis::RedisError),
     #[error("Redis did not answer in time")]
     TimedOut,
-}
-
-/// A multiplexed connection that connects on first use and reconnects by
-/// itself. It has no response timeout of its own: every caller bounds each
-/// operation by its `operation_timeout`, whatever that is set to. Shared by
-/// the store and the queue.
-pub(crate) fn lazy_connection(client: ::redis::Client) -> Result<ConnectionManager, CallError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(DEFAULT_OPERATION_TIMEOUT))
-        .set_response_timeout(None)
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// A Redis call under an operation timeout. Shared by the store and the

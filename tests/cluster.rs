@@ -1,0 +1,374 @@
+//! Redis Cluster: a real six-node cluster (three masters, three replicas)
+//! on loopback, created with `redis-cli --cluster create`. The dedupe store
+//! and the queue on it, each event delivered to two receivers, handled once;
+//! and a coordinated `CLUSTER FAILOVER` of every master under load, the
+//! sender retrying its `503`s: nothing answered 2xx is lost, nothing runs
+//! twice. Each test starts and stops its own servers.
+#![cfg(feature = "queue")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use common::*;
+use ltvboost_webhooks::WebhookLayer;
+use ltvboost_webhooks::dedupe::RedisStore;
+use ltvboost_webhooks::event::ResponseCreated;
+use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
+use ltvboost_webhooks::queue::{RedisQueue, Worker};
+
+/// Six `redis-server`s in cluster mode, and their directory.
+struct Cluster {
+    nodes: Vec<(u16, Child)>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ltvboost-cluster-{}",
+            ltvboost_webhooks::dedupe::ClaimToken::random()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_port();
+            let config = format!("nodes-{port}.conf");
+            let args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config,
+                "--cluster-node-timeout",
+                "3000",
+                "--appendonly",
+                "yes",
+                "--dir",
+                &dir.to_string_lossy(),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+            nodes.push((port, spawn_redis(port, &args).await));
+        }
+        let cluster = Self { nodes, dir };
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(created.success(), "redis-cli --cluster create failed");
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// The URL list the crate takes for a cluster.
+    fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Until every node says the cluster is ok and has agreed on its roles.
+    async fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.nodes.iter().all(|(port, _)| {
+                self.cli(*port, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            }) && self.masters().len() == 3;
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The ports of the masters, as the first node sees them.
+    fn masters(&self) -> Vec<u16> {
+        self.cli(self.nodes[0].0, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| {
+                let address = line.split(' ').nth(1)?;
+                address.split(['@', ':']).nth(1)?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// For each master, one of its replicas' ports.
+    fn replicas_of_masters(&self) -> Vec<u16> {
+        let nodes = self.cli(self.nodes[0].0, &["CLUSTER", "NODES"]);
+        let port_of = |line: &str| -> Option<u16> {
+            line.split(' ')
+                .nth(1)?
+                .split(['@', ':'])
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        let masters: Vec<(&str, u16)> = nodes
+            .lines()
+            .filter(|line| line.contains("master"))
+            .filter_map(|line| Some((line.split(' ').next()?, port_of(line)?)))
+            .collect();
+        masters
+            .iter()
+            .filter_map(|(id, _)| {
+                nodes
+                    .lines()
+                    .find(|line| line.contains("slave") && line.split(' ').nth(3) == Some(id))
+                    .and_then(port_of)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Counts calls per event id.
+#[derive(Default)]
+struct Calls(Mutex<HashMap<String, usize>>, AtomicUsize);
+
+impl Calls {
+    fn total(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
+}
+
+struct Counting(Arc<Calls>);
+
+impl ResponseHandler for Counting {
+    async fn created(&self, delivery: &Delivery, _: &ResponseCreated) -> HandlerResult {
+        let id = delivery.id().unwrap_or_default().to_owned();
+        *self.0.0.lock().unwrap().entry(id).or_default() += 1;
+        self.0.1.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn created(id: &str) -> Vec<u8> {
+    event_json(id, "response.created", r#"{"id":"rsp_1"}"#)
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 60 s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn queue(url: &str, namespace: &str) -> RedisQueue {
+    RedisQueue::lazy(url)
+        .unwrap()
+        .namespace(namespace)
+        .unwrap()
+        .checked()
+        .await
+        .unwrap()
+}
+
+fn start_worker(
+    worker: Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, task)
+}
+
+/// Posts `body` until it is answered 2xx, as LTVboost retries (faster).
+async fn deliver(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = post_signed(addr, body).await.status;
+        if (200..300).contains(&status) {
+            return status;
+        }
+        // 503: Redis unavailable; 409: the other receiver has it in hand.
+        assert!([409, 503].contains(&status), "answered {status}");
+        assert!(Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url();
+    let events = 40;
+
+    // Inline, with the Redis dedupe store.
+    let calls = Arc::new(Calls::default());
+    let mut inline = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .namespace("inline")
+            .unwrap();
+        let layer = WebhookLayer::new(
+            config().dedupe_store(store),
+            Handlers::responses(Counting(calls.clone())),
+        );
+        inline.push(serve(Router::new().layer(layer)).await);
+    }
+    for n in 0..events {
+        let body = created(&format!("evt_inline_{n}"));
+        let (a, b) = tokio::join!(deliver(inline[0], &body), deliver(inline[1], &body));
+        // Both end 2xx: one ran it, the other (after 409s while it ran) a duplicate.
+        assert_eq!((a, b), (200, 200));
+    }
+    assert_eq!(calls.total(), events, "{:?}", calls.0.lock().unwrap());
+
+    // The queue reads the cluster's settings.
+    let durability = queue(&url, "queued").await.durability().await.unwrap();
+    assert_eq!(durability.appendonly, Some(true), "{durability:?}");
+    assert_eq!(durability.role.as_deref(), Some("master"), "{durability:?}");
+
+    // Enqueue mode: two receivers, two workers.
+    let calls = Arc::new(Calls::default());
+    let mut receivers = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let layer = WebhookLayer::enqueue(config(), queue(&url, "queued").await);
+        receivers.push(serve(Router::new().layer(layer)).await);
+        workers.push(start_worker(Worker::new(
+            queue(&url, "queued").await,
+            verifier(),
+            Handlers::responses(Counting(calls.clone())),
+        )));
+    }
+    for n in 0..events {
+        let body = created(&format!("evt_queued_{n}"));
+        let (a, b) = tokio::join!(deliver(receivers[0], &body), deliver(receivers[1], &body));
+        // One enqueued it (202), the other answers it a duplicate (200).
+        let mut statuses = [a, b];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 202]);
+    }
+    wait_for("every event handled", || calls.total() >= events).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (stop, task) in workers {
+        drop(stop);
+        task.await.unwrap();
+    }
+    let calls = calls.0.lock().unwrap();
+    assert_eq!(calls.len(), events);
+    assert!(calls.values().all(|&n| n == 1), "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_runs_nothing_twice() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url();
+    let inline_calls = Arc::new(Calls::default());
+    let store = RedisStore::connect(&url)
+        .await
+        .unwrap()
+        .namespace("failover-inline")
+        .unwrap();
+    let inline = serve(Router::new().layer(WebhookLayer::new(
+        config().dedupe_store(store),
+        Handlers::responses(Counting(inline_calls.clone())),
+    )))
+    .await;
+    let queued_calls = Arc::new(Calls::default());
+    let receiver = serve(Router::new().layer(WebhookLayer::enqueue(
+        config(),
+        queue(&url, "failover").await,
+    )))
+    .await;
+    let worker = start_worker(
+        Worker::new(
+            queue(&url, "failover").await,
+            verifier(),
+            Handlers::responses(Counting(queued_calls.clone())),
+        )
+        .claim_idle(Duration::from_secs(2)),
+    );
+
+    // The sender: events one after another, each retried until 2xx, to both
+    // services, while every master is failed over to its replica.
+    let events = 150;
+    let sender = tokio::spawn(async move {
+        for n in 0..events {
+            let body = created(&format!("evt_failover_{n}"));
+            assert_eq!(deliver(inline, &body).await, 200);
+            assert_eq!(deliver(receiver, &body).await, 202);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for replica in cluster.replicas_of_masters() {
+        let answer = cluster.cli(replica, &["CLUSTER", "FAILOVER"]);
+        assert!(
+            answer.contains("OK"),
+            "CLUSTER FAILOVER on {replica}: {answer}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.cli(replica, &["ROLE"]).starts_with("master") {
+            assert!(Instant::now() < deadline, "{replica} never became master");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sender.await.unwrap();
+    wait_for("every queued event handled", || {
+        queued_calls.total() >= events
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (stop, task) = worker;
+    drop(stop);
+    task.await.unwrap();
+    for calls in [&inline_calls, &queued_calls] {
+        let calls = calls.0.lock().unwrap();
+        assert_eq!(calls.len(), events, "an event answered 2xx was lost");
+        assert!(calls.values().all(|&n| n == 1), "ran twice: {calls:?}");
+    }
+}
