@@ -691,30 +691,19 @@ impl ltvboost_webhooks::handler::ResponseHandler for AlwaysFails {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_commands_against_a_queue_with_known_contents() {
-    use ltvboost_webhooks::handler::{Delivery, Handlers};
-    use ltvboost_webhooks::queue::{RedisQueue, Worker};
-    let url = std::env::var("LTVBOOST_TEST_REDIS_URL")
-        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it");
+    use ltvboost_webhooks::handler::Handlers;
+    use ltvboost_webhooks::queue::Worker;
+    let url = test_redis_url();
     let namespace = format!("cli-{}", ltvboost_webhooks::dedupe::ClaimToken::random());
-    let queue = RedisQueue::lazy(&url)
-        .unwrap()
-        .namespace(&namespace)
-        .unwrap()
-        .checked()
-        .await
-        .unwrap();
-    let delivery = |body: Vec<u8>| {
-        let header = sign(&secret(), &body);
-        let verified = verifier().verify(header.as_bytes(), body).unwrap();
-        let envelope =
-            ltvboost_webhooks::event::Envelope::from_bytes(verified.body().clone()).unwrap();
-        Delivery::new(envelope, &verified)
-    };
-    let body = |id: &str| event_json(id, "response.created", r#"{"id":"rsp_1"}"#);
+    let queue = namespaced_queue(&url, &namespace).await;
+    let body = created_event;
     // Three dead letters, then two entries waiting.
     let dead: Vec<Vec<u8>> = (0..3).map(|n| body(&format!("evt_dead_{n}"))).collect();
     for body in &dead {
-        queue.enqueue(&delivery(body.clone())).await.unwrap();
+        queue
+            .enqueue(&verified_delivery(body.clone()))
+            .await
+            .unwrap();
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker =
@@ -729,7 +718,7 @@ async fn queue_commands_against_a_queue_with_known_contents() {
     task.await.unwrap().unwrap();
     for n in 0..2 {
         queue
-            .enqueue(&delivery(body(&format!("evt_waiting_{n}"))))
+            .enqueue(&verified_delivery(body(&format!("evt_waiting_{n}"))))
             .await
             .unwrap();
     }

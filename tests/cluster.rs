@@ -20,7 +20,7 @@ use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::dedupe::RedisStore;
 use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
-use ltvboost_webhooks::queue::{RedisQueue, Worker};
+use ltvboost_webhooks::queue::Worker;
 
 /// Six `redis-server`s in cluster mode, and their directory.
 struct Cluster {
@@ -182,46 +182,6 @@ impl ResponseHandler for Counting {
     }
 }
 
-fn created(id: &str) -> Vec<u8> {
-    event_json(id, "response.created", r#"{"id":"rsp_1"}"#)
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 60 s for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn queue(url: &str, namespace: &str) -> RedisQueue {
-    RedisQueue::lazy(url)
-        .unwrap()
-        .namespace(namespace)
-        .unwrap()
-        .checked()
-        .await
-        .unwrap()
-}
-
-fn start_worker(
-    worker: Worker,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
-}
-
 /// Posts `body` until it is answered 2xx, as LTVboost retries (faster).
 async fn deliver(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -259,7 +219,7 @@ async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once(
         inline.push(serve(Router::new().layer(layer)).await);
     }
     for n in 0..events {
-        let body = created(&format!("evt_inline_{n}"));
+        let body = created_event(&format!("evt_inline_{n}"));
         let (a, b) = tokio::join!(deliver(inline[0], &body), deliver(inline[1], &body));
         // Both end 2xx: one ran it, the other (after 409s while it ran) a duplicate.
         assert_eq!((a, b), (200, 200));
@@ -267,7 +227,11 @@ async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once(
     assert_eq!(calls.total(), events, "{:?}", calls.0.lock().unwrap());
 
     // The queue reads the cluster's settings.
-    let durability = queue(&url, "queued").await.durability().await.unwrap();
+    let durability = namespaced_queue(&url, "queued")
+        .await
+        .durability()
+        .await
+        .unwrap();
     assert_eq!(durability.appendonly, Some(true), "{durability:?}");
     assert_eq!(durability.role.as_deref(), Some("master"), "{durability:?}");
 
@@ -276,23 +240,23 @@ async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once(
     let mut receivers = Vec::new();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let layer = WebhookLayer::enqueue(config(), queue(&url, "queued").await);
+        let layer = WebhookLayer::enqueue(config(), namespaced_queue(&url, "queued").await);
         receivers.push(serve(Router::new().layer(layer)).await);
         workers.push(start_worker(Worker::new(
-            queue(&url, "queued").await,
+            namespaced_queue(&url, "queued").await,
             verifier(),
             Handlers::responses(Counting(calls.clone())),
         )));
     }
     for n in 0..events {
-        let body = created(&format!("evt_queued_{n}"));
+        let body = created_event(&format!("evt_queued_{n}"));
         let (a, b) = tokio::join!(deliver(receivers[0], &body), deliver(receivers[1], &body));
         // One enqueued it (202), the other answers it a duplicate (200).
         let mut statuses = [a, b];
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 202]);
     }
-    wait_for("every event handled", || calls.total() >= events).await;
+    wait_until("every event handled", || calls.total() >= events).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (stop, task) in workers {
         drop(stop);
@@ -321,12 +285,12 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
     let queued_calls = Arc::new(Calls::default());
     let receiver = serve(Router::new().layer(WebhookLayer::enqueue(
         config(),
-        queue(&url, "failover").await,
+        namespaced_queue(&url, "failover").await,
     )))
     .await;
     let worker = start_worker(
         Worker::new(
-            queue(&url, "failover").await,
+            namespaced_queue(&url, "failover").await,
             verifier(),
             Handlers::responses(Counting(queued_calls.clone())),
         )
@@ -338,7 +302,7 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
     let events = 150;
     let sender = tokio::spawn(async move {
         for n in 0..events {
-            let body = created(&format!("evt_failover_{n}"));
+            let body = created_event(&format!("evt_failover_{n}"));
             assert_eq!(deliver(inline, &body).await, 200);
             assert_eq!(deliver(receiver, &body).await, 202);
         }
@@ -358,7 +322,7 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     sender.await.unwrap();
-    wait_for("every queued event handled", || {
+    wait_until("every queued event handled", || {
         queued_calls.total() >= events
     })
     .await;

@@ -16,7 +16,6 @@ use common::*;
 use ltvboost_webhooks::extract::VerifiedEvent;
 use ltvboost_webhooks::signature::{Secret, sign};
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::Semaphore;
 
 /// `ltvboost_webhook_deliveries_total` samples: (outcome, reason, event_type) → count.
@@ -46,12 +45,7 @@ fn deliveries(text: &str) -> HashMap<(String, String, String), u64> {
 // still shows, at 0.
 #[tokio::test]
 async fn a_known_mix_is_counted_exactly() {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.001, 0.01, 0.1, 1.0])
-        .unwrap()
-        .install_recorder()
-        .unwrap();
-    ltvboost_webhooks::metrics::describe();
+    let handle = install_prometheus();
 
     // The layer, with a handler that can be held to make a delivery in flight.
     let gate = Arc::new(Semaphore::new(1000));

@@ -22,12 +22,7 @@ use ltvboost_webhooks::WebhookLayer;
 use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::queue::{RedisQueue, Worker};
-use tokio::sync::{Semaphore, oneshot};
-
-fn redis_url() -> String {
-    std::env::var("LTVBOOST_TEST_REDIS_URL")
-        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it")
-}
+use tokio::sync::Semaphore;
 
 fn unique_prefix() -> String {
     format!("test:{}:", ltvboost_webhooks::dedupe::ClaimToken::random())
@@ -83,35 +78,9 @@ async fn receiver(queue: RedisQueue) -> SocketAddr {
     serve(Router::new().layer(WebhookLayer::enqueue(config(), queue))).await
 }
 
-/// Runs a worker until the returned sender is dropped or fired.
-fn start_worker(worker: Worker) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
-}
-
-fn created(id: &str) -> Vec<u8> {
-    event_json(id, "response.created", r#"{"id":"rsp_1"}"#)
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited 60 s for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_events_through_two_receivers_and_three_workers_are_handled_once() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let receivers = [
         receiver(queue(&url, &prefix).await).await,
         receiver(queue(&url, &prefix).await).await,
@@ -129,7 +98,7 @@ async fn a_thousand_events_through_two_receivers_and_three_workers_are_handled_o
     }
     let mut sends = Vec::new();
     for n in 0..1000 {
-        let body = created(&format!("evt_q{n}"));
+        let body = created_event(&format!("evt_q{n}"));
         let (first, second) = (receivers[n % 2], receivers[(n + 1) % 2]);
         sends.push(tokio::spawn(async move {
             let enqueued = post_signed(first, &body).await.status;
@@ -162,11 +131,11 @@ async fn a_thousand_events_through_two_receivers_and_three_workers_are_handled_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_entries_are_claimed_and_repeats_stay_within_its_concurrency() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let addr = receiver(queue(&url, &prefix).await).await;
     for n in 0..20 {
         assert_eq!(
-            post_signed(addr, &created(&format!("evt_k{n}")))
+            post_signed(addr, &created_event(&format!("evt_k{n}")))
                 .await
                 .status,
             202
@@ -217,7 +186,7 @@ async fn a_killed_workers_entries_are_claimed_and_repeats_stay_within_its_concur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lettered() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let addr = receiver(queue(&url, &prefix).await).await;
     let counter = Arc::new(Counter {
         failing: AtomicBool::new(true),
@@ -241,7 +210,10 @@ async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lett
         move |letter| dead.lock().unwrap().push(letter.clone())
     });
     let (stop, task) = start_worker(worker);
-    assert_eq!(post_signed(addr, &created("evt_fails")).await.status, 202);
+    assert_eq!(
+        post_signed(addr, &created_event("evt_fails")).await.status,
+        202
+    );
     wait_until("the dead letter", || !dead.lock().unwrap().is_empty()).await;
     assert_eq!(counter.total(), 3, "three attempts, no more");
     let times = counter.times.lock().unwrap().clone();
@@ -375,7 +347,7 @@ impl Drop for DurableRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inline() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let addr = receiver(queue(&url, &prefix).await).await;
     // A known type whose data has no identifier: it will never fit.
     let unfit = |id: &str| event_json(id, "response.created", r#"{"note":"no id"}"#);
@@ -434,7 +406,7 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     for n in 0..200 {
         assert_eq!(
-            post_signed(addr, &created(&format!("evt_d{n}")))
+            post_signed(addr, &created_event(&format!("evt_d{n}")))
                 .await
                 .status,
             202
@@ -450,7 +422,10 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
     );
     // The dedupe keys survived too: a redelivery is still a duplicate.
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
-    assert_eq!(post_signed(addr, &created("evt_d7")).await.status, 200);
+    assert_eq!(
+        post_signed(addr, &created_event("evt_d7")).await.status,
+        200
+    );
     // And a worker handles all of them.
     let counter = Arc::new(Counter::default());
     let (stop, task) = start_worker(Worker::new(
@@ -473,14 +448,14 @@ async fn redis_down_at_enqueue_answers_503() {
         .unwrap()
         .operation_timeout(Duration::from_millis(500));
     let addr = receiver(queue).await;
-    let reply = post_signed(addr, &created("evt_down")).await;
+    let reply = post_signed(addr, &created_event("evt_down")).await;
     assert_eq!(reply.status, 503, "{reply:?}");
     assert!(reply.body.contains("queue unavailable"), "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handler_never_holds_up_the_receiver() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let addr = receiver(queue(&url, &prefix).await).await;
     let gate = Arc::new(Semaphore::new(0));
     let counter = Arc::new(Counter {
@@ -495,12 +470,15 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
         )
         .concurrency(2),
     );
-    assert_eq!(post_signed(addr, &created("evt_slow_0")).await.status, 202);
+    assert_eq!(
+        post_signed(addr, &created_event("evt_slow_0")).await.status,
+        202
+    );
     wait_until("the first handler call", || counter.total() == 1).await;
     // The handler is stuck; the receiver goes on answering at once.
     for n in 1..20 {
         assert_eq!(
-            post_signed(addr, &created(&format!("evt_slow_{n}")))
+            post_signed(addr, &created_event(&format!("evt_slow_{n}")))
                 .await
                 .status,
             202
@@ -519,7 +497,7 @@ async fn a_slow_handler_never_holds_up_the_receiver() {
 fn the_worker_example_prints_each_call_and_each_dead_letter() {
     use std::io::BufRead;
     let (receiver_exe, worker_exe) = (example("receiver"), example("worker"));
-    let url = redis_url();
+    let url = test_redis_url();
     let web = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -554,7 +532,7 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(post_signed(web, &created(&ok_id)).await.status, 202);
+        assert_eq!(post_signed(web, &created_event(&ok_id)).await.status, 202);
         let failing = event_json(&failing_id, "action.failed", r#"{"id":"act_1"}"#);
         assert_eq!(post_signed(web, &failing).await.status, 202);
     });
@@ -577,14 +555,6 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
     for child in [&mut worker, &mut receiver] {
         assert_eq!(terminate(child), Some(0));
     }
-}
-
-/// A verified delivery, as a receiver hands it to the queue.
-fn delivery(body: Vec<u8>) -> Delivery {
-    let header = ltvboost_webhooks::signature::sign(&secret(), &body);
-    let verified = verifier().verify(header.as_bytes(), body).unwrap();
-    let envelope = ltvboost_webhooks::event::Envelope::from_bytes(verified.body().clone()).unwrap();
-    Delivery::new(envelope, &verified)
 }
 
 /// A field of `INFO`, as a number.
@@ -616,7 +586,7 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
                     break;
                 }
                 let body = event_json(&format!("evt_mem_{n}"), "response.created", &data);
-                let added = queue.enqueue(&delivery(body)).await.unwrap();
+                let added = queue.enqueue(&verified_delivery(body)).await.unwrap();
                 assert!(matches!(
                     added,
                     ltvboost_webhooks::queue::Enqueued::Added(_)
@@ -670,7 +640,7 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let counter = Arc::new(Counter {
         delay: Duration::from_secs(3),
         ..Counter::default()
@@ -688,7 +658,7 @@ async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
     let addr = receiver(queue(&url, &prefix).await).await;
     for n in 0..4 {
         let id = format!("evt_slow_once_{n}");
-        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+        assert_eq!(post_signed(addr, &created_event(&id)).await.status, 202);
     }
     let queue = queue(&url, &prefix).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -714,12 +684,15 @@ async fn after_flushall_the_running_worker_recreates_its_group_and_handles_new_e
         Handlers::responses(Counting(counter.clone())),
     ));
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
-    assert_eq!(post_signed(addr, &created("evt_pre")).await.status, 202);
+    assert_eq!(
+        post_signed(addr, &created_event("evt_pre")).await.status,
+        202
+    );
     wait_until("the first event", || counter.total() == 1).await;
     assert_eq!(redis.cli(&["FLUSHALL"]).await, "OK");
     for n in 0..5 {
         let id = format!("evt_post_flush_{n}");
-        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+        assert_eq!(post_signed(addr, &created_event(&id)).await.status, 202);
     }
     wait_until("5 events after FLUSHALL", || counter.total() == 6).await;
     drop(stop);
@@ -765,7 +738,9 @@ async fn a_full_redis_answers_503_then_a_worker_started_on_it_drains_it() {
     wait_until("every accepted event", || counter.total() >= accepted.len()).await;
     // Room again: new events are accepted and handled.
     assert_eq!(
-        post_signed(addr, &created("evt_after_full")).await.status,
+        post_signed(addr, &created_event("evt_after_full"))
+            .await
+            .status,
         202
     );
     wait_until("the event after", || counter.total() == accepted.len() + 1).await;
@@ -777,18 +752,18 @@ async fn a_full_redis_answers_503_then_a_worker_started_on_it_drains_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_altered_or_injected_in_redis_is_dead_lettered_never_handled() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let queue = queue(&url, &prefix).await;
-    let genuine = created("evt_genuine");
+    let genuine = created_event("evt_genuine");
     let signature = ltvboost_webhooks::signature::sign(&secret(), &genuine);
-    queue.enqueue(&delivery(genuine)).await.unwrap();
+    queue.enqueue(&verified_delivery(genuine)).await.unwrap();
     // Someone with access to Redis appends a forged event under the genuine
     // signature, and one with no signature at all.
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let stream = format!("{prefix}events");
     for (id, signature) in [("evt_forged", signature.as_str()), ("evt_unsigned", "")] {
-        let forged = String::from_utf8(created(id)).unwrap();
+        let forged = String::from_utf8(created_event(id)).unwrap();
         let _: String = redis::cmd("XADD")
             .arg(&stream)
             .arg("*")
@@ -827,11 +802,13 @@ async fn an_entry_altered_or_injected_in_redis_is_dead_lettered_never_handled() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letters_stay_within_their_cap() {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     let queue = queue(&url, &prefix).await.dead_letter_cap(2);
     for n in 0..5 {
         queue
-            .enqueue(&delivery(created(&format!("evt_capped_{n}"))))
+            .enqueue(&verified_delivery(created_event(&format!(
+                "evt_capped_{n}"
+            ))))
             .await
             .unwrap();
     }
@@ -994,7 +971,7 @@ async fn a_poison_event_that_aborts_the_worker_is_dead_lettered_after_max_attemp
     assert_eq!(post_signed(addr, &poison).await.status, 202);
     for n in 0..5 {
         let id = format!("evt_beside_poison_{n}");
-        assert_eq!(post_signed(addr, &created(&id)).await.status, 202);
+        assert_eq!(post_signed(addr, &created_event(&id)).await.status, 202);
     }
     // A restart loop, as a supervisor runs it.
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -1098,7 +1075,10 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
     let deadline = Instant::now() + Duration::from_secs(30);
     // Until the replica has synced, 503; then 202.
     loop {
-        match post_signed(addr, &created("evt_replicated")).await.status {
+        match post_signed(addr, &created_event("evt_replicated"))
+            .await
+            .status
+        {
             202 | 200 => break,
             503 => assert!(Instant::now() < deadline, "the replica never confirmed"),
             other => panic!("answered {other}"),
@@ -1116,13 +1096,16 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
         .args(["-KILL", &replica.child.id().to_string()])
         .status();
     let _ = replica.child.wait();
-    let reply = post_signed(addr, &created("evt_unconfirmed")).await;
+    let reply = post_signed(addr, &created_event("evt_unconfirmed")).await;
     assert_eq!(reply.status, 503, "{reply:?}");
     replica.child = DurableRedis::start(&replica.dir, replica.port, &replica.settings).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The sender's retry: a duplicate, confirmed once the replica has it.
-        match post_signed(addr, &created("evt_unconfirmed")).await.status {
+        match post_signed(addr, &created_event("evt_unconfirmed"))
+            .await
+            .status
+        {
             200 => break,
             503 => assert!(Instant::now() < deadline, "the replica never came back"),
             other => panic!("answered {other}"),
@@ -1164,7 +1147,7 @@ async fn an_idle_worker_is_quiet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_namespaces_on_one_redis_each_handle_the_same_event_once() {
     let redis = DurableRedis::new().await;
-    let event = created("evt_shared_by_two_services");
+    let event = created_event("evt_shared_by_two_services");
     // Inline, with the Redis dedupe store.
     let mut inline = Vec::new();
     for namespace in ["billing", "crm"] {
@@ -1191,19 +1174,10 @@ async fn two_namespaces_on_one_redis_each_handle_the_same_event_once() {
     // Enqueue mode: each namespace's worker handles its own copy only.
     let mut services = Vec::new();
     for namespace in ["billing", "crm"] {
-        let queue = || async {
-            RedisQueue::lazy(&redis.url())
-                .unwrap()
-                .namespace(namespace)
-                .unwrap()
-                .checked()
-                .await
-                .unwrap()
-        };
-        let addr = receiver(queue().await).await;
+        let addr = receiver(namespaced_queue(&redis.url(), namespace).await).await;
         let counter = Arc::new(Counter::default());
         let worker = start_worker(Worker::new(
-            queue().await,
+            namespaced_queue(&redis.url(), namespace).await,
             verifier(),
             Handlers::responses(Counting(counter.clone())),
         ));

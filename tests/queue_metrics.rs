@@ -11,8 +11,7 @@ use std::time::Duration;
 use common::*;
 use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
-use ltvboost_webhooks::queue::{RedisQueue, Worker};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use ltvboost_webhooks::queue::Worker;
 
 /// Fails for events whose id says so.
 struct FailsWhenAsked;
@@ -24,14 +23,6 @@ impl ResponseHandler for FailsWhenAsked {
         }
         Ok(())
     }
-}
-
-/// A verified delivery, as a receiver hands it to the queue.
-fn delivery(body: Vec<u8>) -> Delivery {
-    let header = ltvboost_webhooks::signature::sign(&secret(), &body);
-    let verified = verifier().verify(header.as_bytes(), body).unwrap();
-    let envelope = ltvboost_webhooks::event::Envelope::from_bytes(verified.body().clone()).unwrap();
-    Delivery::new(envelope, &verified)
 }
 
 /// The value of the sample named `series` (with its labels, as rendered).
@@ -46,28 +37,16 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_is_visible_in_its_stats_and_metrics() {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.001, 0.01, 0.1, 1.0])
-        .unwrap()
-        .install_recorder()
-        .unwrap();
-    ltvboost_webhooks::metrics::describe();
-    let url = std::env::var("LTVBOOST_TEST_REDIS_URL")
-        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it");
+    let handle = install_prometheus();
+    let url = test_redis_url();
     let namespace = format!(
         "metrics-{}",
         ltvboost_webhooks::dedupe::ClaimToken::random()
     );
-    let queue = RedisQueue::lazy(&url)
-        .unwrap()
-        .namespace(&namespace)
-        .unwrap()
-        .checked()
-        .await
-        .unwrap();
+    let queue = namespaced_queue(&url, &namespace).await;
 
     // Waiting: four events, no worker yet.
-    let ok = |id: &str| event_json(id, "response.created", r#"{"id":"rsp_1"}"#);
+    let ok = created_event;
     for body in [
         ok("evt_ok_1"),
         ok("evt_ok_2"),
@@ -75,7 +54,7 @@ async fn the_queue_is_visible_in_its_stats_and_metrics() {
         // A known type whose data does not fit: dead-lettered at once.
         event_json("evt_unfit", "response.created", r#"{"note":"no id"}"#),
     ] {
-        queue.enqueue(&delivery(body)).await.unwrap();
+        queue.enqueue(&verified_delivery(body)).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = queue.stats().await.unwrap();

@@ -360,3 +360,83 @@ pub(crate) fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A verified delivery of `body`, signed with the test secret, as a
+/// receiver hands it to the queue.
+pub(crate) fn verified_delivery(body: Vec<u8>) -> Delivery {
+    let header = sign(&secret(), &body);
+    let verified = verifier().verify(header.as_bytes(), body).unwrap();
+    let envelope = Envelope::from_bytes(verified.body().clone()).unwrap();
+    Delivery::new(envelope, &verified)
+}
+
+/// Runs a worker until the returned sender is dropped or fired.
+#[cfg(feature = "queue")]
+pub(crate) fn start_worker(
+    worker: ltvboost_webhooks::queue::Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, task)
+}
+
+/// The shared Redis of the Redis tests (`scripts/test.sh` starts one).
+pub(crate) fn test_redis_url() -> String {
+    std::env::var("LTVBOOST_TEST_REDIS_URL")
+        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it")
+}
+
+/// A `response.created` event with id `id`.
+pub(crate) fn created_event(id: &str) -> Vec<u8> {
+    event_json(id, "response.created", r#"{"id":"rsp_1"}"#)
+}
+
+/// Waits up to 60 s for `done`.
+pub(crate) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 60 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A checked queue in `namespace` on `url`.
+#[cfg(feature = "queue")]
+pub(crate) async fn namespaced_queue(
+    url: &str,
+    namespace: &str,
+) -> ltvboost_webhooks::queue::RedisQueue {
+    ltvboost_webhooks::queue::RedisQueue::lazy(url)
+        .unwrap()
+        .namespace(namespace)
+        .unwrap()
+        .checked()
+        .await
+        .unwrap()
+}
+
+/// Installs a Prometheus recorder (histograms with a few buckets) as the
+/// process's global one, and describes the crate's metrics to it.
+#[cfg(feature = "metrics")]
+pub(crate) fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.001, 0.01, 0.1, 1.0])
+        .unwrap()
+        .install_recorder()
+        .unwrap();
+    ltvboost_webhooks::metrics::describe();
+    handle
+}
