@@ -792,6 +792,10 @@ async fn an_entry_altered_or_injected_in_redis_is_dead_lettered_never_handled() 
     );
     wait_until("two dead letters", || dead.lock().unwrap().len() == 2).await;
     wait_until("the genuine event", || counter.total() == 1).await;
+    // Requeued while the worker runs, they are dead-lettered again at once:
+    // requeueing "all" moves the two there were, and ends.
+    assert_eq!(queue.requeue_all().await.unwrap(), 2);
+    wait_until("two more dead letters", || dead.lock().unwrap().len() == 4).await;
     drop(stop);
     task.await.unwrap();
     assert_eq!(counter.calls.lock().unwrap().get("evt_genuine"), Some(&1));

@@ -139,7 +139,17 @@ pub struct RedisQueue {
     done_ttl: Duration,
     dead_letter_cap: u64,
     require_durable: bool,
-    replicas: Option<(u32, Duration)>,
+    /// With `wait_for_replicas`: how many, how long, and a connection of
+    /// their own (a pending `WAIT` holds up every command behind it).
+    replicas: Option<Replicas>,
+}
+
+/// What `wait_for_replicas` set.
+#[derive(Clone)]
+struct Replicas {
+    count: u32,
+    deadline: Duration,
+    connection: crate::redis::Connection,
 }
 
 pub use crate::layer::Enqueued;
@@ -302,12 +312,28 @@ impl RedisQueue {
     }
 
     /// Makes each `202` wait until `replicas` replicas have the entry (Redis
-    /// `WAIT`), for at most `deadline`; when fewer confirm, the delivery is
-    /// answered `503` and the sender retries (the entry stays queued and is
-    /// handled once). Default: off; replication is then asynchronous and a
-    /// failover can lose the last events answered `202`.
+    /// `WAIT`, sent with the append in one pipeline, on a connection of its
+    /// own, so that on a Redis Cluster it reaches the node that wrote), for
+    /// at most `deadline` (keep it below the
+    /// [`operation_timeout`](Self::operation_timeout)); when fewer confirm,
+    /// the delivery is answered `503` and the sender retries (the entry
+    /// stays queued and is handled once). Default: off; replication is then
+    /// asynchronous and a failover can lose the last events answered `202`.
     pub fn wait_for_replicas(mut self, replicas: u32, deadline: Duration) -> Self {
-        self.replicas = (replicas > 0).then_some((replicas, deadline));
+        self.replicas = None;
+        if replicas > 0 {
+            match self.target.lazy_connection() {
+                Ok(connection) => {
+                    self.replicas = Some(Replicas {
+                        count: replicas,
+                        deadline,
+                        connection,
+                    });
+                }
+                // Only a malformed URL fails here, and `lazy` parsed it.
+                Err(error) => tracing::error!(%error, "could not set up waiting for replicas"),
+            }
+        }
         self
     }
 
@@ -375,27 +401,58 @@ impl RedisQueue {
         let key = self.keys.event(delivery.dedupe_key());
         let ttl = millis(self.done_ttl);
         let signature = delivery.signature().to_header_value();
-        let added: Option<String> = self
-            .bounded(self.redis.invoke(script!(scripts::ENQUEUE), |command| {
-                command
-                    .arg(2)
-                    .arg(&key)
-                    .arg(&self.keys.stream)
-                    .arg(&ttl)
-                    .arg(delivery.envelope().body().as_ref())
-                    .arg(&signature)
-                    .arg(if self.replicas.is_some() { "1" } else { "0" });
-            }))
-            .await?;
-        if let Some((replicas, deadline)) = self.replicas {
-            let confirmed = self
-                .bounded(self.redis.wait_for_replicas(replicas, deadline))
+        let enqueue = |command: &mut redis::Cmd| {
+            command
+                .arg(2)
+                .arg(&key)
+                .arg(&self.keys.stream)
+                .arg(&ttl)
+                .arg(delivery.envelope().body().as_ref())
+                .arg(&signature)
+                .arg(if self.replicas.is_some() { "1" } else { "0" });
+        };
+        let Some(replicas) = &self.replicas else {
+            let added: Option<String> = self
+                .bounded(self.redis.invoke(script!(scripts::ENQUEUE), |command| {
+                    enqueue(command);
+                }))
                 .await?;
-            if confirmed < u64::from(replicas) {
-                return Err(StoreError::new(format!(
-                    "{confirmed} of {replicas} replicas confirmed the entry within {deadline:?}"
-                )));
+            return Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added));
+        };
+        // The append and its WAIT in one pipeline: they travel on one
+        // connection to the node that holds the stream.
+        let script = script!(scripts::ENQUEUE);
+        let mut append = redis::cmd("EVALSHA");
+        append.arg(script.get_hash());
+        enqueue(&mut append);
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(append);
+        pipeline
+            .cmd("WAIT")
+            .arg(replicas.count)
+            .arg(millis(replicas.deadline.min(self.timeout)));
+        let mut connection = replicas.connection.clone();
+        let call = async {
+            match pipeline
+                .query_async::<(Option<String>, u64)>(&mut connection)
+                .await
+            {
+                // Redis restarted, or its scripts were flushed.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(&mut connection).await?;
+                    pipeline.query_async(&mut connection).await
+                }
+                answer => answer,
             }
+        };
+        let (added, confirmed) = self.bounded(call).await?;
+        if confirmed < u64::from(replicas.count) {
+            return Err(StoreError::new(format!(
+                "{confirmed} of {} replicas confirmed the entry within {:?}",
+                replicas.count, replicas.deadline
+            )));
         }
         Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added))
     }
@@ -517,15 +574,33 @@ impl RedisQueue {
             .map(bytes::Bytes::from))
     }
 
-    /// Moves every dead letter back onto the stream, oldest first; how many.
+    /// Moves every dead letter there is now back onto the stream, oldest
+    /// first; how many. One dead-lettered again meanwhile stays dead.
     pub async fn requeue_all(&self) -> Result<u64, StoreError> {
+        let mut connection = self.redis.connection();
+        let mut newest = redis::cmd("XREVRANGE");
+        newest
+            .arg(&self.keys.dead)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let newest: StreamRangeReply = self.bounded(newest.query_async(&mut connection)).await?;
+        let Some(last) = newest.ids.first().map(|entry| stream_id(&entry.id)) else {
+            return Ok(0);
+        };
         let mut moved = 0;
+        let mut after: Option<String> = None;
         loop {
-            let page = self.dead_range(None, 100).await?;
-            if page.ids.is_empty() {
+            let page = self.dead_range(after.as_deref(), 100).await?;
+            let Some(tail) = page.ids.last() else {
                 return Ok(moved);
-            }
+            };
+            after = Some(tail.id.clone());
             for entry in &page.ids {
+                if stream_id(&entry.id) > last {
+                    return Ok(moved);
+                }
                 moved += u64::from(self.requeue(&entry.id).await?);
             }
         }
@@ -611,6 +686,12 @@ impl RedisQueue {
     }
 }
 
+/// A stream id's two numbers, for ordering.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (millis, sequence) = id.split_once('-').unwrap_or((id, "0"));
+    (millis.parse().unwrap_or(0), sequence.parse().unwrap_or(0))
+}
+
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL (and any password in it) is deliberately absent.
@@ -619,7 +700,10 @@ impl std::fmt::Debug for RedisQueue {
             .field("timeout", &self.timeout)
             .field("dead_letter_cap", &self.dead_letter_cap)
             .field("require_durable", &self.require_durable)
-            .field("replicas", &self.replicas)
+            .field(
+                "replicas",
+                &self.replicas.as_ref().map(|r| (r.count, r.deadline)),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -111,7 +111,8 @@ return 0
 
 /// KEYS: stream, retry set, the retry's hash. ARGV: group, id, consumer,
 /// wait ms, attempts, error. Copies the entry into the hash, schedules it
-/// by Redis's clock, then acknowledges and deletes it. 1 when owned.
+/// by Redis's clock, then acknowledges and deletes it. 1 when owned, 2
+/// when owned but its entry was gone from the stream (deleted by hand).
 pub(super) const RETRY: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
@@ -125,28 +126,30 @@ if found then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
+if found then return 1 end
+return 2
 "
 );
 
 /// KEYS: stream, dead-letter stream. ARGV: group, id, consumer, the dead
 /// letters' cap, attempts, error. Moves the entry to the dead letters
 /// (trimmed to the cap), then acknowledges and deletes it. Returns the dead
-/// letter's id and how many old dead letters the cap dropped, or false when
-/// the entry is not this consumer's.
+/// letter's id, how many old dead letters the cap dropped, and 1 (0 when
+/// the entry was gone from the stream, so the dead letter has no body); or
+/// false when the entry is not this consumer's.
 pub(super) const DEAD: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
     r"
 if not owned() then return false end
-local kept = fields_of(ARGV[2])
+local kept, found = fields_of(ARGV[2])
 local before = redis.call('XLEN', KEYS[2])
 local dead = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*',
   'attempts', ARGV[5], 'error', ARGV[6], unpack(kept))
 local dropped = before + 1 - redis.call('XLEN', KEYS[2])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-return {dead, dropped}
+return {dead, dropped, found and 1 or 0}
 "
 );
 
@@ -165,23 +168,27 @@ return 1
 /// KEYS: retry set, stream. ARGV: how many, the retry hashes' key prefix.
 /// Appends the retries that are due (by Redis's clock) to the stream, then
 /// removes them from the retry set: an error in between leaves a retry
-/// scheduled, never lost.
+/// scheduled, never lost. Returns {due, of which missing} (a retry whose
+/// hash was deleted by hand).
 pub(super) const PROMOTE: &str = concat!(
     "#!lua flags=allow-oom\n",
     clock!(),
     r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now_ms()),
   'LIMIT', 0, ARGV[1])
+local missing = 0
 for _, id in ipairs(due) do
   local key = ARGV[2] .. id
   local fields = redis.call('HGETALL', key)
   if #fields > 0 then
     redis.call('XADD', KEYS[2], '*', unpack(fields))
+  else
+    missing = missing + 1
   end
   redis.call('ZREM', KEYS[1], id)
   redis.call('DEL', key)
 end
-return #due
+return {#due, missing}
 "
 );
 
@@ -276,12 +283,12 @@ local fields = found[1][2]
 local entry = {}
 for i = 1, #fields, 2 do
   local name = fields[i]
-  if name ~= 'attempts' and name ~= 'error' then
+  if name ~= 'attempts' and name ~= 'error' and name ~= 'requeued' then
     table.insert(entry, name)
     table.insert(entry, fields[i + 1])
   end
 end
-redis.call('XADD', KEYS[2], '*', 'attempts', '0', unpack(entry))
+redis.call('XADD', KEYS[2], '*', 'attempts', '0', 'requeued', '1', unpack(entry))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1
 ";

@@ -116,6 +116,8 @@ struct Entry {
     attempts: u32,
     /// Times this entry was delivered to a worker, this one included.
     deliveries: u32,
+    /// Moved back from the dead letters by an operator.
+    requeued: bool,
 }
 
 impl Entry {
@@ -126,6 +128,7 @@ impl Entry {
             signature: entry.get("signature").unwrap_or_default(),
             attempts: entry.get("attempts").unwrap_or(0),
             deliveries,
+            requeued: entry.get::<String>("requeued").is_some(),
         }
     }
 
@@ -279,6 +282,7 @@ impl Worker {
         let mut maintained: Option<tokio::time::Instant> = None;
         let mut tidied: Option<tokio::time::Instant> = None;
         let mut stopping = false;
+        let mut claim_from = "0-0".to_owned();
         loop {
             while running.try_join_next().is_some() {}
             let maintenance_every = (worker.claim_idle / 2).min(Duration::from_secs(1));
@@ -286,7 +290,9 @@ impl Worker {
             if maintained.is_none_or(|at| at.elapsed() >= maintenance_every) {
                 maintained = Some(tokio::time::Instant::now());
                 worker.maintain().await;
-                entries = worker.reclaim(slots.available_permits()).await;
+                entries = worker
+                    .reclaim(slots.available_permits(), &mut claim_from)
+                    .await;
             }
             if tidied.is_none_or(|at| at.elapsed() >= TIDY_EVERY) {
                 tidied = Some(tokio::time::Instant::now());
@@ -414,7 +420,11 @@ impl Worker {
 
     /// Entries other consumers left pending for longer than `claim_idle`,
     /// with how often each was delivered.
-    async fn reclaim(&self, count: usize) -> Vec<Entry> {
+    ///
+    /// `cursor` is where the previous call stopped: Redis looks at a
+    /// bounded number of pending entries per call, so long-running entries
+    /// ahead of a dead worker's must not be looked at again every time.
+    async fn reclaim(&self, count: usize, cursor: &mut String) -> Vec<Entry> {
         if count == 0 {
             return Vec::new();
         }
@@ -424,7 +434,7 @@ impl Worker {
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(self.claim_idle.as_millis().to_string())
-            .arg("0-0")
+            .arg(cursor.as_str())
             .arg("COUNT")
             .arg(count);
         let mut connection = self.queue.redis.connection();
@@ -439,13 +449,13 @@ impl Worker {
                 return Vec::new();
             }
         };
+        *cursor = reply.next_stream_id.clone();
         if !reply.deleted_ids.is_empty() {
-            tracing::error!(
-                entries = ?reply.deleted_ids,
-                "pending entries were deleted from the stream before a worker finished them: \
-                 their events are lost"
+            tracing::error!(entries = ?reply.deleted_ids, "pending entries deleted from the stream");
+            lost(
+                reply.deleted_ids.len() as u64,
+                "pending entries deleted from the stream before a worker finished them",
             );
-            metrics::queue_entries_lost(reply.deleted_ids.len() as u64);
         }
         if reply.claimed.is_empty() {
             return Vec::new();
@@ -493,8 +503,10 @@ impl Worker {
             .key(&self.queue.keys.stream)
             .arg(1000)
             .arg(&self.queue.keys.retry_entry);
-        if let Err(error) = self.invoke::<i64>(invocation).await {
-            tracing::warn!(%error, "could not schedule due retries");
+        match self.invoke::<(u64, u64)>(invocation).await {
+            Ok((_, 0)) => {}
+            Ok((_, missing)) => lost(missing, "due retries whose saved entry was deleted"),
+            Err(error) => tracing::warn!(%error, "could not schedule due retries"),
         }
         match self.queue.stats().await {
             Ok(stats) => metrics::queue_stats(&stats),
@@ -545,8 +557,12 @@ impl Worker {
         );
         async {
             let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
-            self.record(&entry, attempt, end, dedupe_key.as_deref())
-                .await;
+            // Held while its end is recorded too: recording may retry for a while.
+            self.holding(
+                &entry,
+                self.record(&entry, attempt, end, dedupe_key.as_deref()),
+            )
+            .await;
         }
         .instrument(span)
         .await;
@@ -588,8 +604,11 @@ impl Worker {
         span.record("event_id", delivery.id().unwrap_or(""));
         span.record("event_type", delivery.type_name());
         let key = Some(delivery.dedupe_key().to_owned());
-        // A reclaimed or retried entry whose event another worker finished.
-        if (entry.attempts > 0 || entry.deliveries > 1) && self.is_done(&delivery).await {
+        // A reclaimed, retried or requeued entry whose event another worker
+        // finished.
+        if (entry.attempts > 0 || entry.deliveries > 1 || entry.requeued)
+            && self.is_done(&delivery).await
+        {
             tracing::info!("already handled; acknowledged without running");
             return (End::Done, key);
         }
@@ -645,6 +664,12 @@ impl Worker {
                     }),
             }
         };
+        self.holding(entry, call).await
+    }
+
+    /// Runs `work` while renewing this worker's hold on `entry` about every
+    /// third of `claim_idle`, so that no other worker claims it meanwhile.
+    async fn holding<T>(&self, entry: &Entry, work: impl Future<Output = T>) -> T {
         let renew = async {
             let mut every = tokio::time::interval(self.claim_idle / 3);
             every.tick().await;
@@ -659,7 +684,7 @@ impl Worker {
                 match self.invoke::<i64>(invocation).await {
                     Ok(1) => {}
                     Ok(_) => tracing::warn!(
-                        "another worker claimed this entry while its handler ran (this worker \
+                        "another worker claimed this entry while this one held it (this worker \
                          was silent for longer than claim_idle); its end is theirs"
                     ),
                     Err(error) => tracing::warn!(%error, "could not renew the hold on the entry"),
@@ -667,7 +692,7 @@ impl Worker {
             }
         };
         tokio::select! {
-            dispatched = call => dispatched,
+            done = work => done,
             never = renew => never,
         }
     }
@@ -760,11 +785,17 @@ impl Worker {
             .arg(millis(wait))
             .arg(attempts)
             .arg(error);
-        let owned = self.invoke::<i64>(invocation).await? == 1;
-        if owned {
-            metrics::queue_retry();
+        match self.invoke::<i64>(invocation).await? {
+            0 => Ok(false),
+            1 => {
+                metrics::queue_retry();
+                Ok(true)
+            }
+            _ => {
+                lost(1, "an entry deleted from the stream while it ran");
+                Ok(true)
+            }
         }
-        Ok(owned)
     }
 
     async fn dead_letter(
@@ -783,9 +814,17 @@ impl Worker {
             .arg(self.queue.dead_letter_cap)
             .arg(attempts)
             .arg(error);
-        let Some((id, dropped)) = self.invoke::<Option<(String, u64)>>(invocation).await? else {
+        let Some((id, dropped, found)) =
+            self.invoke::<Option<(String, u64, u8)>>(invocation).await?
+        else {
             return Ok(false);
         };
+        if found == 0 {
+            lost(
+                1,
+                "an entry deleted from the stream while it ran (its dead letter has no body)",
+            );
+        }
         metrics::queue_dead_letter();
         if dropped > 0 {
             tracing::warn!(
@@ -815,4 +854,11 @@ impl Worker {
             .bounded(invocation.invoke_async::<T>(&mut connection))
             .await
     }
+}
+
+/// Events lost to something outside the queue (a key deleted by hand, an
+/// older version's trimming): logged at `error` and counted.
+fn lost(count: u64, what: &str) {
+    tracing::error!(count, "{what}: their events are lost");
+    metrics::queue_entries_lost(count);
 }

@@ -15,23 +15,7 @@ use redis::{
 };
 use tokio::sync::oneshot;
 
-type Answer = oneshot::Sender<RedisResult<Value>>;
-
-/// What the next pipeline sends.
-#[derive(Default)]
-struct Waiting {
-    commands: Vec<(Cmd, Answer)>,
-    /// Callers of `wait_for_replicas`: one `WAIT` at the pipeline's end
-    /// answers them all, since it covers every write sent before it.
-    replicas: Vec<Answer>,
-    wait: (u32, u64),
-}
-
-impl Waiting {
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.replicas.is_empty()
-    }
-}
+type Waiting = Vec<(Cmd, oneshot::Sender<RedisResult<Value>>)>;
 
 /// A connection that sends concurrent commands as one pipeline.
 #[derive(Clone)]
@@ -57,38 +41,11 @@ impl Batched {
     /// Sends `command` with whatever else is waiting, and returns its answer.
     /// Must be called inside a tokio runtime.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: Cmd) -> RedisResult<T> {
-        self.add(|waiting, answer| waiting.commands.push((command, answer)))
-            .await
-    }
-
-    /// How many replicas confirmed every write this connection sent before
-    /// (Redis `WAIT`), waiting at most `deadline`. Concurrent callers share
-    /// one `WAIT`.
-    pub(crate) async fn wait_for_replicas(
-        &self,
-        replicas: u32,
-        deadline: std::time::Duration,
-    ) -> RedisResult<u64> {
-        let millis = u64::try_from(deadline.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.add(|waiting, answer| {
-            waiting.wait = (replicas, millis);
-            waiting.replicas.push(answer);
-        })
-        .await
-    }
-
-    async fn add<T: FromRedisValue>(
-        &self,
-        push: impl FnOnce(&mut Waiting, Answer),
-    ) -> RedisResult<T> {
         let (answer, answered) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            let first = waiting.is_empty();
-            push(&mut waiting, answer);
-            first
+            waiting.push((command, answer));
+            waiting.len() == 1
         };
         if first {
             tokio::spawn(self.clone().send_waiting());
@@ -132,29 +89,20 @@ impl Batched {
             std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
         let mut pipeline = redis::pipe();
         pipeline.ignore_errors();
-        let mut answers = Vec::with_capacity(batch.commands.len());
-        for (command, answer) in batch.commands {
+        let mut answers = Vec::with_capacity(batch.len());
+        for (command, answer) in batch {
             pipeline.add_command(command);
             answers.push(answer);
         }
-        if !batch.replicas.is_empty() {
-            pipeline.cmd("WAIT").arg(batch.wait.0).arg(batch.wait.1);
-        }
         let mut connection = self.connection;
         match pipeline.query_async::<Vec<Value>>(&mut connection).await {
-            Ok(mut values) => {
-                if !batch.replicas.is_empty() {
-                    let confirmed = values.pop().map(Value::extract_error);
-                    for answer in batch.replicas {
-                        let _ = answer.send(confirmed.clone().unwrap_or(Ok(Value::Nil)));
-                    }
-                }
+            Ok(values) => {
                 for (answer, value) in answers.into_iter().zip(values) {
                     let _ = answer.send(value.extract_error());
                 }
             }
             Err(error) => {
-                for answer in answers.into_iter().chain(batch.replicas) {
+                for answer in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
             }
