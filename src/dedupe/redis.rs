@@ -96,6 +96,8 @@ impl RedisStore {
     }
 
     async fn checked(store: Self) -> Result<Self, StoreError> {
+        // The keys it implies, until `namespace` says otherwise.
+        tracing::info!(keys = %format!("{}*", store.prefix), "dedupe store keys");
         let mut connection = store.redis.connection();
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<String>(&mut connection);
@@ -167,6 +169,7 @@ impl RedisStore {
     /// ```
     pub fn namespace(mut self, namespace: &str) -> Result<Self, StoreError> {
         self.prefix = namespaced(namespace, "webhook").map_err(StoreError::new)?;
+        tracing::info!(keys = %format!("{}*", self.prefix), "dedupe store keys");
         Ok(self)
     }
 
