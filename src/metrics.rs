@@ -441,21 +441,22 @@ pub(crate) fn queue_entries_lost(count: u64) {
     let _ = count;
 }
 
-/// The queue's state, as a worker last read it.
+/// The queue's state, as a worker last read it: entries, of which
+/// pending, the oldest's age in seconds (0: none), scheduled retries, dead
+/// letters.
 #[cfg(feature = "queue")]
-pub(crate) fn queue_stats(stats: &crate::queue::QueueStats) {
+pub(crate) fn queue_stats(entries: u64, pending: u64, oldest_age: f64, retries: u64, dead: u64) {
     #[cfg(feature = "metrics")]
     {
-        metrics::gauge!(QUEUE_ENTRIES).set(stats.entries as f64);
-        metrics::gauge!(QUEUE_PENDING).set(stats.pending as f64);
-        metrics::gauge!(QUEUE_LAG).set(stats.waiting() as f64);
-        metrics::gauge!(QUEUE_OLDEST_AGE)
-            .set(stats.oldest_age.map_or(0.0, |age| age.as_secs_f64()));
-        metrics::gauge!(QUEUE_SCHEDULED_RETRIES).set(stats.scheduled_retries as f64);
-        metrics::gauge!(QUEUE_DEAD_LETTERS_KEPT).set(stats.dead_letters as f64);
+        metrics::gauge!(QUEUE_ENTRIES).set(entries as f64);
+        metrics::gauge!(QUEUE_PENDING).set(pending as f64);
+        metrics::gauge!(QUEUE_LAG).set(entries.saturating_sub(pending) as f64);
+        metrics::gauge!(QUEUE_OLDEST_AGE).set(oldest_age);
+        metrics::gauge!(QUEUE_SCHEDULED_RETRIES).set(retries as f64);
+        metrics::gauge!(QUEUE_DEAD_LETTERS_KEPT).set(dead as f64);
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = stats;
+    let _ = (entries, pending, oldest_age, retries, dead);
 }
 
 /// Measures a span of time, only when metrics are recorded: without the

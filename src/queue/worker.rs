@@ -509,7 +509,13 @@ impl Worker {
             Err(error) => tracing::warn!(%error, "could not schedule due retries"),
         }
         match self.queue.stats().await {
-            Ok(stats) => metrics::queue_stats(&stats),
+            Ok(stats) => metrics::queue_stats(
+                stats.entries,
+                stats.pending,
+                stats.oldest_age.map_or(0.0, |age| age.as_secs_f64()),
+                stats.scheduled_retries,
+                stats.dead_letters,
+            ),
             Err(error) => tracing::debug!(%error, "could not read the queue's stats"),
         }
     }

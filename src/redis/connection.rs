@@ -66,19 +66,21 @@ impl Target {
     /// A connection of its own (for blocking reads, which would hold up
     /// every other command on a shared one), with no response timeout of
     /// its own.
+    #[cfg(feature = "queue")]
     pub(crate) async fn dedicated_connection(
         &self,
         connect_timeout: Duration,
     ) -> Result<Connection, CallError> {
         match self {
             Self::Server(client) => {
-                let config = ::redis::AsyncConnectionConfig::new()
+                // One quick retry: the worker itself retries a failed read.
+                let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(None);
-                Ok(Connection::Multiplexed(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
+                    .set_response_timeout(None)
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Connection::Server(
+                    ConnectionManager::new_with_config(client.clone(), config).await?,
                 ))
             }
             Self::Cluster(client) => Ok(Connection::Cluster(
@@ -100,7 +102,6 @@ fn cluster_config(connect_timeout: Duration) -> ClusterConfig {
 #[derive(Clone)]
 pub(crate) enum Connection {
     Server(ConnectionManager),
-    Multiplexed(::redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -108,7 +109,6 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Server(c) => c.req_packed_command(cmd),
-            Self::Multiplexed(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -121,7 +121,6 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Server(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -129,7 +128,6 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Self::Server(c) => c.get_db(),
-            Self::Multiplexed(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
         }
     }
