@@ -87,12 +87,7 @@ impl Cluster {
     }
 
     fn cli(&self, port: u16, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        redis_cli(port, args)
     }
 
     /// Until every node says the cluster is ok and has agreed on its roles.

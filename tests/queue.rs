@@ -300,12 +300,7 @@ impl DurableRedis {
     }
 
     async fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        redis_cli(self.port, args)
     }
 
     fn url(&self) -> String {
@@ -612,7 +607,7 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
     task.await.unwrap();
     assert_eq!(queue.len().await.unwrap(), 0, "handled entries stayed");
     assert_eq!(queue.pending().await.unwrap(), 0);
-    assert_eq!(queue.scheduled_retries().await.unwrap(), 0);
+    assert_eq!(queue.stats().await.unwrap().scheduled_retries, 0);
     assert_eq!(
         redis
             .cli(&[

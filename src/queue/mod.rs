@@ -521,14 +521,6 @@ impl RedisQueue {
         })
     }
 
-    /// Retries scheduled and not yet due.
-    pub async fn scheduled_retries(&self) -> Result<u64, StoreError> {
-        let mut connection = self.redis.connection();
-        let mut command = redis::cmd("ZCARD");
-        command.arg(&self.keys.retry);
-        self.bounded(command.query_async(&mut connection)).await
-    }
-
     /// The oldest `count` dead letters.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.dead_letters_after(None, count).await

@@ -440,3 +440,13 @@ pub(crate) fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHan
     ltvboost_webhooks::metrics::describe();
     handle
 }
+
+/// `redis-cli -p <port> <args…>`: its output, trimmed.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is needed (scripts/test.sh installs it)");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
