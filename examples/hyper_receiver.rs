@@ -68,29 +68,26 @@ fn serve_metrics_from_env() -> Result<(), Box<dyn std::error::Error>> {
     };
     #[cfg(feature = "metrics")]
     {
-        use ltvboost_webhooks::metrics::BODY_BYTES;
+        use ltvboost_webhooks::metrics::{
+            BODY_BYTES, BODY_BYTES_BUCKETS, HANDLER_DURATION, HANDLER_DURATION_BUCKETS,
+            STORE_DURATION, STORE_DURATION_BUCKETS,
+        };
         use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
         let addr: SocketAddr = addr
             .parse()
             .map_err(|e| format!("LTVBOOST_METRICS_ADDR={addr:?}: {e}"))?;
+        // Real histograms, which a fleet can aggregate (not summaries).
         PrometheusBuilder::new()
             .with_http_listener(addr)
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ])?
             .set_buckets_for_metric(
-                Matcher::Full(BODY_BYTES.to_owned()),
-                &[
-                    256.0,
-                    1024.0,
-                    4096.0,
-                    16384.0,
-                    65536.0,
-                    262_144.0,
-                    1_048_576.0,
-                ],
+                Matcher::Full(HANDLER_DURATION.to_owned()),
+                HANDLER_DURATION_BUCKETS,
             )?
+            .set_buckets_for_metric(
+                Matcher::Full(STORE_DURATION.to_owned()),
+                STORE_DURATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(Matcher::Full(BODY_BYTES.to_owned()), BODY_BYTES_BUCKETS)?
             .install()?;
         ltvboost_webhooks::metrics::describe();
         tracing::info!("metrics on http://{addr}/metrics");
@@ -104,15 +101,24 @@ fn serve_metrics_from_env() -> Result<(), Box<dyn std::error::Error>> {
     .into())
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level.
+/// Logs to stderr; `RUST_LOG` overrides the default level. Colour only on
+/// a terminal and never with `NO_COLOR`; `LTVBOOST_LOG_FORMAT=json` writes
+/// one JSON object per line (for journald, Loki and the like).
 fn init_tracing() {
-    tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,ltvboost_webhooks=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("LTVBOOST_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.json().init();
+    } else {
+        let colour = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        logs.with_ansi(colour).init();
+    }
 }
 
 /// Handlers that print one line per call: the event type and the event id.
@@ -130,13 +136,13 @@ fn print(delivery: &Delivery, what: &str) -> HandlerResult {
 
 impl ResponseHandler for PrintingHandlers {
     async fn created(&self, d: &Delivery, p: &ResponseCreated) -> HandlerResult {
-        print(d, &format!("response {} on quiz {:?}", p.id, p.quiz_id))
+        let quiz = p.quiz_id.as_deref().unwrap_or("(none)");
+        print(d, &format!("response {} on quiz {quiz}", p.id))
     }
     async fn scored(&self, d: &Delivery, p: &ResponseScored) -> HandlerResult {
-        print(
-            d,
-            &format!("response {} scored {:?} -> {:?}", p.id, p.score, p.outcome),
-        )
+        let score = p.score.map_or_else(|| "(none)".to_owned(), |s| s.to_string());
+        let outcome = p.outcome.as_deref().unwrap_or("(none)");
+        print(d, &format!("response {} scored {score} -> {outcome}", p.id))
     }
 }
 
@@ -148,14 +154,13 @@ impl ActionHandler for PrintingHandlers {
         print(d, &format!("action {} sent", p.id))
     }
     async fn failed(&self, d: &Delivery, p: &ActionFailed) -> HandlerResult {
-        // The error's code and message, as the example has always printed them.
+        // "code: message", either part left out when LTVboost sends none.
         let error = p.error.as_ref().map_or_else(
-            || "None".to_owned(),
-            |e| {
-                format!(
-                    "Some(ActionError {{ code: {:?}, message: {:?} }})",
-                    e.code, e.message
-                )
+            || "(no reason given)".to_owned(),
+            |e| match (e.code.as_deref(), e.message.as_deref()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(text), None) | (None, Some(text)) => text.to_owned(),
+                (None, None) => "(no reason given)".to_owned(),
             },
         );
         print(d, &format!("action {} failed: {error}", p.id))
@@ -164,10 +169,10 @@ impl ActionHandler for PrintingHandlers {
 
 impl SegmentHandler for PrintingHandlers {
     async fn updated(&self, d: &Delivery, p: &SegmentUpdated) -> HandlerResult {
-        print(
-            d,
-            &format!("segment {} now has {:?} members", p.id, p.member_count),
-        )
+        let members = p
+            .member_count
+            .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
+        print(d, &format!("segment {} now has {members} members", p.id))
     }
     async fn ready(&self, d: &Delivery, p: &SegmentReady) -> HandlerResult {
         print(d, &format!("segment {} ready", p.id))

@@ -140,14 +140,29 @@ fn number(name: &str, default: u64) -> Result<u64, Box<dyn std::error::Error>> {
     }
 }
 
+/// Logs to stderr; `RUST_LOG` overrides the default level. Colour only on
+/// a terminal and never with `NO_COLOR`; `LTVBOOST_LOG_FORMAT=json` writes
+/// one JSON object per line (for journald, Loki and the like).
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr);
+    if std::env::var("LTVBOOST_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.json().init();
+    } else {
+        let colour = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        logs.with_ansi(colour).init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let url = std::env::var("LTVBOOST_QUEUE_URL").map_err(|_| "LTVBOOST_QUEUE_URL is unset")?;
     let handlers = Printing {
         delay: Duration::from_millis(number("LTVBOOST_WORKER_DELAY_MS", 0)?),

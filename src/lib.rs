@@ -83,6 +83,7 @@ pub mod signature;
 pub mod dedupe;
 pub mod handler;
 pub mod metrics;
+pub mod trace;
 #[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]

@@ -95,14 +95,71 @@ pub const QUEUE_DEAD_LETTERS_DROPPED: &str = "ltvboost_webhook_queue_dead_letter
 /// (removed by hand, or by an older version's trimming): events lost.
 pub const QUEUE_ENTRIES_LOST: &str = "ltvboost_webhook_queue_entries_lost_total";
 
-/// Describes every metric (help text and unit) to the installed recorder.
-/// Call it once, after installing your exporter: Prometheus then prints
-/// `# HELP` lines, which `promtool check metrics` asks for.
+/// Recommended histogram buckets for [`HANDLER_DURATION`], in seconds: from
+/// half a millisecond to ten seconds. Prometheus exporters record a
+/// histogram as a summary unless they are given buckets, and a summary's
+/// quantiles cannot be summed across a fleet.
 ///
 /// ```
-/// // With metrics-exporter-prometheus, say:
-/// // let handle = PrometheusBuilder::new().install_recorder()?;
+/// use ltvboost_webhooks::metrics::HANDLER_DURATION_BUCKETS;
+/// assert!(HANDLER_DURATION_BUCKETS.is_sorted());
+/// ```
+pub const HANDLER_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Recommended histogram buckets for [`STORE_DURATION`], in seconds: a
+/// dedupe store answers in well under a millisecond on a healthy network,
+/// and its client gives up after a second.
+///
+/// ```
+/// use ltvboost_webhooks::metrics::STORE_DURATION_BUCKETS;
+/// assert_eq!(STORE_DURATION_BUCKETS.last(), Some(&1.0));
+/// ```
+pub const STORE_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+/// Recommended histogram buckets for [`BODY_BYTES`]: 256 bytes to the
+/// 1 MiB default body limit, by fours.
+///
+/// ```
+/// use ltvboost_webhooks::metrics::BODY_BYTES_BUCKETS;
+/// assert_eq!(BODY_BYTES_BUCKETS.last(), Some(&1_048_576.0));
+/// ```
+pub const BODY_BYTES_BUCKETS: &[f64] = &[
+    256.0,
+    1024.0,
+    4096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+];
+
+/// Describes every metric (help text and unit) to the installed recorder.
+/// Call it once, after installing your exporter: Prometheus then prints
+/// `# HELP` lines, which `promtool check metrics` asks for. Give the
+/// exporter the recommended buckets, so the histograms are histograms a
+/// fleet can sum, not per-process summaries:
+///
+/// ```
+/// # #[cfg(feature = "metrics")] {
+/// use ltvboost_webhooks::metrics::{
+///     BODY_BYTES, BODY_BYTES_BUCKETS, HANDLER_DURATION, HANDLER_DURATION_BUCKETS, STORE_DURATION,
+///     STORE_DURATION_BUCKETS,
+/// };
+/// use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+///
+/// let handle = PrometheusBuilder::new()
+///     .set_buckets_for_metric(Matcher::Full(HANDLER_DURATION.into()), HANDLER_DURATION_BUCKETS)?
+///     .set_buckets_for_metric(Matcher::Full(STORE_DURATION.into()), STORE_DURATION_BUCKETS)?
+///     .set_buckets_for_metric(Matcher::Full(BODY_BYTES.into()), BODY_BYTES_BUCKETS)?
+///     .install_recorder()?;
 /// ltvboost_webhooks::metrics::describe();
+///
+/// metrics::histogram!(HANDLER_DURATION).record(0.003);
+/// assert!(handle.render().contains("ltvboost_webhook_handler_duration_seconds_bucket"));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn describe() {
     #[cfg(feature = "metrics")]

@@ -207,18 +207,15 @@ async fn read(
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date.
+/// `Retry-After`: delay-seconds or an HTTP-date in any of its three formats
+/// (IMF-fixdate, RFC 850, asctime).
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let format = time::format_description::well_known::Rfc2822;
-    let at = time::OffsetDateTime::parse(value.trim(), &format).ok()?;
-    Some(
-        SystemTime::from(at)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// The API's error body: `{"error": {"code", "message"}}`, `{"code",
@@ -276,7 +273,18 @@ mod tests {
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)
         );
+        for old in [
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(old), Some(Duration::ZERO), "{old}");
+        }
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let wait = parse_retry_after(&soon).expect("an IMF-fixdate");
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37"), None);
     }
 
     #[test]

@@ -401,6 +401,8 @@ impl RedisQueue {
         let key = self.keys.event(delivery.dedupe_key());
         let ttl = millis(self.done_ttl);
         let signature = delivery.signature().to_header_value();
+        // The delivery span's context, so the worker's span continues its trace.
+        let traceparent = crate::trace::current_traceparent().unwrap_or_default();
         let enqueue = |command: &mut redis::Cmd| {
             command
                 .arg(2)
@@ -409,7 +411,8 @@ impl RedisQueue {
                 .arg(&ttl)
                 .arg(delivery.envelope().body().as_ref())
                 .arg(&signature)
-                .arg(if self.replicas.is_some() { "1" } else { "0" });
+                .arg(if self.replicas.is_some() { "1" } else { "0" })
+                .arg(&traceparent);
         };
         let Some(replicas) = &self.replicas else {
             let added: Option<String> = self

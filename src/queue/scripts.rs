@@ -60,8 +60,9 @@ end
 }
 
 /// KEYS: dedupe key, stream. ARGV: done TTL ms, body, signature, whether
-/// replicas are awaited. The entry is the body and its signature, nothing
-/// else (every field costs Redis time on the hot path; a worker reads
+/// replicas are awaited, the trace context (`traceparent`, or empty). The
+/// entry is the body, its signature and the trace context when there is one,
+/// nothing else (every field costs Redis time on the hot path; a worker reads
 /// everything else from the verified body). The dedupe key guards the
 /// append: a duplicate appends nothing. Returns the entry id, or false for a
 /// duplicate. The append comes before the key is set: a script is not undone
@@ -75,7 +76,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   return false
 end
-local id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3])
+local id
+if ARGV[5] == '' then
+  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3],
+    'traceparent', ARGV[5])
+end
 redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
 return id
 ";

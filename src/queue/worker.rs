@@ -118,6 +118,8 @@ struct Entry {
     deliveries: u32,
     /// Moved back from the dead letters by an operator.
     requeued: bool,
+    /// The receiving span's trace context, when it was recorded.
+    traceparent: Option<Vec<u8>>,
 }
 
 impl Entry {
@@ -129,6 +131,7 @@ impl Entry {
             attempts: entry.get("attempts").unwrap_or(0),
             deliveries,
             requeued: entry.get::<String>("requeued").is_some(),
+            traceparent: entry.get(crate::trace::TRACEPARENT),
         }
     }
 
@@ -554,13 +557,8 @@ impl Worker {
     /// One entry: verified, run while its hold is renewed, its end recorded.
     async fn handle(&self, entry: Entry) {
         let attempt = entry.attempt();
-        let span = tracing::info_span!(
-            "ltvboost_webhook_worker",
-            entry = %entry.id,
-            event_id = tracing::field::Empty,
-            event_type = tracing::field::Empty,
-            attempt,
-        );
+        let span = self.entry_span(&entry, attempt);
+        crate::trace::continue_trace(&span, entry.traceparent.as_deref());
         async {
             let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
             // Held while its end is recorded too: recording may retry for a while.
@@ -572,6 +570,36 @@ impl Worker {
         }
         .instrument(span)
         .await;
+    }
+
+    /// The span of one attempt at an entry. With the `opentelemetry`
+    /// feature it also carries OpenTelemetry's messaging attributes.
+    fn entry_span(&self, entry: &Entry, attempt: u32) -> tracing::Span {
+        #[cfg(feature = "opentelemetry")]
+        let span = tracing::info_span!(
+            "ltvboost_webhook_worker",
+            entry = %entry.id,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            attempt,
+            otel.name = "process",
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "redis",
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.queue.keys.stream,
+            messaging.message.id = %entry.id,
+            error.type = tracing::field::Empty,
+        );
+        #[cfg(not(feature = "opentelemetry"))]
+        let span = tracing::info_span!(
+            "ltvboost_webhook_worker",
+            entry = %entry.id,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            attempt,
+        );
+        span
     }
 
     /// What the entry's handling comes to, and its event's dedupe key once
@@ -727,6 +755,13 @@ impl Worker {
                 "handler failed; retrying later"
             ),
             End::Dead(error) => tracing::error!(%error, "dead-lettering the event"),
+        }
+        if let End::Retry(_) | End::Dead(_) = &end {
+            // The OpenTelemetry attributes (absent from the span without the feature).
+            let span = tracing::Span::current();
+            span.record("otel.status_code", "error");
+            let kind = if let End::Retry(_) = &end { "retry" } else { "dead_letter" };
+            span.record("error.type", kind);
         }
         let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(100);

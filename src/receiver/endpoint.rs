@@ -1,10 +1,11 @@
 //! A tower service that answers only deliveries: for `route_service`, nested
 //! routers, or a server of its own.
 //!
-//! [`WebhookEndpoint`] runs every request it gets through the
-//! pipeline (`src/pipeline.rs`), whatever its path: the router decides where
-//! it is mounted. Its response body is `Full<Bytes>`, which axum serves
-//! directly.
+//! [`WebhookEndpoint`] answers every request it gets, whatever its path,
+//! with the same steps as the layer (method, signature header, bounded body
+//! read, signature check, envelope, replay window, then the deduplicated
+//! handler call or the append to the queue): the router decides where it is
+//! mounted. Its response body is `Full<Bytes>`, which axum serves directly.
 //!
 //! Path matching is the router's: `route_service("/webhooks/ltvboost", …)`
 //! matches that path exactly (axum does not redirect `/webhooks/ltvboost/`).
@@ -103,9 +104,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let head =
-            self.pipeline
-                .check_head(request.method(), request.headers(), request.extensions());
+        let head = self.pipeline.check_head(
+            request.method(),
+            request.uri().path(),
+            request.headers(),
+            request.extensions(),
+        );
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let outcome = match head {

@@ -5,11 +5,12 @@
 //! [`WebhookConfig`], verifies the signature, and parses the event. It refuses
 //! with a [`Rejection`] that answers by the same status table as the layer.
 //!
-//! It runs the pipeline (`src/pipeline.rs`)'s steps 2–6 (signature header,
-//! bounded read, signature, envelope, replay window) and stops there: it
-//! does not deduplicate. LTVboost delivers at least once, so either make the
-//! handler idempotent, or use a [`DedupeStore`](crate::dedupe::DedupeStore)
-//! keyed on [`Delivery::dedupe_key`], or use the
+//! It takes the same steps as the layer up to the replay window (signature
+//! header, bounded read, signature, envelope, replay window) and stops
+//! there: it does not deduplicate. LTVboost delivers at least once, so
+//! either make the handler idempotent, or use a
+//! [`DedupeStore`](crate::dedupe::DedupeStore) keyed on
+//! [`Delivery::dedupe_key`], or use the
 //! [`WebhookEndpoint`](crate::WebhookEndpoint), which does both for you.
 //!
 //! ```

@@ -4,9 +4,11 @@
 //! [`WebhookLayer`] wraps a service — an axum `Router`, or any tower service
 //! over `http::Request<B>` where `B` implements [`http_body::Body`], so
 //! plain hyper works too. Requests to the configured path
-//! ([`WebhookConfig::path`], matched exactly) go through the
-//! pipeline (`src/pipeline.rs`) and are answered by the layer; every other
-//! request passes through to the wrapped service untouched.
+//! ([`WebhookConfig::path`], matched exactly) are answered by the layer:
+//! method, signature header, bounded body read, signature check, envelope,
+//! replay window, then the deduplicated handler call (or, in enqueue mode,
+//! the append to the queue), ending in one [`Outcome`](crate::Outcome).
+//! Every other request passes through to the wrapped service untouched.
 //!
 //! The wrapped service's response body must be constructible from
 //! [`Bytes`] (axum's `Body` and `http_body_util::Full<Bytes>` are), so the
@@ -174,6 +176,7 @@ where
         }
         let kind = match self.pipeline.check_head(
             request.method(),
+            request.uri().path(),
             request.headers(),
             request.extensions(),
         ) {

@@ -1,4 +1,8 @@
-//! The receiving side, in the order one POST takes through it.
+//! The receiving side, in the order one POST takes through it: a map of the
+//! files in `src/receiver/` for readers of the source. This module is
+//! private; its public parts are re-exported at the crate root (`layer`,
+//! `endpoint`, `extract`, `outcome`, `config`), and `pipeline.rs` stays
+//! private.
 //!
 //! ```text
 //!   request ──► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)

@@ -1,7 +1,7 @@
 //! Every way a delivery ends: the receiver's status table, in one type, and
 //! the refusals ([`Rejection`]) that are its rows before any handler ran.
 //!
-//! The pipeline (`src/pipeline.rs`) returns one [`Outcome`] per request. Its
+//! Every request the receiver answers ends in one [`Outcome`]. Its
 //! [`status`](Outcome::status) and [`text`](Outcome::text) are the answer
 //! LTVboost gets; its [`kind`](Outcome::kind) and [`reason`](Outcome::reason)
 //! are stable snake_case codes, and the log line and the metrics use the same

@@ -51,6 +51,7 @@ use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
+use crate::trace;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -146,6 +147,8 @@ pub(crate) struct Head {
     /// Where the server waits for deliveries' ends at shutdown, when it
     /// handed one over.
     unsettled: Option<Unsettled>,
+    /// The delivery's span (none in the extractor, which logs refusals only).
+    span: tracing::Span,
 }
 
 impl Pipeline {
@@ -165,33 +168,43 @@ impl Pipeline {
         })
     }
 
-    /// Steps 1–2. A refusal is logged here, in its own span.
+    /// Steps 1–2, in the delivery's span, which continues the request's
+    /// trace. A refusal is logged here.
     pub(crate) fn check_head(
         &self,
         method: &Method,
+        path: &str,
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> Result<Head, Outcome> {
+        let span = delivery_span(method, path);
+        trace::continue_trace(
+            &span,
+            headers.get(trace::TRACEPARENT).map(|v| v.as_bytes()),
+        );
         let head = if method == Method::POST {
             check_head(&self.config, headers, extensions)
         } else {
             Err(Rejection::MethodNotAllowed)
         };
-        head.map_err(|rejection| {
-            let outcome = Outcome::Rejected(rejection);
-            delivery_span().in_scope(|| report(&outcome));
-            metrics::delivery(outcome.kind(), outcome.reason(), metrics::type_label(None));
-            outcome
-        })
+        match head {
+            Ok(head) => Ok(Head { span, ..head }),
+            Err(rejection) => {
+                let outcome = Outcome::Rejected(rejection);
+                span.in_scope(|| report(&outcome));
+                metrics::delivery(outcome.kind(), outcome.reason(), metrics::type_label(None));
+                Err(outcome)
+            }
+        }
     }
 
     /// Steps 3–8, in the delivery's span, logged when done.
-    pub(crate) async fn run<B>(self: Arc<Self>, head: Head, body: B) -> Outcome
+    pub(crate) async fn run<B>(self: Arc<Self>, mut head: Head, body: B) -> Outcome
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let span = delivery_span();
+        let span = std::mem::replace(&mut head.span, tracing::Span::none());
         let _in_flight = metrics::InFlight::start();
         let outcome = async {
             let unsettled = head.unsettled.clone();
@@ -251,6 +264,7 @@ pub(crate) fn check_head(
         signature,
         peer: peer_address(extensions),
         unsettled: extensions.get::<Unsettled>().cloned(),
+        span: tracing::Span::none(),
     })
 }
 
@@ -618,16 +632,38 @@ async fn timed<T>(
 }
 
 /// The span every delivery's logs sit in; its fields are filled as they
-/// become known.
-fn delivery_span() -> tracing::Span {
-    tracing::info_span!(
+/// become known. With the `opentelemetry` feature it also carries
+/// OpenTelemetry's HTTP server attributes.
+fn delivery_span(method: &Method, path: &str) -> tracing::Span {
+    #[cfg(feature = "opentelemetry")]
+    let span = tracing::info_span!(
         "ltvboost_webhook",
         event_id = field::Empty,
         event_type = field::Empty,
         secret_index = field::Empty,
         outcome = field::Empty,
         reason = field::Empty,
-    )
+        otel.name = method.as_str(),
+        otel.kind = "server",
+        otel.status_code = field::Empty,
+        http.request.method = method.as_str(),
+        url.path = path,
+        http.response.status_code = field::Empty,
+        error.type = field::Empty,
+    );
+    #[cfg(not(feature = "opentelemetry"))]
+    let span = {
+        let _ = (method, path);
+        tracing::info_span!(
+            "ltvboost_webhook",
+            event_id = field::Empty,
+            event_type = field::Empty,
+            secret_index = field::Empty,
+            outcome = field::Empty,
+            reason = field::Empty,
+        )
+    };
+    span
 }
 
 /// One tracing event at a level known only at run time (tracing's macros
@@ -645,9 +681,16 @@ macro_rules! event_at {
 /// The one log line per delivery, at its row's level.
 fn report(outcome: &Outcome) {
     let span = tracing::Span::current();
+    let status = outcome.row().status;
     span.record("outcome", outcome.kind());
+    // The OpenTelemetry attributes (absent from the span without the feature).
+    span.record("http.response.status_code", status.as_u16());
     if let Some(reason) = outcome.reason() {
         span.record("reason", reason);
+    }
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+        span.record("error.type", outcome.reason().unwrap_or(outcome.kind()));
     }
     match outcome {
         Outcome::Rejected(rejection) => log_refusal(rejection),
