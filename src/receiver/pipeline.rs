@@ -684,7 +684,7 @@ fn report(outcome: &Outcome) {
     let status = outcome.row().status;
     span.record("outcome", outcome.kind());
     // The OpenTelemetry attributes (absent from the span without the feature).
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if let Some(reason) = outcome.reason() {
         span.record("reason", reason);
     }
