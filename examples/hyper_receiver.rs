@@ -140,7 +140,9 @@ impl ResponseHandler for PrintingHandlers {
         print(d, &format!("response {} on quiz {quiz}", p.id))
     }
     async fn scored(&self, d: &Delivery, p: &ResponseScored) -> HandlerResult {
-        let score = p.score.map_or_else(|| "(none)".to_owned(), |s| s.to_string());
+        let score = p
+            .score
+            .map_or_else(|| "(none)".to_owned(), |s| s.to_string());
         let outcome = p.outcome.as_deref().unwrap_or("(none)");
         print(d, &format!("response {} scored {score} -> {outcome}", p.id))
     }

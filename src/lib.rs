@@ -83,11 +83,11 @@ pub mod signature;
 pub mod dedupe;
 pub mod handler;
 pub mod metrics;
-pub mod trace;
 #[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]
 mod redis;
+pub mod trace;
 // The receiver: adapters, the pipeline, the status table.
 mod receiver;
 // Around it.

@@ -818,3 +818,364 @@ async fn queue_commands_against_a_queue_with_known_contents() {
     .await;
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Starts `ltvboost args…` and waits until it listens on `port`.
+async fn start_listen(args: &[&str], port: u16) -> std::process::Child {
+    let child = std::process::Command::cargo_bin("ltvboost")
+        .unwrap()
+        .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .env_remove("LTVBOOST_API_TOKEN")
+        .env_remove("LTVBOOST_API_BASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// SIGTERM, then stdout's lines and the exit code.
+async fn stop(mut child: std::process::Child) -> (Vec<String>, String, Option<i32>) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    tokio::task::spawn_blocking(move || {
+        let lines: Vec<String> = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (lines, stderr, child.wait().unwrap().code())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_json_filters_events_forwards_headers_and_times_out() {
+    // The app forwarded to: keeps each request's headers; slow for one event.
+    let seen = Arc::new(Mutex::new(Vec::<axum::http::HeaderMap>::new()));
+    let kept = seen.clone();
+    let app = Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+        let kept = kept.clone();
+        async move {
+            kept.lock().unwrap().push(headers);
+            if body.contains("evt_slow") {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            (axum::http::StatusCode::ACCEPTED, "taken")
+        }
+    });
+    let app = serve(app).await;
+    let port = free_port();
+    let listen = start_listen(
+        &[
+            "--json",
+            "--events",
+            "response.created,action.failed",
+            "--forward-to",
+            &format!("http://{app}{PATH}"),
+            "--forward-timeout",
+            "0.5",
+        ],
+        port,
+    )
+    .await;
+    let listening: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let created = event_json("evt_wanted", "response.created", r#"{"id":"r"}"#);
+    let signature = sign(&secret(), &created);
+    let forwarded = post(
+        listening,
+        &[
+            ("x-ltvboost-signature", &signature),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-ltvboost-delivery", "dlv_1"),
+        ],
+        &created,
+    )
+    .await;
+    assert_eq!(forwarded.status, 202, "the app's answer is passed back");
+    let other = event_json("evt_other", "action.sent", r#"{"id":"a"}"#);
+    assert_eq!(post_signed(listening, &other).await.status, 200);
+    assert_eq!(post(listening, &[], &other).await.status, 401);
+    let slow = event_json("evt_slow", "action.failed", r#"{"id":"a"}"#);
+    assert_eq!(post_signed(listening, &slow).await.status, 504);
+    let (lines, _, code) = stop(listen).await;
+    assert_eq!(code, Some(0));
+
+    // Forwarded: the wanted and the slow event, with the original headers.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "a skipped event was forwarded");
+    assert_eq!(seen[0]["x-ltvboost-signature"], signature.as_str());
+    assert_eq!(seen[0]["x-ltvboost-delivery"], "dlv_1");
+    assert!(seen[0].contains_key("traceparent"));
+    // One JSON object per line, one line per request.
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["event_type"], "response.created");
+    assert_eq!(lines[0]["event_id"], "evt_wanted");
+    assert_eq!(lines[0]["forwarded"]["status"], 202);
+    assert_eq!(lines[0]["body"]["id"], "evt_wanted");
+    assert_eq!(lines[1]["skipped"], true);
+    assert_eq!(lines[1]["event_type"], "action.sent");
+    assert_eq!(lines[2]["status"], 401);
+    assert!(lines[2]["refused"].is_string());
+    assert_eq!(lines[3]["status"], 504);
+    assert!(lines[3]["forwarded"]["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_register_creates_a_temporary_endpoint_and_deletes_it_on_sigterm() {
+    let (api, base) = fake_api(vec![(201, endpoint("wh_tmp")), (204, Value::Null)]).await;
+    let port = free_port();
+    let listen = start_listen(
+        &[
+            "--json",
+            "--api-key",
+            "tok_flag",
+            "--api-base",
+            &base,
+            "--register",
+            "https://tunnel.example/hook",
+            "--events",
+            "response.created",
+        ],
+        port,
+    )
+    .await;
+    let listening: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let registered = api.requests.lock().unwrap()[0].clone();
+    assert_eq!(registered.0, "POST");
+    assert_eq!(registered.3["url"], "https://tunnel.example/hook");
+    assert_eq!(registered.3["events"], json!(["response.created"]));
+    // The session verifies with the endpoint's own new secret, not the environment's.
+    let secret = registered.3["secret"].as_str().unwrap().to_owned();
+    let body = event_json("evt_tunnelled", "response.created", r#"{"id":"r"}"#);
+    let own = sign(
+        &ltvboost_webhooks::signature::Secret::new(secret).unwrap(),
+        &body,
+    );
+    assert_eq!(
+        post(listening, &[("x-ltvboost-signature", &own)], &body)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(post_signed(listening, &body).await.status, 401);
+    let (lines, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let requests = api.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        (requests[1].0.as_str(), requests[1].1.as_str()),
+        ("DELETE", "/v1/webhooks/wh_tmp")
+    );
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["registered"], "wh_tmp");
+    assert_eq!(lines[1]["event_id"], "evt_tunnelled");
+    assert_eq!(lines.last().unwrap()["deleted"], "wh_tmp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_keep_unknown_events_and_fields_and_delete_asks_on_a_terminal() {
+    let newer = json!({
+        "id": "wh_1",
+        "url": "https://app.example/hook",
+        "events": ["response.created", "quiz.archived"],
+        "description": "CRM sync",
+        "secret": "never printed by get",
+    });
+    let (api, base) = fake_api(vec![
+        (200, newer.clone()),
+        (200, newer.clone()),
+        (201, newer.clone()),
+        (204, Value::Null),
+    ])
+    .await;
+    let api_flags = ["--api-key", "tok_flag", "--api-base", base.as_str()];
+    let text = ltvboost(
+        &[&["endpoints", "get", "wh_1"][..], &api_flags].concat(),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        stdout(&text).trim(),
+        "wh_1 https://app.example/hook response.created,quiz.archived"
+    );
+    let json_out = ltvboost(
+        &[&["endpoints", "get", "wh_1", "--json"][..], &api_flags].concat(),
+        &[],
+        b"",
+    )
+    .await;
+    let parsed: Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(
+        parsed["events"],
+        json!(["response.created", "quiz.archived"])
+    );
+    assert_eq!(parsed["description"], "CRM sync");
+    assert!(parsed.get("secret").is_none(), "{parsed}");
+    let created = ltvboost(
+        &[
+            &[
+                "endpoints",
+                "create",
+                "https://app.example/hook",
+                "response.created,quiz.archived",
+            ][..],
+            &api_flags,
+        ]
+        .concat(),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(created.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&created.stderr).contains("warning: quiz.archived"));
+    // Off a terminal, delete does not ask (scripts); on one, it does.
+    let deleted = ltvboost(
+        &[&["endpoints", "delete", "wh_1"][..], &api_flags].concat(),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(deleted.status.code(), Some(0));
+    let exe = assert_cmd::cargo::cargo_bin("ltvboost");
+    let declined = tokio::task::spawn_blocking(move || {
+        let mut script = std::process::Command::new("script")
+            .args(["-qec"])
+            .arg(format!(
+                "{} endpoints delete wh_1 --api-key tok_flag --api-base {base}",
+                exe.display()
+            ))
+            .arg("/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script(1), from util-linux");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::io::Write::write_all(&mut script.stdin.take().unwrap(), b"n\n").unwrap();
+        script.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&declined.stdout);
+    assert!(shown.contains("delete the endpoint wh_1? [y/N]"), "{shown}");
+    assert!(shown.contains("wh_1 not deleted"), "{shown}");
+    let requests = api.requests.lock().unwrap();
+    assert_eq!(
+        requests[2].3["events"],
+        json!(["response.created", "quiz.archived"])
+    );
+    assert_eq!(requests.len(), 4, "the declined delete was sent");
+}
+
+#[tokio::test]
+async fn completions_load_in_their_shells_and_help_shows_the_environment() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ltvboost(&["completions", shell], &[], b"").await;
+        assert_eq!(script.status.code(), Some(0));
+        assert!(stdout(&script).contains("ltvboost"));
+        if shell == "bash" {
+            let path = temp_path("ltvboost-completion.bash");
+            std::fs::write(&path, &script.stdout).unwrap();
+            let checked = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(checked.success());
+            let loaded = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("source {} && complete -p ltvboost", path.display()))
+                .output()
+                .unwrap();
+            assert!(loaded.status.success());
+            assert!(String::from_utf8_lossy(&loaded.stdout).contains("ltvboost"));
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let help = ltvboost(
+        &["listen", "--help"],
+        &[("LTVBOOST_WEBHOOK_SECRET", "hidden-value")],
+        b"",
+    )
+    .await;
+    let help = stdout(&help);
+    for variable in [
+        "LTVBOOST_WEBHOOK_SECRET",
+        "LTVBOOST_API_TOKEN",
+        "LTVBOOST_API_BASE",
+        "LTVBOOST_LOG_FORMAT",
+    ] {
+        assert!(help.contains(variable), "{variable}: {help}");
+    }
+    assert!(!help.contains("hidden-value"), "a secret in --help");
+    let queue = ltvboost(&["queue", "--help"], &[], b"").await;
+    assert!(
+        stdout(&queue).contains("LTVBOOST_QUEUE_URL")
+            && stdout(&queue).contains("LTVBOOST_NAMESPACE")
+    );
+    let signed = ltvboost(&["sign", "--json", "--secret", SECRET], &[], b"{}").await;
+    let signed: Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(signed["signature"], sign(&secret(), b"{}"));
+}
+
+#[tokio::test]
+async fn the_library_warnings_reach_stderr_at_the_level_asked_without_colour_off_a_terminal() {
+    // A short secret: the library warns.
+    let warned = ltvboost(&["sign", "--secret", "short"], &[], b"{}").await;
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(stderr.contains("shorter than recommended"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour off a terminal: {stderr:?}"
+    );
+    let quiet = ltvboost(
+        &["sign", "--secret", "short", "--log-level", "error"],
+        &[],
+        b"{}",
+    )
+    .await;
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let json_logs = ltvboost(
+        &["sign", "--secret", "short"],
+        &[("LTVBOOST_LOG_FORMAT", "json")],
+        b"{}",
+    )
+    .await;
+    let line: Value = serde_json::from_slice(&json_logs.stderr).unwrap();
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["fields"]["len"], 5);
+    let bad = ltvboost(
+        &["sign", "--secret", SECRET, "--log-level", "=nonsense=="],
+        &[],
+        b"{}",
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-level"));
+}

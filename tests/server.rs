@@ -362,3 +362,120 @@ fn the_example_receiver_refuses_a_public_address_without_a_secret() {
         }
     }
 }
+
+/// Runs the example receiver on `port` with `env`, posts one signed
+/// `response.created` event, stops it with SIGTERM: (stdout, stderr).
+async fn example_receiver_run(port: u16, env: &[(&str, &str)]) -> (String, String) {
+    let mut child = Command::new(example("receiver"))
+        .env("LTVBOOST_WEBHOOK_ADDR", format!("127.0.0.1:{port}"))
+        .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+        .env_remove("LTVBOOST_REDIS_URL")
+        .env_remove("LTVBOOST_QUEUE_URL")
+        .env_remove("LTVBOOST_METRICS_ADDR")
+        .env_remove("NO_COLOR")
+        .env_remove("LTVBOOST_LOG_FORMAT")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event_json(
+        "evt_shown",
+        "response.created",
+        r#"{"id":"rsp_1","quiz_id":"quiz_7"}"#,
+    );
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    signal(&child, "TERM");
+    tokio::task::spawn_blocking(move || {
+        let (mut out, mut err) = (String::new(), String::new());
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        (out, err)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_receiver_prints_values_and_logs_plainly_off_a_terminal_or_as_json() {
+    let (out, err) = example_receiver_run(free_port(), &[]).await;
+    assert!(
+        out.contains("response.created evt_shown secret#0: response rsp_1 on quiz quiz_7"),
+        "{out}"
+    );
+    assert!(!out.contains("Some("), "Debug formatting: {out}");
+    assert!(err.contains("webhook answered"), "{err}");
+    assert!(!err.contains('\x1b'), "colour in a log file: {err:?}");
+
+    let (_, err) = example_receiver_run(free_port(), &[("LTVBOOST_LOG_FORMAT", "json")]).await;
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "webhook answered"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_receiver_colours_its_logs_on_a_terminal_unless_no_color() {
+    let exe = example("receiver");
+    // script(1) gives the receiver a terminal; timeout(1) stops it.
+    let on_terminal = move |no_color: bool| {
+        let mut command = Command::new("script");
+        command
+            .args([
+                "-qec",
+                &format!("timeout -s TERM 2 {}", exe.display()),
+                "/dev/null",
+            ])
+            .env(
+                "LTVBOOST_WEBHOOK_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env_remove("LTVBOOST_WEBHOOK_SECRET")
+            .env_remove("LTVBOOST_LOG_FORMAT")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if no_color {
+            command.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&command.output().expect("script(1), from util-linux").stdout)
+            .into_owned()
+    };
+    let coloured = tokio::task::spawn_blocking(move || (on_terminal(false), on_terminal(true)))
+        .await
+        .unwrap();
+    // The development-secret warning, at start.
+    assert!(
+        coloured.0.contains("development secret"),
+        "{:?}",
+        coloured.0
+    );
+    assert!(
+        coloured.0.contains('\x1b'),
+        "no colour on a terminal: {:?}",
+        coloured.0
+    );
+    assert!(
+        coloured.1.contains("development secret"),
+        "{:?}",
+        coloured.1
+    );
+    assert!(
+        !coloured.1.contains('\x1b'),
+        "colour with NO_COLOR: {:?}",
+        coloured.1
+    );
+}

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use common::*;
 use ltvboost_webhooks::WebhookLayer;
-use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::event::ResponseCreated;
+use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::queue::Worker;
 use opentelemetry::trace::{SpanKind, Status, TraceId, TracerProvider as _};
 use opentelemetry::{Key, Value};
@@ -204,9 +204,14 @@ async fn a_delivery_without_traceparent_starts_a_trace_and_a_malformed_one_is_ig
         }
         assert_eq!(post(addr, &headers, &body).await.status, 200);
         let delivery_span = || {
-            exporter.get_finished_spans().unwrap().into_iter().find(|s| {
-                s.name == "POST" && attribute(s, "event_id") == Some(&Value::from(id.to_owned()))
-            })
+            exporter
+                .get_finished_spans()
+                .unwrap()
+                .into_iter()
+                .find(|s| {
+                    s.name == "POST"
+                        && attribute(s, "event_id") == Some(&Value::from(id.to_owned()))
+                })
         };
         wait_until("the delivery's span", || delivery_span().is_some()).await;
         let span = delivery_span().unwrap();

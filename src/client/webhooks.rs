@@ -77,7 +77,7 @@ fn optional_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 #[derive(Clone)]
 pub struct NewWebhook {
     url: String,
-    events: Vec<EventType>,
+    events: Vec<String>,
     secret: Secret,
 }
 
@@ -87,6 +87,31 @@ impl NewWebhook {
     pub fn new(
         url: impl Into<String>,
         events: impl IntoIterator<Item = EventType>,
+        secret: Secret,
+    ) -> Result<Self, ValidationError> {
+        Self::with_event_names(url, events.into_iter().map(EventType::as_str), secret)
+    }
+
+    /// As [`NewWebhook::new`], with the events by name: a type LTVboost added
+    /// after this version of the crate can be subscribed to as well.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::client::NewWebhook;
+    /// use ltvboost_webhooks::signature::Secret;
+    ///
+    /// let secret = Secret::generate()?;
+    /// let new = NewWebhook::with_event_names(
+    ///     "https://app.example/webhooks/ltvboost",
+    ///     ["response.created", "quiz.archived"],
+    ///     secret,
+    /// )?;
+    /// # let _ = new;
+    /// assert!(NewWebhook::with_event_names("https://app.example/", ["bad name"], Secret::generate()?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_event_names(
+        url: impl Into<String>,
+        events: impl IntoIterator<Item = impl Into<String>>,
         secret: Secret,
     ) -> Result<Self, ValidationError> {
         let url = url.into();
@@ -126,7 +151,7 @@ impl Serialize for NewWebhook {
 #[derive(Clone, Default)]
 pub struct WebhookUpdate {
     url: Option<String>,
-    events: Option<Vec<EventType>>,
+    events: Option<Vec<String>>,
     secret: Option<Secret>,
     validation: Option<ValidationError>,
 }
@@ -148,7 +173,20 @@ impl WebhookUpdate {
     }
 
     /// A new event list (non-empty).
-    pub fn events(mut self, events: impl IntoIterator<Item = EventType>) -> Self {
+    pub fn events(self, events: impl IntoIterator<Item = EventType>) -> Self {
+        self.event_names(events.into_iter().map(EventType::as_str))
+    }
+
+    /// A new event list by name (non-empty), which may name types added
+    /// after this version of the crate.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::client::WebhookUpdate;
+    ///
+    /// let update = WebhookUpdate::new().event_names(["segment.ready", "quiz.archived"]);
+    /// # let _ = update;
+    /// ```
+    pub fn event_names(mut self, events: impl IntoIterator<Item = impl Into<String>>) -> Self {
         match checked_events(events) {
             Ok(events) => self.events = Some(events),
             Err(e) => {
@@ -403,10 +441,14 @@ fn checked_id(id: &str) -> Result<&str, ValidationError> {
 }
 
 fn checked_events(
-    events: impl IntoIterator<Item = EventType>,
-) -> Result<Vec<EventType>, ValidationError> {
-    let mut list: Vec<EventType> = Vec::new();
+    events: impl IntoIterator<Item = impl Into<String>>,
+) -> Result<Vec<String>, ValidationError> {
+    let mut list: Vec<String> = Vec::new();
     for event in events {
+        let event = event.into();
+        if event.is_empty() || event.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ValidationError::BadEventName(event));
+        }
         if !list.contains(&event) {
             list.push(event);
         }

@@ -760,7 +760,11 @@ impl Worker {
             // The OpenTelemetry attributes (absent from the span without the feature).
             let span = tracing::Span::current();
             span.record("otel.status_code", "error");
-            let kind = if let End::Retry(_) = &end { "retry" } else { "dead_letter" };
+            let kind = if let End::Retry(_) = &end {
+                "retry"
+            } else {
+                "dead_letter"
+            };
             span.record("error.type", kind);
         }
         let started = tokio::time::Instant::now();

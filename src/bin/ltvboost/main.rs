@@ -12,30 +12,71 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ltvboost_webhooks::EventType;
 use ltvboost_webhooks::client::{Client, Endpoint, NewWebhook, WebhookUpdate};
-use ltvboost_webhooks::event::Envelope;
-use ltvboost_webhooks::signature::{
-    DEVELOPMENT_SECRET, SECRET_ENV, SIGNATURE_HEADER, Secret, Verifier, sign,
-};
+use ltvboost_webhooks::signature::{DEVELOPMENT_SECRET, SECRET_ENV, Secret, Verifier, sign};
 use ltvboost_webhooks::testing::{EventBuilder, RetryPolicy, SenderSimulator, fixture};
 use serde_json::{Value, json};
 
+mod listen;
 mod queue;
 
 /// Send, sign, verify and receive LTVboost webhooks, and manage endpoints.
 #[derive(Parser)]
 #[command(name = "ltvboost", version, propagate_version = true)]
 struct Cli {
-    /// Machine-readable output: one JSON document on stdout.
+    /// Machine-readable output: JSON on stdout (`listen`: one object per line).
     #[arg(long, global = true)]
     json: bool,
-    /// How long one API call may take, retries included (endpoints commands). Default: 120.
-    #[arg(long, global = true, value_name = "SECONDS")]
-    api_timeout: Option<f64>,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// More log output: -v info, -vv debug, -vvv trace (default: warnings).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// The log level or filter, e.g. debug or ltvboost_webhooks=trace (overrides -v).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log lines as text or as one JSON object each.
+    #[arg(
+        long,
+        global = true,
+        env = "LTVBOOST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Text, coloured only on a terminal and never with NO_COLOR.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The registration API: its token, its base URL and a time-out.
+#[derive(Args)]
+pub(crate) struct ApiArgs {
+    /// The registration API's token (endpoints commands, listen --register).
+    #[arg(
+        long,
+        global = true,
+        env = "LTVBOOST_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    api_key: Option<String>,
+    /// The registration API's base URL (default: LTVboost's).
+    #[arg(long, global = true, env = "LTVBOOST_API_BASE", value_name = "URL")]
+    api_base: Option<String>,
+    /// How long one API call may take, retries included. Default: 120.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    api_timeout: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -88,14 +129,32 @@ enum Command {
     /// Off a loopback address it needs a secret (--secret, --secret-file or
     /// LTVBOOST_WEBHOOK_SECRET); on loopback it falls back to the development secret.
     ///
-    /// Example: ltvboost listen --addr 127.0.0.1:3030 --forward-to http://127.0.0.1:3000/webhooks/ltvboost
+    /// LTVboost delivers only to a public https URL: run a tunnel to --addr (cloudflared,
+    /// ngrok, tailscale funnel, ssh -R) and pass its URL as --register, which creates an
+    /// endpoint with a secret of its own for this session and deletes it on exit.
+    ///
+    /// Example: ltvboost listen --forward-to http://127.0.0.1:3000/webhooks/ltvboost
+    /// Example: ltvboost listen --register https://abc.trycloudflare.com/ --events response.created
     Listen {
         /// Where to listen (the example receiver's default is 127.0.0.1:3000, so both run side by side).
         #[arg(long, default_value = "127.0.0.1:3030")]
         addr: std::net::SocketAddr,
-        /// Forward each verified delivery (the original bytes and signature) here.
+        /// Forward each verified delivery here: its original bytes and headers.
         #[arg(long, value_name = "URL")]
         forward_to: Option<String>,
+        /// How long the app forwarded to may take before the delivery is answered 504.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        forward_timeout: f64,
+        /// Only these event types (comma-separated); others are acknowledged and skipped.
+        #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+        events: Vec<String>,
+        /// Register a temporary endpoint at this public URL (a tunnel to --addr) for
+        /// --events (default: every type), and delete it on exit (Ctrl-C or SIGTERM).
+        #[arg(long, value_name = "PUBLIC_URL")]
+        register: Option<String>,
+        /// Print each delivery's body too.
+        #[arg(long)]
+        print_body: bool,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -104,6 +163,13 @@ enum Command {
     Endpoints(Endpoints),
     /// Inspect and operate the enqueue-mode queue (LTVBOOST_QUEUE_URL; LTVBOOST_NAMESPACE).
     Queue(queue::QueueArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: ltvboost completions bash > ~/.local/share/bash-completion/completions/ltvboost
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,9 +184,12 @@ enum Endpoints {
     Get { id: String },
     /// Register an endpoint with a new secret, shown (or written to a file) before the request is sent.
     ///
+    /// Event names this version does not know are sent as they are, with a warning.
+    ///
     /// Example: ltvboost endpoints create https://app.example/webhooks/ltvboost response.created action.sent
     Create {
         url: String,
+        /// Event types (space- or comma-separated).
         #[arg(required = true)]
         events: Vec<String>,
         /// Write the new secret to FILE (mode 0600, never overwritten) instead of printing it.
@@ -137,10 +206,15 @@ enum Endpoints {
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,
     },
-    /// Delete an endpoint.
+    /// Delete an endpoint (asked for confirmation on a terminal).
     ///
-    /// Example: ltvboost endpoints delete wh_123
-    Delete { id: String },
+    /// Example: ltvboost endpoints delete wh_123 --yes
+    Delete {
+        id: String,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+    },
     /// Rotate an endpoint's secret in two steps, so receivers hold the new secret before LTVboost signs with it.
     ///
     /// 1. Without --commit: writes a new secret to FILE (mode 0600; an existing file is never
@@ -164,19 +238,19 @@ enum Endpoints {
     },
 }
 
-/// Where a secret comes from: --secret, --secret-file, or LTVBOOST_WEBHOOK_SECRET.
+/// Where a secret comes from: --secret-file, --secret, or LTVBOOST_WEBHOOK_SECRET.
 #[derive(Args)]
-struct SecretArgs {
+pub(crate) struct SecretArgs {
     /// The secret (or a comma-separated list, newest first, for verifying).
-    #[arg(long, conflicts_with = "secret_file")]
+    #[arg(long, env = SECRET_ENV, hide_env_values = true)]
     secret: Option<String>,
-    /// A file holding the secret.
+    /// A file holding the secret (used before --secret and the environment).
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
 }
 
 /// A failure: usage errors exit 2, the rest 1.
-enum Failure {
+pub(crate) enum Failure {
     Usage(String),
     Failed(String),
 }
@@ -187,30 +261,34 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+pub(crate) type Outcome = Result<(), Failure>;
 
 impl SecretArgs {
     /// The secret list as given, or the environment's; the development
     /// secret (said on stderr) when `development` allows and nothing is set.
     fn list(&self, development: bool) -> Result<String, Failure> {
-        if let Some(secret) = &self.secret {
-            return Ok(secret.clone());
-        }
         if let Some(path) = &self.secret_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::Usage(format!("--secret-file {}: {e}", path.display())))?;
             return Ok(text.trim().to_owned());
         }
-        match std::env::var(SECRET_ENV) {
-            Ok(list) if !list.trim().is_empty() => Ok(list),
-            _ if development => {
+        match self.given() {
+            Some(list) => Ok(list.to_owned()),
+            None if development => {
                 eprintln!("{SECRET_ENV} is unset: using the development secret");
                 Ok(DEVELOPMENT_SECRET.to_owned())
             }
-            _ => Err(Failure::Usage(format!(
+            None => Err(Failure::Usage(format!(
                 "no secret: give --secret, --secret-file or {SECRET_ENV}"
             ))),
         }
+    }
+
+    /// --secret or the environment's, unless blank.
+    fn given(&self) -> Option<&str> {
+        self.secret
+            .as_deref()
+            .filter(|list| !list.replace(',', "").trim().is_empty())
     }
 
     /// The first secret of the list: the one to sign with.
@@ -230,8 +308,11 @@ impl SecretArgs {
 
     /// The verifier of a receiver bound to `bind`, by the library's policy:
     /// the development secret only on a loopback address.
-    fn receiver_verifier(&self, bind: std::net::SocketAddr) -> Result<Verifier, Failure> {
-        if self.secret.is_none() && self.secret_file.is_none() {
+    pub(crate) fn receiver_verifier(
+        &self,
+        bind: std::net::SocketAddr,
+    ) -> Result<Verifier, Failure> {
+        if self.given().is_none() && self.secret_file.is_none() {
             return Verifier::from_env(bind).map_err(|e| {
                 Failure::Usage(format!(
                     "{e}: listening on {bind} needs a secret (--secret, --secret-file or {SECRET_ENV})"
@@ -351,95 +432,34 @@ async fn send(
     }
 }
 
-async fn listen(
-    addr: std::net::SocketAddr,
-    forward_to: Option<String>,
-    secret: &SecretArgs,
-) -> Outcome {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::response::IntoResponse;
-    use ltvboost_webhooks::signature::SignatureError;
-    use ltvboost_webhooks::{Outcome as Answer, Rejection};
-    let verifier = std::sync::Arc::new(secret.receiver_verifier(addr)?);
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    // Answered as a receiver answers (the status table's rows), but for
-    // what the app it forwards to says.
-    let handler = move |headers: HeaderMap, body: Bytes| {
-        let (verifier, http, forward_to) = (verifier.clone(), http.clone(), forward_to.clone());
-        async move {
-            let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes().to_vec());
-            let verified = match header.as_deref() {
-                None => Err(SignatureError::Missing),
-                Some(header) => verifier.verify(header, body.clone()),
-            };
-            let verified = match verified {
-                Ok(verified) => verified,
-                Err(e) => {
-                    println!("refused: {e}");
-                    return Answer::Rejected(Rejection::Signature(e)).into_response();
-                }
-            };
-            match Envelope::from_bytes(verified.body().clone()) {
-                Ok(envelope) => println!(
-                    "{} {} (secret #{})",
-                    envelope.type_name(),
-                    envelope.id().unwrap_or("(no id)"),
-                    verified.secret_index()
-                ),
-                Err(e) => println!("verified, but {e}"),
-            }
-            if let Ok(pretty) = serde_json::from_slice::<Value>(&body)
-                .and_then(|v| serde_json::to_string_pretty(&v))
-            {
-                println!("{pretty}");
-            }
-            let Some(target) = forward_to else {
-                return Answer::Handled.into_response();
-            };
-            let forwarded = http
-                .post(&target)
-                .header(SIGNATURE_HEADER, header.unwrap_or_default())
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            match forwarded {
-                Ok(answer) => {
-                    let status = answer.status();
-                    let text = answer.text().await.unwrap_or_default();
-                    println!("forwarded to {target}: {status} {}", text.trim());
-                    let status =
-                        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-                    (status, text).into_response()
-                }
-                Err(e) => {
-                    println!("forwarding to {target} failed: {e}");
-                    (StatusCode::BAD_GATEWAY, format!("forwarding failed: {e}\n")).into_response()
-                }
-            }
-        }
-    };
-    let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
-    ltvboost_webhooks::serve::Server::new(listener)
-        .serve_with_shutdown(app, ltvboost_webhooks::serve::shutdown_signal())
-        .await?;
-    Ok(())
-}
-
-fn events(names: &[String]) -> Result<Vec<EventType>, Failure> {
+/// Event names from arguments, each of which may be a comma-separated list.
+pub(crate) fn event_names(names: &[String]) -> Vec<String> {
     names
         .iter()
         .flat_map(|n| n.split(','))
-        .map(|n| {
-            n.trim()
-                .parse::<EventType>()
-                .map_err(|e| Failure::Usage(e.to_string()))
-        })
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The names, with a warning for each this version does not know: they are
+/// sent as they are (LTVboost may have added them since).
+fn checked_names(names: &[String]) -> Vec<String> {
+    let names = event_names(names);
+    for name in &names {
+        if name.parse::<EventType>().is_err() {
+            eprintln!("warning: {name} is not an event type this version knows; sent as it is");
+        }
+    }
+    names
+}
+
+/// The endpoint's event names, known and unknown, in the API's order where known first.
+fn names_of(endpoint: &Endpoint) -> Vec<String> {
+    let known = endpoint.events.known.iter().map(|e| e.as_str().to_owned());
+    known
+        .chain(endpoint.events.unknown.iter().cloned())
         .collect()
 }
 
@@ -447,29 +467,41 @@ fn show(json_out: bool, endpoint: &Endpoint) {
     if json_out {
         println!("{}", endpoint_json(endpoint));
     } else {
-        let events: Vec<&str> = endpoint.events.known.iter().map(|e| e.as_str()).collect();
         println!(
             "{} {} {}",
             endpoint.id,
             endpoint.url.as_deref().unwrap_or("-"),
-            events.join(",")
+            names_of(endpoint).join(",")
         );
     }
 }
 
+/// The endpoint as the API sent it, every field kept, but any secret.
 fn endpoint_json(endpoint: &Endpoint) -> Value {
-    json!({"id": endpoint.id, "url": endpoint.url, "events": endpoint.events.known})
+    let mut out = serde_json::Map::new();
+    out.insert("id".into(), json!(endpoint.id));
+    out.insert("url".into(), json!(endpoint.url));
+    out.insert("events".into(), json!(names_of(endpoint)));
+    for (key, value) in &endpoint.extra {
+        out.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    Value::Object(out)
 }
 
-/// The API client from `LTVBOOST_API_TOKEN` and `LTVBOOST_API_BASE`.
-fn api_client(timeout: Option<f64>) -> Result<Client, Failure> {
-    let token = std::env::var("LTVBOOST_API_TOKEN")
-        .map_err(|_| Failure::Usage("LTVBOOST_API_TOKEN is not set".into()))?;
+/// The API client from --api-key/LTVBOOST_API_TOKEN and --api-base/LTVBOOST_API_BASE.
+pub(crate) fn api_client(api: &ApiArgs) -> Result<Client, Failure> {
+    let token = api
+        .api_key
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            Failure::Usage("no API token: give --api-key or set LTVBOOST_API_TOKEN".into())
+        })?;
     let mut builder = Client::builder(token);
-    if let Ok(base) = std::env::var("LTVBOOST_API_BASE") {
-        builder = builder.base_url(base);
+    if let Some(base) = &api.api_base {
+        builder = builder.base_url(base.clone());
     }
-    if let Some(seconds) = timeout {
+    if let Some(seconds) = api.api_timeout {
         let timeout = std::time::Duration::try_from_secs_f64(seconds)
             .ok()
             .filter(|t| !t.is_zero())
@@ -479,7 +511,23 @@ fn api_client(timeout: Option<f64>) -> Result<Client, Failure> {
     builder.build().map_err(|e| Failure::Usage(e.to_string()))
 }
 
-async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints) -> Outcome {
+/// Asks on a terminal; anything but y or yes is no. Off a terminal, yes.
+fn confirmed(question: &str) -> Result<bool, Failure> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+async fn endpoints(json_out: bool, api: &ApiArgs, command: Endpoints) -> Outcome {
     // Rotation's first step changes nothing at the API: no token needed.
     if let Endpoints::Rotate {
         id,
@@ -490,7 +538,7 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
     {
         return prepare_rotation(json_out, id, new_secret_file, old);
     }
-    let client = api_client(api_timeout)?;
+    let client = api_client(api)?;
     let webhooks = client.webhooks();
     match command {
         Endpoints::List => {
@@ -508,7 +556,7 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
             new_secret_file,
         } => {
             let secret = Secret::generate()?;
-            let new = NewWebhook::new(url, events(&names)?, secret.clone())
+            let new = NewWebhook::with_event_names(url, checked_names(&names), secret.clone())
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             let text = secret.expose_str().unwrap_or_default();
             // Kept before the request is sent: if the answer is lost or an
@@ -549,11 +597,14 @@ async fn endpoints(json_out: bool, api_timeout: Option<f64>, command: Endpoints)
                 update = update.url(url);
             }
             if let Some(names) = names {
-                update = update.events(events(&names)?);
+                update = update.event_names(checked_names(&names));
             }
             show(json_out, &webhooks.update(&id, &update).await?);
         }
-        Endpoints::Delete { id } => {
+        Endpoints::Delete { id, yes } => {
+            if !yes && !confirmed(&format!("delete the endpoint {id}?"))? {
+                return Err(Failure::Failed(format!("{id} not deleted")));
+            }
             webhooks.delete(&id).await?;
             if json_out {
                 println!("{}", json!({"deleted": id}));
@@ -700,7 +751,12 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Sign { secret } => {
-            println!("{}", sign(&secret.signing()?, &stdin_bytes()?));
+            let signature = sign(&secret.signing()?, &stdin_bytes()?);
+            if cli.json {
+                println!("{}", json!({ "signature": signature }));
+            } else {
+                println!("{signature}");
+            }
             Ok(())
         }
         Command::Verify { signature, secret } => {
@@ -728,15 +784,71 @@ async fn run(cli: Cli) -> Outcome {
         Command::Listen {
             addr,
             forward_to,
+            forward_timeout,
+            events,
+            register,
+            print_body,
             secret,
-        } => listen(addr, forward_to, &secret).await,
-        Command::Endpoints(command) => endpoints(cli.json, cli.api_timeout, command).await,
+        } => {
+            let settings = listen::Listen {
+                addr,
+                forward_to,
+                forward_timeout,
+                events,
+                register,
+                print_body,
+                json: cli.json,
+                api: cli.api,
+            };
+            listen::run(settings, &secret).await
+        }
+        Command::Endpoints(command) => endpoints(cli.json, &cli.api, command).await,
         Command::Queue(args) => queue::run(cli.json, args).await,
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ltvboost", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Log lines on stderr: warnings by default, so the library's reach the
+/// operator; colour only on a terminal and never with NO_COLOR.
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let filter = cli.log_level.clone().unwrap_or_else(|| {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+        .to_owned()
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("ltvboost: --log-level {filter}: {e}; logging warnings");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

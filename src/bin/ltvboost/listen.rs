@@ -1,0 +1,332 @@
+//! `ltvboost listen`: a local receiver for development. It verifies and
+//! prints each delivery, forwards it on request to the app being built,
+//! and can register a temporary endpoint for the session (LTVboost's
+//! deliveries need a public URL: a tunnel to the listening address).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ltvboost_webhooks::client::NewWebhook;
+use ltvboost_webhooks::event::Envelope;
+use ltvboost_webhooks::signature::{SIGNATURE_HEADER, Secret, SignatureError, Verifier};
+use ltvboost_webhooks::{EventType, Outcome as Answer, Rejection};
+use serde_json::{Value, json};
+
+use crate::{Failure, Outcome, SecretArgs, api_client, event_names};
+
+/// What `listen` was asked to do.
+pub(crate) struct Listen {
+    pub(crate) addr: SocketAddr,
+    pub(crate) forward_to: Option<String>,
+    pub(crate) forward_timeout: f64,
+    pub(crate) events: Vec<String>,
+    pub(crate) register: Option<String>,
+    pub(crate) print_body: bool,
+    pub(crate) json: bool,
+    pub(crate) api: crate::ApiArgs,
+}
+
+/// What one request came to, printed as a line or a JSON object.
+struct Report {
+    status: u16,
+    event_type: Option<String>,
+    event_id: Option<String>,
+    secret_index: Option<usize>,
+    refused: Option<String>,
+    skipped: bool,
+    forwarded: Option<Value>,
+    body: Option<Value>,
+}
+
+impl Report {
+    fn print(&self, json_out: bool, print_body: bool) {
+        if json_out {
+            let mut line = json!({
+                "status": self.status,
+                "event_type": self.event_type,
+                "event_id": self.event_id,
+                "secret_index": self.secret_index,
+            });
+            if let Some(reason) = &self.refused {
+                line["refused"] = json!(reason);
+            }
+            if self.skipped {
+                line["skipped"] = json!(true);
+            }
+            if let Some(forwarded) = &self.forwarded {
+                line["forwarded"] = forwarded.clone();
+            }
+            if let Some(body) = &self.body {
+                line["body"] = body.clone();
+            }
+            println!("{line}");
+            return;
+        }
+        if let Some(reason) = &self.refused {
+            println!("refused ({}): {reason}", self.status);
+            return;
+        }
+        let event_type = self.event_type.as_deref().unwrap_or("(unreadable)");
+        let event_id = self.event_id.as_deref().unwrap_or("(no id)");
+        let secret = self.secret_index.unwrap_or(0);
+        if self.skipped {
+            println!("{event_type} {event_id} (secret #{secret}) skipped: not in --events");
+            return;
+        }
+        println!("{event_type} {event_id} (secret #{secret})");
+        if let Some(forwarded) = &self.forwarded {
+            match (&forwarded["status"], &forwarded["error"]) {
+                (Value::Number(status), _) => println!(
+                    "  forwarded to {}: {status}",
+                    forwarded["url"].as_str().unwrap_or_default()
+                ),
+                (_, error) => println!(
+                    "  forwarding to {} failed: {}",
+                    forwarded["url"].as_str().unwrap_or_default(),
+                    error.as_str().unwrap_or_default()
+                ),
+            }
+        }
+        if let Some(body) = self.body.as_ref().filter(|_| print_body) {
+            println!("  {body}");
+        }
+    }
+}
+
+/// Headers that belong to one hop, not to the delivery.
+fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in [
+        header::HOST,
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::EXPECT,
+    ] {
+        kept.remove(name);
+    }
+    kept.remove("keep-alive");
+    kept.remove("proxy-connection");
+    kept
+}
+
+/// Answers one request as a receiver answers it (the status table's rows),
+/// or as the app it forwards to answers.
+async fn answer(listen: Arc<Settings>, headers: HeaderMap, body: Bytes) -> (Response, Report) {
+    let mut report = Report {
+        status: 200,
+        event_type: None,
+        event_id: None,
+        secret_index: None,
+        refused: None,
+        skipped: false,
+        forwarded: None,
+        body: None,
+    };
+    let verified = match headers.get(SIGNATURE_HEADER) {
+        None => Err(SignatureError::Missing),
+        Some(header) => listen.verifier.verify(header.as_bytes(), body.clone()),
+    };
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(e) => {
+            report.refused = Some(e.to_string());
+            let response = Answer::Rejected(Rejection::Signature(e)).into_response();
+            report.status = response.status().as_u16();
+            return (response, report);
+        }
+    };
+    report.secret_index = Some(verified.secret_index());
+    report.body = serde_json::from_slice(&body).ok();
+    if let Ok(envelope) = Envelope::from_bytes(verified.body().clone()) {
+        report.event_type = Some(envelope.type_name().to_owned());
+        report.event_id = envelope.id().map(str::to_owned);
+    }
+    let wanted = listen.events.is_empty()
+        || report
+            .event_type
+            .as_ref()
+            .is_some_and(|t| listen.events.contains(t));
+    if !wanted {
+        report.skipped = true;
+        return (Answer::Handled.into_response(), report);
+    }
+    let Some(target) = &listen.forward_to else {
+        return (Answer::Handled.into_response(), report);
+    };
+    let forwarded = listen
+        .http
+        .post(target)
+        .headers(forwarded_headers(&headers))
+        .timeout(listen.forward_timeout)
+        .body(body)
+        .send()
+        .await;
+    let response = match forwarded {
+        Ok(answer) => {
+            let status = answer.status();
+            let text = answer.text().await.unwrap_or_default();
+            report.forwarded = Some(json!({"url": target, "status": status.as_u16()}));
+            let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, text).into_response()
+        }
+        Err(e) => {
+            let (status, error) = if e.is_timeout() {
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no answer within {:?}", listen.forward_timeout),
+                )
+            } else {
+                (StatusCode::BAD_GATEWAY, e.to_string())
+            };
+            report.forwarded = Some(json!({"url": target, "error": error}));
+            (status, format!("forwarding failed: {error}\n")).into_response()
+        }
+    };
+    report.status = response.status().as_u16();
+    (response, report)
+}
+
+/// The listener's fixed parts, shared by its requests.
+struct Settings {
+    verifier: Verifier,
+    http: reqwest::Client,
+    forward_to: Option<String>,
+    forward_timeout: Duration,
+    events: Vec<String>,
+    json: bool,
+    print_body: bool,
+}
+
+pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
+    let forward_timeout = Duration::try_from_secs_f64(listen.forward_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "--forward-timeout {}: not a duration",
+                listen.forward_timeout
+            ))
+        })?;
+    let events = event_names(&listen.events);
+    for name in &events {
+        if name.parse::<EventType>().is_err() {
+            eprintln!("warning: {name} is not an event type this version knows");
+        }
+    }
+    // A registered endpoint gets a secret of its own, which is the one to verify with.
+    let registered = match &listen.register {
+        Some(public_url) => Some(register(&listen, public_url, &events).await?),
+        None => None,
+    };
+    let verifier = match &registered {
+        Some((_, secret)) => Verifier::new([secret.clone()])?,
+        None => secret.receiver_verifier(listen.addr)?,
+    };
+    let settings = Arc::new(Settings {
+        verifier,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+        forward_to: listen.forward_to.clone(),
+        forward_timeout,
+        events,
+        json: listen.json,
+        print_body: listen.print_body,
+    });
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let settings = settings.clone();
+        async move {
+            let (response, report) = answer(settings.clone(), headers, body).await;
+            report.print(settings.json, settings.print_body);
+            response
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::post(handler));
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(listen.addr).await?;
+        eprintln!("listening on http://{}", listener.local_addr()?);
+        ltvboost_webhooks::serve::Server::new(listener)
+            .serve_with_shutdown(app, ltvboost_webhooks::serve::shutdown_signal())
+            .await
+    }
+    .await;
+    // The temporary endpoint goes whatever ended the session.
+    if let Some((id, _)) = registered {
+        unregister(&listen, &id).await?;
+    }
+    served?;
+    Ok(())
+}
+
+/// Registers a temporary endpoint at `public_url` with a new secret.
+async fn register(
+    listen: &Listen,
+    public_url: &str,
+    events: &[String],
+) -> Result<(String, Secret), Failure> {
+    let client = api_client(&listen.api)?;
+    let secret = Secret::generate()?;
+    let names: Vec<String> = if events.is_empty() {
+        EventType::ALL
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect()
+    } else {
+        events.to_vec()
+    };
+    let new = NewWebhook::with_event_names(public_url, names.clone(), secret.clone())
+        .map_err(|e| Failure::Usage(format!("--register {public_url}: {e}")))?;
+    let endpoint = client.webhooks().create(&new).await.map_err(|e| {
+        Failure::Failed(format!(
+            "--register {public_url}: {e}\nthe endpoint may or may not have been created: \
+             `ltvboost endpoints list` shows whether it exists"
+        ))
+    })?;
+    if listen.json {
+        println!(
+            "{}",
+            json!({"registered": endpoint.id, "url": public_url, "events": names})
+        );
+    } else {
+        eprintln!(
+            "registered {} at {public_url} for {}; it is deleted when this command ends",
+            endpoint.id,
+            names.join(",")
+        );
+    }
+    Ok((endpoint.id, secret))
+}
+
+/// Deletes the session's endpoint.
+async fn unregister(listen: &Listen, id: &str) -> Outcome {
+    let deleted = async {
+        api_client(&listen.api)?
+            .webhooks()
+            .delete(id)
+            .await
+            .map_err(Failure::from)
+    };
+    match deleted.await {
+        Ok(()) => {
+            if listen.json {
+                println!("{}", json!({"deleted": id}));
+            } else {
+                eprintln!("deleted the temporary endpoint {id}");
+            }
+            Ok(())
+        }
+        Err(Failure::Failed(e) | Failure::Usage(e)) => Err(Failure::Failed(format!(
+            "could not delete the temporary endpoint {id}: {e}\ndelete it with: ltvboost \
+             endpoints delete {id}"
+        ))),
+    }
+}
