@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the README's first command and sends it the README's signed event:
+# Runs the README's set-up command and sends it the README's signed event:
 # proves the set-up steps work as written.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -57,6 +57,7 @@ mod otel {
 
     /// The current span's context as a `traceparent` value, when an
     /// OpenTelemetry layer records it.
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     pub(crate) fn current_traceparent() -> Option<String> {
         let context = tracing::Span::current().context();
         let span = context.span();
@@ -114,6 +115,7 @@ pub(crate) fn continue_trace(_span: &tracing::Span, _traceparent: Option<&[u8]>)
 
 /// Without the feature: no trace context.
 #[cfg(not(feature = "opentelemetry"))]
+#[cfg_attr(not(feature = "queue"), allow(dead_code))]
 pub(crate) fn current_traceparent() -> Option<String> {
     None
 }

@@ -178,7 +178,12 @@ impl Pipeline {
         extensions: &Extensions,
     ) -> Result<Head, Outcome> {
         let span = delivery_span(method, path);
-        trace::continue_trace(&span, headers.get(trace::TRACEPARENT).map(http::HeaderValue::as_bytes));
+        trace::continue_trace(
+            &span,
+            headers
+                .get(trace::TRACEPARENT)
+                .map(http::HeaderValue::as_bytes),
+        );
         let head = if method == Method::POST {
             check_head(&self.config, headers, extensions)
         } else {
