@@ -226,12 +226,7 @@ async fn listen_verifies_prints_and_forwards_to_a_receiver() {
         .spawn()
         .unwrap();
     let listening: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(listening).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_listener(listening).await;
     let body = event_json("evt_cli_listen", "response.created", r#"{"id":"r"}"#);
     assert_eq!(post_signed(listening, &body).await.status, 200);
     assert_eq!(post(listening, &[], &body).await.status, 401);
@@ -832,13 +827,7 @@ async fn start_listen(args: &[&str], port: u16) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_listener(format!("127.0.0.1:{port}").parse().unwrap()).await;
     child
 }
 

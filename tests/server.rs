@@ -380,12 +380,7 @@ async fn example_receiver_run(port: u16, env: &[(&str, &str)]) -> (String, Strin
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_listener(addr).await;
     let body = event_json(
         "evt_shown",
         "response.created",

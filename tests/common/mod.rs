@@ -256,13 +256,18 @@ pub(crate) async fn spawn_redis(port: u16, args: &[&std::ffi::OsStr]) -> std::pr
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is needed (scripts/test.sh installs it)");
+    wait_for_listener(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    child
+}
+
+/// Waits up to 10 s for something to accept connections at `addr`.
+pub(crate) async fn wait_for_listener(addr: SocketAddr) {
     for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child
 }
 
 /// A dedupe store that cannot be reached, as a Redis outage looks.

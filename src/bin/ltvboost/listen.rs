@@ -3,7 +3,6 @@
 //! and can register a temporary endpoint for the session (LTVboost's
 //! deliveries need a public URL: a tunnel to the listening address).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,18 +15,34 @@ use ltvboost_webhooks::signature::{SIGNATURE_HEADER, Secret, SignatureError, Ver
 use ltvboost_webhooks::{EventType, Outcome as Answer, Rejection};
 use serde_json::{Value, json};
 
-use crate::{Failure, Outcome, SecretArgs, api_client, event_names};
+use clap::Args;
+
+use crate::{ApiArgs, Failure, Outcome, SecretArgs, api_client, event_names};
 
 /// What `listen` was asked to do.
-pub(crate) struct Listen {
-    pub(crate) addr: SocketAddr,
-    pub(crate) forward_to: Option<String>,
-    pub(crate) forward_timeout: f64,
-    pub(crate) events: Vec<String>,
-    pub(crate) register: Option<String>,
-    pub(crate) print_body: bool,
-    pub(crate) json: bool,
-    pub(crate) api: crate::ApiArgs,
+#[derive(Args)]
+pub(crate) struct ListenArgs {
+    /// Where to listen (the example receiver's default is 127.0.0.1:3000, so both run side by side).
+    #[arg(long, default_value = "127.0.0.1:3030")]
+    addr: std::net::SocketAddr,
+    /// Forward each verified delivery here: its original bytes and headers.
+    #[arg(long, value_name = "URL")]
+    forward_to: Option<String>,
+    /// How long the app forwarded to may take before the delivery is answered 504.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    forward_timeout: f64,
+    /// Only these event types (comma-separated); others are acknowledged and skipped.
+    #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+    events: Vec<String>,
+    /// Register a temporary endpoint at this public URL (a tunnel to --addr) for
+    /// --events (default: every type), and delete it on exit (Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "PUBLIC_URL")]
+    register: Option<String>,
+    /// Print each delivery's body too.
+    #[arg(long)]
+    print_body: bool,
+    #[command(flatten)]
+    secret: SecretArgs,
 }
 
 /// What one request came to, printed as a line or a JSON object.
@@ -206,7 +221,7 @@ struct Settings {
     print_body: bool,
 }
 
-pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
+pub(crate) async fn run(listen: ListenArgs, json_out: bool, api: &ApiArgs) -> Outcome {
     let forward_timeout = Duration::try_from_secs_f64(listen.forward_timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -224,12 +239,12 @@ pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
     }
     // A registered endpoint gets a secret of its own, which is the one to verify with.
     let registered = match &listen.register {
-        Some(public_url) => Some(register(&listen, public_url, &events).await?),
+        Some(public_url) => Some(register(api, json_out, public_url, &events).await?),
         None => None,
     };
     let verifier = match &registered {
         Some((_, secret)) => Verifier::new([secret.clone()])?,
-        None => secret.receiver_verifier(listen.addr)?,
+        None => listen.secret.receiver_verifier(listen.addr)?,
     };
     let settings = Arc::new(Settings {
         verifier,
@@ -239,7 +254,7 @@ pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
         forward_to: listen.forward_to.clone(),
         forward_timeout,
         events,
-        json: listen.json,
+        json: json_out,
         print_body: listen.print_body,
     });
     let handler = move |headers: HeaderMap, body: Bytes| {
@@ -261,7 +276,7 @@ pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
     .await;
     // The temporary endpoint goes whatever ended the session.
     if let Some((id, _)) = registered {
-        unregister(&listen, &id).await?;
+        unregister(api, json_out, &id).await?;
     }
     served?;
     Ok(())
@@ -269,11 +284,12 @@ pub(crate) async fn run(listen: Listen, secret: &SecretArgs) -> Outcome {
 
 /// Registers a temporary endpoint at `public_url` with a new secret.
 async fn register(
-    listen: &Listen,
+    api: &ApiArgs,
+    json_out: bool,
     public_url: &str,
     events: &[String],
 ) -> Result<(String, Secret), Failure> {
-    let client = api_client(&listen.api)?;
+    let client = api_client(api)?;
     let secret = Secret::generate()?;
     let names: Vec<String> = if events.is_empty() {
         EventType::ALL
@@ -291,7 +307,7 @@ async fn register(
              `ltvboost endpoints list` shows whether it exists"
         ))
     })?;
-    if listen.json {
+    if json_out {
         println!(
             "{}",
             json!({"registered": endpoint.id, "url": public_url, "events": names})
@@ -307,9 +323,9 @@ async fn register(
 }
 
 /// Deletes the session's endpoint.
-async fn unregister(listen: &Listen, id: &str) -> Outcome {
+async fn unregister(api: &ApiArgs, json_out: bool, id: &str) -> Outcome {
     let deleted = async {
-        api_client(&listen.api)?
+        api_client(api)?
             .webhooks()
             .delete(id)
             .await
@@ -317,7 +333,7 @@ async fn unregister(listen: &Listen, id: &str) -> Outcome {
     };
     match deleted.await {
         Ok(()) => {
-            if listen.json {
+            if json_out {
                 println!("{}", json!({"deleted": id}));
             } else {
                 eprintln!("deleted the temporary endpoint {id}");

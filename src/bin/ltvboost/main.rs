@@ -135,29 +135,7 @@ enum Command {
     ///
     /// Example: ltvboost listen --forward-to http://127.0.0.1:3000/webhooks/ltvboost
     /// Example: ltvboost listen --register https://abc.trycloudflare.com/ --events response.created
-    Listen {
-        /// Where to listen (the example receiver's default is 127.0.0.1:3000, so both run side by side).
-        #[arg(long, default_value = "127.0.0.1:3030")]
-        addr: std::net::SocketAddr,
-        /// Forward each verified delivery here: its original bytes and headers.
-        #[arg(long, value_name = "URL")]
-        forward_to: Option<String>,
-        /// How long the app forwarded to may take before the delivery is answered 504.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-        forward_timeout: f64,
-        /// Only these event types (comma-separated); others are acknowledged and skipped.
-        #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
-        events: Vec<String>,
-        /// Register a temporary endpoint at this public URL (a tunnel to --addr) for
-        /// --events (default: every type), and delete it on exit (Ctrl-C or SIGTERM).
-        #[arg(long, value_name = "PUBLIC_URL")]
-        register: Option<String>,
-        /// Print each delivery's body too.
-        #[arg(long)]
-        print_body: bool,
-        #[command(flatten)]
-        secret: SecretArgs,
-    },
+    Listen(listen::ListenArgs),
     /// Manage registered endpoints (LTVBOOST_API_TOKEN; LTVBOOST_API_BASE).
     #[command(subcommand)]
     Endpoints(Endpoints),
@@ -781,27 +759,7 @@ async fn run(cli: Cli) -> Outcome {
                 }
             }
         }
-        Command::Listen {
-            addr,
-            forward_to,
-            forward_timeout,
-            events,
-            register,
-            print_body,
-            secret,
-        } => {
-            let settings = listen::Listen {
-                addr,
-                forward_to,
-                forward_timeout,
-                events,
-                register,
-                print_body,
-                json: cli.json,
-                api: cli.api,
-            };
-            listen::run(settings, &secret).await
-        }
+        Command::Listen(args) => listen::run(args, cli.json, &cli.api).await,
         Command::Endpoints(command) => endpoints(cli.json, &cli.api, command).await,
         Command::Queue(args) => queue::run(cli.json, args).await,
         Command::Completions { shell } => {
