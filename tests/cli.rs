@@ -869,6 +869,7 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
     let listen = start_listen(
         &[
             "--json",
+            "--print-body",
             "--events",
             "response.created,action.failed",
             "--forward-to",
@@ -891,6 +892,9 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
             ("x-ltvboost-delivery", "dlv_1"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "this hop only"),
         ],
         &created,
     )
@@ -910,6 +914,14 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
     assert_eq!(seen[0]["x-ltvboost-signature"], signature.as_str());
     assert_eq!(seen[0]["x-ltvboost-delivery"], "dlv_1");
     assert!(seen[0].contains_key("traceparent"));
+    assert!(
+        !seen[0].contains_key("x-forwarded-for"),
+        "a tunnel's header was passed on"
+    );
+    assert!(
+        !seen[0].contains_key("x-hop"),
+        "a header the connection named was passed on"
+    );
     // One JSON object per line, one line per request.
     let lines: Vec<Value> = lines
         .iter()
@@ -921,6 +933,7 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
     assert_eq!(lines[0]["forwarded"]["status"], 202);
     assert_eq!(lines[0]["body"]["id"], "evt_wanted");
     assert_eq!(lines[1]["skipped"], true);
+    assert!(lines[2].get("body").is_none());
     assert_eq!(lines[1]["event_type"], "action.sent");
     assert_eq!(lines[2]["status"], 401);
     assert!(lines[2]["refused"].is_string());

@@ -120,7 +120,7 @@ pub enum ValidationError {
     /// with `/`, `?`, `#`, `%`, whitespace or a control character.
     #[error("{0:?} is not an endpoint id")]
     BadId(String),
-    /// An event name was empty, or held whitespace or a control character.
+    /// An event name was empty, or held anything but printable ASCII.
     #[error("{0:?} is not an event name")]
     BadEventName(String),
 }

@@ -446,7 +446,7 @@ fn checked_events(
     let mut list: Vec<String> = Vec::new();
     for event in events {
         let event = event.into();
-        if event.is_empty() || event.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if event.is_empty() || !event.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ValidationError::BadEventName(event));
         }
         if !list.contains(&event) {

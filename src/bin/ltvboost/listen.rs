@@ -3,6 +3,7 @@
 //! and can register a temporary endpoint for the session (LTVboost's
 //! deliveries need a public URL: a tunnel to the listening address).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ impl Report {
             if let Some(forwarded) = &self.forwarded {
                 line["forwarded"] = forwarded.clone();
             }
-            if let Some(body) = &self.body {
+            if let Some(body) = self.body.as_ref().filter(|_| print_body) {
                 line["body"] = body.clone();
             }
             println!("{line}");
@@ -112,9 +113,21 @@ impl Report {
     }
 }
 
-/// Headers that belong to one hop, not to the delivery.
+/// The delivery's headers, without those of this hop (RFC 9110 §7.6.1, and
+/// those a connection names) or of the tunnel and client in front of it,
+/// which the app might trust from a loopback peer.
 fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     let mut kept = headers.clone();
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for name in named {
+        kept.remove(name.as_str());
+    }
     for name in [
         header::HOST,
         header::CONNECTION,
@@ -125,11 +138,26 @@ fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::EXPECT,
+        header::FORWARDED,
+        header::ACCEPT_ENCODING,
+        header::AUTHORIZATION,
+        header::COOKIE,
     ] {
         kept.remove(name);
     }
-    kept.remove("keep-alive");
-    kept.remove("proxy-connection");
+    let tunnel: Vec<_> = kept
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("x-forwarded-")
+                || name.starts_with("cf-")
+                || matches!(name, "x-real-ip" | "keep-alive" | "proxy-connection")
+        })
+        .cloned()
+        .collect();
+    for name in tunnel {
+        kept.remove(name);
+    }
     kept
 }
 
@@ -237,49 +265,93 @@ pub(crate) async fn run(listen: ListenArgs, json_out: bool, api: &ApiArgs) -> Ou
             eprintln!("warning: {name} is not an event type this version knows");
         }
     }
+    // Without --register the secret comes from the arguments: refused before anything starts.
+    let given = match &listen.register {
+        Some(_) => None,
+        None => Some(listen.secret.receiver_verifier(listen.addr)?),
+    };
+    // Caught from here on: a Ctrl-C while registering still ends the session in order.
+    let mut stop = Box::pin(shutdown_armed()?);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let listener = tokio::net::TcpListener::bind(listen.addr).await?;
+    let local = listener.local_addr()?;
     // A registered endpoint gets a secret of its own, which is the one to verify with.
     let registered = match &listen.register {
-        Some(public_url) => Some(register(api, json_out, public_url, &events).await?),
         None => None,
+        Some(public_url) => tokio::select! {
+            registered = register(api, json_out, public_url, &events) => Some(registered?),
+            () = &mut stop => {
+                return Err(Failure::Failed(
+                    "interrupted while registering: the endpoint may or may not have been \
+                     created; `ltvboost endpoints list` shows whether it exists"
+                        .into(),
+                ));
+            }
+        },
     };
-    let verifier = match &registered {
-        Some((_, secret)) => Verifier::new([secret.clone()])?,
-        None => listen.secret.receiver_verifier(listen.addr)?,
-    };
-    let settings = Arc::new(Settings {
-        verifier,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
-        forward_to: listen.forward_to.clone(),
-        forward_timeout,
-        events,
-        json: json_out,
-        print_body: listen.print_body,
-    });
-    let handler = move |headers: HeaderMap, body: Bytes| {
-        let settings = settings.clone();
-        async move {
-            let (response, report) = answer(settings.clone(), headers, body).await;
-            report.print(settings.json, settings.print_body);
-            response
-        }
-    };
-    let app = axum::Router::new().fallback(axum::routing::post(handler));
     let served = async {
-        let listener = tokio::net::TcpListener::bind(listen.addr).await?;
-        eprintln!("listening on http://{}", listener.local_addr()?);
+        let verifier = match (&registered, given) {
+            (Some((_, secret)), _) => Verifier::new([secret.clone()])?,
+            (None, Some(verifier)) => verifier,
+            (None, None) => return Err(Failure::Failed("no secret to verify with".into())),
+        };
+        let settings = Arc::new(Settings {
+            verifier,
+            http,
+            forward_to: listen.forward_to.clone(),
+            forward_timeout,
+            events,
+            json: json_out,
+            print_body: listen.print_body,
+        });
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let settings = settings.clone();
+            async move {
+                let (response, report) = answer(settings.clone(), headers, body).await;
+                report.print(settings.json, settings.print_body);
+                response
+            }
+        };
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        eprintln!("listening on http://{local}");
         ltvboost_webhooks::serve::Server::new(listener)
-            .serve_with_shutdown(app, ltvboost_webhooks::serve::shutdown_signal())
-            .await
+            .serve_with_shutdown(app, stop)
+            .await?;
+        Ok::<(), Failure>(())
     }
     .await;
     // The temporary endpoint goes whatever ended the session.
     if let Some((id, _)) = registered {
-        unregister(api, json_out, &id).await?;
+        let unregistered = unregister(api, json_out, &id).await;
+        if let (Err(Failure::Failed(e) | Failure::Usage(e)), Err(_)) = (&served, &unregistered) {
+            eprintln!("ltvboost: {e}");
+        }
+        unregistered?;
     }
-    served?;
-    Ok(())
+    served
+}
+
+/// Ctrl-C or SIGTERM, with the handlers installed now rather than when the
+/// future is first polled.
+fn shutdown_armed() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Registers a temporary endpoint at `public_url` with a new secret.
