@@ -57,7 +57,7 @@ mod otel {
 
     /// The current span's context as a `traceparent` value, when an
     /// OpenTelemetry layer records it.
-    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
+    #[cfg(feature = "queue")]
     pub(crate) fn current_traceparent() -> Option<String> {
         let context = tracing::Span::current().context();
         let span = context.span();
@@ -106,18 +106,28 @@ mod otel {
     }
 }
 
-#[cfg(feature = "opentelemetry")]
-pub(crate) use otel::{continue_trace, current_traceparent};
+/// `span`'s parent becomes the remote span `traceparent` names (with the
+/// `opentelemetry` feature; nothing without it). Call it before the span is
+/// first entered.
+pub(crate) fn continue_trace(span: &tracing::Span, traceparent: Option<&[u8]>) {
+    #[cfg(feature = "opentelemetry")]
+    otel::continue_trace(span, traceparent);
+    #[cfg(not(feature = "opentelemetry"))]
+    let _ = (span, traceparent);
+}
 
-/// Without the feature: no trace context.
-#[cfg(not(feature = "opentelemetry"))]
-pub(crate) fn continue_trace(_span: &tracing::Span, _traceparent: Option<&[u8]>) {}
-
-/// Without the feature: no trace context.
-#[cfg(not(feature = "opentelemetry"))]
-#[cfg_attr(not(feature = "queue"), allow(dead_code))]
+/// The current span's context as a `traceparent` value, to store with a
+/// queue entry (with the `opentelemetry` feature; none without it).
+#[cfg(feature = "queue")]
 pub(crate) fn current_traceparent() -> Option<String> {
-    None
+    #[cfg(feature = "opentelemetry")]
+    {
+        otel::current_traceparent()
+    }
+    #[cfg(not(feature = "opentelemetry"))]
+    {
+        None
+    }
 }
 
 #[cfg(all(test, feature = "opentelemetry"))]

@@ -1181,3 +1181,30 @@ async fn the_library_warnings_reach_stderr_at_the_level_asked_without_colour_off
     assert_eq!(bad.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-level"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_interrupted_while_registering_says_the_endpoint_may_exist() {
+    // 0: the API applies the request and never answers.
+    let (api, base) = fake_api(vec![(0, endpoint("wh_late"))]).await;
+    let port = free_port();
+    let listen = start_listen(
+        &[
+            "--api-key",
+            "tok_flag",
+            "--api-base",
+            &base,
+            "--register",
+            "https://tunnel.example/hook",
+        ],
+        port,
+    )
+    .await;
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    let (_, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted while registering"), "{stderr}");
+    assert!(stderr.contains("ltvboost endpoints list"), "{stderr}");
+}
