@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use clap::Args;
 
-use crate::{ApiArgs, Failure, Outcome, SecretArgs, api_client, event_names};
+use crate::{ApiArgs, Failure, Outcome, SecretArgs, api_client, checked_names};
 
 /// What `listen` was asked to do.
 #[derive(Args)]
@@ -259,12 +259,7 @@ pub(crate) async fn run(listen: ListenArgs, json_out: bool, api: &ApiArgs) -> Ou
                 listen.forward_timeout
             ))
         })?;
-    let events = event_names(&listen.events);
-    for name in &events {
-        if name.parse::<EventType>().is_err() {
-            eprintln!("warning: {name} is not an event type this version knows");
-        }
-    }
+    let events = checked_names(&listen.events);
     // Without --register the secret comes from the arguments: refused before anything starts.
     let given = match &listen.register {
         Some(_) => None,

@@ -411,7 +411,7 @@ async fn send(
 }
 
 /// Event names from arguments, each of which may be a comma-separated list.
-pub(crate) fn event_names(names: &[String]) -> Vec<String> {
+fn event_names(names: &[String]) -> Vec<String> {
     names
         .iter()
         .flat_map(|n| n.split(','))
@@ -422,12 +422,12 @@ pub(crate) fn event_names(names: &[String]) -> Vec<String> {
 }
 
 /// The names, with a warning for each this version does not know: they are
-/// sent as they are (LTVboost may have added them since).
-fn checked_names(names: &[String]) -> Vec<String> {
+/// used as they are (LTVboost may have added them since).
+pub(crate) fn checked_names(names: &[String]) -> Vec<String> {
     let names = event_names(names);
     for name in &names {
         if name.parse::<EventType>().is_err() {
-            eprintln!("warning: {name} is not an event type this version knows; sent as it is");
+            eprintln!("warning: {name} is not an event type this version knows; used as it is");
         }
     }
     names
