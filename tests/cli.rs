@@ -961,6 +961,11 @@ async fn listen_register_creates_a_temporary_endpoint_and_deletes_it_on_sigterm(
     )
     .await;
     let listening: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The address is bound before the endpoint is registered.
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
     let registered = api.requests.lock().unwrap()[0].clone();
     assert_eq!(registered.0, "POST");
     assert_eq!(registered.3["url"], "https://tunnel.example/hook");
