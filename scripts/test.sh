@@ -27,7 +27,7 @@ if [ -z "${LTVBOOST_TEST_REDIS_URL:-}" ]; then
       echo "installing redis-server from Debian's packages"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
     else
-      echo "redis-server not found: install it, or set LTVBOOST_TEST_REDIS_URL" >&2
+      echo "redis-server not found: install it (some tests start their own, even with LTVBOOST_TEST_REDIS_URL set)" >&2
       exit 1
     fi
   fi

@@ -1,7 +1,7 @@
 //! `ltvboost`: the command line for LTVboost webhooks.
 //!
 //! ```sh
-//! cargo install --path . --features cli
+//! cargo install --locked --path . --features cli
 //! ltvboost --help
 //! ```
 
@@ -43,6 +43,7 @@ struct Cli {
         global = true,
         env = "LTVBOOST_LOG_FORMAT",
         value_enum,
+        ignore_case = true,
         default_value_t = LogFormat::Text
     )]
     log_format: LogFormat,
