@@ -1213,3 +1213,46 @@ async fn listen_interrupted_while_registering_says_the_endpoint_may_exist() {
     assert!(stderr.contains("interrupted while registering"), "{stderr}");
     assert!(stderr.contains("ltvboost endpoints list"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_that_cannot_delete_its_endpoint_says_how_to() {
+    // The create succeeds; the delete meets an API that only fails.
+    let (api, base) = fake_api(vec![(201, endpoint("wh_stuck"))]).await;
+    let port = free_port();
+    let listen = start_listen(
+        &[
+            "--api-key",
+            "tok_flag",
+            "--api-base",
+            &base,
+            "--api-timeout",
+            "1",
+            "--register",
+            "https://tunnel.example/hook",
+        ],
+        port,
+    )
+    .await;
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    // Served once the create is answered.
+    let body = event_json("evt_unsigned", "response.created", r#"{"id":"r"}"#);
+    assert_eq!(
+        post(format!("127.0.0.1:{port}").parse().unwrap(), &[], &body)
+            .await
+            .status,
+        401
+    );
+    let (_, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not delete the temporary endpoint wh_stuck"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ltvboost endpoints delete wh_stuck"),
+        "{stderr}"
+    );
+}
