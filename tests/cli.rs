@@ -1256,3 +1256,372 @@ async fn listen_that_cannot_delete_its_endpoint_says_how_to() {
         "{stderr}"
     );
 }
+
+/// The listen process's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Writes `request` (a failed write is fine: the server may answer and
+/// close before the body is sent), then reads the answer, waiting at most
+/// `within`.
+async fn exchange_within(
+    addr: SocketAddr,
+    request: &[u8],
+    within: std::time::Duration,
+) -> Option<Reply> {
+    use tokio::io::AsyncWriteExt;
+    tokio::time::timeout(within, async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let _ = stream.write_all(request).await;
+        Some(read_reply(&mut stream).await)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_answers_genuine_deliveries_through_a_slow_body_flood_and_silent_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::{Duration, Instant, sleep};
+    let port = free_port();
+    let listen = start_listen(&[], port).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut attackers = tokio::task::JoinSet::new();
+    // 1 100 connections declaring a 1 MiB body under a well-formed forged
+    // signature, trickling a byte every 5 s; reopened when closed.
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+         content-length: 1048576\r\nx-ltvboost-signature: sha256={}\r\n\r\n",
+        "ab".repeat(32)
+    );
+    for _ in 0..1100 {
+        let head = head.clone();
+        attackers.spawn(async move {
+            while Instant::now() < until {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                    sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                if stream.write_all(head.as_bytes()).await.is_ok() {
+                    while stream.write_all(b"{").await.is_ok() {
+                        sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    // 1 100 connections that send nothing; reopened when closed.
+    for _ in 0..1100 {
+        attackers.spawn(async move {
+            while Instant::now() < until {
+                if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+                    let _ = stream.read(&mut [0; 64]).await;
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    sleep(Duration::from_secs(3)).await;
+    let mut answered = Vec::new();
+    for n in 0..10 {
+        let body = event_json(&format!("evt_flood_{n}"), "response.created", "{}");
+        let request = post_request(
+            PATH,
+            &[("x-ltvboost-signature", &sign(&secret(), &body))],
+            &body,
+        );
+        let reply = exchange_within(addr, &request, Duration::from_secs(10)).await;
+        answered.push(reply.map(|r| r.status));
+        sleep(Duration::from_millis(500)).await;
+    }
+    let peak = peak_rss_kib(listen.id());
+    attackers.abort_all();
+    let (lines, stderr, code) = stop(listen).await;
+    assert_eq!(answered, vec![Some(200); 10], "{stderr}");
+    assert!(peak <= 256 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(code, Some(0), "{stderr}");
+    for n in 0..10 {
+        let line = format!("response.created evt_flood_{n} (secret #0)");
+        assert!(lines.contains(&line), "{line} not printed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_refuses_before_the_body_and_by_size_then_serves_the_next() {
+    let port = free_port();
+    let listen = start_listen(&["--json"], port).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let within = std::time::Duration::from_secs(10);
+    // No signature, 10 MiB declared and none of it sent: answered from the head.
+    let unsigned = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        10 << 20
+    );
+    let reply = exchange_within(addr, unsigned.as_bytes(), within)
+        .await
+        .expect("no answer without the body");
+    assert_eq!(reply.status, 401, "{reply:?}");
+    // The same with Expect: 100-continue: refused, never invited to send.
+    let expecting = unsigned.replace("\r\n\r\n", "\r\nexpect: 100-continue\r\n\r\n");
+    let reply = exchange_within(addr, expecting.as_bytes(), within)
+        .await
+        .expect("no answer to Expect: 100-continue");
+    assert_eq!(reply.status, 401, "{reply:?}");
+    // A signed 3 MiB body: 413, and the next delivery is served.
+    let mut big = event_json("evt_big", "response.created", "{}");
+    big.truncate(big.len() - 1);
+    big.extend_from_slice(format!(",\"pad\":\"{}\"}}", "x".repeat(3 << 20)).as_bytes());
+    let signature = sign(&secret(), &big);
+    let request = post_request(PATH, &[("x-ltvboost-signature", &signature)], &big);
+    let reply = exchange_within(addr, &request, within).await.unwrap();
+    assert_eq!(reply.status, 413, "{reply:?}");
+    let next = event_json("evt_after_big", "response.created", "{}");
+    assert_eq!(post_signed(addr, &next).await.status, 200);
+    let (lines, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let statuses: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["status"].clone())
+        .collect();
+    assert_eq!(statuses, [401, 401, 413, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_control_characters_from_a_signed_event_escaped() {
+    let body = ltvboost_webhooks::testing::EventBuilder::of_type("response.\u{1b}[2Jcreated\u{7}")
+        .id("evt_\u{1b}]0;owned\u{7}\u{9b}31m\u{202e}")
+        .data(json!({"note": "\u{1b}[31mred\u{7}"}))
+        .to_bytes();
+    for mode in [&["--print-body"][..], &["--json", "--print-body"][..]] {
+        let port = free_port();
+        let listen = start_listen(mode, port).await;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert_eq!(post_signed(addr, &body).await.status, 200);
+        let (lines, stderr, code) = stop(listen).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let printed = lines.join("\n");
+        for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(!printed.contains(c), "{mode:?} printed {c:?}: {printed:?}");
+            assert!(!stderr.contains(c), "{mode:?} logged {c:?}: {stderr:?}");
+        }
+        if mode.contains(&"--json") {
+            let line: Value = serde_json::from_str(&lines[0]).unwrap();
+            assert_eq!(line["event_id"], "evt_\u{1b}]0;owned\u{7}\u{9b}31m\u{202e}");
+        } else {
+            assert!(
+                printed.starts_with("response.\\u{1b}[2Jcreated\\u{7} evt_\\u{1b}]0;owned"),
+                "{printed}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_output_shows_what_came_from_redis_escaped_and_raw_only_when_asked() {
+    use ltvboost_webhooks::handler::Handlers;
+    use ltvboost_webhooks::queue::Worker;
+    let url = test_redis_url();
+    let namespace = format!(
+        "cli-esc-{}",
+        ltvboost_webhooks::dedupe::ClaimToken::random()
+    );
+    let queue = namespaced_queue(&url, &namespace).await;
+    // Valid JSON carries C0 controls only as escapes, but C1 and
+    // bidirectional controls, DEL and a carriage return as they are.
+    let body = format!(
+        "{{\"id\":\"evt_\\u001b[2J\\u0007\",\"type\":\"response.created\",\r\"data\":{{\"id\":\"r\u{9b}31m\u{202e}\u{7f}\"}}}}"
+    )
+    .into_bytes();
+    queue
+        .enqueue(&verified_delivery(body.clone()))
+        .await
+        .unwrap();
+    let worker =
+        Worker::new(queue.clone(), verifier(), Handlers::responses(AlwaysFails)).max_attempts(1);
+    let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    while queue.stats().await.unwrap().dead_letters < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(stop_worker);
+    task.await.unwrap().unwrap();
+    let env = [
+        ("LTVBOOST_QUEUE_URL", url.as_str()),
+        ("LTVBOOST_NAMESPACE", namespace.as_str()),
+    ];
+    let listed = ltvboost(&["queue", "dead", "list"], &env, b"").await;
+    let text = stdout(&listed);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    assert_eq!(fields[2], "evt_\\u{1b}[2J\\u{7}", "{text:?}");
+    let id = fields[0];
+    let shown = ltvboost(&["queue", "dead", "show", id], &env, b"").await;
+    let shown = stdout(&shown);
+    for c in ['\u{9b}', '\u{202e}', '\u{7f}', '\r'] {
+        assert!(!shown.contains(c), "{c:?} in {shown:?}");
+    }
+    assert!(shown.contains("\\u{9b}31m\\u{202e}\\u{7f}"), "{shown:?}");
+    let raw = ltvboost(&["queue", "dead", "show", "--raw", id], &env, b"").await;
+    assert_eq!(raw.stdout, [body.clone(), b"\n".to_vec()].concat());
+    let json_out = ltvboost(&["--json", "queue", "dead", "show", id], &env, b"").await;
+    let line = stdout(&json_out);
+    assert!(
+        !line.contains('\u{9b}') && !line.contains('\u{202e}'),
+        "{line:?}"
+    );
+    let parsed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed["event"]["data"]["id"], "r\u{9b}31m\u{202e}\u{7f}");
+}
+
+/// Starts `ltvboost listen --register` against `base` with stdout closed
+/// from the start.
+fn listen_with_stdout_closed(port: u16, base: &str, json_out: bool) -> std::process::Child {
+    let mut command = std::process::Command::cargo_bin("ltvboost").unwrap();
+    command
+        .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--api-key", "tok_flag", "--api-base", base])
+        .args(["--register", "https://tunnel.example/hook"])
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if json_out {
+        command.arg("--json");
+    }
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    child
+}
+
+/// Waits for `child` to exit: its stderr and exit code.
+async fn exited(mut child: std::process::Child) -> (String, Option<i32>) {
+    tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (stderr, child.wait().unwrap().code())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_register_deletes_its_endpoint_when_stdout_is_closed() {
+    // --json: the "registered" line itself cannot be written.
+    let (api, base) = fake_api(vec![(201, endpoint("wh_mute")), (204, Value::Null)]).await;
+    let child = listen_with_stdout_closed(free_port(), &base, true);
+    let (stderr, code) = exited(child).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("writing to stdout"), "{stderr}");
+    let requests = api.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        (requests[1].0.as_str(), requests[1].1.as_str()),
+        ("DELETE", "/v1/webhooks/wh_mute")
+    );
+
+    // Text: the endpoint is announced on stderr; the first delivery's line
+    // cannot be written, and the run ends with the endpoint deleted.
+    let (api, base) = fake_api(vec![(201, endpoint("wh_mute2")), (204, Value::Null)]).await;
+    let port = free_port();
+    let child = listen_with_stdout_closed(port, &base, false);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_listener(addr).await;
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    let secret = api.requests.lock().unwrap()[0].3["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = event_json("evt_unseen", "response.created", "{}");
+    let own = sign(
+        &ltvboost_webhooks::signature::Secret::new(secret).unwrap(),
+        &body,
+    );
+    // Served once the create is answered; answered whatever stdout is.
+    let reply = post(addr, &[("x-ltvboost-signature", &own)], &body).await;
+    assert_eq!(reply.status, 200);
+    let (stderr, code) = exited(child).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let requests = api.requests.lock().unwrap().clone();
+    assert_eq!(requests.last().unwrap().0, "DELETE", "{requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_register_asked_twice_to_stop_deletes_its_endpoint_at_once() {
+    // The first delete is applied and never answered; the second is.
+    let (api, base) = fake_api(vec![
+        (201, endpoint("wh_twice")),
+        (0, Value::Null),
+        (204, Value::Null),
+    ])
+    .await;
+    let port = free_port();
+    let listen = start_listen(
+        &[
+            "--api-key",
+            "tok_flag",
+            "--api-base",
+            &base,
+            "--register",
+            "https://tunnel.example/hook",
+        ],
+        port,
+    )
+    .await;
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    let term = |pid: u32| {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    };
+    // Served (so registered): answered once the create is.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let body = event_json("evt_unsigned", "response.created", "{}");
+    assert_eq!(post(addr, &[], &body).await.status, 401);
+    // Stopped once: the delete is sent, and hangs.
+    term(listen.id());
+    wait_until("the first delete", || {
+        api.requests.lock().unwrap().len() >= 2
+    })
+    .await;
+    // Stopped again: a new delete at once, within its short deadline.
+    term(listen.id());
+    let (_, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("deleting the temporary endpoint wh_twice now"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("deleted the temporary endpoint wh_twice"),
+        "{stderr}"
+    );
+    let requests = api.requests.lock().unwrap().clone();
+    let deletes: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.0 == "DELETE")
+        .map(|r| r.1.as_str())
+        .collect();
+    assert_eq!(deletes, ["/v1/webhooks/wh_twice"; 2], "{requests:?}");
+}

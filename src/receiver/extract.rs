@@ -5,6 +5,10 @@
 //! [`WebhookConfig`], verifies the signature, and parses the event. It refuses
 //! with a [`Rejection`] that answers by the same status table as the layer.
 //!
+//! A handler that takes any shape of any event (one that forwards or keeps
+//! the raw body) takes a [`Delivery`] instead: the same steps, without
+//! decoding `data`.
+//!
 //! It takes the same steps as the layer up to the replay window (signature
 //! header, bounded read, signature, envelope, replay window) and stops
 //! there: it does not deduplicate. LTVboost delivers at least once, so
@@ -65,30 +69,81 @@ where
     type Rejection = Rejection;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let config = WebhookConfig::from_ref(state);
-        let (parts, body) = request.into_parts();
         let received = async {
-            let head = check_head(&config, &parts.headers, &parts.extensions)?;
-            let delivery = receive(&config, head, body).await?;
+            let delivery = verified(request, state).await?;
             let event = delivery.envelope().event()?.clone();
             Ok(Self { delivery, event })
         };
-        let received: Result<Self, Rejection> = received.await;
-        match &received {
-            // Handed to your handler: counted as handled.
-            Ok(VerifiedEvent { event, .. }) => {
-                let event_type = metrics::type_label(Some(event.event_type()));
-                let handled = Outcome::Handled;
-                metrics::delivery(handled.kind(), handled.reason(), event_type);
-            }
-            Err(rejection) => {
-                metrics::delivery(
-                    "rejected",
-                    Some(rejection.reason()),
-                    metrics::type_label(None),
-                );
-            }
-        }
-        received.inspect_err(log_refusal)
+        counted(received.await, |received| received.delivery.event_type())
     }
+}
+
+/// A delivery whose signature verified and whose envelope parsed, its
+/// `data` not decoded: for a handler that takes any shape of any event
+/// type, such as one that forwards or stores the raw body. Same steps and
+/// rejections as [`VerifiedEvent`], but a known type whose `data` does not
+/// fit its payload is not refused.
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use ltvboost_webhooks::WebhookConfig;
+/// use ltvboost_webhooks::handler::Delivery;
+/// use ltvboost_webhooks::signature::{Secret, Verifier};
+///
+/// async fn webhook(delivery: Delivery) -> &'static str {
+///     let bytes = delivery.envelope().body().len();
+///     println!("{} {:?}: {bytes} bytes", delivery.type_name(), delivery.id());
+///     "ok"
+/// }
+///
+/// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?);
+/// let app: Router = Router::new()
+///     .route("/webhooks/ltvboost", post(webhook))
+///     .with_state(config);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<S> FromRequest<S> for Delivery
+where
+    S: Send + Sync,
+    WebhookConfig: FromRef<S>,
+{
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        counted(verified(request, state).await, Delivery::event_type)
+    }
+}
+
+/// Steps 2–6 of the pipeline, within the state's configuration.
+async fn verified<S>(request: Request, state: &S) -> Result<Delivery, Rejection>
+where
+    WebhookConfig: FromRef<S>,
+{
+    let config = WebhookConfig::from_ref(state);
+    let (parts, body) = request.into_parts();
+    let head = check_head(&config, &parts.headers, &parts.extensions)?;
+    receive(&config, head, body).await
+}
+
+/// Counts what was extracted (handed to your handler: counted as handled)
+/// or refused, and logs a refusal.
+fn counted<T>(
+    received: Result<T, Rejection>,
+    event_type: impl FnOnce(&T) -> Option<crate::EventType>,
+) -> Result<T, Rejection> {
+    match &received {
+        Ok(received) => {
+            let handled = Outcome::Handled;
+            let event_type = metrics::type_label(Some(event_type(received)));
+            metrics::delivery(handled.kind(), handled.reason(), event_type);
+        }
+        Err(rejection) => {
+            metrics::delivery(
+                "rejected",
+                Some(rejection.reason()),
+                metrics::type_label(None),
+            );
+        }
+    }
+    received.inspect_err(log_refusal)
 }

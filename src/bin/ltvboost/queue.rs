@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use ltvboost_webhooks::queue::{DeadLetter, RedisQueue};
 use serde_json::json;
 
-use crate::{Failure, Outcome};
+use crate::output::{Output, Reported, note, safe, safe_block, usage};
 
 /// Where the queue is: the same variables as the examples.
 #[derive(Args)]
@@ -60,12 +60,15 @@ enum Dead {
         #[arg(long, value_name = "ID")]
         after: Option<String>,
     },
-    /// The dead letter's event, as LTVboost signed it.
+    /// The dead letter's event, as LTVboost signed it (control characters shown escaped).
     ///
     /// Example: ltvboost queue dead show 1764700000000-0
     Show {
         /// The dead letter id.
         id: String,
+        /// The body's bytes exactly as stored, control characters and all.
+        #[arg(long)]
+        raw: bool,
     },
     /// Delete the dead letters given up on before a time.
     ///
@@ -77,92 +80,96 @@ enum Dead {
     },
 }
 
-pub(crate) async fn run(json: bool, args: QueueArgs) -> Outcome {
+pub(crate) async fn run(args: QueueArgs, out: Output) -> anyhow::Result<()> {
     let Some(url) = args.redis_url else {
-        return Err(Failure::Usage(
-            "no queue: give --redis-url or LTVBOOST_QUEUE_URL".to_owned(),
-        ));
+        return Err(usage("no queue: give --redis-url or LTVBOOST_QUEUE_URL"));
     };
     let queue = RedisQueue::lazy(&url)
         .and_then(|queue| queue.namespace(&args.namespace))
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+        .map_err(|e| usage(e.to_string()))?;
     match args.command {
         QueueCommand::Stats => {
             let stats = queue.stats().await?;
             let oldest = stats.oldest_age.map(|age| age.as_secs_f64());
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "entries": stats.entries,
-                        "waiting": stats.waiting(),
-                        "in_progress": stats.pending,
-                        "oldest_age_seconds": oldest,
-                        "scheduled_retries": stats.scheduled_retries,
-                        "dead_letters": stats.dead_letters,
-                        "consumers": stats.consumers,
-                    })
-                );
-            } else {
-                println!("waiting            {}", stats.waiting());
-                println!("in progress        {}", stats.pending);
-                match oldest {
-                    Some(seconds) => println!("oldest             {seconds:.1} s"),
-                    None => println!("oldest             -"),
-                }
-                println!("scheduled retries  {}", stats.scheduled_retries);
-                println!("dead letters       {}", stats.dead_letters);
-                println!("consumers          {}", stats.consumers);
-            }
-            Ok(())
+            let value = json!({
+                "entries": stats.entries,
+                "waiting": stats.waiting(),
+                "in_progress": stats.pending,
+                "oldest_age_seconds": oldest,
+                "scheduled_retries": stats.scheduled_retries,
+                "dead_letters": stats.dead_letters,
+                "consumers": stats.consumers,
+            });
+            out.print(value, || {
+                let oldest = oldest.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+                [
+                    format!("waiting            {}", stats.waiting()),
+                    format!("in progress        {}", stats.pending),
+                    format!("oldest             {oldest}"),
+                    format!("scheduled retries  {}", stats.scheduled_retries),
+                    format!("dead letters       {}", stats.dead_letters),
+                    format!("consumers          {}", stats.consumers),
+                ]
+                .join("\n")
+            })
         }
         QueueCommand::Dead(Dead::List { limit, after }) => {
             let letters = queue.dead_letters_after(after.as_deref(), limit).await?;
-            if json {
+            if out.json {
                 let letters: Vec<_> = letters.iter().map(letter_json).collect();
-                println!("{}", json!({ "dead_letters": letters }));
-            } else {
-                for letter in &letters {
-                    println!(
+                return out.print(json!({ "dead_letters": letters }), String::new);
+            }
+            // Type, id and reason come from bodies that may never have
+            // verified: shown escaped, one line each whatever they hold.
+            letters.iter().try_for_each(|letter| {
+                out.text(|| {
+                    format!(
                         "{}\t{}\t{}\t{}\t{}",
-                        letter.id,
-                        or_dash(&letter.type_name),
-                        or_dash(letter.event_id.as_deref().unwrap_or("")),
+                        safe(&letter.id),
+                        or_dash(&safe(&letter.type_name)),
+                        or_dash(&safe(letter.event_id.as_deref().unwrap_or(""))),
                         letter.attempts,
-                        letter.error.replace(['\n', '\t'], " ")
-                    );
-                }
-            }
-            Ok(())
+                        safe(&letter.error)
+                    )
+                })
+            })
         }
-        QueueCommand::Dead(Dead::Show { id }) => {
+        QueueCommand::Dead(Dead::Show { id, raw }) => {
             let Some(body) = queue.dead_letter_body(&id).await? else {
-                return Err(Failure::Failed(format!("no dead letter {id}")));
+                anyhow::bail!("no dead letter {}", safe(&id));
             };
-            // The bytes as signed: printed as they are, not re-encoded.
-            let text = String::from_utf8_lossy(&body);
-            if json {
-                let event: serde_json::Value =
-                    serde_json::from_slice(&body).unwrap_or_else(|_| json!(text));
-                println!("{}", json!({ "id": id, "event": event }));
-            } else {
-                println!("{text}");
+            if raw && out.json {
+                return Err(usage(
+                    "--raw prints the body's bytes, --json an object: choose one",
+                ));
             }
-            Ok(())
+            if raw {
+                // The bytes as signed, exactly: asked for by name.
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                return stdout
+                    .write_all(&body)
+                    .and_then(|()| stdout.write_all(b"\n"))
+                    .and_then(|()| stdout.flush())
+                    .map_err(Into::into);
+            }
+            let text = String::from_utf8_lossy(&body);
+            let event: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or_else(|_| json!(text));
+            out.print(json!({ "id": id, "event": event }), || {
+                safe_block(&text).into_owned()
+            })
         }
         QueueCommand::Dead(Dead::Purge { before }) => {
             let time = ltvboost_webhooks::replay::parse_timestamp(&before).ok_or_else(|| {
-                Failure::Usage(format!(
+                usage(format!(
                     "--before {before:?}: give RFC 3339 or Unix seconds"
                 ))
             })?;
             let purged = queue.purge_dead_letters_before(time).await?;
-            if json {
-                println!("{}", json!({ "purged": purged }));
-            } else {
-                println!("purged {purged} dead letters");
-            }
-            Ok(())
+            out.print(json!({ "purged": purged }), || {
+                format!("purged {purged} dead letters")
+            })
         }
         QueueCommand::Requeue { ids, all } => {
             let (moved, missing) = if all {
@@ -179,18 +186,18 @@ pub(crate) async fn run(json: bool, args: QueueArgs) -> Outcome {
                 }
                 (moved, missing)
             };
-            if json {
-                println!("{}", json!({ "requeued": moved, "missing": missing }));
-            } else {
-                println!("requeued {moved}");
+            out.print(json!({ "requeued": moved, "missing": missing }), || {
+                format!("requeued {moved}")
+            })?;
+            if !out.json {
                 for id in &missing {
-                    eprintln!("no dead letter {id}");
+                    note(format_args!("no dead letter {}", safe(id)));
                 }
             }
             if missing.is_empty() {
                 Ok(())
             } else {
-                Err(Failure::Failed(String::new()))
+                Err(Reported.into())
             }
         }
     }
