@@ -52,7 +52,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::signature::{Signature, Verified};
+use crate::signature::{KeyId, Signature, Verified};
 
 use crate::event::{
     ActionFailed, ActionQueued, ActionSent, Envelope, Event, EventType, PayloadError, RawJson,
@@ -106,6 +106,7 @@ pub struct Delivery {
     envelope: Envelope,
     signature: Signature,
     secret_index: usize,
+    key_id: KeyId,
     dedupe_key: String,
 }
 
@@ -117,6 +118,7 @@ impl Delivery {
             envelope,
             signature: *verified.signature(),
             secret_index: verified.secret_index(),
+            key_id: verified.key_id(),
             dedupe_key,
         }
     }
@@ -174,6 +176,13 @@ impl Delivery {
     /// verifier was built with).
     pub fn secret_index(&self) -> usize {
         self.secret_index
+    }
+
+    /// Which secret signed this delivery, by its
+    /// [`KeyId`](crate::signature::KeyId): in enqueue mode the entry
+    /// carries it, so that only a worker holding that secret runs it.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 }
 

@@ -23,6 +23,7 @@
 //! | `ltvboost_webhook_queue_dead_letters_total` | counter | |
 //! | `ltvboost_webhook_queue_dead_letters_dropped_total` | counter | |
 //! | `ltvboost_webhook_queue_entries_lost_total` | counter | |
+//! | `ltvboost_webhook_queue_key_missing_total` | counter | |
 //!
 //! Every label value comes from a closed set: `outcome` and `reason` are
 //! [`Outcome::kind`](crate::Outcome::kind) and [`Outcome::reason`](crate::Outcome::reason) (`reason` is `""` but for a
@@ -94,6 +95,10 @@ pub const QUEUE_DEAD_LETTERS_DROPPED: &str = "ltvboost_webhook_queue_dead_letter
 /// Pending queue entries found deleted before any worker finished them
 /// (removed by hand, or by an older version's trimming): events lost.
 pub const QUEUE_ENTRIES_LOST: &str = "ltvboost_webhook_queue_entries_lost_total";
+/// Entries a worker passed on to the others because it does not hold the
+/// secret that verified them (by key id): a worker deployed without a
+/// secret the receivers have.
+pub const QUEUE_KEY_MISSING: &str = "ltvboost_webhook_queue_key_missing_total";
 
 /// Recommended histogram buckets for [`HANDLER_DURATION`], in seconds: from
 /// half a millisecond to ten seconds. Prometheus exporters record a
@@ -243,6 +248,11 @@ pub fn describe() {
             QUEUE_ENTRIES_LOST,
             Unit::Count,
             "Pending queue entries found deleted before a worker finished them"
+        );
+        describe_counter!(
+            QUEUE_KEY_MISSING,
+            Unit::Count,
+            "Queue entries a worker passed on: it does not hold the secret that verified them"
         );
     }
 }
@@ -496,6 +506,13 @@ pub(crate) fn queue_entries_lost(count: u64) {
     metrics::counter!(QUEUE_ENTRIES_LOST).increment(count);
     #[cfg(not(feature = "metrics"))]
     let _ = count;
+}
+
+/// A worker passed on an entry whose secret it does not hold.
+#[cfg(feature = "queue")]
+pub(crate) fn queue_key_missing() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(QUEUE_KEY_MISSING).increment(1);
 }
 
 /// The queue's state, as a worker last read it: entries, of which

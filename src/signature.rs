@@ -128,6 +128,11 @@ impl Secret {
         std::str::from_utf8(&self.0).ok()
     }
 
+    /// The secret's [`KeyId`].
+    pub fn key_id(&self) -> KeyId {
+        KeyId::of(&self.keyed_mac())
+    }
+
     fn keyed_mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length (long keys are hashed first).
         match HmacSha256::new_from_slice(&self.0) {
@@ -164,6 +169,72 @@ pub enum SecretError {
     )]
     Unset,
 }
+
+/// A secret's key id: a fingerprint that names a secret without revealing
+/// it, for records that say which secret verified something (a queue entry,
+/// a log line) to parts that may hold other secrets.
+///
+/// It is the first 8 bytes of HMAC-SHA256 keyed with the secret over a
+/// fixed label, written as 16 hex digits: one-way, and no easier to guess
+/// the secret from than any signature the secret made.
+///
+/// ```
+/// use ltvboost_webhooks::signature::{KeyId, Secret, Verifier};
+///
+/// let old = Secret::new("the-secret-registered-last-year")?;
+/// let new = Secret::new("the-secret-registered-this-week")?;
+/// let id = old.key_id();
+/// assert_eq!(id.to_string().len(), 16);
+/// assert_eq!(id.to_string().parse::<KeyId>(), Ok(id));
+/// assert!(Verifier::new([new.clone(), old])?.holds(id));
+/// assert!(!Verifier::new([new])?.holds(id));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+const KEY_ID_LEN: usize = 8;
+
+/// What a key id is the MAC of; a new label would name every secret anew.
+const KEY_ID_LABEL: &[u8] = b"ltvboost-webhooks key id v1";
+
+impl KeyId {
+    fn of(keyed: &HmacSha256) -> Self {
+        let mut mac = keyed.clone();
+        mac.update(KEY_ID_LABEL);
+        let digest = mac.finalize().into_bytes();
+        let mut id = [0; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        Self(id)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = KeyIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut id = [0; KEY_ID_LEN];
+        hex::decode_to_slice(text, &mut id).map_err(|_| KeyIdError)?;
+        Ok(Self(id))
+    }
+}
+
+/// A key id that is not 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a key id is 16 hex digits")]
+pub struct KeyIdError;
 
 /// The environment variable receivers read their secrets from:
 /// comma-separated, newest first, as rotation needs them.
@@ -303,6 +374,8 @@ pub enum SignatureError {
 #[derive(Clone)]
 pub struct Verifier {
     keyed: Vec<HmacSha256>,
+    /// Per secret, in the same order.
+    key_ids: Vec<KeyId>,
     /// Per secret: when it last matched, in seconds since the Unix epoch
     /// (0: never). Shared by clones, so any handle can report it.
     last_matched: Arc<[AtomicU64]>,
@@ -317,8 +390,10 @@ impl Verifier {
             return Err(SecretError::NoSecrets);
         }
         let last_matched = keyed.iter().map(|_| AtomicU64::new(0)).collect();
+        let key_ids = keyed.iter().map(KeyId::of).collect();
         Ok(Self {
             keyed,
+            key_ids,
             last_matched,
         })
     }
@@ -390,6 +465,17 @@ impl Verifier {
         self.keyed.len()
     }
 
+    /// Whether one of the secrets has this [`KeyId`].
+    pub fn holds(&self, key_id: KeyId) -> bool {
+        self.key_ids.contains(&key_id)
+    }
+
+    /// The secrets' key ids, in order: what [`Verified::secret_index`]
+    /// indexes.
+    pub fn key_ids(&self) -> &[KeyId] {
+        &self.key_ids
+    }
+
     /// Verifies a raw header value against the raw body.
     ///
     /// On success the body is handed back, untouched, inside [`Verified`]:
@@ -425,6 +511,7 @@ impl Verifier {
             body,
             signature,
             secret_index,
+            key_id: self.key_ids[secret_index],
         })
     }
 
@@ -458,6 +545,7 @@ pub struct Verified {
     body: Bytes,
     signature: Signature,
     secret_index: usize,
+    key_id: KeyId,
 }
 
 // The body may carry personal data: its size, never its bytes.
@@ -467,6 +555,7 @@ impl fmt::Debug for Verified {
             .field("body_len", &self.body.len())
             .field("signature", &self.signature)
             .field("secret_index", &self.secret_index)
+            .field("key_id", &self.key_id)
             .finish()
     }
 }
@@ -490,6 +579,12 @@ impl Verified {
     /// Which secret matched: an index into the list given to [`Verifier::new`].
     pub fn secret_index(&self) -> usize {
         self.secret_index
+    }
+
+    /// Which secret matched, by its [`KeyId`]: the same in every process
+    /// that holds the secret, whatever its place in their lists.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 }
 

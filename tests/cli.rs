@@ -893,6 +893,9 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
             ),
             ("x-ltvboost-delivery", "dlv_1"),
             ("x-forwarded-for", "203.0.113.9"),
+            ("via", "1.1 tunnel"),
+            ("true-client-ip", "203.0.113.9"),
+            ("tailscale-user-login", "someone@example.com"),
             ("connection", "keep-alive, x-hop"),
             ("x-hop", "this hop only"),
         ],
@@ -922,6 +925,9 @@ async fn listen_json_filters_events_forwards_headers_and_times_out() {
         !seen[0].contains_key("x-hop"),
         "a header the connection named was passed on"
     );
+    for name in ["via", "true-client-ip", "tailscale-user-login"] {
+        assert!(!seen[0].contains_key(name), "{name} was passed on");
+    }
     // One JSON object per line, one line per request.
     let lines: Vec<Value> = lines
         .iter()
@@ -1009,6 +1015,8 @@ async fn endpoints_keep_unknown_events_and_fields_and_delete_asks_on_a_terminal(
         "events": ["response.created", "quiz.archived"],
         "description": "CRM sync",
         "secret": "never printed by get",
+        "signing_secret": "never printed either",
+        "delivery": {"retries": 5, "auth_token": "nor this"},
     });
     let (api, base) = fake_api(vec![
         (200, newer.clone()),
@@ -1041,6 +1049,8 @@ async fn endpoints_keep_unknown_events_and_fields_and_delete_asks_on_a_terminal(
     );
     assert_eq!(parsed["description"], "CRM sync");
     assert!(parsed.get("secret").is_none(), "{parsed}");
+    assert!(parsed.get("signing_secret").is_none(), "{parsed}");
+    assert_eq!(parsed["delivery"], json!({"retries": 5}), "{parsed}");
     let created = ltvboost(
         &[
             &[
@@ -1438,10 +1448,9 @@ async fn queue_output_shows_what_came_from_redis_escaped_and_raw_only_when_asked
     let queue = namespaced_queue(&url, &namespace).await;
     // Valid JSON carries C0 controls only as escapes, but C1 and
     // bidirectional controls, DEL and a carriage return as they are.
-    let body = format!(
-        "{{\"id\":\"evt_\\u001b[2J\\u0007\",\"type\":\"response.created\",\r\"data\":{{\"id\":\"r\u{9b}31m\u{202e}\u{7f}\"}}}}"
-    )
-    .into_bytes();
+    let body = "{\"id\":\"evt_\\u001b[2J\\u0007\",\"type\":\"response.created\",\r\"data\":{\"id\":\"r\u{9b}31m\u{202e}\u{7f}\"}}"
+        .as_bytes()
+        .to_vec();
     queue
         .enqueue(&verified_delivery(body.clone()))
         .await

@@ -77,3 +77,35 @@ async fn rejections_follow_the_status_table() {
     assert_eq!(misfit.status, 400);
     assert!(misfit.body.contains("segment.ready"), "{misfit:?}");
 }
+
+#[tokio::test]
+async fn a_delivery_is_extracted_whatever_the_shape_of_its_data() {
+    async fn raw(delivery: ltvboost_webhooks::handler::Delivery) -> String {
+        let body = String::from_utf8_lossy(delivery.envelope().body()).into_owned();
+        format!("{} {}", delivery.type_name(), body.len())
+    }
+    let config = WebhookConfig::new(verifier()).body_limit(4096);
+    let addr = serve(
+        Router::new()
+            .route(PATH, routing::post(raw))
+            .with_state(config),
+    )
+    .await;
+    // A known type whose data VerifiedEvent refuses (400) is a Delivery.
+    let misfit = event_json("evt_m", "segment.ready", r#"{"name":"no id"}"#);
+    let reply = post_signed(addr, &misfit).await;
+    assert_eq!(
+        (reply.status, reply.body),
+        (200, format!("segment.ready {}", misfit.len()))
+    );
+    // Everything before the payload is refused as VerifiedEvent refuses it.
+    assert_eq!(post(addr, &[], &misfit).await.status, 401);
+    assert_eq!(
+        post(addr, &[("x-ltvboost-signature", "sha256=00")], &misfit)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(post_signed(addr, &vec![b' '; 5000]).await.status, 413);
+    assert_eq!(post_signed(addr, b"{}").await.status, 400);
+}

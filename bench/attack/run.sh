@@ -21,6 +21,8 @@
 #   CONNECTIONS=400 DURATION=12 bash bench/attack/run.sh   # the CI smoke
 #   ATTACKS="budget hogging" RECEIVER=/path/to/receiver bash bench/attack/run.sh
 #                                               # some attacks, another build
+#   RECEIVER=bench/attack/listen-receiver.sh bash bench/attack/run.sh
+#                                               # ltvboost listen (build it first)
 #
 # Prints one line per attack: the deliveries answered 200 within 10 s, the
 # slowest answer, and the receiver's peak RSS. Exits non-zero when a delivery
@@ -225,7 +227,8 @@ attack() { # name command...
   case " $ATTACKS " in *" $name "*) ;; *) return 0 ;; esac
   (ulimit -n "$nofile" && exec env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:$PORT RUST_LOG=error "$RECEIVER") >"$work/$name.receiver" 2>&1 &
   local receiver=$!; pids+=("$receiver")
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  # Up once it answers HTTP at all (ltvboost listen has no /healthz: 405).
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
   "$@" >"$work/$name.attack" 2>&1 &
   local attacker=$!; pids+=("$attacker")
   sleep 3 # let the attack build up first

@@ -403,6 +403,8 @@ impl RedisQueue {
         let signature = delivery.signature().to_header_value();
         // The delivery span's context, so the worker's span continues its trace.
         let traceparent = crate::trace::current_traceparent().unwrap_or_default();
+        // Which secret verified it: only a worker holding it runs the entry.
+        let key_id = delivery.key_id().to_string();
         let enqueue = |command: &mut redis::Cmd| {
             command
                 .arg(2)
@@ -412,7 +414,8 @@ impl RedisQueue {
                 .arg(delivery.envelope().body().as_ref())
                 .arg(&signature)
                 .arg(if self.replicas.is_some() { "1" } else { "0" })
-                .arg(&traceparent);
+                .arg(&traceparent)
+                .arg(&key_id);
         };
         let Some(replicas) = &self.replicas else {
             let added: Option<String> = self

@@ -60,9 +60,10 @@ end
 }
 
 /// KEYS: dedupe key, stream. ARGV: done TTL ms, body, signature, whether
-/// replicas are awaited, the trace context (`traceparent`, or empty). The
-/// entry is the body, its signature and the trace context when there is one,
-/// nothing else (every field costs Redis time on the hot path; a worker reads
+/// replicas are awaited, the trace context (`traceparent`, or empty), the
+/// key id of the secret that verified it. The entry is the body, its
+/// signature, the key id and the trace context when there is one, nothing
+/// else (every field costs Redis time on the hot path; a worker reads
 /// everything else from the verified body). The dedupe key guards the
 /// append: a duplicate appends nothing. Returns the entry id, or false for a
 /// duplicate. The append comes before the key is set: a script is not undone
@@ -78,9 +79,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local id
 if ARGV[5] == '' then
-  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3])
+  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3], 'key', ARGV[6])
 else
-  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3],
+  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3], 'key', ARGV[6],
     'traceparent', ARGV[5])
 end
 redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
@@ -168,6 +169,21 @@ pub(super) const RENEW: &str = concat!(
     r"
 if not owned() then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"
+);
+
+/// KEYS: stream. ARGV: group, id, consumer, idle ms, deliveries. For its
+/// owner, makes the entry look idle for `idle` with its delivery count set
+/// back, so that the next worker's claim takes it and this delivery is not
+/// counted as an attempt. 1 when owned.
+pub(super) const PASS_ON: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    r"
+if not owned() then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4],
+  'RETRYCOUNT', ARGV[5], 'JUSTID')
 return 1
 "
 );

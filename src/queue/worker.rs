@@ -1,6 +1,7 @@
 //! The worker: reads the stream through the consumer group, verifies each
 //! entry, calls the handlers while it holds the entry, and records the end.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
 use crate::redis::{Connection, millis};
-use crate::signature::{Signature, Verifier};
+use crate::signature::{KeyId, Signature, Verifier};
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -90,6 +91,8 @@ pub struct Worker {
     handler_timeout: Option<Duration>,
     acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
+    /// Key ids this worker said it lacks: said once each, not per entry.
+    missing_keys: Arc<std::sync::Mutex<HashSet<KeyId>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -112,6 +115,9 @@ struct Entry {
     id: String,
     body: Bytes,
     signature: String,
+    /// The key id of the secret that verified it at the receiver (absent
+    /// from entries an earlier version wrote; unchecked until it verifies).
+    key_id: Option<KeyId>,
     /// Handler starts recorded as failures, on earlier entries of the event.
     attempts: u32,
     /// Times this entry was delivered to a worker, this one included.
@@ -128,6 +134,7 @@ impl Entry {
             id: entry.id.clone(),
             body: Bytes::from(entry.get::<Vec<u8>>("body").unwrap_or_default()),
             signature: entry.get("signature").unwrap_or_default(),
+            key_id: entry.get::<String>("key").and_then(|key| key.parse().ok()),
             attempts: entry.get("attempts").unwrap_or(0),
             deliveries,
             requeued: entry.get::<String>("requeued").is_some(),
@@ -147,6 +154,8 @@ enum End {
     Done,
     Retry(String),
     Dead(String),
+    /// Signed with a secret this worker does not hold: left for one that does.
+    PassOn(KeyId),
 }
 
 impl Worker {
@@ -154,9 +163,13 @@ impl Worker {
     /// receivers' secrets) and calling `handlers`, with the default policy.
     /// Its consumer name is unique to the process.
     ///
-    /// Keep a rotated-out secret in the workers' verifier until the queue
-    /// holds nothing signed with it: an entry that does not verify is
-    /// dead-lettered, never run.
+    /// Each entry names the secret that verified it at the receiver (by
+    /// [`KeyId`]). An entry whose secret this worker does not hold is neither
+    /// run nor dead-lettered: it is passed on at once to the other workers,
+    /// uncounted as an attempt, logged at `error` (once per key id) and
+    /// counted, so workers and receivers can be redeployed in any order
+    /// during a rotation. An entry whose secret it holds but that does not
+    /// verify was altered or injected in Redis, and is dead-lettered.
     pub fn new(queue: RedisQueue, verifier: Verifier, handlers: Handlers) -> Self {
         let consumer = format!(
             "{}-{}",
@@ -179,6 +192,7 @@ impl Worker {
             handler_timeout: None,
             acknowledge_mismatched: false,
             on_dead_letter: None,
+            missing_keys: Arc::default(),
         }
     }
 
@@ -561,6 +575,10 @@ impl Worker {
         crate::trace::continue_trace(&span, entry.traceparent.as_deref());
         async {
             let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
+            if let End::PassOn(key_id) = end {
+                self.pass_on(&entry, key_id).await;
+                return;
+            }
             // Held while its end is recorded too: recording may retry for a while.
             self.holding(
                 &entry,
@@ -605,6 +623,9 @@ impl Worker {
     /// What the entry's handling comes to, and its event's dedupe key once
     /// its signature verified.
     async fn run_entry(&self, entry: &Entry, attempt: u32) -> (End, Option<String>) {
+        if let Some(key_id) = entry.key_id.filter(|id| !self.verifier.holds(*id)) {
+            return (End::PassOn(key_id), None);
+        }
         if attempt > self.max_attempts {
             return (
                 End::Dead(format!(
@@ -623,8 +644,7 @@ impl Worker {
             Err(error) => {
                 return (
                     End::Dead(format!(
-                        "the entry does not verify ({error}): altered or injected in Redis, or \
-                         signed with a secret this worker does not hold"
+                        "the entry does not verify ({error}): altered or injected in Redis"
                     )),
                     None,
                 );
@@ -731,6 +751,42 @@ impl Worker {
         }
     }
 
+    /// Hands an entry signed with a secret this worker does not hold back to
+    /// the group, looking idle for `claim_idle` and with this delivery
+    /// uncounted, so that the next worker's claim (within a second) takes
+    /// it. A worker that lacks the key takes it again and passes it on
+    /// again: nothing is lost or dead-lettered while no worker holds the
+    /// key, and the alert on the metric says so.
+    async fn pass_on(&self, entry: &Entry, key_id: KeyId) {
+        metrics::queue_key_missing();
+        let first = self
+            .missing_keys
+            .lock()
+            .map(|mut said| said.insert(key_id))
+            .unwrap_or(true);
+        if first {
+            tracing::error!(
+                %key_id,
+                "an entry was verified by a secret this worker does not hold: add it to \
+                 LTVBOOST_WEBHOOK_SECRET (the worker's Verifier) as on the receivers; its \
+                 entries are left to workers that hold it"
+            );
+        } else {
+            tracing::debug!(%key_id, "passed on an entry whose secret this worker does not hold");
+        }
+        let mut invocation = script!(scripts::PASS_ON).prepare_invoke();
+        invocation
+            .key(&self.queue.keys.stream)
+            .arg(GROUP)
+            .arg(&entry.id)
+            .arg(&self.consumer)
+            .arg(millis(self.claim_idle))
+            .arg(entry.deliveries.saturating_sub(1));
+        if let Err(error) = self.invoke::<i64>(invocation).await {
+            tracing::warn!(%error, "could not pass the entry on; it is claimed after claim_idle");
+        }
+    }
+
     /// Whether the event is recorded done.
     async fn is_done(&self, delivery: &Delivery) -> bool {
         let mut connection = self.queue.redis.connection();
@@ -748,7 +804,7 @@ impl Worker {
     /// [`RECORD_FOR`]; left pending after that, it is claimed again.
     async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
         match &end {
-            End::Done => {}
+            End::Done | End::PassOn(_) => {}
             End::Retry(error) => tracing::warn!(
                 %error,
                 retry_in = ?self.retry_backoff.delay(attempt),
@@ -774,6 +830,8 @@ impl Worker {
                 End::Done => self.done(entry, dedupe_key).await,
                 End::Retry(error) => self.retry(entry, attempt, error).await,
                 End::Dead(error) => self.dead_letter(entry, attempt, error).await,
+                // Passed on before any record: nothing of it is this worker's.
+                End::PassOn(_) => return,
             };
             match recorded {
                 Ok(true) => return,
