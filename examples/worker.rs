@@ -14,7 +14,7 @@
 //! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
 //! | `LTVBOOST_NAMESPACE` | the service's keys, as the receivers' | `default` |
 //! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
-//! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call | none |
+//! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call (`0`: none) | 600000 |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
 //! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
 //! | `LTVBOOST_WORKER_RETRY_BASE_MS` | the first retry's delay; later ones grow 4× (at most 6 h) | 60000 |
@@ -206,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .trim()
             .parse()
             .map_err(|e| format!("LTVBOOST_WORKER_HANDLER_TIMEOUT_MS={timeout:?}: {e}"))?;
-        worker = worker.handler_timeout(Duration::from_millis(millis));
+        worker = worker.handler_timeout((millis > 0).then(|| Duration::from_millis(millis)));
     }
     eprintln!("worker ready");
     worker

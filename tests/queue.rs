@@ -1215,3 +1215,100 @@ fn a_namespace_that_could_break_its_hash_tag_is_refused() {
         assert!(queue().namespace("billing-prod_2.eu").is_ok());
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handled_events_entry_appended_again_is_not_run() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the test Redis URL names a port");
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(Worker::new(
+        queue(&url, &prefix).await,
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    let queue = queue(&url, &prefix).await;
+    let body = created_event("evt_copied");
+    queue
+        .enqueue(&verified_delivery(body.clone()))
+        .await
+        .unwrap();
+    wait_until("the event", || counter.total() == 1).await;
+    // A restore, a script run twice, a hand-made requeue: the same entry
+    // appended again after its event was handled.
+    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
+    let body = String::from_utf8(body).unwrap();
+    let key = secret().key_id().to_string();
+    let stream = format!("{prefix}events");
+    for fields in [
+        vec!["body", &body, "signature", &signature, "key", &key],
+        // As an earlier version wrote it: no key id.
+        vec!["body", &body, "signature", &signature],
+    ] {
+        let added = redis_cli(port, &[&["XADD", &stream, "*"][..], &fields].concat());
+        assert!(added.contains('-'), "XADD: {added}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "the copies were never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(counter.calls.lock().unwrap()["evt_copied"], 1, "a copy ran");
+    assert_eq!(queue.stats().await.unwrap().dead_letters, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_counts_as_a_failed_attempt_at_its_deadline() {
+    struct Hangs;
+    impl ResponseHandler for Hangs {
+        async fn created(&self, _: &Delivery, _: &ResponseCreated) -> HandlerResult {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let worker = Worker::new(
+        queue(&url, &prefix).await,
+        verifier(),
+        Handlers::responses(Hangs),
+    );
+    // On by default: a hung handler ends.
+    assert!(
+        format!("{worker:?}").contains("handler_timeout: Some(600s)"),
+        "{worker:?}"
+    );
+    let worker = worker
+        .handler_timeout(Duration::from_millis(200))
+        .max_attempts(2)
+        .retry_backoff(ltvboost_webhooks::Backoff::new(
+            Duration::from_millis(10),
+            1.0,
+            Duration::from_millis(10),
+        ));
+    let (stop, task) = start_worker(worker);
+    let queue = queue(&url, &prefix).await;
+    queue
+        .enqueue(&verified_delivery(created_event("evt_hangs")))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().dead_letters == 0 {
+        assert!(Instant::now() < deadline, "the hung handler never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 2, "{letters:?}");
+    assert!(
+        letters[0].error.contains("did not finish within"),
+        "{letters:?}"
+    );
+}

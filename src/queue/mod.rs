@@ -12,7 +12,11 @@
 //!
 //! A [`Worker`] consumes the stream through a consumer group. It verifies
 //! each entry's signature with the receivers' secrets (an entry altered or
-//! injected in Redis is dead-lettered, never run), then calls the same
+//! injected in Redis is dead-lettered, never run); an entry verified at the
+//! receiver by a secret the worker does not hold (named by its
+//! [`KeyId`](crate::signature::KeyId)) is passed on to the other workers,
+//! neither run nor dead-lettered, so a rotation can reach receivers and
+//! workers in any order. Then it calls the same
 //! [`Handlers`](crate::handler::Handlers) with the same `Delivery`, renewing
 //! its hold on the entry while the handler runs so that no other worker
 //! claims it. `Ok` records the event done and deletes the entry (one
@@ -75,7 +79,9 @@ mod scripts;
 mod worker;
 
 pub use durability::{Durability, Risk};
-pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
+pub use worker::{
+    DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_ATTEMPTS, Worker,
+};
 
 use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::dedupe::StoreError;

@@ -300,7 +300,7 @@ return redis.call('INFO', 'replication')
 /// KEYS: dead-letter stream, stream. ARGV: the dead letter's id. Moves it
 /// back onto the stream with its attempts reset. 1 when there was one.
 pub(super) const REQUEUE: &str = r"#!lua
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
 if #found == 0 then return 0 end
 local fields = found[1][2]
 local entry = {}
@@ -312,6 +312,8 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('XADD', KEYS[2], '*', 'attempts', '0', 'requeued', '1', unpack(entry))
-redis.call('XDEL', KEYS[1], ARGV[1])
+-- The entry found, by its own id: an id given without its sequence number
+-- ('1764700000000') ranges over every entry of that millisecond.
+redis.call('XDEL', KEYS[1], found[1][1])
 return 1
 ";

@@ -38,6 +38,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// not how long a handler may run.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
 
+/// How long one handler call may run by default before it is dropped and
+/// counts as a failed attempt: a hung handler ends, and is retried.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// How long the blocking read waits for new entries.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
@@ -122,8 +126,6 @@ struct Entry {
     attempts: u32,
     /// Times this entry was delivered to a worker, this one included.
     deliveries: u32,
-    /// Moved back from the dead letters by an operator.
-    requeued: bool,
     /// The receiving span's trace context, when it was recorded.
     traceparent: Option<Vec<u8>>,
 }
@@ -137,7 +139,6 @@ impl Entry {
             key_id: entry.get::<String>("key").and_then(|key| key.parse().ok()),
             attempts: entry.get("attempts").unwrap_or(0),
             deliveries,
-            requeued: entry.get::<String>("requeued").is_some(),
             traceparent: entry.get(crate::trace::TRACEPARENT),
         }
     }
@@ -189,7 +190,7 @@ impl Worker {
                 Duration::from_secs(6 * 3600),
             ),
             claim_idle: DEFAULT_CLAIM_IDLE,
-            handler_timeout: None,
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
             acknowledge_mismatched: false,
             on_dead_letter: None,
             missing_keys: Arc::default(),
@@ -239,9 +240,19 @@ impl Worker {
     }
 
     /// A deadline for one handler call: past it the call is dropped and
-    /// counts as a failure (retried, then dead-lettered). Default: none.
-    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.handler_timeout = Some(timeout);
+    /// counts as a failure (retried, then dead-lettered). Default:
+    /// [`DEFAULT_HANDLER_TIMEOUT`]; `None` lets a call run for ever (its
+    /// hold renewed all the while).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn run(worker: ltvboost_webhooks::queue::Worker) {
+    /// let worker = worker.handler_timeout(Duration::from_secs(30));
+    /// let unbounded = worker.clone().handler_timeout(None);
+    /// # }
+    /// ```
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.handler_timeout = timeout.into();
         self
     }
 
@@ -658,11 +669,12 @@ impl Worker {
         span.record("event_id", delivery.id().unwrap_or(""));
         span.record("event_type", delivery.type_name());
         let key = Some(delivery.dedupe_key().to_owned());
-        // A reclaimed, retried or requeued entry whose event another worker
-        // finished.
-        if (entry.attempts > 0 || entry.deliveries > 1 || entry.requeued)
-            && self.is_done(&delivery).await
-        {
+        // Any entry whose event is recorded done: reclaimed or retried after
+        // another worker finished it, requeued, appended again (a restore,
+        // a script run twice), or re-delivered by a group recreated over a
+        // surviving stream. Concurrent entries' checks travel together on
+        // the multiplexed connection.
+        if self.is_done(&delivery).await {
             tracing::info!("already handled; acknowledged without running");
             return (End::Done, key);
         }
