@@ -1312,3 +1312,59 @@ async fn a_hung_handler_counts_as_a_failed_attempt_at_its_deadline() {
         "{letters:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_innocent_event_in_flight_beside_a_poison_event_is_never_dead_lettered() {
+    let redis = DurableRedis::new().await;
+    let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
+    // Read together and run at once: the innocent ones are in flight (each
+    // takes 300 ms) when the poison one aborts the process.
+    for n in 0..5 {
+        let id = format!("evt_innocent_{n}");
+        assert_eq!(post_signed(addr, &created_event(&id)).await.status, 202);
+    }
+    let poison = event_json("evt_poison", "action.failed", r#"{"id":"act_1"}"#);
+    assert_eq!(post_signed(addr, &poison).await.status, 202);
+    // Two starts allowed: the crash charges every entry in flight once.
+    let settings = [
+        ("LTVBOOST_WORKER_CRASH_TYPES", "action.failed"),
+        ("LTVBOOST_WORKER_MAX_ATTEMPTS", "2"),
+        ("LTVBOOST_WORKER_CLAIM_IDLE_MS", "300"),
+        ("LTVBOOST_WORKER_CONCURRENCY", "8"),
+        ("LTVBOOST_WORKER_DELAY_MS", "300"),
+    ];
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let queue = RedisQueue::connect(&redis.url()).await.unwrap();
+    loop {
+        let mut worker = example_worker(&redis.url(), &settings);
+        let reader = collect_lines(&mut worker, lines.clone());
+        loop {
+            let stats = queue.stats().await.unwrap();
+            if stats.entries == 0 && stats.scheduled_retries == 0 {
+                assert_eq!(terminate(&mut worker), Some(0));
+                break;
+            }
+            if worker.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        reader.join().unwrap();
+        let stats = queue.stats().await.unwrap();
+        if stats.entries == 0 && stats.scheduled_retries == 0 {
+            break;
+        }
+    }
+    let lines = lines.lock().unwrap();
+    let dead: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("dead-letter"))
+        .collect();
+    assert_eq!(dead, ["dead-letter action.failed evt_poison"], "{lines:?}");
+    for n in 0..5 {
+        let line = format!("response.created evt_innocent_{n}");
+        assert!(occurrences(&lines, &line) >= 1, "{lines:?}");
+    }
+}

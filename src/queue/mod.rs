@@ -25,7 +25,8 @@
 //! started [`Worker::max_attempts`] times without an end (its handler
 //! crashed the process), it moves to a capped dead-letter stream with the
 //! reason. Entries a crashed worker left pending are claimed by the others
-//! once idle for [`Worker::claim_idle`].
+//! once idle for [`Worker::claim_idle`], and each runs alone, nothing
+//! beside it, so that a crash it causes again is charged to it only.
 //!
 //! # Memory stays bounded
 //!

@@ -358,6 +358,14 @@ impl Worker {
                 }
             }
             for entry in entries {
+                if entry.deliveries > 1 {
+                    // Taken from a worker that went silent, perhaps killed by
+                    // this very entry: run alone, so that a crash is charged
+                    // to it and to no innocent entry beside it.
+                    while running.join_next().await.is_some() {}
+                    worker.handle(entry).await;
+                    continue;
+                }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
