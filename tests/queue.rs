@@ -1368,3 +1368,71 @@ async fn an_innocent_event_in_flight_beside_a_poison_event_is_never_dead_lettere
         assert!(occurrences(&lines, &line) >= 1, "{lines:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the test Redis URL names a port");
+    let counter = Arc::new(Counter {
+        delay: Duration::from_secs(4),
+        ..Counter::default()
+    });
+    let consumer = format!("w-{}", ltvboost_webhooks::dedupe::ClaimToken::random());
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue(&url, &prefix).await,
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .consumer_name(consumer.clone())
+        .claim_idle(Duration::from_millis(300)),
+    );
+    let queue = queue(&url, &prefix).await;
+    let id = match queue
+        .enqueue(&verified_delivery(created_event("evt_claimed_back")))
+        .await
+        .unwrap()
+    {
+        ltvboost_webhooks::queue::Enqueued::Added(id) => id,
+        other => panic!("{other:?}"),
+    };
+    wait_until("the first call", || {
+        counter.calls.lock().unwrap().len() == 1
+    })
+    .await;
+    // The hold looks lapsed (as when the worker was too busy to renew it):
+    // its own next claim pass (between reads, each up to a second) takes
+    // the entry it is running.
+    let stream = format!("{prefix}events");
+    for _ in 0..150 {
+        redis_cli(
+            port,
+            &[
+                "XCLAIM", &stream, "workers", &consumer, "0", &id, "IDLE", "5000", "JUSTID",
+            ],
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("XPENDING: {}", redis_cli(port, &["XPENDING", &stream, "workers", "-", "+", "10"]).replace('\n', " "));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "the entry never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(
+        counter.calls.lock().unwrap()["evt_claimed_back"],
+        1,
+        "ran twice at once"
+    );
+    // Ended by the run itself, once its handler returned.
+    assert_eq!(counter.total(), 1);
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
+}

@@ -18,14 +18,17 @@ macro_rules! script {
 }
 pub(super) use script;
 
-/// `owned()`: whether entry `ARGV[2]` of stream `KEYS[1]` is pending in
-/// group `ARGV[1]` under consumer `ARGV[3]`. False when the group is gone.
+/// `owned(deliveries)`: whether entry `ARGV[2]` of stream `KEYS[1]` is
+/// pending in group `ARGV[1]` under consumer `ARGV[3]` with that delivery
+/// count: the fencing token of one run. Every claim changes the count, so
+/// a run whose hold was lost, to another worker or to this worker's own
+/// claim, cannot end what the next run owns. False when the group is gone.
 macro_rules! owned {
     () => {
         r"
-local function owned()
+local function owned(deliveries)
   local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
-  return type(p) == 'table' and #p == 1
+  return type(p) == 'table' and #p == 1 and p[1][4] == tonumber(deliveries)
 end
 -- The entry's fields but attempts and error, which the caller sets anew.
 local function fields_of(id)
@@ -99,14 +102,14 @@ end
 return 1
 ";
 
-/// KEYS: stream, dedupe key. ARGV: group, id, consumer, done TTL ms.
-/// Records the event done and, for its owner, acknowledges and deletes the
-/// entry. 1 when the entry was this consumer's.
+/// KEYS: stream, dedupe key. ARGV: group, id, consumer, done TTL ms,
+/// deliveries. Records the event done and, for its owner, acknowledges and
+/// deletes the entry. 1 when the entry was this run's.
 pub(super) const DONE: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
     r"
-local mine = owned()
+local mine = owned(ARGV[5])
 if mine then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
@@ -118,7 +121,7 @@ return 0
 );
 
 /// KEYS: stream, retry set, the retry's hash. ARGV: group, id, consumer,
-/// wait ms, attempts, error. Copies the entry into the hash, schedules it
+/// wait ms, attempts, error, deliveries. Copies the entry into the hash, schedules it
 /// by Redis's clock, then acknowledges and deletes it. 1 when owned, 2
 /// when owned but its entry was gone from the stream (deleted by hand).
 pub(super) const RETRY: &str = concat!(
@@ -126,7 +129,7 @@ pub(super) const RETRY: &str = concat!(
     owned!(),
     clock!(),
     r"
-if not owned() then return 0 end
+if not owned(ARGV[7]) then return 0 end
 local kept, found = fields_of(ARGV[2])
 if found then
   redis.call('HSET', KEYS[3], 'attempts', ARGV[5], 'error', ARGV[6], unpack(kept))
@@ -140,7 +143,7 @@ return 2
 );
 
 /// KEYS: stream, dead-letter stream. ARGV: group, id, consumer, the dead
-/// letters' cap, attempts, error. Moves the entry to the dead letters
+/// letters' cap, attempts, error, deliveries. Moves the entry to the dead letters
 /// (trimmed to the cap), then acknowledges and deletes it. Returns the dead
 /// letter's id, how many old dead letters the cap dropped, and 1 (0 when
 /// the entry was gone from the stream, so the dead letter has no body); or
@@ -149,7 +152,7 @@ pub(super) const DEAD: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
     r"
-if not owned() then return false end
+if not owned(ARGV[7]) then return false end
 local kept, found = fields_of(ARGV[2])
 local before = redis.call('XLEN', KEYS[2])
 local dead = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*',
@@ -161,27 +164,28 @@ return {dead, dropped, found and 1 or 0}
 "
 );
 
-/// KEYS: stream. ARGV: group, id, consumer. Resets the entry's idle time
-/// while its owner runs it, so that no other worker claims it. 1 when owned.
+/// KEYS: stream. ARGV: group, id, consumer, deliveries. Resets the entry's
+/// idle time while its run holds it, so that no other worker claims it.
+/// 1 when owned.
 pub(super) const RENEW: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
     r"
-if not owned() then return 0 end
+if not owned(ARGV[4]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 "
 );
 
-/// KEYS: stream. ARGV: group, id, consumer, idle ms, deliveries. For its
-/// owner, makes the entry look idle for `idle` with its delivery count set
+/// KEYS: stream. ARGV: group, id, consumer, idle ms, the delivery count to
+/// set, deliveries. For its run, makes the entry look idle for `idle` with its delivery count set
 /// back, so that the next worker's claim takes it and this delivery is not
 /// counted as an attempt. 1 when owned.
 pub(super) const PASS_ON: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
     r"
-if not owned() then return 0 end
+if not owned(ARGV[6]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4],
   'RETRYCOUNT', ARGV[5], 'JUSTID')
 return 1

@@ -1,9 +1,10 @@
 //! The worker: reads the stream through the consumer group, verifies each
 //! entry, calls the handlers while it holds the entry, and records the end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,10 +54,6 @@ const TIDY_EVERY: Duration = Duration::from_secs(60);
 /// is gone (a live worker reads every second).
 const STALE_CONSUMER: Duration = Duration::from_secs(3600);
 
-/// How long a worker keeps trying to record an entry's end when Redis
-/// fails, before leaving it to be claimed again.
-const RECORD_FOR: Duration = Duration::from_secs(30);
-
 type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 
 /// Handles what receivers enqueued: reads the stream through a consumer
@@ -97,6 +94,8 @@ pub struct Worker {
     on_dead_letter: Option<DeadLetterHook>,
     /// Key ids this worker said it lacks: said once each, not per entry.
     missing_keys: Arc<std::sync::Mutex<HashSet<KeyId>>>,
+    /// The entries this worker runs, by id: never run twice at once.
+    running: Arc<std::sync::Mutex<HashMap<String, Arc<Hold>>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -128,6 +127,43 @@ struct Entry {
     deliveries: u32,
     /// The receiving span's trace context, when it was recorded.
     traceparent: Option<Vec<u8>>,
+    /// This run's hold: the delivery count it owns the entry under (every
+    /// script that ends or renews the entry checks it), moved on when this
+    /// worker's own claim takes the entry again while it runs.
+    hold: Arc<Hold>,
+}
+
+/// A run's hold on its entry.
+struct Hold {
+    deliveries: AtomicU32,
+    /// When Redis last confirmed the hold (read, claim or renewal).
+    confirmed: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Hold {
+    fn new(deliveries: u32) -> Arc<Self> {
+        Arc::new(Self {
+            deliveries: AtomicU32::new(deliveries),
+            confirmed: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    fn deliveries(&self) -> u32 {
+        self.deliveries.load(Ordering::SeqCst)
+    }
+
+    fn confirm(&self) {
+        if let Ok(mut confirmed) = self.confirmed.lock() {
+            *confirmed = tokio::time::Instant::now();
+        }
+    }
+
+    /// Whether no other worker can have claimed the entry yet.
+    fn lasts(&self, claim_idle: Duration) -> bool {
+        self.confirmed
+            .lock()
+            .is_ok_and(|confirmed| confirmed.elapsed() < claim_idle)
+    }
 }
 
 impl Entry {
@@ -140,6 +176,7 @@ impl Entry {
             attempts: entry.get("attempts").unwrap_or(0),
             deliveries,
             traceparent: entry.get(crate::trace::TRACEPARENT),
+            hold: Hold::new(deliveries),
         }
     }
 
@@ -194,6 +231,7 @@ impl Worker {
             acknowledge_mismatched: false,
             on_dead_letter: None,
             missing_keys: Arc::default(),
+            running: Arc::default(),
         }
     }
 
@@ -509,24 +547,38 @@ impl Worker {
             .arg("+")
             .arg(self.concurrency + count)
             .arg(&self.consumer);
-        let deliveries = self
+        let deliveries = match self
             .queue
             .bounded(pending.query_async::<StreamPendingCountReply>(&mut connection))
             .await
-            .map(|reply| {
-                reply
-                    .ids
-                    .into_iter()
-                    .map(|p| (p.id, p.times_delivered))
-                    .collect::<std::collections::HashMap<_, _>>()
-            })
-            .unwrap_or_default();
+        {
+            Ok(reply) => reply
+                .ids
+                .into_iter()
+                .map(|p| (p.id, u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
+                .collect::<HashMap<_, _>>(),
+            Err(error) => {
+                // Without the count there is no hold to run under: claimed
+                // again after claim_idle.
+                tracing::warn!(%error, "could not read the claimed entries' delivery counts");
+                return Vec::new();
+            }
+        };
+        let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         reply
             .claimed
             .iter()
-            .map(|entry| {
-                let times = deliveries.get(&entry.id).copied().unwrap_or(2);
-                Entry::read(entry, u32::try_from(times).unwrap_or(u32::MAX))
+            .filter_map(|entry| {
+                let times = *deliveries.get(&entry.id)?;
+                if let Some(hold) = running.get(&entry.id) {
+                    // This worker runs it still (its renewal was late): the
+                    // run keeps it, under the claim's count.
+                    tracing::warn!(entry = %entry.id, "claimed an entry this worker runs; it keeps running once");
+                    hold.deliveries.store(times, Ordering::SeqCst);
+                    hold.confirm();
+                    return None;
+                }
+                Some(Entry::read(entry, times))
             })
             .collect()
     }
@@ -589,6 +641,7 @@ impl Worker {
 
     /// One entry: verified, run while its hold is renewed, its end recorded.
     async fn handle(&self, entry: Entry) {
+        let _running = Running::start(&self.running, &entry);
         let attempt = entry.attempt();
         let span = self.entry_span(&entry, attempt);
         crate::trace::continue_trace(&span, entry.traceparent.as_deref());
@@ -741,34 +794,21 @@ impl Worker {
         self.holding(entry, call).await
     }
 
-    /// Runs `work` while renewing this worker's hold on `entry` about every
+    /// Runs `work` while renewing this run's hold on `entry` about every
     /// third of `claim_idle`, so that no other worker claims it meanwhile.
+    /// The renewal runs on a task of its own: a handler that blocks its
+    /// thread does not stop it.
     async fn holding<T>(&self, entry: &Entry, work: impl Future<Output = T>) -> T {
-        let renew = async {
-            let mut every = tokio::time::interval(self.claim_idle / 3);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let mut invocation = script!(scripts::RENEW).prepare_invoke();
-                invocation
-                    .key(&self.queue.keys.stream)
-                    .arg(GROUP)
-                    .arg(&entry.id)
-                    .arg(&self.consumer);
-                match self.invoke::<i64>(invocation).await {
-                    Ok(1) => {}
-                    Ok(_) => tracing::warn!(
-                        "another worker claimed this entry while this one held it (this worker \
-                         was silent for longer than claim_idle); its end is theirs"
-                    ),
-                    Err(error) => tracing::warn!(%error, "could not renew the hold on the entry"),
-                }
-            }
-        };
-        tokio::select! {
-            done = work => done,
-            never = renew => never,
-        }
+        let renewal = tokio::spawn(renew(
+            self.queue.clone(),
+            self.consumer.clone(),
+            entry.id.clone(),
+            entry.hold.clone(),
+            self.claim_idle,
+        ));
+        let done = work.await;
+        renewal.abort();
+        done
     }
 
     /// Hands an entry signed with a secret this worker does not hold back to
@@ -801,7 +841,8 @@ impl Worker {
             .arg(&entry.id)
             .arg(&self.consumer)
             .arg(millis(self.claim_idle))
-            .arg(entry.deliveries.saturating_sub(1));
+            .arg(entry.hold.deliveries().saturating_sub(1))
+            .arg(entry.hold.deliveries());
         if let Err(error) = self.invoke::<i64>(invocation).await {
             tracing::warn!(%error, "could not pass the entry on; it is claimed after claim_idle");
         }
@@ -820,8 +861,9 @@ impl Worker {
         )
     }
 
-    /// Records the entry's end, retrying while Redis fails for up to
-    /// [`RECORD_FOR`]; left pending after that, it is claimed again.
+    /// Records the entry's end, retrying while Redis fails for as long as
+    /// the hold lasts (`claim_idle` since Redis last confirmed it); left
+    /// pending after that, it is claimed again.
     async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
         match &end {
             End::Done | End::PassOn(_) => {}
@@ -843,7 +885,6 @@ impl Worker {
             };
             span.record("error.type", kind);
         }
-        let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(100);
         loop {
             let recorded = match &end {
@@ -863,7 +904,7 @@ impl Worker {
                     );
                     return;
                 }
-                Err(error) if started.elapsed() < RECORD_FOR => {
+                Err(error) if entry.hold.lasts(self.claim_idle) => {
                     tracing::warn!(%error, "could not record the entry's end; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
@@ -891,7 +932,8 @@ impl Worker {
             .arg(GROUP)
             .arg(&entry.id)
             .arg(&self.consumer)
-            .arg(millis(self.queue.done_ttl));
+            .arg(millis(self.queue.done_ttl))
+            .arg(entry.hold.deliveries());
         Ok(self.invoke::<i64>(invocation).await? == 1)
     }
 
@@ -907,7 +949,8 @@ impl Worker {
             .arg(&self.consumer)
             .arg(millis(wait))
             .arg(attempts)
-            .arg(error);
+            .arg(error)
+            .arg(entry.hold.deliveries());
         match self.invoke::<i64>(invocation).await? {
             0 => Ok(false),
             1 => {
@@ -936,7 +979,8 @@ impl Worker {
             .arg(&self.consumer)
             .arg(self.queue.dead_letter_cap)
             .arg(attempts)
-            .arg(error);
+            .arg(error)
+            .arg(entry.hold.deliveries());
         let Some((id, dropped, found)) =
             self.invoke::<Option<(String, u64, u8)>>(invocation).await?
         else {
@@ -976,6 +1020,67 @@ impl Worker {
         self.queue
             .bounded(invocation.invoke_async::<T>(&mut connection))
             .await
+    }
+}
+
+/// Renews `hold` on entry `id` about every third of `claim_idle`, for as
+/// long as it is not aborted.
+async fn renew(
+    queue: RedisQueue,
+    consumer: String,
+    id: String,
+    hold: Arc<Hold>,
+    claim_idle: Duration,
+) {
+    let mut every = tokio::time::interval(claim_idle / 3);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let mut invocation = script!(scripts::RENEW).prepare_invoke();
+        invocation
+            .key(&queue.keys.stream)
+            .arg(GROUP)
+            .arg(&id)
+            .arg(&consumer)
+            .arg(hold.deliveries());
+        let mut connection = queue.redis.connection();
+        match queue
+            .bounded(invocation.invoke_async::<i64>(&mut connection))
+            .await
+        {
+            Ok(1) => hold.confirm(),
+            Ok(_) => tracing::warn!(
+                "another worker claimed this entry while this run held it (this worker was \
+                 silent for longer than claim_idle); its end is theirs"
+            ),
+            Err(error) => tracing::warn!(%error, "could not renew the hold on the entry"),
+        }
+    }
+}
+
+/// An entry in this worker's running set, for as long as it lives.
+struct Running<'a> {
+    running: &'a std::sync::Mutex<HashMap<String, Arc<Hold>>>,
+    id: String,
+}
+
+impl<'a> Running<'a> {
+    fn start(running: &'a std::sync::Mutex<HashMap<String, Arc<Hold>>>, entry: &Entry) -> Self {
+        if let Ok(mut running) = running.lock() {
+            running.insert(entry.id.clone(), entry.hold.clone());
+        }
+        Self {
+            running,
+            id: entry.id.clone(),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.id);
+        }
     }
 }
 
