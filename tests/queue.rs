@@ -1418,7 +1418,10 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("XPENDING: {}", redis_cli(port, &["XPENDING", &stream, "workers", "-", "+", "10"]).replace('\n', " "));
+    eprintln!(
+        "XPENDING: {}",
+        redis_cli(port, &["XPENDING", &stream, "workers", "-", "+", "10"]).replace('\n', " ")
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while queue.stats().await.unwrap().entries > 0 {
         assert!(Instant::now() < deadline, "the entry never ended");

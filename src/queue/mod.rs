@@ -56,11 +56,19 @@
 //! # The one window where a handler can run twice
 //!
 //! A worker that dies after its handler succeeded but before the
-//! done-record reached Redis (one script, retried for 30 s when Redis
-//! fails) leaves the entry pending; another worker claims it after
-//! `claim_idle` and runs the handler again. So does a worker cut off from
-//! Redis for longer than `claim_idle` while its handler runs. Make handlers
-//! idempotent where that matters.
+//! done-record reached Redis (one script, retried for as long as the
+//! worker's hold lasts when Redis fails) leaves the entry pending; another
+//! worker claims it after `claim_idle` and runs the handler again. So does
+//! a worker cut off from Redis for longer than `claim_idle` while its
+//! handler runs. Make handlers idempotent where that matters.
+//!
+//! Every run holds its entry under a token, the consumer and the entry's
+//! delivery count, which every claim changes. The scripts that renew and
+//! end an entry check it, so a run whose hold was lost cannot end what
+//! another run now owns; the done-record itself is always written, and
+//! every worker reads it before running any entry, so an entry appended
+//! again, or re-delivered by a group recreated over a surviving stream,
+//! is acknowledged without running once its event is done.
 //!
 //! ```no_run
 //! use ltvboost_webhooks::{WebhookConfig, WebhookLayer};

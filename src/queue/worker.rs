@@ -187,6 +187,22 @@ impl Entry {
     }
 }
 
+/// Why a read of new entries failed.
+enum ReadError {
+    /// The consumer group is gone: recreated at once.
+    NoGroup,
+    Failed(StoreError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoGroup => f.write_str("the queue's consumer group is gone"),
+            Self::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
 /// How an entry's handling ends.
 enum End {
     Done,
@@ -425,9 +441,9 @@ impl Worker {
 
     /// After a failed read: recreates a lost group at once; otherwise waits
     /// a moment and reconnects.
-    async fn recover(&self, error: StoreError, reads: &mut Option<Connection>) {
-        if error.to_string().contains("NOGROUP") {
-            match self.queue.ensure_group().await {
+    async fn recover(&self, error: ReadError, reads: &mut Option<Connection>) {
+        match error {
+            ReadError::NoGroup => match self.queue.ensure_group().await {
                 Ok(_) => {
                     tracing::warn!(
                         "the consumer group was gone (Redis restarted empty, FLUSHALL or a failover); recreated it"
@@ -435,9 +451,10 @@ impl Worker {
                     return;
                 }
                 Err(error) => tracing::warn!(%error, "could not recreate the consumer group"),
+            },
+            ReadError::Failed(error) => {
+                tracing::warn!(%error, "could not read the queue; retrying");
             }
-        } else {
-            tracing::warn!(%error, "could not read the queue; retrying");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         *reads = self.read_connection().await;
@@ -461,9 +478,11 @@ impl Worker {
         &self,
         connection: &mut Option<Connection>,
         count: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<Entry>, ReadError> {
         let Some(connection) = connection else {
-            return Err(StoreError::new("no connection to the queue"));
+            return Err(ReadError::Failed(StoreError::new(
+                "no connection to the queue",
+            )));
         };
         let mut command = redis::cmd("XREADGROUP");
         command
@@ -482,8 +501,15 @@ impl Worker {
             command.query_async::<Option<StreamReadReply>>(connection),
         )
         .await
-        .map_err(|_| StoreError::new("Redis did not answer XREADGROUP in time"))?
-        .map_err(StoreError::new)?;
+        .map_err(|_| ReadError::Failed(StoreError::new("Redis did not answer XREADGROUP in time")))?
+        .map_err(|error| {
+            // By the error's code, as Redis sends it, not by its text.
+            if error.code() == Some("NOGROUP") {
+                ReadError::NoGroup
+            } else {
+                ReadError::Failed(StoreError::new(error))
+            }
+        })?;
         Ok(reply
             .into_iter()
             .flat_map(|reply| reply.keys)
