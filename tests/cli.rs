@@ -831,6 +831,28 @@ async fn start_listen(args: &[&str], port: u16) -> std::process::Child {
     child
 }
 
+/// Starts `ltvboost listen --register` against the fake API at `base`
+/// (with `extra` arguments), and waits until the API saw the create request.
+async fn start_registering(
+    api: &FakeApi,
+    base: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Child {
+    let args = [
+        &["--api-key", "tok_flag", "--api-base", base][..],
+        extra,
+        &["--register", "https://tunnel.example/hook"],
+    ]
+    .concat();
+    let listen = start_listen(&args, port).await;
+    wait_until("the create request", || {
+        !api.requests.lock().unwrap().is_empty()
+    })
+    .await;
+    listen
+}
+
 /// SIGTERM, then stdout's lines and the exit code.
 async fn stop(mut child: std::process::Child) -> (Vec<String>, String, Option<i32>) {
     let _ = std::process::Command::new("kill")
@@ -1202,22 +1224,7 @@ async fn listen_interrupted_while_registering_says_the_endpoint_may_exist() {
     // 0: the API applies the request and never answers.
     let (api, base) = fake_api(vec![(0, endpoint("wh_late"))]).await;
     let port = free_port();
-    let listen = start_listen(
-        &[
-            "--api-key",
-            "tok_flag",
-            "--api-base",
-            &base,
-            "--register",
-            "https://tunnel.example/hook",
-        ],
-        port,
-    )
-    .await;
-    wait_until("the create request", || {
-        !api.requests.lock().unwrap().is_empty()
-    })
-    .await;
+    let listen = start_registering(&api, &base, port, &[]).await;
     let (_, stderr, code) = stop(listen).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("interrupted while registering"), "{stderr}");
@@ -1229,24 +1236,7 @@ async fn listen_that_cannot_delete_its_endpoint_says_how_to() {
     // The create succeeds; the delete meets an API that only fails.
     let (api, base) = fake_api(vec![(201, endpoint("wh_stuck"))]).await;
     let port = free_port();
-    let listen = start_listen(
-        &[
-            "--api-key",
-            "tok_flag",
-            "--api-base",
-            &base,
-            "--api-timeout",
-            "1",
-            "--register",
-            "https://tunnel.example/hook",
-        ],
-        port,
-    )
-    .await;
-    wait_until("the create request", || {
-        !api.requests.lock().unwrap().is_empty()
-    })
-    .await;
+    let listen = start_registering(&api, &base, port, &["--api-timeout", "1"]).await;
     // Served once the create is answered.
     let body = event_json("evt_unsigned", "response.created", r#"{"id":"r"}"#);
     assert_eq!(
@@ -1583,22 +1573,7 @@ async fn listen_register_asked_twice_to_stop_deletes_its_endpoint_at_once() {
     ])
     .await;
     let port = free_port();
-    let listen = start_listen(
-        &[
-            "--api-key",
-            "tok_flag",
-            "--api-base",
-            &base,
-            "--register",
-            "https://tunnel.example/hook",
-        ],
-        port,
-    )
-    .await;
-    wait_until("the create request", || {
-        !api.requests.lock().unwrap().is_empty()
-    })
-    .await;
+    let listen = start_registering(&api, &base, port, &[]).await;
     let term = |pid: u32| {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])

@@ -24,6 +24,15 @@ use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHand
 use ltvboost_webhooks::queue::{RedisQueue, Worker};
 use tokio::sync::Semaphore;
 
+/// The port of a `redis://127.0.0.1:<port>/` URL, for `redis-cli`.
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the test Redis URL names a port")
+}
+
 fn unique_prefix() -> String {
     format!("test:{}:", ltvboost_webhooks::dedupe::ClaimToken::random())
 }
@@ -1219,12 +1228,7 @@ fn a_namespace_that_could_break_its_hash_tag_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handled_events_entry_appended_again_is_not_run() {
     let (url, prefix) = (test_redis_url(), unique_prefix());
-    let port: u16 = url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the test Redis URL names a port");
+    let port = port_of(&url);
     let counter = Arc::new(Counter::default());
     let (stop, task) = start_worker(Worker::new(
         queue(&url, &prefix).await,
@@ -1372,12 +1376,7 @@ async fn an_innocent_event_in_flight_beside_a_poison_event_is_never_dead_lettere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
     let (url, prefix) = (test_redis_url(), unique_prefix());
-    let port: u16 = url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the test Redis URL names a port");
+    let port = port_of(&url);
     let counter = Arc::new(Counter {
         delay: Duration::from_secs(4),
         ..Counter::default()
