@@ -208,8 +208,6 @@ enum End {
     Done,
     Retry(String),
     Dead(String),
-    /// Signed with a secret this worker does not hold: left for one that does.
-    PassOn(KeyId),
 }
 
 impl Worker {
@@ -340,7 +338,10 @@ impl Worker {
     /// Nothing Redis does ends it: an unreachable or full Redis, a lost
     /// consumer group (a restart without persistence, `FLUSHALL`, a failover
     /// to an empty node) are logged and retried, the group recreated.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        // A clone runs with state of its own, whatever its consumer name.
+        self.running = Arc::default();
+        self.missing_keys = Arc::default();
         let worker = Arc::new(self);
         let mut shutdown = std::pin::pin!(shutdown);
         // A full or unreachable Redis at start is waited out.
@@ -411,13 +412,22 @@ impl Worker {
                     Err(error) => tracing::warn!(%error, "the last read failed"),
                 }
             }
+            let mut ran_suspect = false;
             for entry in entries {
                 if entry.deliveries > 1 {
                     // Taken from a worker that went silent, perhaps killed by
                     // this very entry: run alone, so that a crash is charged
-                    // to it and to no innocent entry beside it.
+                    // to it and to no innocent entry beside it. One a pass:
+                    // the others go back to the group at once, uncounted,
+                    // rather than wait unheld.
+                    if std::mem::replace(&mut ran_suspect, true) {
+                        worker.give_back(&entry).await;
+                        continue;
+                    }
                     while running.join_next().await.is_some() {}
-                    worker.handle(entry).await;
+                    let alone = worker.clone();
+                    running.spawn(async move { alone.handle(entry).await });
+                    while running.join_next().await.is_some() {}
                     continue;
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -564,23 +574,28 @@ impl Worker {
             entries = reply.claimed.len(),
             "claimed entries a silent worker left pending"
         );
-        // How often each was delivered, this claim included.
-        let mut pending = redis::cmd("XPENDING");
-        pending
-            .arg(&self.queue.keys.stream)
-            .arg(GROUP)
-            .arg("-")
-            .arg("+")
-            .arg(self.concurrency + count)
-            .arg(&self.consumer);
+        // How often each was delivered, this claim included: asked of each
+        // claimed id, so that other entries pending here cannot crowd one
+        // out of the answer.
+        let mut pending = redis::pipe();
+        for entry in &reply.claimed {
+            pending
+                .cmd("XPENDING")
+                .arg(&self.queue.keys.stream)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1)
+                .arg(&self.consumer);
+        }
         let deliveries = match self
             .queue
-            .bounded(pending.query_async::<StreamPendingCountReply>(&mut connection))
+            .bounded(pending.query_async::<Vec<StreamPendingCountReply>>(&mut connection))
             .await
         {
-            Ok(reply) => reply
-                .ids
+            Ok(replies) => replies
                 .into_iter()
+                .flat_map(|reply| reply.ids)
                 .map(|p| (p.id, u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
                 .collect::<HashMap<_, _>>(),
             Err(error) => {
@@ -667,16 +682,16 @@ impl Worker {
 
     /// One entry: verified, run while its hold is renewed, its end recorded.
     async fn handle(&self, entry: Entry) {
+        if let Some(key_id) = entry.key_id.filter(|id| !self.verifier.holds(*id)) {
+            self.pass_on(&entry, key_id).await;
+            return;
+        }
         let _running = Running::start(&self.running, &entry);
         let attempt = entry.attempt();
         let span = self.entry_span(&entry, attempt);
         crate::trace::continue_trace(&span, entry.traceparent.as_deref());
         async {
             let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
-            if let End::PassOn(key_id) = end {
-                self.pass_on(&entry, key_id).await;
-                return;
-            }
             // Held while its end is recorded too: recording may retry for a while.
             self.holding(
                 &entry,
@@ -721,9 +736,6 @@ impl Worker {
     /// What the entry's handling comes to, and its event's dedupe key once
     /// its signature verified.
     async fn run_entry(&self, entry: &Entry, attempt: u32) -> (End, Option<String>) {
-        if let Some(key_id) = entry.key_id.filter(|id| !self.verifier.holds(*id)) {
-            return (End::PassOn(key_id), None);
-        }
         if attempt > self.max_attempts {
             return (
                 End::Dead(format!(
@@ -825,16 +837,16 @@ impl Worker {
     /// The renewal runs on a task of its own: a handler that blocks its
     /// thread does not stop it.
     async fn holding<T>(&self, entry: &Entry, work: impl Future<Output = T>) -> T {
-        let renewal = tokio::spawn(renew(
+        // Aborted when dropped: if `work` unwinds or is dropped, nothing
+        // renews a hold no run has any more.
+        let _renewal = AbortOnDrop(tokio::spawn(renew(
             self.queue.clone(),
             self.consumer.clone(),
             entry.id.clone(),
             entry.hold.clone(),
             self.claim_idle,
-        ));
-        let done = work.await;
-        renewal.abort();
-        done
+        )));
+        work.await
     }
 
     /// Hands an entry signed with a secret this worker does not hold back to
@@ -860,6 +872,13 @@ impl Worker {
         } else {
             tracing::debug!(%key_id, "passed on an entry whose secret this worker does not hold");
         }
+        self.give_back(entry).await;
+    }
+
+    /// Hands `entry` back to the group, looking idle for `claim_idle` and
+    /// with this delivery uncounted, so that the next claim pass (any
+    /// worker's, within a second) takes it.
+    async fn give_back(&self, entry: &Entry) {
         let mut invocation = script!(scripts::PASS_ON).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
@@ -870,7 +889,7 @@ impl Worker {
             .arg(entry.hold.deliveries().saturating_sub(1))
             .arg(entry.hold.deliveries());
         if let Err(error) = self.invoke::<i64>(invocation).await {
-            tracing::warn!(%error, "could not pass the entry on; it is claimed after claim_idle");
+            tracing::warn!(%error, "could not hand the entry back; it is claimed after claim_idle");
         }
     }
 
@@ -892,7 +911,7 @@ impl Worker {
     /// pending after that, it is claimed again.
     async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
         match &end {
-            End::Done | End::PassOn(_) => {}
+            End::Done => {}
             End::Retry(error) => tracing::warn!(
                 %error,
                 retry_in = ?self.retry_backoff.delay(attempt),
@@ -917,8 +936,6 @@ impl Worker {
                 End::Done => self.done(entry, dedupe_key).await,
                 End::Retry(error) => self.retry(entry, attempt, error).await,
                 End::Dead(error) => self.dead_letter(entry, attempt, error).await,
-                // Passed on before any record: nothing of it is this worker's.
-                End::PassOn(_) => return,
             };
             match recorded {
                 Ok(true) => return,
@@ -1081,6 +1098,15 @@ async fn renew(
             ),
             Err(error) => tracing::warn!(%error, "could not renew the hold on the entry"),
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

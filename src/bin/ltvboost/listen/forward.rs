@@ -65,10 +65,12 @@ pub(super) async fn forward(
         }
         Err(e) => Err(e),
     };
+    // Printed and reported without any credentials the URL carries.
+    let shown = without_credentials(target);
     match answered {
         Ok((status, text)) => {
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let forwarded = json!({"url": target, "status": status.as_u16()});
+            let forwarded = json!({"url": shown, "status": status.as_u16()});
             ((status, text).into_response(), forwarded)
         }
         Err(e) => {
@@ -78,18 +80,47 @@ pub(super) async fn forward(
                     format!("no answer within {timeout:?}"),
                 )
             } else {
-                (StatusCode::BAD_GATEWAY, e.to_string())
+                (StatusCode::BAD_GATEWAY, e.without_url().to_string())
             };
-            let forwarded = json!({"url": target, "error": error});
-            let response = (status, format!("forwarding failed: {error}\n")).into_response();
-            (response, forwarded)
+            let forwarded = json!({"url": shown, "error": error});
+            // The sender learns only that the app did not answer.
+            let answer = if status == StatusCode::GATEWAY_TIMEOUT {
+                "the app did not answer in time\n"
+            } else {
+                "the app could not be reached\n"
+            };
+            ((status, answer).into_response(), forwarded)
         }
+    }
+}
+
+/// `target` without a user name or password, for output.
+fn without_credentials(target: &str) -> String {
+    match url::Url::parse(target) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => target.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarding_url_is_shown_without_credentials() {
+        assert_eq!(
+            without_credentials("http://user:pa55@127.0.0.1:3000/hook"),
+            "http://127.0.0.1:3000/hook"
+        );
+        assert_eq!(
+            without_credentials("http://127.0.0.1:3000/hook"),
+            "http://127.0.0.1:3000/hook"
+        );
+    }
 
     #[test]
     fn only_what_the_app_needs_is_passed_on() {

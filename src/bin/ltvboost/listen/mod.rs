@@ -201,10 +201,16 @@ async fn deliver(
     let settings = &listening.settings;
     let (response, report) = answer(settings, &headers, received).await;
     if let Err(error) = report.print(settings.out, settings.print_body) {
-        if let Ok(mut failed) = settings.output_failed.lock() {
+        // The first failure stops the run in order; later ones (the drain's
+        // lines) are not a second stop.
+        let first = settings.output_failed.lock().is_ok_and(|mut failed| {
+            let first = failed.is_none();
             failed.get_or_insert(error);
+            first
+        });
+        if first {
+            settings.stops.request();
         }
-        settings.stops.request();
     }
     response
 }

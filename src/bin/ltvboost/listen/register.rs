@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::args::ApiArgs;
-use crate::output::{Output, hinted, note, usage};
+use crate::output::{Output, hinted, note, safe, usage};
 
 /// How long the delete may take once the user has asked twice to stop.
 const HURRIED_DELETE: Duration = Duration::from_secs(5);
@@ -131,7 +131,7 @@ impl TemporaryEndpoint {
         } else {
             note(format_args!(
                 "registered {} at {} for {}; it is deleted when this command ends",
-                self.id,
+                safe(&self.id),
                 self.url,
                 self.events.join(",")
             ));
@@ -149,25 +149,26 @@ impl TemporaryEndpoint {
         out: Output,
         stops: &Stops,
     ) -> anyhow::Result<()> {
-        let id = &self.id;
+        // Shown escaped: the id came from the API.
+        let (id, shown) = (&self.id, safe(&self.id));
         let deleted = tokio::select! {
             biased;
             () = stops.reached(2) => {
-                note(format_args!("deleting the temporary endpoint {id} now"));
+                note(format_args!("deleting the temporary endpoint {shown} now"));
                 delete_within(api, id, Some(HURRIED_DELETE)).await
             }
             deleted = delete_within(api, id, None) => deleted,
         };
         deleted.map_err(|e| {
             hinted(
-                e.context(format!("could not delete the temporary endpoint {id}")),
-                &format!("delete it with: ltvboost endpoints delete {id}"),
+                e.context(format!("could not delete the temporary endpoint {shown}")),
+                &format!("delete it with: ltvboost endpoints delete {shown}"),
             )
         })?;
         if out.json {
             out.print(json!({"deleted": id}), String::new)
         } else {
-            note(format_args!("deleted the temporary endpoint {id}"));
+            note(format_args!("deleted the temporary endpoint {shown}"));
             Ok(())
         }
     }
