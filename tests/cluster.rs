@@ -37,7 +37,11 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port();
+            // A cluster node's bus listens on its port + 10 000: Redis
+            // refuses a port above 55 535, which the ephemeral range holds.
+            let port = std::iter::repeat_with(free_port)
+                .find(|port| *port <= 55_535)
+                .expect("a free port");
             let config = format!("nodes-{port}.conf");
             let args: Vec<String> = [
                 "--port",
@@ -299,7 +303,10 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
         for n in 0..events {
             let body = created_event(&format!("evt_failover_{n}"));
             assert_eq!(deliver(inline, &body).await, 200);
-            assert_eq!(deliver(receiver, &body).await, 202);
+            // 200 when an earlier try was stored but its answer was lost
+            // in the failover (the retry is a duplicate): accepted, as
+            // LTVboost accepts it. Handled once either way, checked below.
+            assert!(matches!(deliver(receiver, &body).await, 200 | 202));
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
