@@ -22,6 +22,23 @@ use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::queue::Worker;
 
+/// A free port for a cluster node, whose bus listens on the port + 10 000.
+/// Both lie below the ephemeral range (32 768 and up here), where this
+/// machine's own outgoing connections and `TIME_WAIT` sockets would take
+/// them from under the node now and then; Redis also refuses a port above
+/// 55 535.
+fn node_port() -> u16 {
+    loop {
+        // A random start a process, then the next port at each call.
+        let offset = ltvboost_webhooks::dedupe::ClaimToken::random().get() % 12_000;
+        let port = 10_000 + u16::try_from(offset).unwrap_or(0);
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
 /// Six `redis-server`s in cluster mode, and their directory.
 struct Cluster {
     nodes: Vec<(u16, Child)>,
@@ -37,11 +54,7 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            // A cluster node's bus listens on its port + 10 000: Redis
-            // refuses a port above 55 535, which the ephemeral range holds.
-            let port = std::iter::repeat_with(free_port)
-                .find(|port| *port <= 55_535)
-                .expect("a free port");
+            let port = node_port();
             let config = format!("nodes-{port}.conf");
             let args: Vec<String> = [
                 "--port",
@@ -72,11 +85,15 @@ impl Cluster {
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stdin(Stdio::null())
+            .output()
             .unwrap();
-        assert!(created.success(), "redis-cli --cluster create failed");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
         cluster.wait_ok().await;
         cluster
     }

@@ -253,6 +253,7 @@ pub(crate) async fn spawn_redis(port: u16, args: &[&std::ffi::OsStr]) -> std::pr
     let child = std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--save", ""])
         .args(args)
+        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is needed (scripts/test.sh installs it)");
