@@ -29,8 +29,10 @@ use ltvboost_webhooks::queue::Worker;
 /// 55 535.
 fn node_port() -> u16 {
     loop {
-        // A random start a process, then the next port at each call.
-        let offset = ltvboost_webhooks::dedupe::ClaimToken::random().get() % 12_000;
+        // A random start a process, then the next port at each call. Node
+        // ports (10 000–19 999) and bus ports (20 000–29 999) never overlap,
+        // so one test's node cannot be handed another's bus port.
+        let offset = ltvboost_webhooks::dedupe::ClaimToken::random().get() % 10_000;
         let port = 10_000 + u16::try_from(offset).unwrap_or(0);
         let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
         if free(port) && free(port + 10_000) {
@@ -38,6 +40,11 @@ fn node_port() -> u16 {
         }
     }
 }
+
+/// The tests take turns: two six-node clusters started side by side on
+/// two cores disturbed each other (nodes that never listened, failovers
+/// that never completed), where one at a time never did.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Six `redis-server`s in cluster mode, and their directory.
 struct Cluster {
@@ -215,6 +222,7 @@ async fn deliver(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start().await;
     let url = cluster.url();
     let events = 40;
@@ -285,6 +293,7 @@ async fn on_a_six_node_cluster_each_event_sent_to_two_receivers_is_handled_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_runs_nothing_twice() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start().await;
     let url = cluster.url();
     let inline_calls = Arc::new(Calls::default());
