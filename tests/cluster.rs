@@ -53,23 +53,41 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts six nodes and creates the cluster; a start that fails is
+    /// torn down and tried again with other ports (up to three times).
     async fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start().await {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the cluster never started: {failures:#?}");
+    }
+
+    async fn try_start() -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!(
             "ltvboost-cluster-{}",
             ltvboost_webhooks::dedupe::ClaimToken::random()
         ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nodes = Vec::new();
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+        };
         for _ in 0..6 {
             let port = node_port();
-            let config = format!("nodes-{port}.conf");
+            // A directory a node: nodes sharing one would share their
+            // append-only files.
+            let dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
             let args: Vec<String> = [
                 "--port",
                 &port.to_string(),
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
-                &config,
+                "nodes.conf",
                 "--cluster-node-timeout",
                 "3000",
                 "--appendonly",
@@ -80,9 +98,8 @@ impl Cluster {
             .map(str::to_owned)
             .to_vec();
             let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-            nodes.push((port, spawn_redis(port, &args).await));
+            cluster.nodes.push((port, spawn_redis(port, &args).await));
         }
-        let cluster = Self { nodes, dir };
         let addresses: Vec<String> = cluster
             .nodes
             .iter()
@@ -95,14 +112,16 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&created.stdout),
-            String::from_utf8_lossy(&created.stderr)
-        );
+        if !created.status.success() {
+            // Dropped: its nodes are killed and its directory removed.
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&created.stdout),
+                String::from_utf8_lossy(&created.stderr)
+            ));
+        }
         cluster.wait_ok().await;
-        cluster
+        Ok(cluster)
     }
 
     /// The URL list the crate takes for a cluster.
