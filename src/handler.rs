@@ -179,7 +179,7 @@ impl Delivery {
     }
 
     /// Which secret signed this delivery, by its
-    /// [`KeyId`](crate::signature::KeyId): in enqueue mode the entry
+    /// [`KeyId`]: in enqueue mode the entry
     /// carries it, so that only a worker holding that secret runs it.
     pub fn key_id(&self) -> KeyId {
         self.key_id
