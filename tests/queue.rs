@@ -1092,12 +1092,18 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
             other => panic!("answered {other}"),
         }
     }
+    // Each 503 before it appended a copy of the entry (dropped unrun by a
+    // worker): the replica has all of them, and the event's key.
+    let on_replica = replica
+        .cli(&["XLEN", "ltvboost:{default}:queue:events"])
+        .await;
+    assert_ne!(on_replica, "0", "a 202 before the replica had the entry");
     assert_eq!(
-        replica
+        on_replica,
+        primary
             .cli(&["XLEN", "ltvboost:{default}:queue:events"])
             .await,
-        "1",
-        "a 202 before the replica had the entry"
+        "a 202 before the replica had every entry"
     );
     // The replica gone: 503, and the entry is kept for when it is back.
     let _ = Command::new("kill")
@@ -1123,7 +1129,37 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
         replica
             .cli(&["XLEN", "ltvboost:{default}:queue:events"])
             .await,
-        "2"
+        primary
+            .cli(&["XLEN", "ltvboost:{default}:queue:events"])
+            .await,
+    );
+    // Every copy the 503s left behind is dropped: each event runs once.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let mut worker = example_worker(&primary.url(), &[]);
+    let reader = collect_lines(&mut worker, lines.clone());
+    wait_until("both events", || {
+        let lines = lines.lock().unwrap();
+        occurrences(&lines, "response.created evt_replicated")
+            + occurrences(&lines, "response.created evt_unconfirmed")
+            >= 2
+    })
+    .await;
+    wait_until("the stream drained", || {
+        redis_cli(primary.port, &["XLEN", "ltvboost:{default}:queue:events"]) == "0"
+    })
+    .await;
+    assert_eq!(terminate(&mut worker), Some(0));
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    assert_eq!(
+        occurrences(&lines, "response.created evt_replicated"),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(
+        occurrences(&lines, "response.created evt_unconfirmed"),
+        1,
+        "{lines:?}"
     );
 }
 
@@ -1265,6 +1301,63 @@ async fn a_handled_events_entry_appended_again_is_not_run() {
     task.await.unwrap();
     assert_eq!(counter.calls.lock().unwrap()["evt_copied"], 1, "a copy ran");
     assert_eq!(queue.stats().await.unwrap().dead_letters, 0);
+}
+
+/// The enqueue is a transaction that cannot skip its `XADD`: a duplicate
+/// delivery, or the loser of two receivers' race, appends a copy. Each copy
+/// carries a token its event's key does not hold, and is dropped unrun,
+/// whichever order workers read them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let queue = queue(&url, &prefix).await;
+    let body = created_event("evt_raced");
+    // Ten receivers' enqueues of one event at once, before any worker runs.
+    let racers = (0..10).map(|_| {
+        let (queue, body) = (queue.clone(), body.clone());
+        tokio::spawn(async move { queue.enqueue(&verified_delivery(body)).await.unwrap() })
+    });
+    let mut added = 0;
+    for racer in racers {
+        if matches!(
+            racer.await.unwrap(),
+            ltvboost_webhooks::queue::Enqueued::Added(_)
+        ) {
+            added += 1;
+        }
+    }
+    assert_eq!(added, 1, "one enqueue wins");
+    assert_eq!(
+        queue.stats().await.unwrap().entries,
+        10,
+        "each enqueue appended"
+    );
+    let counter = Arc::new(Counter::default());
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            start_worker(Worker::new(
+                queue.clone(),
+                verifier(),
+                Handlers::responses(Counting(counter.clone())),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "the copies were never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (stop, task) in workers {
+        drop(stop);
+        task.await.unwrap();
+    }
+    assert_eq!(counter.calls.lock().unwrap()["evt_raced"], 1, "a copy ran");
+    assert_eq!(queue.stats().await.unwrap().dead_letters, 0);
+    // The event's key still says done: a later delivery is a duplicate.
+    assert_eq!(
+        queue.enqueue(&verified_delivery(body)).await.unwrap(),
+        ltvboost_webhooks::queue::Enqueued::Duplicate
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,10 @@ pub const DEFAULT_DEAD_LETTER_CAP: u64 = 10_000;
 /// The consumer group every worker reads through.
 const GROUP: &str = "workers";
 
+/// What an event's key holds while it is queued, before the token of the
+/// entry that runs it; `done` once it is handled.
+const QUEUED: &str = "queued:";
+
 /// The queue's keys.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -164,7 +168,9 @@ pub struct RedisQueue {
 struct Replicas {
     count: u32,
     deadline: Duration,
-    connection: crate::redis::Connection,
+    /// Enqueues on a connection of their own, each batch ending with one
+    /// `WAIT` that covers every write before it on that connection.
+    batch: Batched,
 }
 
 pub use crate::layer::Enqueued;
@@ -327,8 +333,9 @@ impl RedisQueue {
     }
 
     /// Makes each `202` wait until `replicas` replicas have the entry (Redis
-    /// `WAIT`, sent with the append in one pipeline, on a connection of its
-    /// own, so that on a Redis Cluster it reaches the node that wrote), for
+    /// `WAIT`: one for each batch of concurrent enqueues, at the end of
+    /// their pipeline, on a connection of their own, so that on a Redis
+    /// Cluster it reaches the node that wrote), for
     /// at most `deadline` (keep it below the
     /// [`operation_timeout`](Self::operation_timeout)); when fewer confirm,
     /// the delivery is answered `503` and the sender retries (the entry
@@ -339,10 +346,12 @@ impl RedisQueue {
         if replicas > 0 {
             match self.target.lazy_connection() {
                 Ok(connection) => {
+                    let mut wait = redis::cmd("WAIT");
+                    wait.arg(replicas).arg(millis(deadline.min(self.timeout)));
                     self.replicas = Some(Replicas {
                         count: replicas,
                         deadline,
-                        connection,
+                        batch: Batched::new(connection).ending_with(wait),
                     });
                 }
                 // Only a malformed URL fails here, and `lazy` parsed it.
@@ -412,70 +421,63 @@ impl RedisQueue {
     /// [`WebhookLayer::enqueue`](crate::WebhookLayer::enqueue) calls).
     /// Returns once Redis has acknowledged the write (and the replicas, with
     /// [`wait_for_replicas`](Self::wait_for_replicas)).
+    ///
+    /// One transaction, no script: `SET` of the event's key to `queued:`
+    /// and a token new to this entry (`NX GET`: only when the event is new,
+    /// answering what was there) and `XADD` of the entry with the same
+    /// token. A transaction cannot skip its `XADD`, so a duplicate appends
+    /// an entry too; its token is not the one its event's key holds, and a
+    /// worker drops it unrun. Either both writes happen or neither: a crash
+    /// between them loses nothing answered `202`.
     pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
-        let key = self.keys.event(delivery.dedupe_key());
-        let ttl = millis(self.done_ttl);
-        let signature = delivery.signature().to_header_value();
+        let token = crate::dedupe::ClaimToken::random().to_string();
+        let mut claim = redis::cmd("SET");
+        claim
+            .arg(self.keys.event(delivery.dedupe_key()))
+            .arg(format!("{QUEUED}{token}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(self.done_ttl));
+        let mut append = redis::cmd("XADD");
+        append
+            .arg(&self.keys.stream)
+            .arg("*")
+            .arg("body")
+            .arg(delivery.envelope().body().as_ref())
+            .arg("signature")
+            .arg(delivery.signature().to_header_value())
+            // Which secret verified it: only a worker holding it runs the entry.
+            .arg("key")
+            .arg(delivery.key_id().to_string())
+            .arg("token")
+            .arg(&token);
         // The delivery span's context, so the worker's span continues its trace.
-        let traceparent = crate::trace::current_traceparent().unwrap_or_default();
-        // Which secret verified it: only a worker holding it runs the entry.
-        let key_id = delivery.key_id().to_string();
-        let enqueue = |command: &mut redis::Cmd| {
-            command
-                .arg(2)
-                .arg(&key)
-                .arg(&self.keys.stream)
-                .arg(&ttl)
-                .arg(delivery.envelope().body().as_ref())
-                .arg(&signature)
-                .arg(if self.replicas.is_some() { "1" } else { "0" })
-                .arg(&traceparent)
-                .arg(&key_id);
-        };
-        let Some(replicas) = &self.replicas else {
-            let added: Option<String> = self
-                .bounded(self.redis.invoke(script!(scripts::ENQUEUE), |command| {
-                    enqueue(command);
-                }))
-                .await?;
-            return Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added));
-        };
-        // The append and its WAIT in one pipeline: they travel on one
-        // connection to the node that holds the stream.
-        let script = script!(scripts::ENQUEUE);
-        let mut append = redis::cmd("EVALSHA");
-        append.arg(script.get_hash());
-        enqueue(&mut append);
-        let mut pipeline = redis::pipe();
-        pipeline.add_command(append);
-        pipeline
-            .cmd("WAIT")
-            .arg(replicas.count)
-            .arg(millis(replicas.deadline.min(self.timeout)));
-        let mut connection = replicas.connection.clone();
-        let call = async {
-            match pipeline
-                .query_async::<(Option<String>, u64)>(&mut connection)
-                .await
-            {
-                // Redis restarted, or its scripts were flushed.
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    script.load_async(&mut connection).await?;
-                    pipeline.query_async(&mut connection).await
-                }
-                answer => answer,
-            }
-        };
-        let (added, confirmed) = self.bounded(call).await?;
-        if confirmed < u64::from(replicas.count) {
-            return Err(StoreError::new(format!(
-                "{confirmed} of {} replicas confirmed the entry within {:?}",
-                replicas.count, replicas.deadline
-            )));
+        if let Some(traceparent) = crate::trace::current_traceparent() {
+            append.arg(crate::trace::TRACEPARENT).arg(traceparent);
         }
-        Ok(added.map_or(Enqueued::Duplicate, Enqueued::Added))
+        let transaction = vec![redis::cmd("MULTI"), claim, append, redis::cmd("EXEC")];
+        let batch = self.replicas.as_ref().map_or(&self.redis, |r| &r.batch);
+        let answer = self.bounded(batch.send(transaction)).await?;
+        let (before, id): (Option<String>, String) =
+            redis::FromRedisValue::from_redis_value(answer.value)
+                .map_err(|e| StoreError::new(redis::RedisError::from(e)))?;
+        if let Some(replicas) = &self.replicas {
+            let confirmed = answer
+                .ending
+                .and_then(|value| redis::FromRedisValue::from_redis_value(value).ok())
+                .unwrap_or(0u64);
+            if confirmed < u64::from(replicas.count) {
+                return Err(StoreError::new(format!(
+                    "{confirmed} of {} replicas confirmed the entry within {:?}",
+                    replicas.count, replicas.deadline
+                )));
+            }
+        }
+        Ok(match before {
+            None => Enqueued::Added(id),
+            Some(_) => Enqueued::Duplicate,
+        })
     }
 
     /// Entries delivered to a worker and not yet acknowledged.

@@ -2,8 +2,9 @@
 //!
 //! Every script that ends an entry's handling frees memory (`XACK` and
 //! `XDEL`) and is flagged `allow-oom`, so that a full Redis drains as soon
-//! as workers run; only the enqueue, which adds an event, is refused on a
-//! full Redis (the receiver answers `503`). Every script that acts on a
+//! as workers run; the enqueue, which adds an event, is no script (a
+//! transaction, in `RedisQueue::enqueue`) and is refused on a full Redis
+//! (the receiver answers `503`). Every script that acts on a
 //! stream entry for a worker first checks that the worker still owns it
 //! (the entry is pending under its consumer name): a worker that lost an
 //! entry to another never re-schedules or dead-letters what the other runs.
@@ -62,35 +63,6 @@ end
     };
 }
 
-/// KEYS: dedupe key, stream. ARGV: done TTL ms, body, signature, whether
-/// replicas are awaited, the trace context (`traceparent`, or empty), the
-/// key id of the secret that verified it. The entry is the body, its
-/// signature, the key id and the trace context when there is one, nothing
-/// else (every field costs Redis time on the hot path; a worker reads
-/// everything else from the verified body). The dedupe key guards the
-/// append: a duplicate appends nothing. Returns the entry id, or false for a
-/// duplicate. The append comes before the key is set: a script is not undone
-/// when a later command fails, and a key without its entry would lose the
-/// event. When replicas are awaited, a duplicate rewrites its key, so that
-/// the `WAIT` after it covers the original append too.
-pub(super) const ENQUEUE: &str = r"#!lua
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[4] == '1' then
-    redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'KEEPTTL')
-  end
-  return false
-end
-local id
-if ARGV[5] == '' then
-  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3], 'key', ARGV[6])
-else
-  id = redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'signature', ARGV[3], 'key', ARGV[6],
-    'traceparent', ARGV[5])
-end
-redis.call('SET', KEYS[1], 'queued', 'PX', ARGV[1])
-return id
-";
-
 /// KEYS: stream. ARGV: group. Creates the group (and the stream) when
 /// missing, from the stream's start. 1 when created, 0 when it existed.
 pub(super) const ENSURE_GROUP: &str = r"#!lua flags=allow-oom
@@ -117,6 +89,20 @@ end
 redis.call('SET', KEYS[2], 'done', 'PX', ARGV[4])
 if mine then return 1 end
 return 0
+"
+);
+
+/// KEYS: stream. ARGV: group, id, consumer, deliveries. For its owner,
+/// acknowledges and deletes an entry not to be run (a copy of an event
+/// queued or done already), leaving its event's key as it is. 1 when owned.
+pub(super) const DISCARD: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    owned!(),
+    r"
+if not owned(ARGV[4]) then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
 "
 );
 

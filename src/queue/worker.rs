@@ -125,6 +125,9 @@ struct Entry {
     attempts: u32,
     /// Times this entry was delivered to a worker, this one included.
     deliveries: u32,
+    /// The token its event's key holds while this entry is the one to run
+    /// it (absent from entries an earlier version wrote).
+    token: Option<String>,
     /// The receiving span's trace context, when it was recorded.
     traceparent: Option<Vec<u8>>,
     /// This run's hold: the delivery count it owns the entry under (every
@@ -174,6 +177,7 @@ impl Entry {
             signature: entry.get("signature").unwrap_or_default(),
             key_id: entry.get::<String>("key").and_then(|key| key.parse().ok()),
             attempts: entry.get("attempts").unwrap_or(0),
+            token: entry.get("token"),
             deliveries,
             traceparent: entry.get(crate::trace::TRACEPARENT),
             hold: Hold::new(deliveries),
@@ -185,6 +189,17 @@ impl Entry {
     fn attempt(&self) -> u32 {
         self.attempts.saturating_add(self.deliveries)
     }
+}
+
+/// What an event's key says about it.
+enum EventState {
+    /// Handled.
+    Done,
+    /// Queued, to be run by the entry carrying this token.
+    Queued(String),
+    /// No key (expired or evicted), an earlier version's `queued`, or
+    /// Redis did not answer.
+    Unknown,
 }
 
 /// Why a read of new entries failed.
@@ -206,6 +221,8 @@ impl std::fmt::Display for ReadError {
 /// How an entry's handling ends.
 enum End {
     Done,
+    /// Not run: a copy of an event queued or handled already.
+    Discard,
     Retry(String),
     Dead(String),
 }
@@ -768,14 +785,23 @@ impl Worker {
         span.record("event_id", delivery.id().unwrap_or(""));
         span.record("event_type", delivery.type_name());
         let key = Some(delivery.dedupe_key().to_owned());
-        // Any entry whose event is recorded done: reclaimed or retried after
-        // another worker finished it, requeued, appended again (a restore,
-        // a script run twice), or re-delivered by a group recreated over a
-        // surviving stream. Concurrent entries' checks travel together on
-        // the multiplexed connection.
-        if self.is_done(&delivery).await {
-            tracing::info!("already handled; acknowledged without running");
-            return (End::Done, key);
+        // Any entry whose event is recorded done (reclaimed or retried after
+        // another worker finished it, requeued, appended again by a restore
+        // or a script run twice, re-delivered by a group recreated over a
+        // surviving stream), and any copy appended by a duplicate delivery
+        // or a lost race (its token is not the one the event's key holds).
+        // Concurrent entries' checks travel together on the multiplexed
+        // connection.
+        match self.event_state(&delivery).await {
+            EventState::Done => {
+                tracing::info!("already handled; acknowledged without running");
+                return (End::Discard, key);
+            }
+            EventState::Queued(token) if entry.token.as_ref().is_some_and(|own| *own != token) => {
+                tracing::debug!("a copy of an event queued under another entry; dropped unrun");
+                return (End::Discard, key);
+            }
+            EventState::Queued(_) | EventState::Unknown => {}
         }
         let timer = metrics::Timer::start();
         let dispatched = self.dispatch_holding(entry, &delivery).await;
@@ -893,17 +919,25 @@ impl Worker {
         }
     }
 
-    /// Whether the event is recorded done.
-    async fn is_done(&self, delivery: &Delivery) -> bool {
+    /// What the event's key says: done, or queued under an entry's token.
+    async fn event_state(&self, delivery: &Delivery) -> EventState {
         let mut connection = self.queue.redis.connection();
         let mut get = redis::cmd("GET");
         get.arg(self.queue.keys.event(delivery.dedupe_key()));
-        matches!(
-            self.queue
-                .bounded(get.query_async::<Option<String>>(&mut connection))
-                .await,
-            Ok(Some(state)) if state == "done"
-        )
+        match self
+            .queue
+            .bounded(get.query_async::<Option<String>>(&mut connection))
+            .await
+        {
+            Ok(Some(state)) if state == "done" => EventState::Done,
+            Ok(Some(state)) => match state.strip_prefix(super::QUEUED) {
+                Some(token) => EventState::Queued(token.to_owned()),
+                None => EventState::Unknown,
+            },
+            // Expired, evicted or unreadable: the entry runs (the one window
+            // where "once" rests on the key outliving its event).
+            Ok(None) | Err(_) => EventState::Unknown,
+        }
     }
 
     /// Records the entry's end, retrying while Redis fails for as long as
@@ -911,7 +945,7 @@ impl Worker {
     /// pending after that, it is claimed again.
     async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
         match &end {
-            End::Done => {}
+            End::Done | End::Discard => {}
             End::Retry(error) => tracing::warn!(
                 %error,
                 retry_in = ?self.retry_backoff.delay(attempt),
@@ -934,6 +968,7 @@ impl Worker {
         loop {
             let recorded = match &end {
                 End::Done => self.done(entry, dedupe_key).await,
+                End::Discard => self.discard(entry).await,
                 End::Retry(error) => self.retry(entry, attempt, error).await,
                 End::Dead(error) => self.dead_letter(entry, attempt, error).await,
             };
@@ -976,6 +1011,18 @@ impl Worker {
             .arg(&entry.id)
             .arg(&self.consumer)
             .arg(millis(self.queue.done_ttl))
+            .arg(entry.hold.deliveries());
+        Ok(self.invoke::<i64>(invocation).await? == 1)
+    }
+
+    /// For the entry's owner, its removal, the event's key untouched.
+    async fn discard(&self, entry: &Entry) -> Result<bool, StoreError> {
+        let mut invocation = script!(scripts::DISCARD).prepare_invoke();
+        invocation
+            .key(&self.queue.keys.stream)
+            .arg(GROUP)
+            .arg(&entry.id)
+            .arg(&self.consumer)
             .arg(entry.hold.deliveries());
         Ok(self.invoke::<i64>(invocation).await? == 1)
     }

@@ -119,7 +119,8 @@ pub trait Enqueue: Send + Sync + 'static {
 pub enum Enqueued {
     /// Appended, and the write confirmed, under this entry id.
     Added(String),
-    /// The event was enqueued before (by any receiver): nothing appended.
+    /// The event was enqueued before (by any receiver): anything appended
+    /// with this delivery is dropped by the workers, unrun.
     Duplicate,
 }
 

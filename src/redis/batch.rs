@@ -15,13 +15,28 @@ use redis::{
 };
 use tokio::sync::oneshot;
 
-type Waiting = Vec<(Cmd, oneshot::Sender<RedisResult<Value>>)>;
+/// Each caller's commands (sent in order, adjacent), and where to send
+/// their answer.
+type Waiting = Vec<(Vec<Cmd>, oneshot::Sender<RedisResult<Answer>>)>;
+
+/// What one caller's commands came to in a batch.
+pub(crate) struct Answer {
+    /// The answer to the caller's last command (`EXEC`'s, for a
+    /// transaction), or the first error among its commands.
+    pub(crate) value: Value,
+    /// The answer to the command every batch ends with
+    /// ([`Batched::ending_with`]), when there is one.
+    pub(crate) ending: Option<Value>,
+}
 
 /// A connection that sends concurrent commands as one pipeline.
 #[derive(Clone)]
 pub(crate) struct Batched {
     connection: Connection,
     waiting: Arc<Mutex<Waiting>>,
+    /// Sent after the callers' commands in every batch (a `WAIT`: one for
+    /// the batch rather than one per caller).
+    ending: Option<Arc<Cmd>>,
 }
 
 impl Batched {
@@ -29,7 +44,15 @@ impl Batched {
         Self {
             connection,
             waiting: Arc::default(),
+            ending: None,
         }
+    }
+
+    /// Ends every batch with `command`: its answer comes back to every
+    /// caller of the batch, in [`Answer::ending`].
+    pub(crate) fn ending_with(mut self, command: Cmd) -> Self {
+        self.ending = Some(Arc::new(command));
+        self
     }
 
     /// The connection itself, for commands that need no batching (start-up
@@ -41,22 +64,28 @@ impl Batched {
     /// Sends `command` with whatever else is waiting, and returns its answer.
     /// Must be called inside a tokio runtime.
     pub(crate) async fn query<T: FromRedisValue>(&self, command: Cmd) -> RedisResult<T> {
+        let answer = self.send(vec![command]).await?;
+        T::from_redis_value(answer.value).map_err(RedisError::from)
+    }
+
+    /// Sends `commands`, one after the other with nothing between them
+    /// (`MULTI` … `EXEC`), with whatever else is waiting.
+    pub(crate) async fn send(&self, commands: Vec<Cmd>) -> RedisResult<Answer> {
         let (answer, answered) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            waiting.push((command, answer));
+            waiting.push((commands, answer));
             waiting.len() == 1
         };
         if first {
             tokio::spawn(self.clone().send_waiting());
         }
-        let value = answered.await.unwrap_or_else(|_| {
+        answered.await.unwrap_or_else(|_| {
             Err(RedisError::from((
                 ErrorKind::Io,
                 "the batch was dropped before Redis answered",
             )))
-        })?;
-        T::from_redis_value(value).map_err(RedisError::from)
+        })
     }
 
     /// `EVALSHA` of `script`, loading the script first where Redis does not
@@ -90,19 +119,39 @@ impl Batched {
         let mut pipeline = redis::pipe();
         pipeline.ignore_errors();
         let mut answers = Vec::with_capacity(batch.len());
-        for (command, answer) in batch {
-            pipeline.add_command(command);
-            answers.push(answer);
+        for (commands, answer) in batch {
+            answers.push((commands.len(), answer));
+            for command in commands {
+                pipeline.add_command(command);
+            }
+        }
+        if let Some(ending) = &self.ending {
+            pipeline.add_command(Cmd::clone(ending));
         }
         let mut connection = self.connection;
         match pipeline.query_async::<Vec<Value>>(&mut connection).await {
-            Ok(values) => {
-                for (answer, value) in answers.into_iter().zip(values) {
-                    let _ = answer.send(value.extract_error());
+            Ok(mut values) => {
+                let ending = self.ending.is_some().then(|| values.pop()).flatten();
+                let mut values = values.into_iter();
+                for (count, answer) in answers {
+                    let mut group = values.by_ref().take(count);
+                    // The first error among a caller's commands, or its last answer.
+                    let mut result = Ok(Value::Nil);
+                    for value in group.by_ref() {
+                        result = value.extract_error();
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    group.for_each(drop);
+                    let _ = answer.send(result.map(|value| Answer {
+                        value,
+                        ending: ending.clone(),
+                    }));
                 }
             }
             Err(error) => {
-                for answer in answers {
+                for (_, answer) in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
             }
