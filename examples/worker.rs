@@ -209,9 +209,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker = worker.handler_timeout((millis > 0).then(|| Duration::from_millis(millis)));
     }
     eprintln!("worker ready");
-    worker
-        .run(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    worker.run(shutdown_signal()).await;
     Ok(())
 }

@@ -710,7 +710,7 @@ async fn queue_commands_against_a_queue_with_known_contents() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     drop(stop);
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     for n in 0..2 {
         queue
             .enqueue(&verified_delivery(body(&format!("evt_waiting_{n}"))))
@@ -1455,7 +1455,7 @@ async fn queue_output_shows_what_came_from_redis_escaped_and_raw_only_when_asked
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     drop(stop_worker);
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     let env = [
         ("LTVBOOST_QUEUE_URL", url.as_str()),
         ("LTVBOOST_NAMESPACE", namespace.as_str()),

@@ -1531,3 +1531,48 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
     let letters = queue.dead_letters_after(None, 10).await.unwrap();
     assert!(letters.is_empty(), "{letters:?}");
 }
+
+/// Queue errors are the queue's own: matched by variant, never by text, and
+/// each names the queue (its stream's key), not "dedupe store".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_errors_name_the_queue_and_are_matched_by_variant() {
+    use ltvboost_webhooks::queue::QueueError;
+    // Nothing listens there.
+    let unreachable = RedisQueue::lazy(&format!("redis://127.0.0.1:{}/", free_port()))
+        .unwrap()
+        .namespace("billing")
+        .unwrap()
+        .operation_timeout(Duration::from_millis(500));
+    let error = unreachable.stats().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            QueueError::Redis { .. } | QueueError::TimedOut { .. }
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.contains("ltvboost:{billing}:queue:events"), "{text}");
+    assert!(!text.contains("dedupe"), "{text}");
+    // A Redis that forgets on restart, refused by variant.
+    let forgetful = DurableRedis::with(&["--appendonly", "no"]).await;
+    let refused = RedisQueue::lazy(&forgetful.url())
+        .unwrap()
+        .require_durable(true)
+        .checked()
+        .await
+        .unwrap_err();
+    match refused {
+        QueueError::NotDurable { stream, risks } => {
+            assert_eq!(stream, "ltvboost:{default}:queue:events");
+            assert!(risks.contains("appendonly"), "{risks}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        RedisQueue::lazy("redis://127.0.0.1:6379/")
+            .unwrap()
+            .namespace("bad}name"),
+        Err(QueueError::Invalid(_))
+    ));
+}

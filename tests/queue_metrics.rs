@@ -95,7 +95,7 @@ async fn the_queue_is_visible_in_its_stats_and_metrics() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let text = handle.render();
     drop(stop);
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     assert_eq!(
         queue.stats().await.unwrap().consumers,
         0,

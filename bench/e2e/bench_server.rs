@@ -18,6 +18,11 @@
 //! * `redis` and `enqueue` (built with `--features queue`, Redis at
 //!   `BENCH_REDIS_URL`): the layer with a `RedisStore`, handlers inline; and
 //!   in enqueue mode, answering `202` once the event is in the stream.
+//! * `handoff` (`--features queue`): what a user writes for a durable
+//!   hand-off without this crate: axum that verifies the HMAC (`hmac`,
+//!   `sha2`), parses the envelope with serde derive, appends body and
+//!   signature to a Redis stream (`XADD` on a multiplexed connection) and
+//!   answers `202`; no dedupe guard, no replay window.
 //! * `xadd` (`--features queue`): the floor of any durable hand-off: axum
 //!   that appends the body to a Redis stream (`XADD`, one per request, on a
 //!   multiplexed connection) and answers `202`; no verification, no dedupe.
@@ -112,6 +117,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             server.serve(layer.wrap(bare)).await?;
         }
         #[cfg(feature = "queue")]
+        "handoff" => server.serve(handoff::router().await?).await?,
+        #[cfg(feature = "queue")]
         "xadd" => {
             let client = redis::Client::open(std::env::var("BENCH_REDIS_URL")?)?;
             let redis = redis::aio::ConnectionManager::new(client).await?;
@@ -144,4 +151,74 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// The hand-written durable hand-off (`handoff`).
+#[cfg(feature = "queue")]
+mod handoff {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use hmac::{KeyInit, Mac};
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read to check the envelope, as a user's code would
+    struct Envelope<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        created_at: &'a str,
+    }
+
+    pub async fn router() -> Result<Router, Box<dyn std::error::Error>> {
+        let client = redis::Client::open(std::env::var("BENCH_REDIS_URL")?)?;
+        let redis = redis::aio::ConnectionManager::new(client).await?;
+        Ok(Router::new().route(
+            "/webhooks/ltvboost",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let mut redis = redis.clone();
+                async move {
+                    let Some(header) = headers
+                        .get("x-ltvboost-signature")
+                        .and_then(|v| v.to_str().ok())
+                    else {
+                        return StatusCode::UNAUTHORIZED;
+                    };
+                    let Some(mac) = header
+                        .strip_prefix("sha256=")
+                        .and_then(|hex| hex::decode(hex).ok())
+                    else {
+                        return StatusCode::UNAUTHORIZED;
+                    };
+                    let Ok(mut expected) =
+                        hmac::Hmac::<sha2::Sha256>::new_from_slice(super::SECRET.as_bytes())
+                    else {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    };
+                    expected.update(&body);
+                    if expected.verify_slice(&mac).is_err() {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    std::hint::black_box(&envelope);
+                    let added: redis::RedisResult<String> = redis::cmd("XADD")
+                        .arg("bench:handoff")
+                        .arg("*")
+                        .arg("body")
+                        .arg(body.as_ref())
+                        .arg("signature")
+                        .arg(header)
+                        .query_async(&mut redis)
+                        .await;
+                    match added {
+                        Ok(_) => StatusCode::ACCEPTED,
+                        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    }
+                }
+            }),
+        ))
+    }
 }

@@ -113,7 +113,7 @@ start() { # name port command...
 measure() { # name port
   local name=$1 port=$2 pid_var="pid_$1"
   local url="http://127.0.0.1:$port/webhooks/ltvboost"
-  case $name in redis | enqueue | xadd | baseline_redis | baseline_enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
+  case $name in redis | enqueue | handoff | xadd | baseline_redis | baseline_enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
   # A correctness check first: a benchmark of errors would be worthless.
   local status
   status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
@@ -141,7 +141,7 @@ measure() { # name port
   start "$name" "$port" ${commands[$name]}
 }
 
-receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "xadd 4112" "express 4104")
+receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "handoff 4113" "xadd 4112" "express 4104")
 start bare 4101 "$work/bench_server" bare 127.0.0.1:4101
 start layer 4102 "$work/bench_server" layer 127.0.0.1:4102
 start metrics 4109 "$work/bench_server_metrics" layer-metrics 127.0.0.1:4109
@@ -150,6 +150,7 @@ start routerlayer 4105 "$work/bench_server" router-layer 127.0.0.1:4105
 start endpoint 4107 "$work/bench_server" endpoint 127.0.0.1:4107
 start redis 4110 "$work/bench_server_queue" redis 127.0.0.1:4110
 start enqueue 4111 "$work/bench_server_queue" enqueue 127.0.0.1:4111
+start handoff 4113 "$work/bench_server_queue" handoff 127.0.0.1:4113
 start xadd 4112 "$work/bench_server_queue" xadd 127.0.0.1:4112
 start express 4104 node "$here/express/server.js" 4104
 if [ -n "${BASELINE_BIN:-}" ]; then
@@ -200,6 +201,7 @@ names = {"bare": "bare axum (reads the body only)",
          "endpoint": "WebhookEndpoint under Router::route_service",
          "redis": "the layer with RedisStore, handlers inline",
          "enqueue": "enqueue mode: 202 once in the Redis stream",
+         "handoff": "hand-written durable hand-off: verify, serde, XADD body + signature",
          "xadd": "the floor: axum that only XADDs the body (no verify, no dedupe)",
          "express": "seed's Express receiver"}
 def ratio(name, over):
@@ -213,7 +215,7 @@ for name, rs in runs.items():
     rss = max(x[3] for x in rs)
     server = statistics.median(x[4] for x in rs)
     redis = statistics.median(x[5] for x in rs)
-    uses_redis = name in ("redis", "enqueue", "xadd", "baseline_redis", "baseline_enqueue")
+    uses_redis = name in ("redis", "enqueue", "handoff", "xadd", "baseline_redis", "baseline_enqueue")
     redis = f"{redis:.1f} µs" if uses_redis else "–"
     spread = f" ({min(x[0] for x in rs):,.0f}–{max(x[0] for x in rs):,.0f})" if len(rs) > 1 else ""
     label = names.get(name) or f"BASELINE_BIN {name.removeprefix('baseline_')}"
@@ -221,12 +223,13 @@ for name, rs in runs.items():
           f"| {p50:,.0f} µs | {p99:,.0f} µs | {rss / 1024:.1f} MiB | {server:.1f} µs | {redis} |")
 # Paired ratios of each round (rows measured one after another in a round):
 # steadier than the ratio of medians when the machine's speed drifts.
-if len(next(iter(runs.values()))) > 1 and "xadd" in runs and "enqueue" in runs:
-    pairs = [a[0] / b[0] for a, b in zip(runs["enqueue"], runs["xadd"])]
-    cpu = [a[5] / b[5] for a, b in zip(runs["enqueue"], runs["xadd"]) if b[5] > 0]
-    print(f"enqueue / xadd, paired by round: requests/s {statistics.median(pairs):.3f} "
-          f"({min(pairs):.3f}–{max(pairs):.3f}); Redis CPU a request "
-          f"{statistics.median(cpu):.2f}×")
+for over in ("handoff", "xadd"):
+    if len(next(iter(runs.values()))) > 1 and over in runs and "enqueue" in runs:
+        pairs = [a[0] / b[0] for a, b in zip(runs["enqueue"], runs[over])]
+        cpu = [a[5] / b[5] for a, b in zip(runs["enqueue"], runs[over]) if b[5] > 0]
+        print(f"enqueue / {over}, paired by round: requests/s {statistics.median(pairs):.3f} "
+              f"({min(pairs):.3f}–{max(pairs):.3f}); Redis CPU a request "
+              f"{statistics.median(cpu):.2f}× ({min(cpu):.2f}–{max(cpu):.2f})")
 if len(next(iter(runs.values()))) > 1 and "layer" in runs:
     for name in runs:
         if name != "layer":

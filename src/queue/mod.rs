@@ -84,16 +84,17 @@ use std::time::Duration;
 use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
 
 mod durability;
+mod error;
 mod scripts;
 mod worker;
 
 pub use durability::{Durability, Risk};
+pub use error::QueueError;
 pub use worker::{
     DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_ATTEMPTS, Worker,
 };
 
 use crate::dedupe::DEFAULT_DONE_TTL;
-use crate::dedupe::StoreError;
 use crate::handler::Delivery;
 use crate::redis::{Batched, Target, bounded, millis, namespaced};
 use scripts::script;
@@ -253,17 +254,18 @@ impl RedisQueue {
     /// connection, the consumer group (created when missing) and the
     /// settings that decide whether a `202` survives a restart, each risk
     /// logged at `warn`.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self, QueueError> {
         Self::lazy(url)?.checked().await
     }
 
     /// A queue that connects on first use: a receiver built with it starts
     /// while Redis is down, and answers `503` until Redis is back. Must be
     /// called inside a tokio runtime.
-    pub fn lazy(url: &str) -> Result<Self, StoreError> {
-        let target = Target::open(url)?;
+    pub fn lazy(url: &str) -> Result<Self, QueueError> {
+        let invalid = |error: crate::redis::CallError| QueueError::Invalid(error.to_string());
+        let target = Target::open(url).map_err(invalid)?;
         Ok(Self {
-            redis: Batched::new(target.lazy_connection()?),
+            redis: Batched::new(target.lazy_connection().map_err(invalid)?),
             target,
             keys: Keys::new(DEFAULT_QUEUE_PREFIX),
             timeout: crate::redis::DEFAULT_OPERATION_TIMEOUT,
@@ -282,14 +284,14 @@ impl RedisQueue {
     ///
     /// ```no_run
     /// use ltvboost_webhooks::queue::RedisQueue;
-    /// # async fn run() -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// # async fn run() -> Result<(), ltvboost_webhooks::queue::QueueError> {
     /// let queue = RedisQueue::lazy("redis://127.0.0.1:6379/")?
     ///     .require_durable(true)
     ///     .checked()
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn checked(self) -> Result<Self, StoreError> {
+    pub async fn checked(self) -> Result<Self, QueueError> {
         self.ensure_group().await?;
         tracing::info!(keys = %format!("{}*", self.keys.prefix), "queue keys");
         let durability = self.durability().await?;
@@ -308,17 +310,17 @@ impl RedisQueue {
             }
         }
         if self.require_durable && !refused.is_empty() {
-            return Err(StoreError::new(format!(
-                "the queue's Redis can forget an acknowledged event: {}",
-                refused.join("; ")
-            )));
+            return Err(QueueError::NotDurable {
+                stream: self.keys.stream.clone(),
+                risks: refused.join("; "),
+            });
         }
         Ok(self)
     }
 
     /// Reads the settings of the queue's Redis that decide what a `202`
     /// survives.
-    pub async fn durability(&self) -> Result<Durability, StoreError> {
+    pub async fn durability(&self) -> Result<Durability, QueueError> {
         let mut connection = self.redis.connection();
         self.bounded(async { Ok(Durability::read(&mut connection, &self.keys.stream).await) })
             .await
@@ -373,15 +375,15 @@ impl RedisQueue {
     ///
     /// ```no_run
     /// use ltvboost_webhooks::queue::RedisQueue;
-    /// # async fn run() -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// # async fn run() -> Result<(), ltvboost_webhooks::queue::QueueError> {
     /// let queue = RedisQueue::lazy("redis://127.0.0.1:6379/")?
     ///     .namespace("billing")?
     ///     .checked()
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn namespace(mut self, namespace: &str) -> Result<Self, StoreError> {
-        self.keys = Keys::new(&namespaced(namespace, "queue").map_err(StoreError::new)?);
+    pub fn namespace(mut self, namespace: &str) -> Result<Self, QueueError> {
+        self.keys = Keys::new(&namespaced(namespace, "queue").map_err(QueueError::Invalid)?);
         Ok(self)
     }
 
@@ -429,7 +431,7 @@ impl RedisQueue {
     /// an entry too; its token is not the one its event's key holds, and a
     /// worker drops it unrun. Either both writes happen or neither: a crash
     /// between them loses nothing answered `202`.
-    pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
+    pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, QueueError> {
         let token = crate::dedupe::ClaimToken::random().to_string();
         let mut claim = redis::cmd("SET");
         claim
@@ -460,18 +462,21 @@ impl RedisQueue {
         let batch = self.replicas.as_ref().map_or(&self.redis, |r| &r.batch);
         let answer = self.bounded(batch.send(transaction)).await?;
         let (before, id): (Option<String>, String) =
-            redis::FromRedisValue::from_redis_value(answer.value)
-                .map_err(|e| StoreError::new(redis::RedisError::from(e)))?;
+            redis::FromRedisValue::from_redis_value(answer.value).map_err(|e| {
+                self.failed(crate::redis::CallError::Redis(redis::RedisError::from(e)))
+            })?;
         if let Some(replicas) = &self.replicas {
             let confirmed = answer
                 .ending
                 .and_then(|value| redis::FromRedisValue::from_redis_value(value).ok())
                 .unwrap_or(0u64);
             if confirmed < u64::from(replicas.count) {
-                return Err(StoreError::new(format!(
-                    "{confirmed} of {} replicas confirmed the entry within {:?}",
-                    replicas.count, replicas.deadline
-                )));
+                return Err(QueueError::NotReplicated {
+                    stream: self.keys.stream.clone(),
+                    confirmed,
+                    wanted: replicas.count,
+                    deadline: replicas.deadline,
+                });
             }
         }
         Ok(match before {
@@ -481,13 +486,13 @@ impl RedisQueue {
     }
 
     /// Entries delivered to a worker and not yet acknowledged.
-    pub async fn pending(&self) -> Result<u64, StoreError> {
+    pub async fn pending(&self) -> Result<u64, QueueError> {
         Ok(self.group_info().await?.map_or(0, |g| g.pending as u64))
     }
 
     /// Entries in the stream no worker has read yet (`None` when Redis cannot
     /// tell).
-    pub async fn lag(&self) -> Result<Option<u64>, StoreError> {
+    pub async fn lag(&self) -> Result<Option<u64>, QueueError> {
         Ok(self
             .group_info()
             .await?
@@ -496,7 +501,7 @@ impl RedisQueue {
 
     /// Entries in the stream: waiting or being handled (handled ones are
     /// deleted).
-    pub async fn len(&self) -> Result<u64, StoreError> {
+    pub async fn len(&self) -> Result<u64, QueueError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XLEN");
         command.arg(&self.keys.stream);
@@ -504,19 +509,19 @@ impl RedisQueue {
     }
 
     /// Whether the stream holds no entry.
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+    pub async fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.len().await? == 0)
     }
 
     /// The queue's counts and the oldest entry's age, read in one step.
     ///
     /// ```no_run
-    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::queue::QueueError> {
     /// let stats = queue.stats().await?;
     /// println!("{} waiting, {} dead", stats.waiting(), stats.dead_letters);
     /// # Ok(()) }
     /// ```
-    pub async fn stats(&self) -> Result<QueueStats, StoreError> {
+    pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         let mut invocation = script!(scripts::STATS).prepare_invoke();
         invocation
             .key(&self.keys.stream)
@@ -545,7 +550,7 @@ impl RedisQueue {
     }
 
     /// The oldest `count` dead letters.
-    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.dead_letters_after(None, count).await
     }
 
@@ -554,7 +559,7 @@ impl RedisQueue {
     /// get the next.
     ///
     /// ```no_run
-    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::dedupe::StoreError> {
+    /// # async fn run(queue: ltvboost_webhooks::queue::RedisQueue) -> Result<(), ltvboost_webhooks::queue::QueueError> {
     /// let mut after = None;
     /// loop {
     ///     let page = queue.dead_letters_after(after.as_deref(), 100).await?;
@@ -570,14 +575,14 @@ impl RedisQueue {
         &self,
         after: Option<&str>,
         count: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
+    ) -> Result<Vec<DeadLetter>, QueueError> {
         let range = self.dead_range(after, count).await?;
         Ok(range.ids.iter().map(DeadLetter::from_entry).collect())
     }
 
     /// The body of the dead letter `id` (the event's JSON, as signed), when
     /// there is one.
-    pub async fn dead_letter_body(&self, id: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+    pub async fn dead_letter_body(&self, id: &str) -> Result<Option<bytes::Bytes>, QueueError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XRANGE");
         command.arg(&self.keys.dead).arg(id).arg(id);
@@ -591,7 +596,7 @@ impl RedisQueue {
 
     /// Moves every dead letter there is now back onto the stream, oldest
     /// first; how many. One dead-lettered again meanwhile stays dead.
-    pub async fn requeue_all(&self) -> Result<u64, StoreError> {
+    pub async fn requeue_all(&self) -> Result<u64, QueueError> {
         let mut connection = self.redis.connection();
         let mut newest = redis::cmd("XREVRANGE");
         newest
@@ -626,7 +631,7 @@ impl RedisQueue {
     pub async fn purge_dead_letters_before(
         &self,
         before: std::time::SystemTime,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, QueueError> {
         let millis = before
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -644,7 +649,7 @@ impl RedisQueue {
         &self,
         after: Option<&str>,
         count: usize,
-    ) -> Result<StreamRangeReply, StoreError> {
+    ) -> Result<StreamRangeReply, QueueError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XRANGE");
         command
@@ -658,7 +663,7 @@ impl RedisQueue {
 
     /// Moves the dead letter `id` back onto the stream, its attempts reset.
     /// Whether there was one.
-    pub async fn requeue(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn requeue(&self, id: &str) -> Result<bool, QueueError> {
         let mut invocation = script!(scripts::REQUEUE).prepare_invoke();
         invocation
             .key(&self.keys.dead)
@@ -673,7 +678,7 @@ impl RedisQueue {
 
     /// Creates the stream and its group when missing (also on a full Redis).
     /// Whether it created the group.
-    async fn ensure_group(&self) -> Result<bool, StoreError> {
+    async fn ensure_group(&self) -> Result<bool, QueueError> {
         let mut invocation = script!(scripts::ENSURE_GROUP).prepare_invoke();
         invocation.key(&self.keys.stream).arg(GROUP);
         let mut connection = self.redis.connection();
@@ -683,7 +688,7 @@ impl RedisQueue {
         Ok(created == 1)
     }
 
-    async fn group_info(&self) -> Result<Option<redis::streams::StreamInfoGroup>, StoreError> {
+    async fn group_info(&self) -> Result<Option<redis::streams::StreamInfoGroup>, QueueError> {
         let mut connection = self.redis.connection();
         let mut command = redis::cmd("XINFO");
         command.arg("GROUPS").arg(&self.keys.stream);
@@ -696,8 +701,15 @@ impl RedisQueue {
     async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        Ok(bounded(self.timeout, call).await?)
+    ) -> Result<T, QueueError> {
+        bounded(self.timeout, call)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    /// A failed call, named after this queue.
+    fn failed(&self, error: crate::redis::CallError) -> QueueError {
+        QueueError::call(&self.keys.stream, self.timeout, error)
     }
 }
 
@@ -728,8 +740,12 @@ impl crate::layer::Enqueue for RedisQueue {
         &'a self,
         delivery: &'a Delivery,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Enqueued, StoreError>> + Send + 'a>,
+        Box<
+            dyn std::future::Future<Output = Result<Enqueued, crate::dedupe::StoreError>>
+                + Send
+                + 'a,
+        >,
     > {
-        Box::pin(RedisQueue::enqueue(self, delivery))
+        Box::pin(async move { Ok(RedisQueue::enqueue(self, delivery).await?) })
     }
 }

@@ -14,13 +14,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::scripts::{self, script};
-use super::{DeadLetter, GROUP, RedisQueue};
+use super::{DeadLetter, GROUP, QueueError, RedisQueue};
 use crate::Backoff;
 use crate::Outcome;
-use crate::dedupe::StoreError;
 use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
+use crate::redis::CallError;
 use crate::redis::{Connection, millis};
 use crate::signature::{KeyId, Signature, Verifier};
 
@@ -76,7 +76,7 @@ type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 /// Worker::new(queue, verifier, Handlers::segments(Segments))
 ///     .concurrency(32)
 ///     .run(ltvboost_webhooks::serve::shutdown_signal())
-///     .await?;
+///     .await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -202,25 +202,10 @@ enum EventState {
     Unknown,
 }
 
-/// Why a read of new entries failed.
-enum ReadError {
-    /// The consumer group is gone: recreated at once.
-    NoGroup,
-    Failed(StoreError),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NoGroup => f.write_str("the queue's consumer group is gone"),
-            Self::Failed(error) => error.fmt(f),
-        }
-    }
-}
-
 /// How an entry's handling ends.
 enum End {
-    Done,
+    /// Handled: the event (by its dedupe key) is recorded done.
+    Done(String),
     /// Not run: a copy of an event queued or handled already.
     Discard,
     Retry(String),
@@ -355,7 +340,7 @@ impl Worker {
     /// Nothing Redis does ends it: an unreachable or full Redis, a lost
     /// consumer group (a restart without persistence, `FLUSHALL`, a failover
     /// to an empty node) are logged and retried, the group recreated.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         // A clone runs with state of its own, whatever its consumer name.
         self.running = Arc::default();
         self.missing_keys = Arc::default();
@@ -369,7 +354,7 @@ impl Worker {
                     tracing::warn!(%error, "could not set up the consumer group; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = &mut shutdown => return Ok(()),
+                        () = &mut shutdown => return,
                     }
                 }
             }
@@ -463,14 +448,13 @@ impl Worker {
         // Stop reading; let what runs finish and record its end.
         while running.join_next().await.is_some() {}
         worker.leave().await;
-        Ok(())
     }
 
     /// After a failed read: recreates a lost group at once; otherwise waits
     /// a moment and reconnects.
-    async fn recover(&self, error: ReadError, reads: &mut Option<Connection>) {
+    async fn recover(&self, error: QueueError, reads: &mut Option<Connection>) {
         match error {
-            ReadError::NoGroup => match self.queue.ensure_group().await {
+            QueueError::NoGroup { .. } => match self.queue.ensure_group().await {
                 Ok(_) => {
                     tracing::warn!(
                         "the consumer group was gone (Redis restarted empty, FLUSHALL or a failover); recreated it"
@@ -479,7 +463,7 @@ impl Worker {
                 }
                 Err(error) => tracing::warn!(%error, "could not recreate the consumer group"),
             },
-            ReadError::Failed(error) => {
+            error => {
                 tracing::warn!(%error, "could not read the queue; retrying");
             }
         }
@@ -505,11 +489,11 @@ impl Worker {
         &self,
         connection: &mut Option<Connection>,
         count: usize,
-    ) -> Result<Vec<Entry>, ReadError> {
+    ) -> Result<Vec<Entry>, QueueError> {
         let Some(connection) = connection else {
-            return Err(ReadError::Failed(StoreError::new(
-                "no connection to the queue",
-            )));
+            let unconnected =
+                redis::RedisError::from((redis::ErrorKind::Io, "no connection to the queue"));
+            return Err(self.queue.failed(CallError::Redis(unconnected)));
         };
         let mut command = redis::cmd("XREADGROUP");
         command
@@ -523,19 +507,19 @@ impl Worker {
             .arg("STREAMS")
             .arg(&self.queue.keys.stream)
             .arg(">");
-        let reply = tokio::time::timeout(
+        // No shorter deadline than the block time: a reply is never cut off
+        // while Redis still blocks.
+        let reply = crate::redis::bounded(
             READ_BLOCK + self.queue.timeout,
             command.query_async::<Option<StreamReadReply>>(connection),
         )
         .await
-        .map_err(|_| ReadError::Failed(StoreError::new("Redis did not answer XREADGROUP in time")))?
         .map_err(|error| {
-            // By the error's code, as Redis sends it, not by its text.
-            if error.code() == Some("NOGROUP") {
-                ReadError::NoGroup
-            } else {
-                ReadError::Failed(StoreError::new(error))
-            }
+            QueueError::call(
+                &self.queue.keys.stream,
+                READ_BLOCK + self.queue.timeout,
+                error,
+            )
         })?;
         Ok(reply
             .into_iter()
@@ -708,13 +692,10 @@ impl Worker {
         let span = self.entry_span(&entry, attempt);
         crate::trace::continue_trace(&span, entry.traceparent.as_deref());
         async {
-            let (end, dedupe_key) = self.run_entry(&entry, attempt).await;
+            let end = self.run_entry(&entry, attempt).await;
             // Held while its end is recorded too: recording may retry for a while.
-            self.holding(
-                &entry,
-                self.record(&entry, attempt, end, dedupe_key.as_deref()),
-            )
-            .await;
+            self.holding(&entry, self.record(&entry, attempt, end))
+                .await;
         }
         .instrument(span)
         .await;
@@ -752,15 +733,12 @@ impl Worker {
 
     /// What the entry's handling comes to, and its event's dedupe key once
     /// its signature verified.
-    async fn run_entry(&self, entry: &Entry, attempt: u32) -> (End, Option<String>) {
+    async fn run_entry(&self, entry: &Entry, attempt: u32) -> End {
         if attempt > self.max_attempts {
-            return (
-                End::Dead(format!(
-                    "started {} times without an end: the handler crashed, hung or was killed",
-                    attempt - 1
-                )),
-                None,
-            );
+            return End::Dead(format!(
+                "started {} times without an end: the handler crashed, hung or was killed",
+                attempt - 1
+            ));
         }
         let verified = Signature::parse(entry.signature.as_bytes()).and_then(|signature| {
             self.verifier
@@ -769,22 +747,18 @@ impl Worker {
         let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {
-                return (
-                    End::Dead(format!(
-                        "the entry does not verify ({error}): altered or injected in Redis"
-                    )),
-                    None,
-                );
+                return End::Dead(format!(
+                    "the entry does not verify ({error}): altered or injected in Redis"
+                ));
             }
         };
         let delivery = match Envelope::from_bytes(verified.body().clone()) {
             Ok(envelope) => Delivery::new(envelope, &verified),
-            Err(e) => return (End::Dead(format!("unreadable entry: {e}")), None),
+            Err(e) => return End::Dead(format!("unreadable entry: {e}")),
         };
         let span = tracing::Span::current();
         span.record("event_id", delivery.id().unwrap_or(""));
         span.record("event_type", delivery.type_name());
-        let key = Some(delivery.dedupe_key().to_owned());
         // Any entry whose event is recorded done (reclaimed or retried after
         // another worker finished it, requeued, appended again by a restore
         // or a script run twice, re-delivered by a group recreated over a
@@ -795,11 +769,11 @@ impl Worker {
         match self.event_state(&delivery).await {
             EventState::Done => {
                 tracing::info!("already handled; acknowledged without running");
-                return (End::Discard, key);
+                return End::Discard;
             }
             EventState::Queued(token) if entry.token.as_ref().is_some_and(|own| *own != token) => {
                 tracing::debug!("a copy of an event queued under another entry; dropped unrun");
-                return (End::Discard, key);
+                return End::Discard;
             }
             EventState::Queued(_) | EventState::Unknown => {}
         }
@@ -825,8 +799,8 @@ impl Worker {
             outcome.kind(),
             timer.elapsed(),
         );
-        let end = match outcome {
-            done if done.is_success() => End::Done,
+        match outcome {
+            done if done.is_success() => End::Done(delivery.dedupe_key().to_owned()),
             Outcome::Mismatched { .. } => End::Dead(outcome.row().text.trim().to_owned()),
             failed => {
                 let error = error.unwrap_or_else(|| failed.kind().to_owned());
@@ -836,8 +810,7 @@ impl Worker {
                     End::Retry(error)
                 }
             }
-        };
-        (end, key)
+        }
     }
 
     /// The handler call, under the optional deadline, while this worker
@@ -943,9 +916,9 @@ impl Worker {
     /// Records the entry's end, retrying while Redis fails for as long as
     /// the hold lasts (`claim_idle` since Redis last confirmed it); left
     /// pending after that, it is claimed again.
-    async fn record(&self, entry: &Entry, attempt: u32, end: End, dedupe_key: Option<&str>) {
+    async fn record(&self, entry: &Entry, attempt: u32, end: End) {
         match &end {
-            End::Done | End::Discard => {}
+            End::Done(_) | End::Discard => {}
             End::Retry(error) => tracing::warn!(
                 %error,
                 retry_in = ?self.retry_backoff.delay(attempt),
@@ -967,7 +940,7 @@ impl Worker {
         let mut wait = Duration::from_millis(100);
         loop {
             let recorded = match &end {
-                End::Done => self.done(entry, dedupe_key).await,
+                End::Done(dedupe_key) => self.done(entry, dedupe_key).await,
                 End::Discard => self.discard(entry).await,
                 End::Retry(error) => self.retry(entry, attempt, error).await,
                 End::Dead(error) => self.dead_letter(entry, attempt, error).await,
@@ -999,10 +972,7 @@ impl Worker {
     }
 
     /// The done-record (always) and, for the entry's owner, its removal.
-    async fn done(&self, entry: &Entry, dedupe_key: Option<&str>) -> Result<bool, StoreError> {
-        let Some(dedupe_key) = dedupe_key else {
-            return Err(StoreError::new("no event to record done"));
-        };
+    async fn done(&self, entry: &Entry, dedupe_key: &str) -> Result<bool, QueueError> {
         let mut invocation = script!(scripts::DONE).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
@@ -1016,7 +986,7 @@ impl Worker {
     }
 
     /// For the entry's owner, its removal, the event's key untouched.
-    async fn discard(&self, entry: &Entry) -> Result<bool, StoreError> {
+    async fn discard(&self, entry: &Entry) -> Result<bool, QueueError> {
         let mut invocation = script!(scripts::DISCARD).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
@@ -1027,7 +997,7 @@ impl Worker {
         Ok(self.invoke::<i64>(invocation).await? == 1)
     }
 
-    async fn retry(&self, entry: &Entry, attempts: u32, error: &str) -> Result<bool, StoreError> {
+    async fn retry(&self, entry: &Entry, attempts: u32, error: &str) -> Result<bool, QueueError> {
         let wait = self.retry_backoff.delay(attempts);
         let mut invocation = script!(scripts::RETRY).prepare_invoke();
         invocation
@@ -1059,7 +1029,7 @@ impl Worker {
         entry: &Entry,
         attempts: u32,
         error: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, QueueError> {
         let mut invocation = script!(scripts::DEAD).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
@@ -1105,7 +1075,7 @@ impl Worker {
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, QueueError> {
         let mut connection = self.queue.redis.connection();
         self.queue
             .bounded(invocation.invoke_async::<T>(&mut connection))

@@ -244,6 +244,10 @@ impl Pipeline {
                 Ok(Enqueued::Added(_)) => Outcome::Enqueued,
                 Ok(_) => Outcome::Duplicate,
                 Err(error) => {
+                    // The queue's own error (it names the queue), not the
+                    // store error that carries it.
+                    let error: &dyn std::error::Error =
+                        std::error::Error::source(&error).unwrap_or(&error);
                     tracing::error!(%error, "queue unavailable; asking the sender to retry");
                     Outcome::QueueUnavailable
                 }

@@ -390,8 +390,7 @@ pub(crate) fn start_worker(
             .run(async {
                 let _ = stopped.await;
             })
-            .await
-            .unwrap();
+            .await;
     });
     (stop, task)
 }
