@@ -90,7 +90,7 @@ pub const QUEUE_RETRIES: &str = "ltvboost_webhook_queue_retries_total";
 /// Events workers moved to the dead letters.
 pub const QUEUE_DEAD_LETTERS: &str = "ltvboost_webhook_queue_dead_letters_total";
 /// Dead letters dropped, oldest first, to keep the dead-letter stream
-/// within its cap.
+/// within its caps (count and bytes).
 pub const QUEUE_DEAD_LETTERS_DROPPED: &str = "ltvboost_webhook_queue_dead_letters_dropped_total";
 /// Pending queue entries found deleted before any worker finished them
 /// (removed by hand, or by an older version's trimming): events lost.
@@ -242,7 +242,7 @@ pub fn describe() {
         describe_counter!(
             QUEUE_DEAD_LETTERS_DROPPED,
             Unit::Count,
-            "Dead letters dropped to keep the dead-letter stream within its cap"
+            "Dead letters dropped to keep the dead-letter stream within its caps (count and bytes)"
         );
         describe_counter!(
             QUEUE_ENTRIES_LOST,

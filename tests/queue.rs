@@ -848,6 +848,133 @@ async fn the_dead_letters_stay_within_their_cap() {
     assert_eq!(ids.len(), 2, "{ids:?}");
 }
 
+/// Dead letters are capped by bytes too: 1 MiB bodies cannot fill Redis
+/// ten thousand at a time. The count of bytes follows requeues and purges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letters_stay_within_their_byte_cap() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port = port_of(&url);
+    let queue = queue(&url, &prefix).await.dead_letter_bytes(50 * 1024);
+    let padding = "x".repeat(20 * 1024);
+    for n in 0..5 {
+        let body = event_json(
+            &format!("evt_heavy_{n}"),
+            "response.created",
+            &format!(r#"{{"id":"rsp_1","padding":"{padding}"}}"#),
+        );
+        queue.enqueue(&verified_delivery(body)).await.unwrap();
+    }
+    let counter = Arc::new(Counter {
+        failing: AtomicBool::new(true),
+        ..Counter::default()
+    });
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .max_attempts(1),
+    );
+    wait_until("five calls", || counter.total() == 5).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 2, "two of about 21 KiB fit in 50 KiB");
+    // The newest are kept (handled concurrently: in any order of ids).
+    let ids: std::collections::HashSet<_> =
+        letters.iter().filter_map(|l| l.event_id.clone()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let bytes_key = format!("{prefix}dead-bytes");
+    let counted: u64 = redis_cli(port, &["GET", &bytes_key]).parse().unwrap();
+    assert!(
+        (40 * 1024..=50 * 1024).contains(&counted),
+        "{counted} bytes counted"
+    );
+    assert!(queue.requeue(&letters[0].id).await.unwrap());
+    let after_requeue: u64 = redis_cli(port, &["GET", &bytes_key]).parse().unwrap();
+    assert!(after_requeue < counted / 2 + 1024, "{after_requeue}");
+    let purged = queue
+        .purge_dead_letters_before(std::time::SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(redis_cli(port, &["GET", &bytes_key]), "0");
+}
+
+/// One worker at a time promotes retries and tidies (a lease); when it
+/// stops, another takes over and the retries it scheduled still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_at_a_time_maintains_the_queue_and_another_takes_over() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port = port_of(&url);
+    let lease = format!("{prefix}maintainer");
+    let counter = Arc::new(Counter {
+        failing: AtomicBool::new(true),
+        ..Counter::default()
+    });
+    let worker = |name: &str| {
+        let counter = counter.clone();
+        let name = name.to_owned();
+        let url = url.clone();
+        let prefix = prefix.clone();
+        async move {
+            Worker::new(
+                queue(&url, &prefix).await,
+                verifier(),
+                Handlers::responses(Counting(counter)),
+            )
+            .consumer_name(name)
+            .max_attempts(5)
+            .retry_backoff(ltvboost_webhooks::Backoff::new(
+                Duration::from_millis(1500),
+                1.0,
+                Duration::from_secs(2),
+            ))
+        }
+    };
+    let (stop_first, first) = start_worker(worker("first").await);
+    wait_until("the first worker's lease", || {
+        redis_cli(port, &["GET", &lease]) == "first"
+    })
+    .await;
+    let (stop_second, second) = start_worker(worker("second").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        redis_cli(port, &["GET", &lease]),
+        "first",
+        "the lease moved while held"
+    );
+    let queue = queue(&url, &prefix).await;
+    queue
+        .enqueue(&verified_delivery(created_event("evt_retried_across")))
+        .await
+        .unwrap();
+    wait_until("the first call", || counter.total() == 1).await;
+    counter.failing.store(false, Ordering::SeqCst);
+    // The retry is scheduled; the maintainer stops before it is due.
+    drop(stop_first);
+    first.await.unwrap();
+    wait_until("the second worker's lease", || {
+        redis_cli(port, &["GET", &lease]) == "second"
+    })
+    .await;
+    wait_until("the retry, promoted by the second", || counter.total() == 2).await;
+    drop(stop_second);
+    second.await.unwrap();
+    assert_eq!(counter.calls.lock().unwrap()["evt_retried_across"], 2);
+    assert_eq!(
+        redis_cli(port, &["EXISTS", &lease]),
+        "0",
+        "the lease was not given up"
+    );
+}
+
 #[tokio::test]
 async fn durability_is_read_and_its_risks_named() {
     let durable = DurableRedis::new().await;

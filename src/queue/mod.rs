@@ -31,8 +31,8 @@
 //! # Memory stays bounded
 //!
 //! A handled entry is deleted with its acknowledgement, so the stream holds
-//! only what waits or runs; the dead letters are capped
-//! ([`RedisQueue::dead_letter_cap`]); a worker that stops removes its
+//! only what waits or runs; the dead letters are capped by count and by bytes
+//! ([`RedisQueue::dead_letter_cap`], [`RedisQueue::dead_letter_bytes`]); a worker that stops removes its
 //! consumer from the group, and consumers of crashed workers are removed
 //! after an hour. The scripts that end an entry free memory and run on a
 //! full Redis, so a Redis that filled up while workers were down drains as
@@ -110,6 +110,11 @@ pub const DEFAULT_QUEUE_PREFIX: &str = "ltvboost:{default}:queue:";
 /// counted and logged.
 pub const DEFAULT_DEAD_LETTER_CAP: u64 = 10_000;
 
+/// How many bytes of dead letters (their bodies, signatures and reasons)
+/// are kept by default: 100 MiB. The oldest go first, each counted and
+/// logged.
+pub const DEFAULT_DEAD_LETTER_BYTES: u64 = 100 * 1024 * 1024;
+
 /// The consumer group every worker reads through.
 const GROUP: &str = "workers";
 
@@ -123,7 +128,12 @@ struct Keys {
     prefix: String,
     stream: String,
     dead: String,
+    /// The bytes the dead letters hold, kept by the scripts that add and
+    /// remove them.
+    dead_bytes: String,
     retry: String,
+    /// Held by the one worker that runs the queue's maintenance.
+    maintainer: String,
     /// The prefix of each scheduled retry's hash.
     retry_entry: String,
 }
@@ -134,7 +144,9 @@ impl Keys {
             prefix: prefix.to_owned(),
             stream: format!("{prefix}events"),
             dead: format!("{prefix}dead"),
+            dead_bytes: format!("{prefix}dead-bytes"),
             retry: format!("{prefix}retry"),
+            maintainer: format!("{prefix}maintainer"),
             retry_entry: format!("{prefix}retry:"),
         }
     }
@@ -158,6 +170,7 @@ pub struct RedisQueue {
     timeout: Duration,
     done_ttl: Duration,
     dead_letter_cap: u64,
+    dead_letter_bytes: u64,
     require_durable: bool,
     /// With `wait_for_replicas`: how many, how long, and a connection of
     /// their own (a pending `WAIT` holds up every command behind it).
@@ -271,6 +284,7 @@ impl RedisQueue {
             timeout: crate::redis::DEFAULT_OPERATION_TIMEOUT,
             done_ttl: DEFAULT_DONE_TTL,
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            dead_letter_bytes: DEFAULT_DEAD_LETTER_BYTES,
             require_durable: false,
             replicas: None,
         })
@@ -400,6 +414,27 @@ impl RedisQueue {
     /// Default: [`DEFAULT_DEAD_LETTER_CAP`].
     pub fn dead_letter_cap(mut self, cap: u64) -> Self {
         self.dead_letter_cap = cap.max(1);
+        self
+    }
+
+    /// How many bytes of dead letters are kept (bodies, signatures and
+    /// reasons); past it the oldest are dropped, counted and logged, as past
+    /// the [count](Self::dead_letter_cap). The newest dead letter is always
+    /// kept, whatever its size. Default: [`DEFAULT_DEAD_LETTER_BYTES`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ltvboost_webhooks::queue::QueueError> {
+    /// use ltvboost_webhooks::queue::RedisQueue;
+    ///
+    /// let queue = RedisQueue::lazy("redis://127.0.0.1:6379/")?
+    ///     .dead_letter_cap(50_000)
+    ///     .dead_letter_bytes(512 * 1024 * 1024);
+    /// # let _ = queue;
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_letter_bytes(mut self, cap: u64) -> Self {
+        self.dead_letter_bytes = cap.max(1);
         self
     }
 
@@ -637,12 +672,12 @@ impl RedisQueue {
             .unwrap_or_default()
             .as_millis();
         let mut connection = self.redis.connection();
-        let mut command = redis::cmd("XTRIM");
-        command
-            .arg(&self.keys.dead)
-            .arg("MINID")
+        let mut invocation = script!(scripts::PURGE_DEAD).prepare_invoke();
+        invocation
+            .key(&self.keys.dead)
+            .key(&self.keys.dead_bytes)
             .arg(format!("{millis}-0"));
-        self.bounded(command.query_async(&mut connection)).await
+        self.bounded(invocation.invoke_async(&mut connection)).await
     }
 
     async fn dead_range(
@@ -668,6 +703,7 @@ impl RedisQueue {
         invocation
             .key(&self.keys.dead)
             .key(&self.keys.stream)
+            .key(&self.keys.dead_bytes)
             .arg(id);
         let mut connection = self.redis.connection();
         let moved: i64 = self
@@ -726,6 +762,7 @@ impl std::fmt::Debug for RedisQueue {
             .field("stream", &self.keys.stream)
             .field("timeout", &self.timeout)
             .field("dead_letter_cap", &self.dead_letter_cap)
+            .field("dead_letter_bytes", &self.dead_letter_bytes)
             .field("require_durable", &self.require_durable)
             .field(
                 "replicas",

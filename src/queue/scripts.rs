@@ -128,25 +128,79 @@ return 2
 "
 );
 
-/// KEYS: stream, dead-letter stream. ARGV: group, id, consumer, the dead
-/// letters' cap, attempts, error, deliveries. Moves the entry to the dead letters
-/// (trimmed to the cap), then acknowledges and deletes it. Returns the dead
-/// letter's id, how many old dead letters the cap dropped, and 1 (0 when
-/// the entry was gone from the stream, so the dead letter has no body); or
-/// false when the entry is not this consumer's.
+/// `size(fields)`: the bytes of a stream entry's values, as the dead
+/// letters' byte count keeps them. `drop_oldest(dead, bytes)`: deletes the
+/// oldest dead letter and takes its size off the count.
+macro_rules! dead_bytes {
+    () => {
+        r"
+local function size(fields)
+  local n = 0
+  for i = 2, #fields, 2 do n = n + #fields[i] end
+  return n
+end
+local function drop_oldest(dead, bytes)
+  local oldest = redis.call('XRANGE', dead, '-', '+', 'COUNT', 1)
+  if #oldest == 0 then return false end
+  redis.call('XDEL', dead, oldest[1][1])
+  if redis.call('DECRBY', bytes, size(oldest[1][2])) < 0 then redis.call('SET', bytes, 0) end
+  return true
+end
+"
+    };
+}
+
+/// KEYS: stream, dead-letter stream, the dead letters' byte count. ARGV:
+/// group, id, consumer, the dead letters' cap, attempts, error, deliveries,
+/// the dead letters' byte cap. Moves the entry to the dead letters, drops
+/// the oldest while they are over either cap (never the one just added),
+/// then acknowledges and deletes the entry. Returns the dead letter's id,
+/// how many old dead letters the caps dropped, and 1 (0 when the entry was
+/// gone from the stream, so the dead letter has no body); or false when the
+/// entry is not this consumer's.
 pub(super) const DEAD: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
+    dead_bytes!(),
     r"
 if not owned(ARGV[7]) then return false end
 local kept, found = fields_of(ARGV[2])
-local before = redis.call('XLEN', KEYS[2])
-local dead = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*',
-  'attempts', ARGV[5], 'error', ARGV[6], unpack(kept))
-local dropped = before + 1 - redis.call('XLEN', KEYS[2])
+local letter = {'attempts', ARGV[5], 'error', ARGV[6], unpack(kept)}
+local dead = redis.call('XADD', KEYS[2], '*', unpack(letter))
+local bytes = redis.call('INCRBY', KEYS[3], size(letter))
+local dropped = 0
+while redis.call('XLEN', KEYS[2]) > 1 and (redis.call('XLEN', KEYS[2]) > tonumber(ARGV[4])
+    or bytes > tonumber(ARGV[8])) do
+  if not drop_oldest(KEYS[2], KEYS[3]) then break end
+  dropped = dropped + 1
+  bytes = tonumber(redis.call('GET', KEYS[3]))
+end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return {dead, dropped, found and 1 or 0}
+"
+);
+
+/// KEYS: dead-letter stream, its byte count. ARGV: the first id to keep.
+/// Deletes the dead letters before it, oldest first, keeping the byte
+/// count. How many.
+pub(super) const PURGE_DEAD: &str = concat!(
+    "#!lua\n",
+    dead_bytes!(),
+    r"
+local purged = 0
+while true do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #oldest == 0 then break end
+  local ms, seq = string.match(oldest[1][1], '^(%d+)-(%d+)$')
+  local kms, kseq = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  if tonumber(ms) > tonumber(kms) or (tonumber(ms) == tonumber(kms) and tonumber(seq) >= tonumber(kseq)) then
+    break
+  end
+  drop_oldest(KEYS[1], KEYS[2])
+  purged = purged + 1
+end
+return purged
 "
 );
 
@@ -287,9 +341,13 @@ pub(super) const INFO: &str = r"#!lua flags=no-writes
 return redis.call('INFO', 'replication')
 ";
 
-/// KEYS: dead-letter stream, stream. ARGV: the dead letter's id. Moves it
-/// back onto the stream with its attempts reset. 1 when there was one.
-pub(super) const REQUEUE: &str = r"#!lua
+/// KEYS: dead-letter stream, stream, the dead letters' byte count. ARGV:
+/// the dead letter's id. Moves it back onto the stream with its attempts
+/// reset, and takes its size off the count. 1 when there was one.
+pub(super) const REQUEUE: &str = concat!(
+    "#!lua\n",
+    dead_bytes!(),
+    r"
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
 if #found == 0 then return 0 end
 local fields = found[1][2]
@@ -305,5 +363,32 @@ redis.call('XADD', KEYS[2], '*', 'attempts', '0', 'requeued', '1', unpack(entry)
 -- The entry found, by its own id: an id given without its sequence number
 -- ('1764700000000') ranges over every entry of that millisecond.
 redis.call('XDEL', KEYS[1], found[1][1])
+if redis.call('DECRBY', KEYS[3], size(fields)) < 0 then redis.call('SET', KEYS[3], 0) end
 return 1
+"
+);
+
+/// KEYS: the maintenance lease. ARGV: consumer, lease ms. Takes the lease
+/// when free, renews it when this consumer holds it. 1 when it holds it.
+pub(super) const LEASE: &str = r"#!lua flags=allow-oom
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// KEYS: the maintenance lease. ARGV: consumer. Gives the lease up when
+/// this consumer holds it.
+pub(super) const RELEASE: &str = r"#!lua flags=allow-oom
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 ";

@@ -50,6 +50,11 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 /// of crashed workers removed.
 const TIDY_EVERY: Duration = Duration::from_secs(60);
 
+/// How long the maintenance lease lasts unrenewed: the worker holding it
+/// renews it at every pass (at least once a second); when it dies, another
+/// takes over within this.
+const MAINTENANCE_LEASE: Duration = Duration::from_secs(5);
+
 /// A consumer holding nothing and silent this long belongs to a worker that
 /// is gone (a live worker reads every second).
 const STALE_CONSUMER: Duration = Duration::from_secs(3600);
@@ -366,6 +371,8 @@ impl Worker {
         // machine that booted minutes ago).
         let mut maintained: Option<tokio::time::Instant> = None;
         let mut tidied: Option<tokio::time::Instant> = None;
+        // Whether this worker holds the maintenance lease.
+        let mut maintainer = false;
         let mut stopping = false;
         let mut claim_from = "0-0".to_owned();
         loop {
@@ -374,12 +381,21 @@ impl Worker {
             let mut entries = Vec::new();
             if maintained.is_none_or(|at| at.elapsed() >= maintenance_every) {
                 maintained = Some(tokio::time::Instant::now());
-                worker.maintain().await;
+                let held = worker.lease().await;
+                if held {
+                    worker.maintain().await;
+                } else if maintainer {
+                    // Another worker exports the queue's gauges now: this
+                    // one's last values must not linger beside them (the
+                    // dashboard and alerts take the maximum).
+                    metrics::queue_stats(0, 0, 0.0, 0, 0);
+                }
+                maintainer = held;
                 entries = worker
                     .reclaim(slots.available_permits(), &mut claim_from)
                     .await;
             }
-            if tidied.is_none_or(|at| at.elapsed() >= TIDY_EVERY) {
+            if maintainer && tidied.is_none_or(|at| at.elapsed() >= TIDY_EVERY) {
                 tidied = Some(tokio::time::Instant::now());
                 worker.tidy().await;
             }
@@ -626,6 +642,26 @@ impl Worker {
     }
 
     /// Moves due retries back onto the stream, and reports the queue's state.
+    /// Takes or renews the maintenance lease: one worker at a time promotes
+    /// due retries, reads the queue's statistics and tidies the group.
+    /// Whether this worker holds it.
+    async fn lease(&self) -> bool {
+        let mut invocation = script!(scripts::LEASE).prepare_invoke();
+        invocation
+            .key(&self.queue.keys.maintainer)
+            .arg(&self.consumer)
+            .arg(millis(MAINTENANCE_LEASE));
+        match self.invoke::<i64>(invocation).await {
+            Ok(held) => held == 1,
+            Err(error) => {
+                tracing::debug!(%error, "could not take or renew the maintenance lease");
+                false
+            }
+        }
+    }
+
+    /// Promotes due retries and exports the queue's gauges (the lease
+    /// holder only).
     async fn maintain(&self) {
         let mut invocation = script!(scripts::PROMOTE).prepare_invoke();
         invocation
@@ -671,6 +707,11 @@ impl Worker {
 
     /// Removes this worker's consumer from the group, if it holds nothing.
     async fn leave(&self) {
+        let mut release = script!(scripts::RELEASE).prepare_invoke();
+        release.key(&self.queue.keys.maintainer).arg(&self.consumer);
+        if let Err(error) = self.invoke::<i64>(release).await {
+            tracing::debug!(%error, "could not give up the maintenance lease; it lapses by itself");
+        }
         let mut invocation = script!(scripts::LEAVE).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
@@ -1034,13 +1075,15 @@ impl Worker {
         invocation
             .key(&self.queue.keys.stream)
             .key(&self.queue.keys.dead)
+            .key(&self.queue.keys.dead_bytes)
             .arg(GROUP)
             .arg(&entry.id)
             .arg(&self.consumer)
             .arg(self.queue.dead_letter_cap)
             .arg(attempts)
             .arg(error)
-            .arg(entry.hold.deliveries());
+            .arg(entry.hold.deliveries())
+            .arg(self.queue.dead_letter_bytes);
         let Some((id, dropped, found)) =
             self.invoke::<Option<(String, u64, u8)>>(invocation).await?
         else {
@@ -1057,6 +1100,7 @@ impl Worker {
             tracing::warn!(
                 dropped,
                 cap = self.queue.dead_letter_cap,
+                bytes_cap = self.queue.dead_letter_bytes,
                 "the dead letters are at their cap: dropped the oldest"
             );
             metrics::queue_dead_letters_dropped(dropped);
