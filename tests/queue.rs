@@ -1290,6 +1290,65 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
     );
 }
 
+/// What `wait_for_replicas` covers, and what a failover still costs: the
+/// `WAIT` covers the enqueue, so an event answered `202` is on the replica
+/// and is never lost; a worker's end record is not waited for, so an event
+/// handled on the old master after the replica last heard from it runs
+/// again on the promoted replica: twice, never lost. (The replica is cut
+/// off by `REPLICAOF NO ONE` before the worker runs: the asynchronous
+/// replication lag of a real failover, made certain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_with_wait_for_replicas_nothing_is_lost_and_a_finished_event_may_run_again()
+ {
+    let primary = DurableRedis::new().await;
+    let replica_of = format!("127.0.0.1 {}", primary.port);
+    let replica = DurableRedis::with(&["--replicaof", &replica_of]).await;
+    let queue = RedisQueue::lazy(&primary.url())
+        .unwrap()
+        .wait_for_replicas(1, Duration::from_millis(500))
+        .checked()
+        .await
+        .unwrap();
+    let addr = receiver(queue.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Answered 202 once the replica has it (503 until it has synced).
+    while post_signed(addr, &created_event("evt_failed_over"))
+        .await
+        .status
+        == 503
+    {
+        assert!(Instant::now() < deadline, "the replica never confirmed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The replica falls behind: it hears nothing more from the primary.
+    assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]).await, "OK");
+    let counter = Arc::new(Counter::default());
+    let handled_on_primary = start_worker(Worker::new(
+        queue,
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    wait_until("the event, on the primary", || counter.total() == 1).await;
+    drop(handled_on_primary.0);
+    handled_on_primary.1.await.unwrap();
+    // Failover: the workers move to the promoted replica.
+    let promoted = RedisQueue::connect(&replica.url()).await.unwrap();
+    let on_replica = start_worker(Worker::new(
+        promoted.clone(),
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    wait_until("the event, again on the replica", || counter.total() == 2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while promoted.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "never ended on the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(on_replica.0);
+    on_replica.1.await.unwrap();
+    assert_eq!(counter.calls.lock().unwrap()["evt_failed_over"], 2);
+}
+
 /// The blocking read outlasts no deadline: an idle worker says nothing
 /// (before, it logged a timed-out read about once a second).
 #[tokio::test]

@@ -51,7 +51,7 @@
 //! | `appendonly no` | nothing: a restart forgets the events since the last snapshot, and rolls the group back so handled events run again |
 //! | `maxmemory-policy` other than `noeviction` | eviction: an evicted entry is an event lost, an evicted dedupe key an event handled twice |
 //! | replicas, default | a failover may lose the last events (replication is asynchronous) |
-//! | replicas, [`RedisQueue::wait_for_replicas`] | a failover: each `202` waits until the replicas have it, or is a `503` |
+//! | replicas, [`RedisQueue::wait_for_replicas`] | a failover: each `202` waits until the replicas have it, or is a `503`; a worker's end record is not waited for, so an event handled just before a failover can run again after it |
 //!
 //! # The one window where a handler can run twice
 //!
