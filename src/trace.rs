@@ -1,8 +1,10 @@
 //! Trace context across the hop (feature `opentelemetry`).
 //!
 //! A delivery's span (`ltvboost_webhook`) takes the W3C `traceparent` of
-//! the request as its parent, so LTVboost's trace, or a proxy's, continues
-//! into the receiver. In enqueue mode the delivery span's own context is
+//! the request as its parent once the request's signature has verified, so
+//! LTVboost's trace, or a proxy's, continues into the receiver; a request
+//! that does not verify starts a trace of its own (an unsigned request
+//! cannot join, or flood, the sender's trace). In enqueue mode the delivery span's own context is
 //! stored with the queue entry, and the worker's span
 //! (`ltvboost_webhook_worker`, one for each attempt) takes it as its parent:
 //! receipt, every retry and the handler's work sit in one trace.

@@ -219,3 +219,44 @@ async fn a_delivery_without_traceparent_starts_a_trace_and_a_malformed_one_is_ig
         assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID);
     }
 }
+
+/// The request's `traceparent` becomes the delivery span's parent only once
+/// the signature has verified: a request with a forged signature, or none,
+/// cannot join (or flood) the sender's trace; its span is a new root.
+#[tokio::test]
+async fn a_traceparent_on_a_request_that_does_not_verify_starts_a_new_trace() {
+    let exporter = exporter();
+    let recorder = Recorder::new();
+    let addr = serve(Router::new().layer(WebhookLayer::new(config(), recording(&recorder)))).await;
+    let incoming = TraceId::from_hex(INCOMING.split('-').nth(1).unwrap()).unwrap();
+    let body = created_event("evt_forged_trace");
+    let forged = ltvboost_webhooks::signature::sign(
+        &ltvboost_webhooks::signature::Secret::new("not-the-receivers-secret-at-all").unwrap(),
+        &body,
+    );
+    for (headers, status) in [
+        (vec![("x-ltvboost-signature", forged.as_str())], 401),
+        (vec![], 401),
+    ] {
+        let mut headers = headers;
+        headers.push(("traceparent", INCOMING));
+        assert_eq!(post(addr, &headers, &body).await.status, status);
+    }
+    let refused = || {
+        exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| {
+                s.name == "POST"
+                    && attribute(s, "http.response.status_code") == Some(&Value::I64(401))
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until("both refused requests' spans", || refused().len() >= 2).await;
+    for span in refused() {
+        assert_ne!(span.span_context.trace_id(), incoming, "{span:#?}");
+        assert_eq!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    }
+    assert_eq!(recorder.total(), 0);
+}

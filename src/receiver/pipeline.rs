@@ -150,6 +150,9 @@ pub(crate) struct Head {
     unsettled: Option<Unsettled>,
     /// The delivery's span (none in the extractor, which logs refusals only).
     span: tracing::Span,
+    /// The request's `traceparent`: the span's parent once the signature
+    /// has verified, never before (an unsigned request cannot join a trace).
+    traceparent: Option<http::HeaderValue>,
 }
 
 impl Pipeline {
@@ -169,8 +172,8 @@ impl Pipeline {
         })
     }
 
-    /// Steps 1–2, in the delivery's span, which continues the request's
-    /// trace. A refusal is logged here.
+    /// Steps 1–2, in the delivery's span, a new root until the signature
+    /// verifies. A refusal is logged here.
     pub(crate) fn check_head(
         &self,
         method: &Method,
@@ -179,19 +182,17 @@ impl Pipeline {
         extensions: &Extensions,
     ) -> Result<Head, Outcome> {
         let span = delivery_span(method, path);
-        trace::continue_trace(
-            &span,
-            headers
-                .get(trace::TRACEPARENT)
-                .map(http::HeaderValue::as_bytes),
-        );
         let head = if method == Method::POST {
             check_head(&self.config, headers, extensions)
         } else {
             Err(Rejection::MethodNotAllowed)
         };
         match head {
-            Ok(head) => Ok(Head { span, ..head }),
+            Ok(head) => Ok(Head {
+                span,
+                traceparent: headers.get(trace::TRACEPARENT).cloned(),
+                ..head
+            }),
             Err(rejection) => {
                 let outcome = Outcome::Rejected(rejection);
                 span.in_scope(|| report(&outcome));
@@ -201,32 +202,38 @@ impl Pipeline {
         }
     }
 
-    /// Steps 3–8, in the delivery's span, logged when done.
+    /// Steps 3–8, logged when done in the delivery's span. The span is
+    /// entered only once the signature has verified, after the request's
+    /// `traceparent` became its parent: a span is given its parent before it
+    /// is first entered, and an unsigned request must not join a trace.
     pub(crate) async fn run<B>(self: Arc<Self>, mut head: Head, body: B) -> Outcome
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
         let span = std::mem::replace(&mut head.span, tracing::Span::none());
+        let traceparent = head.traceparent.take();
         let _in_flight = metrics::InFlight::start();
-        let outcome = async {
-            let unsettled = head.unsettled.clone();
-            let (outcome, event_type) = match receive(&self.config, head, body).await {
-                Ok(delivery) => {
-                    let span = tracing::Span::current();
-                    span.record("event_id", delivery.id());
-                    span.record("event_type", delivery.type_name());
-                    span.record("secret_index", delivery.secret_index());
-                    let event_type = metrics::type_label(Some(delivery.event_type()));
-                    (self.clone().hand_off(delivery, unsettled).await, event_type)
-                }
-                Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
-            };
-            report(&outcome);
-            metrics::delivery(outcome.kind(), outcome.reason(), event_type);
-            outcome
+        let unsettled = head.unsettled.clone();
+        let (outcome, event_type) = match receive(&self.config, head, body).await {
+            Ok(delivery) => {
+                trace::continue_trace(&span, traceparent.as_ref().map(http::HeaderValue::as_bytes));
+                span.record("event_id", delivery.id());
+                span.record("event_type", delivery.type_name());
+                span.record("secret_index", delivery.secret_index());
+                let event_type = metrics::type_label(Some(delivery.event_type()));
+                let outcome = self
+                    .clone()
+                    .hand_off(delivery, unsettled)
+                    .instrument(span.clone())
+                    .await;
+                (outcome, event_type)
+            }
+            Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
         };
-        outcome.instrument(span).await
+        span.in_scope(|| report(&outcome));
+        metrics::delivery(outcome.kind(), outcome.reason(), event_type);
+        outcome
     }
 
     /// Steps 7–8: the handlers, or in enqueue mode the queue.
@@ -272,6 +279,7 @@ pub(crate) fn check_head(
         peer: peer_address(extensions),
         unsettled: extensions.get::<Unsettled>().cloned(),
         span: tracing::Span::none(),
+        traceparent: None,
     })
 }
 
