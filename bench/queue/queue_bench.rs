@@ -103,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             };
-            worker.run(done).await.map_err(|e| e.to_string())?;
+            worker.run(done).await;
             println!("handled {}", handled.load(Ordering::Relaxed));
         }
         other => return Err(format!("unknown mode {other:?}").into()),

@@ -31,7 +31,15 @@ local function owned(deliveries)
   local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
   return type(p) == 'table' and #p == 1 and p[1][4] == tonumber(deliveries)
 end
--- The entry's fields but attempts and error, which the caller sets anew.
+"
+    };
+}
+
+/// `fields_of(id)`: the fields of entry `id` of stream `KEYS[1]` but
+/// attempts and error, which the caller sets anew, and whether it was there.
+macro_rules! fields_of {
+    () => {
+        r"
 local function fields_of(id)
   local found = redis.call('XRANGE', KEYS[1], id, id)
   local kept = {}
@@ -113,6 +121,7 @@ return 1
 pub(super) const RETRY: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
+    fields_of!(),
     clock!(),
     r"
 if not owned(ARGV[7]) then return 0 end
@@ -161,6 +170,7 @@ end
 pub(super) const DEAD: &str = concat!(
     "#!lua flags=allow-oom\n",
     owned!(),
+    fields_of!(),
     dead_bytes!(),
     r"
 if not owned(ARGV[7]) then return false end

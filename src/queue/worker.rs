@@ -935,12 +935,11 @@ impl Worker {
 
     /// What the event's key says: done, or queued under an entry's token.
     async fn event_state(&self, delivery: &Delivery) -> EventState {
-        let mut connection = self.queue.redis.connection();
         let mut get = redis::cmd("GET");
         get.arg(self.queue.keys.event(delivery.dedupe_key()));
         match self
             .queue
-            .bounded(get.query_async::<Option<String>>(&mut connection))
+            .bounded(self.queue.redis.query::<Option<String>>(get))
             .await
         {
             Ok(Some(state)) if state == "done" => EventState::Done,
@@ -1014,16 +1013,20 @@ impl Worker {
 
     /// The done-record (always) and, for the entry's owner, its removal.
     async fn done(&self, entry: &Entry, dedupe_key: &str) -> Result<bool, QueueError> {
-        let mut invocation = script!(scripts::DONE).prepare_invoke();
-        invocation
-            .key(&self.queue.keys.stream)
-            .key(self.queue.keys.event(dedupe_key))
-            .arg(GROUP)
-            .arg(&entry.id)
-            .arg(&self.consumer)
-            .arg(millis(self.queue.done_ttl))
-            .arg(entry.hold.deliveries());
-        Ok(self.invoke::<i64>(invocation).await? == 1)
+        let event = self.queue.keys.event(dedupe_key);
+        let ttl = millis(self.queue.done_ttl);
+        let done = self.queue.redis.invoke::<i64>(script!(scripts::DONE), |command| {
+            command
+                .arg(2)
+                .arg(&self.queue.keys.stream)
+                .arg(&event)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&self.consumer)
+                .arg(&ttl)
+                .arg(entry.hold.deliveries());
+        });
+        Ok(self.queue.bounded(done).await? == 1)
     }
 
     /// For the entry's owner, its removal, the event's key untouched.
