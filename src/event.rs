@@ -296,7 +296,9 @@ pub struct Envelope {
     /// `data` as sent: a slice of `body`.
     data: RawJson,
     body: Bytes,
-    event: Result<Event, PayloadError>,
+    /// The typed payload, decoded when first asked for: a receiver in
+    /// enqueue mode never decodes it, a worker does.
+    event: std::sync::OnceLock<Result<Event, PayloadError>>,
 }
 
 #[derive(Clone)]
@@ -345,18 +347,20 @@ impl fmt::Debug for Envelope {
 }
 
 impl Envelope {
-    /// Parses the envelope and its typed payload from (verified) body bytes,
-    /// copying them once. See [`Envelope::from_bytes`].
+    /// Parses the envelope from (verified) body bytes, copying them once.
+    /// See [`Envelope::from_bytes`].
     pub fn from_slice(body: &[u8]) -> Result<Self, EnvelopeError> {
         Self::from_bytes(Bytes::copy_from_slice(body))
     }
 
-    /// Parses the envelope and its typed payload from (verified) body bytes,
-    /// keeping them without a copy.
+    /// Parses the envelope from (verified) body bytes, keeping them without
+    /// a copy. The typed payload is decoded when first asked for
+    /// ([`Envelope::event`]), once: a receiver that only hands the body on
+    /// (enqueue mode) never decodes it.
     ///
     /// The body must be a JSON object with a string `type`. A known type
     /// whose `data` does not fit its payload is not an error here: the
-    /// envelope parses, and [`Envelope::event`] holds the [`PayloadError`].
+    /// envelope parses, and [`Envelope::event`] returns the [`PayloadError`].
     pub fn from_bytes(body: Bytes) -> Result<Self, EnvelopeError> {
         // serde reads a struct from an array too, by position: an envelope
         // is an object.
@@ -370,16 +374,9 @@ impl Envelope {
         }
         let wire: Wire<'_> = serde_json::from_slice(&body).map_err(EnvelopeError)?;
         let data = wire.data.map_or(RawJson::NULL, |raw| slice_of(&body, raw));
-        let (type_name, event) = match wire.type_name.parse::<EventType>() {
-            Ok(known) => (TypeName::Known(known), decode(known, &data)),
-            Err(_) => {
-                let name = wire.type_name.into_owned();
-                let event = Event::Unknown {
-                    type_name: name.clone(),
-                    data: data.clone(),
-                };
-                (TypeName::Other(name.into()), Ok(event))
-            }
+        let type_name = match wire.type_name.parse::<EventType>() {
+            Ok(known) => TypeName::Known(known),
+            Err(_) => TypeName::Other(wire.type_name.into_owned().into()),
         };
         let id = wire.id.and_then(identifier_text).map(Into::into);
         let created_at = wire.created_at.and_then(identifier_text).map(Into::into);
@@ -389,7 +386,7 @@ impl Envelope {
             created_at,
             data,
             body,
-            event,
+            event: std::sync::OnceLock::new(),
         })
     }
 
@@ -438,12 +435,29 @@ impl Envelope {
     /// type whose `data` does not fit its payload struct is a [`PayloadError`]
     /// (cheap to clone: it shares serde_json's error).
     pub fn event(&self) -> Result<&Event, PayloadError> {
-        self.event.as_ref().map_err(Clone::clone)
+        self.event
+            .get_or_init(|| self.decode())
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The typed event, taking the envelope apart.
-    pub fn into_event(self) -> Result<Event, PayloadError> {
-        self.event
+    pub fn into_event(mut self) -> Result<Event, PayloadError> {
+        match self.event.take() {
+            Some(event) => event,
+            None => self.decode(),
+        }
+    }
+
+    /// Decodes `data` into the payload `type` names.
+    fn decode(&self) -> Result<Event, PayloadError> {
+        match &self.type_name {
+            TypeName::Known(known) => decode(*known, &self.data),
+            TypeName::Other(name) => Ok(Event::Unknown {
+                type_name: name.to_string(),
+                data: self.data.clone(),
+            }),
+        }
     }
 }
 
