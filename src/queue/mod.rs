@@ -5,9 +5,10 @@
 //! the receiver reads, verifies, parses and replay-checks a delivery as
 //! always, then appends its body and signature to a Redis stream and
 //! answers `202 Accepted` only after Redis acknowledged the write. The
-//! event's dedupe key guards the append in the same Lua script, so an event
-//! delivered to any receiver of a fleet is enqueued once; a duplicate
-//! answers `200`. Redis unreachable, slow or full answers `503`: nothing is
+//! event's dedupe key is set in the same transaction (`SET … NX GET` and
+//! `XADD`), to a token the entry carries too: an event delivered to any
+//! receiver of a fleet runs once; a duplicate answers `200`, and the copy
+//! its transaction appended is dropped unrun by the workers. Redis unreachable, slow or full answers `503`: nothing is
 //! acknowledged that is not stored.
 //!
 //! A [`Worker`] consumes the stream through a consumer group. It verifies
