@@ -134,8 +134,8 @@ async fn a_thousand_events_through_two_receivers_and_three_workers_are_handled_o
         task.await.unwrap();
     }
     let queue = queue(&url, &prefix).await;
-    assert_eq!(queue.pending().await.unwrap(), 0);
-    assert_eq!(queue.lag().await.unwrap(), Some(0));
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.waiting()), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,8 +387,8 @@ async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inli
     let queue = queue(&url, &prefix).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (pending, lag) = (queue.pending().await.unwrap(), queue.lag().await.unwrap());
-        if pending == 0 && lag == Some(0) {
+        let stats = queue.stats().await.unwrap();
+        if stats.pending == 0 && stats.waiting() == 0 {
             break;
         }
         assert!(Instant::now() < deadline, "the entry was never done");
@@ -420,7 +420,7 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
     redis.kill_and_restart().await;
     let queue = RedisQueue::connect(&redis.url()).await.unwrap();
     assert_eq!(
-        queue.len().await.unwrap(),
+        queue.stats().await.unwrap().entries,
         200,
         "acknowledged entries were lost"
     );
@@ -614,8 +614,12 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
     wait_until("20 000 handler calls", || counter.total() == total).await;
     drop(stop);
     task.await.unwrap();
-    assert_eq!(queue.len().await.unwrap(), 0, "handled entries stayed");
-    assert_eq!(queue.pending().await.unwrap(), 0);
+    assert_eq!(
+        queue.stats().await.unwrap().entries,
+        0,
+        "handled entries stayed"
+    );
+    assert_eq!(queue.stats().await.unwrap().pending, 0);
     assert_eq!(queue.stats().await.unwrap().scheduled_retries, 0);
     assert_eq!(
         redis
@@ -666,7 +670,7 @@ async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
     }
     let queue = queue(&url, &prefix).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.len().await.unwrap() > 0 {
+    while queue.stats().await.unwrap().entries > 0 {
         assert!(Instant::now() < deadline, "the entries were never done");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -834,7 +838,7 @@ async fn the_dead_letters_stay_within_their_cap() {
     );
     wait_until("five calls", || counter.total() == 5).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.len().await.unwrap() > 0 {
+    while queue.stats().await.unwrap().entries > 0 {
         assert!(
             Instant::now() < deadline,
             "the entries were never dead-lettered"

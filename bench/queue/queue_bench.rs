@@ -95,9 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move {
                     loop {
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        let lag = queue.lag().await.ok().flatten();
-                        let pending = queue.pending().await.ok();
-                        if lag == Some(0) && pending == Some(0) {
+                        if queue.stats().await.is_ok_and(|stats| stats.entries == 0) {
                             break;
                         }
                     }

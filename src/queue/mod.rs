@@ -82,7 +82,7 @@
 
 use std::time::Duration;
 
-use redis::streams::{StreamId, StreamInfoGroupsReply, StreamRangeReply};
+use redis::streams::{StreamId, StreamRangeReply};
 
 mod durability;
 mod error;
@@ -521,34 +521,6 @@ impl RedisQueue {
         })
     }
 
-    /// Entries delivered to a worker and not yet acknowledged.
-    pub async fn pending(&self) -> Result<u64, QueueError> {
-        Ok(self.group_info().await?.map_or(0, |g| g.pending as u64))
-    }
-
-    /// Entries in the stream no worker has read yet (`None` when Redis cannot
-    /// tell).
-    pub async fn lag(&self) -> Result<Option<u64>, QueueError> {
-        Ok(self
-            .group_info()
-            .await?
-            .and_then(|g| g.lag.map(|lag| lag as u64)))
-    }
-
-    /// Entries in the stream: waiting or being handled (handled ones are
-    /// deleted).
-    pub async fn len(&self) -> Result<u64, QueueError> {
-        let mut connection = self.redis.connection();
-        let mut command = redis::cmd("XLEN");
-        command.arg(&self.keys.stream);
-        self.bounded(command.query_async(&mut connection)).await
-    }
-
-    /// Whether the stream holds no entry.
-    pub async fn is_empty(&self) -> Result<bool, QueueError> {
-        Ok(self.len().await? == 0)
-    }
-
     /// The queue's counts and the oldest entry's age, read in one step.
     ///
     /// ```no_run
@@ -723,15 +695,6 @@ impl RedisQueue {
             .bounded(invocation.invoke_async(&mut connection))
             .await?;
         Ok(created == 1)
-    }
-
-    async fn group_info(&self) -> Result<Option<redis::streams::StreamInfoGroup>, QueueError> {
-        let mut connection = self.redis.connection();
-        let mut command = redis::cmd("XINFO");
-        command.arg("GROUPS").arg(&self.keys.stream);
-        let groups: StreamInfoGroupsReply =
-            self.bounded(command.query_async(&mut connection)).await?;
-        Ok(groups.groups.into_iter().find(|g| g.name == GROUP))
     }
 
     /// A Redis call under the operation timeout.

@@ -1015,17 +1015,20 @@ impl Worker {
     async fn done(&self, entry: &Entry, dedupe_key: &str) -> Result<bool, QueueError> {
         let event = self.queue.keys.event(dedupe_key);
         let ttl = millis(self.queue.done_ttl);
-        let done = self.queue.redis.invoke::<i64>(script!(scripts::DONE), |command| {
-            command
-                .arg(2)
-                .arg(&self.queue.keys.stream)
-                .arg(&event)
-                .arg(GROUP)
-                .arg(&entry.id)
-                .arg(&self.consumer)
-                .arg(&ttl)
-                .arg(entry.hold.deliveries());
-        });
+        let done = self
+            .queue
+            .redis
+            .invoke::<i64>(script!(scripts::DONE), |command| {
+                command
+                    .arg(2)
+                    .arg(&self.queue.keys.stream)
+                    .arg(&event)
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .arg(&self.consumer)
+                    .arg(&ttl)
+                    .arg(entry.hold.deliveries());
+            });
         Ok(self.queue.bounded(done).await? == 1)
     }
 
