@@ -936,9 +936,9 @@ async fn one_worker_at_a_time_maintains_the_queue_and_another_takes_over() {
             .consumer_name(name)
             .max_attempts(5)
             .retry_backoff(ltvboost_webhooks::Backoff::new(
-                Duration::from_millis(1500),
+                Duration::from_secs(3),
                 1.0,
-                Duration::from_secs(2),
+                Duration::from_secs(3),
             ))
         }
     };
@@ -959,9 +959,16 @@ async fn one_worker_at_a_time_maintains_the_queue_and_another_takes_over() {
         .enqueue(&verified_delivery(created_event("evt_retried_across")))
         .await
         .unwrap();
-    wait_until("the first call", || counter.total() == 1).await;
+    // The first call failed and its retry is scheduled (the handler reads
+    // `failing` after it counts the call: flipped only once the retry is
+    // there); the maintainer stops before it is due.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().scheduled_retries == 0 {
+        assert!(Instant::now() < deadline, "no retry was scheduled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counter.total(), 1);
     counter.failing.store(false, Ordering::SeqCst);
-    // The retry is scheduled; the maintainer stops before it is due.
     drop(stop_first);
     first.await.unwrap();
     wait_until("the second worker's lease", || {
