@@ -26,6 +26,7 @@ pub(crate) struct Answer {
     pub(crate) value: Value,
     /// The answer to the command every batch ends with
     /// ([`Batched::ending_with`]), when there is one.
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))] // the queue's `WAIT`
     pub(crate) ending: Option<Value>,
 }
 
@@ -50,6 +51,7 @@ impl Batched {
 
     /// Ends every batch with `command`: its answer comes back to every
     /// caller of the batch, in [`Answer::ending`].
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))] // the queue's `WAIT`
     pub(crate) fn ending_with(mut self, command: Cmd) -> Self {
         self.ending = Some(Arc::new(command));
         self
