@@ -909,6 +909,98 @@ async fn the_dead_letters_stay_within_their_byte_cap() {
         .unwrap();
     assert_eq!(purged, 1);
     assert_eq!(redis_cli(port, &["GET", &bytes_key]), "0");
+    // A count that drifted (dead letters deleted by hand) heals when a dead
+    // letter is alone: it is not dropped, and the count is its size again.
+    redis_cli(port, &["SET", &bytes_key, "1000000000"]);
+    redis_cli(port, &["DEL", &format!("{prefix}events")]);
+    let body = event_json(
+        "evt_heavy_again",
+        "response.created",
+        &format!(r#"{{"id":"rsp_1","padding":"{padding}"}}"#),
+    );
+    queue.enqueue(&verified_delivery(body)).await.unwrap();
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .max_attempts(1),
+    );
+    wait_until("the sixth call", || counter.total() == 6).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().dead_letters == 0 {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    let healed: u64 = redis_cli(port, &["GET", &bytes_key]).parse().unwrap();
+    assert!((20 * 1024..=25 * 1024).contains(&healed), "{healed}");
+}
+
+/// Upgrading: an event an earlier receiver queued (its key a plain
+/// `queued`, its entry without a token) runs once, and the copy a newer
+/// receiver's duplicate appended beside it never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port = port_of(&url);
+    let queue = queue(&url, &prefix).await;
+    let body = created_event("evt_upgraded");
+    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
+    let key = secret().key_id().to_string();
+    // What the earlier version's script wrote.
+    redis_cli(
+        port,
+        &[
+            "SET",
+            &format!("{prefix}evt:evt_upgraded"),
+            "queued",
+            "PX",
+            "600000",
+        ],
+    );
+    let text = String::from_utf8(body.clone()).unwrap();
+    let added = redis_cli(
+        port,
+        &[
+            "XADD",
+            &format!("{prefix}events"),
+            "*",
+            "body",
+            &text,
+            "signature",
+            &signature,
+            "key",
+            &key,
+        ],
+    );
+    assert!(added.contains('-'), "XADD: {added}");
+    // A newer receiver's duplicate: answered as one, its copy appended.
+    assert_eq!(
+        queue.enqueue(&verified_delivery(body)).await.unwrap(),
+        ltvboost_webhooks::queue::Enqueued::Duplicate
+    );
+    assert_eq!(queue.stats().await.unwrap().entries, 2);
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(Worker::new(
+        queue.clone(),
+        verifier(),
+        Handlers::responses(Counting(counter.clone())),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(
+        counter.calls.lock().unwrap()["evt_upgraded"],
+        1,
+        "the copy ran"
+    );
 }
 
 /// One worker at a time promotes retries and tidies (a lease); when it

@@ -515,10 +515,19 @@ impl RedisQueue {
                 });
             }
         }
-        Ok(match before {
-            None => Enqueued::Added(id),
-            Some(_) => Enqueued::Duplicate,
-        })
+        match before {
+            None => Ok(Enqueued::Added(id)),
+            // This very transaction, sent again by the client after a lost
+            // connection (redis-rs' cluster client resends a pipeline): the
+            // second entry carries the key's own token, and would run too.
+            Some(before) if before.strip_prefix(QUEUED) == Some(token.as_str()) => {
+                let mut delete = redis::cmd("XDEL");
+                delete.arg(&self.keys.stream).arg(&id);
+                let _: u64 = self.bounded(batch.query(delete)).await?;
+                Ok(Enqueued::Added(id))
+            }
+            Some(_) => Ok(Enqueued::Duplicate),
+        }
     }
 
     /// The queue's counts and the oldest entry's age, read in one step.

@@ -202,9 +202,12 @@ enum EventState {
     Done,
     /// Queued, to be run by the entry carrying this token.
     Queued(String),
-    /// No key (expired or evicted), an earlier version's `queued`, or
+    /// No key: expired or evicted.
+    Missing,
+    /// Another value: an earlier version's `queued`.
+    Other,
     /// Redis did not answer.
-    Unknown,
+    Unread,
 }
 
 /// How an entry's handling ends.
@@ -213,6 +216,9 @@ enum End {
     Done(String),
     /// Not run: a copy of an event queued or handled already.
     Discard,
+    /// Not run yet: whether it should run could not be read. Handed back,
+    /// uncounted, for the next claim to try again.
+    Later,
     Retry(String),
     Dead(String),
 }
@@ -463,6 +469,10 @@ impl Worker {
         }
         // Stop reading; let what runs finish and record its end.
         while running.join_next().await.is_some() {}
+        if maintainer {
+            // Its gauges must not linger at their last values.
+            metrics::queue_stats(0, 0, 0.0, 0, 0);
+        }
         worker.leave().await;
     }
 
@@ -807,16 +817,23 @@ impl Worker {
         // or a lost race (its token is not the one the event's key holds).
         // Concurrent entries' checks travel together on the multiplexed
         // connection.
-        match self.event_state(&delivery).await {
-            EventState::Done => {
+        match (self.event_state(&delivery).await, &entry.token) {
+            (EventState::Done, _) => {
                 tracing::info!("already handled; acknowledged without running");
                 return End::Discard;
             }
-            EventState::Queued(token) if entry.token.as_ref().is_some_and(|own| *own != token) => {
+            (EventState::Unread, _) => return End::Later,
+            // The entry its key names, or one whose key expired or was
+            // evicted (the window where "once" rests on the key), or an
+            // entry an earlier version wrote, without a token.
+            (EventState::Queued(token), Some(own)) if token == *own => {}
+            (EventState::Missing, _) | (_, None) => {}
+            // A copy: of an event queued under another entry's token, or
+            // under an earlier version's plain `queued`.
+            (EventState::Queued(_) | EventState::Other, Some(_)) => {
                 tracing::debug!("a copy of an event queued under another entry; dropped unrun");
                 return End::Discard;
             }
-            EventState::Queued(_) | EventState::Unknown => {}
         }
         let timer = metrics::Timer::start();
         let dispatched = self.dispatch_holding(entry, &delivery).await;
@@ -945,11 +962,13 @@ impl Worker {
             Ok(Some(state)) if state == "done" => EventState::Done,
             Ok(Some(state)) => match state.strip_prefix(super::QUEUED) {
                 Some(token) => EventState::Queued(token.to_owned()),
-                None => EventState::Unknown,
+                None => EventState::Other,
             },
-            // Expired, evicted or unreadable: the entry runs (the one window
-            // where "once" rests on the key outliving its event).
-            Ok(None) | Err(_) => EventState::Unknown,
+            Ok(None) => EventState::Missing,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the event's key; the entry waits for the next claim");
+                EventState::Unread
+            }
         }
     }
 
@@ -958,6 +977,7 @@ impl Worker {
     /// pending after that, it is claimed again.
     async fn record(&self, entry: &Entry, attempt: u32, end: End) {
         match &end {
+            End::Later => return self.give_back(entry).await,
             End::Done(_) | End::Discard => {}
             End::Retry(error) => tracing::warn!(
                 %error,
@@ -982,6 +1002,7 @@ impl Worker {
             let recorded = match &end {
                 End::Done(dedupe_key) => self.done(entry, dedupe_key).await,
                 End::Discard => self.discard(entry).await,
+                End::Later => return,
                 End::Retry(error) => self.retry(entry, attempt, error).await,
                 End::Dead(error) => self.dead_letter(entry, attempt, error).await,
             };
