@@ -226,6 +226,58 @@ impl ResponseHandler for Counting {
     }
 }
 
+/// The two services the fault tests deliver to, on the cluster: an inline
+/// receiver on the Redis store in `store_namespace`, and an enqueue-mode
+/// receiver with one worker (`claim_idle` of 2 s) on the queue in
+/// `queue_namespace`, each counting its handler's calls.
+struct Services {
+    inline: std::net::SocketAddr,
+    inline_calls: Arc<Calls>,
+    receiver: std::net::SocketAddr,
+    queued_calls: Arc<Calls>,
+    worker: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+impl Services {
+    async fn start(url: &str, store_namespace: &str, queue_namespace: &str) -> Self {
+        let inline_calls = Arc::new(Calls::default());
+        let store = RedisStore::connect(url)
+            .await
+            .unwrap()
+            .namespace(store_namespace)
+            .unwrap();
+        let inline = serve(Router::new().layer(WebhookLayer::new(
+            config().dedupe_store(store),
+            Handlers::responses(Counting(inline_calls.clone())),
+        )))
+        .await;
+        let queued_calls = Arc::new(Calls::default());
+        let receiver = serve(Router::new().layer(WebhookLayer::enqueue(
+            config(),
+            namespaced_queue(url, queue_namespace).await,
+        )))
+        .await;
+        let worker = start_worker(
+            Worker::new(
+                namespaced_queue(url, queue_namespace).await,
+                verifier(),
+                Handlers::responses(Counting(queued_calls.clone())),
+            )
+            .claim_idle(Duration::from_secs(2)),
+        );
+        Self {
+            inline,
+            inline_calls,
+            receiver,
+            queued_calls,
+            worker,
+        }
+    }
+}
+
 /// Posts `body` until it is answered 2xx, as LTVboost retries (faster).
 async fn deliver(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -317,31 +369,13 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start().await;
     let url = cluster.url();
-    let inline_calls = Arc::new(Calls::default());
-    let store = RedisStore::connect(&url)
-        .await
-        .unwrap()
-        .namespace("failover-inline")
-        .unwrap();
-    let inline = serve(Router::new().layer(WebhookLayer::new(
-        config().dedupe_store(store),
-        Handlers::responses(Counting(inline_calls.clone())),
-    )))
-    .await;
-    let queued_calls = Arc::new(Calls::default());
-    let receiver = serve(Router::new().layer(WebhookLayer::enqueue(
-        config(),
-        namespaced_queue(&url, "failover").await,
-    )))
-    .await;
-    let worker = start_worker(
-        Worker::new(
-            namespaced_queue(&url, "failover").await,
-            verifier(),
-            Handlers::responses(Counting(queued_calls.clone())),
-        )
-        .claim_idle(Duration::from_secs(2)),
-    );
+    let Services {
+        inline,
+        inline_calls,
+        receiver,
+        queued_calls,
+        worker,
+    } = Services::start(&url, "failover-inline", "failover").await;
 
     // The sender: events one after another, each retried until 2xx, to both
     // services, while every master is failed over to its replica.
@@ -487,31 +521,13 @@ async fn moving_the_namespaces_slot_to_another_master_under_load_loses_nothing_a
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_eq!(cluster.cli(from.1, &args), "OK");
     }
-    let inline_calls = Arc::new(Calls::default());
-    let store = RedisStore::connect(&url)
-        .await
-        .unwrap()
-        .namespace("reshard")
-        .unwrap();
-    let inline = serve(Router::new().layer(WebhookLayer::new(
-        config().dedupe_store(store),
-        Handlers::responses(Counting(inline_calls.clone())),
-    )))
-    .await;
-    let queued_calls = Arc::new(Calls::default());
-    let receiver = serve(Router::new().layer(WebhookLayer::enqueue(
-        config(),
-        namespaced_queue(&url, "reshard").await,
-    )))
-    .await;
-    let worker = start_worker(
-        Worker::new(
-            namespaced_queue(&url, "reshard").await,
-            verifier(),
-            Handlers::responses(Counting(queued_calls.clone())),
-        )
-        .claim_idle(Duration::from_secs(2)),
-    );
+    let Services {
+        inline,
+        inline_calls,
+        receiver,
+        queued_calls,
+        worker,
+    } = Services::start(&url, "reshard", "reshard").await;
     // The sender, as in the failover test, noting when it met a 503.
     let events = 300;
     let unavailable = Arc::new(Mutex::new(Vec::<Instant>::new()));

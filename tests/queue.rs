@@ -82,6 +82,17 @@ impl ResponseHandler for Counting {
     }
 }
 
+/// Waits up to 30 s for `queue`'s stream to hold no entry (every entry
+/// ended: done, dropped, retried or dead-lettered); `never` says what
+/// failed otherwise.
+async fn until_empty(queue: &RedisQueue, never: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.stats().await.unwrap().entries > 0 {
+        assert!(Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A receiver in enqueue mode on `queue`.
 async fn receiver(queue: RedisQueue) -> SocketAddr {
     serve(Router::new().layer(WebhookLayer::enqueue(config(), queue))).await
@@ -669,11 +680,7 @@ async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
         assert_eq!(post_signed(addr, &created_event(&id)).await.status, 202);
     }
     let queue = queue(&url, &prefix).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "the entries were never done");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_empty(&queue, "the entries were never done").await;
     drop((stop_a, stop_b));
     task_a.await.unwrap();
     task_b.await.unwrap();
@@ -837,14 +844,7 @@ async fn the_dead_letters_stay_within_their_cap() {
         .max_attempts(1),
     );
     wait_until("five calls", || counter.total() == 5).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the entries were never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&queue, "the entries were never dead-lettered").await;
     drop(stop);
     task.await.unwrap();
     let letters = queue.dead_letters(10).await.unwrap();
@@ -881,11 +881,7 @@ async fn the_dead_letters_stay_within_their_byte_cap() {
         .max_attempts(1),
     );
     wait_until("five calls", || counter.total() == 5).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&queue, "never dead-lettered").await;
     drop(stop);
     task.await.unwrap();
     let letters = queue.dead_letters(10).await.unwrap();
@@ -989,11 +985,7 @@ async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
         verifier(),
         Handlers::responses(Counting(counter.clone())),
     ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&queue, "never ended").await;
     drop(stop);
     task.await.unwrap();
     assert_eq!(
@@ -1442,11 +1434,7 @@ async fn after_a_failover_with_wait_for_replicas_nothing_is_lost_and_a_finished_
         Handlers::responses(Counting(counter.clone())),
     ));
     wait_until("the event, again on the replica", || counter.total() == 2).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while promoted.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "never ended on the replica");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&promoted, "never ended on the replica").await;
     drop(on_replica.0);
     on_replica.1.await.unwrap();
     assert_eq!(counter.calls.lock().unwrap()["evt_failed_over"], 2);
@@ -1581,11 +1569,7 @@ async fn a_handled_events_entry_appended_again_is_not_run() {
         let added = redis_cli(port, &[&["XADD", &stream, "*"][..], &fields].concat());
         assert!(added.contains('-'), "XADD: {added}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "the copies were never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&queue, "the copies were never ended").await;
     drop(stop);
     task.await.unwrap();
     assert_eq!(counter.calls.lock().unwrap()["evt_copied"], 1, "a copy ran");
@@ -1631,11 +1615,7 @@ async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
             ))
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "the copies were never ended");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&queue, "the copies were never ended").await;
     for (stop, task) in workers {
         drop(stop);
         task.await.unwrap();
@@ -1803,11 +1783,7 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
         "XPENDING: {}",
         redis_cli(port, &["XPENDING", &stream, "workers", "-", "+", "10"]).replace('\n', " ")
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue.stats().await.unwrap().entries > 0 {
-        assert!(Instant::now() < deadline, "the entry never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_empty(&queue, "the entry never ended").await;
     drop(stop);
     task.await.unwrap();
     assert_eq!(
