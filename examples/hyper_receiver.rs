@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use ltvboost_webhooks::event::*;
 use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::{Server, shutdown_signal};
-use ltvboost_webhooks::signature::Verifier;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use std::net::SocketAddr;
 use tower::{Layer, service_fn};
@@ -34,8 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     serve_metrics_from_env()?;
     let addr = addr_from_env()?;
-    let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
-        .path("/webhooks/ltvboost");
+    let config =
+        WebhookConfig::new(ltvboost_webhooks::secrets::from_env(addr).map_err(|e| e.to_string())?)
+            .path("/webhooks/ltvboost");
     let service =
         WebhookLayer::new(config, Handlers::all(PrintingHandlers)).layer(service_fn(routes));
 

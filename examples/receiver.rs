@@ -9,7 +9,11 @@
 //!
 //! Listens on `LTVBOOST_WEBHOOK_ADDR` (default `127.0.0.1:3000`), verifies
 //! with `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation; unset, an
-//! embedded development secret, on a loopback address only), serves
+//! embedded development secret, on a loopback address only) or the file
+//! `LTVBOOST_WEBHOOK_SECRET_FILE` names (one secret per line, newest first;
+//! followed without a restart: a change applies within a second, at once on
+//! SIGHUP, and a file that turns empty or unreadable keeps the last good
+//! secrets), serves
 //! `POST /webhooks/ltvboost` and `GET /healthz`, and prints one line per
 //! handled event. With `LTVBOOST_REDIS_URL` set (and the `redis` feature),
 //! deduplication is shared through Redis, so several instances can run
@@ -28,7 +32,6 @@ use axum::{Router, routing::get};
 use ltvboost_webhooks::event::*;
 use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::{Server, shutdown_signal};
-use ltvboost_webhooks::signature::Verifier;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use std::net::SocketAddr;
 
@@ -37,8 +40,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     serve_metrics_from_env()?;
     let addr = addr_from_env()?;
-    let config = WebhookConfig::new(Verifier::from_env(addr).map_err(|e| e.to_string())?)
-        .path("/webhooks/ltvboost");
+    let config =
+        WebhookConfig::new(ltvboost_webhooks::secrets::from_env(addr).map_err(|e| e.to_string())?)
+            .path("/webhooks/ltvboost");
     let config = match std::env::var("LTVBOOST_REDIS_URL") {
         #[cfg(feature = "redis")]
         Ok(url) => {

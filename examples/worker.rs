@@ -14,6 +14,7 @@
 //! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
 //! | `LTVBOOST_NAMESPACE` | the service's keys, as the receivers' | `default` |
 //! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
+//! | `LTVBOOST_WEBHOOK_SECRET_FILE` | instead: the receivers' secret file, one secret per line, newest first, followed without a restart (within a second, at once on SIGHUP) | unset |
 //! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call (`0`: none) | 600000 |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
 //! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
@@ -32,7 +33,6 @@ use ltvboost_webhooks::handler::{
 };
 use ltvboost_webhooks::queue::{RedisQueue, Worker};
 use ltvboost_webhooks::serve::shutdown_signal;
-use ltvboost_webhooks::signature::Verifier;
 
 /// Prints each call; sleeps, fails and crashes as the demonstration
 /// variables say.
@@ -170,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // The worker listens nowhere: the development secret is allowed, with
     // the same warning as a receiver on loopback.
-    let verifier = Verifier::from_env(([127, 0, 0, 1], 0).into())?;
+    let secrets = ltvboost_webhooks::secrets::from_env(([127, 0, 0, 1], 0).into())?;
     let namespace = std::env::var("LTVBOOST_NAMESPACE")
         .ok()
         .map(|n| n.trim().to_owned())
@@ -182,7 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .checked()
         .await
         .map_err(|e| e.to_string())?;
-    let mut worker = Worker::new(queue, verifier, Handlers::all(handlers))
+    let mut worker = Worker::new(queue, secrets, Handlers::all(handlers))
         .concurrency(usize::try_from(number("LTVBOOST_WORKER_CONCURRENCY", 16)?)?)
         .max_attempts(u32::try_from(number("LTVBOOST_WORKER_MAX_ATTEMPTS", 8)?)?)
         .retry_backoff(Backoff::new(

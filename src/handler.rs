@@ -107,6 +107,7 @@ pub struct Delivery {
     signature: Signature,
     secret_index: usize,
     key_id: KeyId,
+    account: Option<std::sync::Arc<str>>,
     dedupe_key: String,
 }
 
@@ -119,6 +120,7 @@ impl Delivery {
             signature: *verified.signature(),
             secret_index: verified.secret_index(),
             key_id: verified.key_id(),
+            account: None,
             dedupe_key,
         }
     }
@@ -130,7 +132,39 @@ impl Delivery {
         &self.signature
     }
 
-    /// The key deduplication uses (see [`crate::dedupe::event_key`]).
+    /// The same delivery, received for `account` (a
+    /// [`SecretSource`](crate::secrets::SecretSource) with accounts found it):
+    /// its dedupe key is the account's, so the same event id under two
+    /// accounts is two events.
+    ///
+    /// ```
+    /// # use ltvboost_webhooks::event::Envelope;
+    /// # use ltvboost_webhooks::handler::Delivery;
+    /// # use ltvboost_webhooks::signature::{sign, Secret, Verifier};
+    /// # let secret = Secret::new("acme-secret-0123456789")?;
+    /// # let body = br#"{"id":"evt_1","type":"segment.ready","data":{}}"#;
+    /// # let verified = Verifier::new([secret.clone()])?.verify(sign(&secret, body).as_bytes(), &body[..])?;
+    /// # let envelope = Envelope::from_slice(body)?;
+    /// let delivery = Delivery::new(envelope, &verified).with_account("acme");
+    /// assert_eq!(delivery.account(), Some("acme"));
+    /// assert_eq!(delivery.dedupe_key(), "acct:4:acme:evt:evt_1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_account(mut self, account: impl Into<std::sync::Arc<str>>) -> Self {
+        let account = account.into();
+        self.dedupe_key = format!("acct:{}:{account}:{}", account.len(), self.dedupe_key);
+        self.account = Some(account);
+        self
+    }
+
+    /// The account this delivery was received for, when the receiver's
+    /// [`SecretSource`](crate::secrets::SecretSource) has accounts.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// The key deduplication uses (see [`crate::dedupe::event_key`]),
+    /// within its account when it has one ([`Self::with_account`]).
     pub fn dedupe_key(&self) -> &str {
         &self.dedupe_key
     }

@@ -78,6 +78,7 @@ mod backoff;
 // The ground floor: the protocol, no I/O, no HTTP.
 pub mod event;
 pub mod replay;
+pub mod secrets;
 pub mod signature;
 // What handles a verified event, and what remembers it.
 pub mod dedupe;

@@ -11,6 +11,7 @@
 //! | `ltvboost_webhook_secret_matches_total` | counter | `secret_index` |
 //! | `ltvboost_webhook_secret_last_match_timestamp_seconds` | gauge | `secret_index` |
 //! | `ltvboost_webhook_replay_check_skipped_total` | counter | `reason` |
+//! | `ltvboost_webhook_secret_file_reloads_total` | counter | `result` |
 //! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
 //! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
 //! | `ltvboost_webhook_queue_entries` | gauge | |
@@ -66,6 +67,10 @@ pub const IN_FLIGHT: &str = "ltvboost_webhook_in_flight";
 pub const SECRET_MATCHES: &str = "ltvboost_webhook_secret_matches_total";
 /// When each secret last matched, in seconds since the Unix epoch.
 pub const SECRET_LAST_MATCH: &str = "ltvboost_webhook_secret_last_match_timestamp_seconds";
+/// Reads of a changed secret file ([`SecretFile`](crate::secrets::SecretFile)),
+/// by `result`: `ok`, or `failed` (empty, unreadable, absent or invalid;
+/// the last good secrets stay in force).
+pub const SECRET_FILE_RELOADS: &str = "ltvboost_webhook_secret_file_reloads_total";
 /// Deliveries whose replay check was skipped: `reason` is
 /// `created_at_missing` or `created_at_unreadable`.
 pub const REPLAY_SKIPPED: &str = "ltvboost_webhook_replay_check_skipped_total";
@@ -193,6 +198,11 @@ pub fn describe() {
             "When each secret last matched (Unix time)"
         );
         describe_counter!(
+            SECRET_FILE_RELOADS,
+            Unit::Count,
+            "Reads of a changed secret file, by result (failed: the last good secrets stay)"
+        );
+        describe_counter!(
             REPLAY_SKIPPED,
             Unit::Count,
             "Deliveries whose replay check was skipped, by why"
@@ -278,6 +288,8 @@ pub(crate) const CODES: &[&str] = &[
     "body_stalled",
     "body_read_failed",
     "overloaded",
+    "unknown_account",
+    "secrets_unavailable",
     "signature_missing",
     "signature_duplicated",
     "signature_malformed",
@@ -399,6 +411,16 @@ pub(crate) fn replay_skipped(reason: &'static str) {
     metrics::counter!(REPLAY_SKIPPED, "reason" => reason).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = reason;
+}
+
+/// A changed secret file was read: its secrets applied (`ok`), or kept
+/// the last good ones.
+pub(crate) fn secret_file_reload(ok: bool) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(SECRET_FILE_RELOADS, "result" => if ok { "ok" } else { "failed" })
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = ok;
 }
 
 /// A store operation took `elapsed`; `failed` when it returned an error.

@@ -168,6 +168,19 @@ pub enum SecretError {
          secret is used only on a loopback address)"
     )]
     Unset,
+    /// Both [`SECRET_ENV`] and [`SECRET_FILE_ENV`] are set: which one is
+    /// meant is not guessed.
+    #[error("{SECRET_ENV} and {SECRET_FILE_ENV} are both set: set one of them")]
+    BothSet,
+    /// A secret file could not be read, or holds no valid secret. The
+    /// reason never quotes the file's contents.
+    #[error("secret file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 /// A secret's key id: a fingerprint that names a secret without revealing
@@ -239,6 +252,28 @@ pub struct KeyIdError;
 /// The environment variable receivers read their secrets from:
 /// comma-separated, newest first, as rotation needs them.
 pub const SECRET_ENV: &str = "LTVBOOST_WEBHOOK_SECRET";
+
+/// The environment variable naming a file of secrets, one per line, newest
+/// first (see [`Verifier::from_lines`]): how secret managers (a Vault agent,
+/// a Kubernetes secret volume, systemd credentials) hand secrets over.
+/// [`SecretFile`](crate::secrets::SecretFile) follows its changes without a
+/// restart.
+pub const SECRET_FILE_ENV: &str = "LTVBOOST_WEBHOOK_SECRET_FILE";
+
+/// The path [`SECRET_FILE_ENV`] names, when it is set and not blank.
+///
+/// ```
+/// use ltvboost_webhooks::signature::secret_file_from_env;
+///
+/// if let Some(path) = secret_file_from_env() {
+///     println!("secrets from {}", path.display());
+/// }
+/// ```
+pub fn secret_file_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os(SECRET_FILE_ENV)
+        .filter(|path| !path.to_string_lossy().trim().is_empty())
+        .map(std::path::PathBuf::from)
+}
 
 /// The secret the examples and the command line use, on a loopback address
 /// only, when [`SECRET_ENV`] is unset. Anyone who has read this crate can
@@ -373,9 +408,11 @@ pub enum SignatureError {
 /// ```
 #[derive(Clone)]
 pub struct Verifier {
-    keyed: Vec<HmacSha256>,
+    /// Shared by clones, like the rest: a clone is three reference counts,
+    /// cheap enough to hand one to every delivery.
+    keyed: Arc<[HmacSha256]>,
     /// Per secret, in the same order.
-    key_ids: Vec<KeyId>,
+    key_ids: Arc<[KeyId]>,
     /// Per secret: when it last matched, in seconds since the Unix epoch
     /// (0: never). Shared by clones, so any handle can report it.
     last_matched: Arc<[AtomicU64]>,
@@ -385,7 +422,7 @@ impl Verifier {
     /// A verifier for the given secrets, in order: [`Verified::secret_index`]
     /// is an index into this list. At least one secret is required.
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Result<Self, SecretError> {
-        let keyed: Vec<_> = secrets.into_iter().map(|s| s.keyed_mac()).collect();
+        let keyed: Arc<[HmacSha256]> = secrets.into_iter().map(|s| s.keyed_mac()).collect();
         if keyed.is_empty() {
             return Err(SecretError::NoSecrets);
         }
@@ -420,9 +457,35 @@ impl Verifier {
         Self::new(secrets)
     }
 
-    /// A verifier from [`SECRET_ENV`] for a receiver bound to `bind`.
+    /// A verifier for the text of a secret file, as [`SECRET_FILE_ENV`]
+    /// names one: one secret per line, newest first; each line is trimmed,
+    /// and blank lines and lines starting with `#` are skipped.
     ///
-    /// Unset (or empty), the [`DEVELOPMENT_SECRET`] is used, with a warning,
+    /// ```
+    /// use ltvboost_webhooks::signature::Verifier;
+    ///
+    /// let text = "# rotated on 2026-12-07\nnew-secret-0123456789\n\nold-secret-0123456789\n";
+    /// assert_eq!(Verifier::from_lines(text)?.secret_count(), 2);
+    /// assert!(Verifier::from_lines("# nothing yet\n").is_err());
+    /// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+    /// ```
+    pub fn from_lines(text: &str) -> Result<Self, SecretError> {
+        let secrets = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(Secret::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(secrets)
+    }
+
+    /// A verifier from [`SECRET_ENV`] for a receiver bound to `bind`, or
+    /// from the file [`SECRET_FILE_ENV`] names, read once (a receiver that
+    /// should follow the file's changes uses
+    /// [`SecretFile`](crate::secrets::SecretFile) instead). Setting both is
+    /// [`SecretError::BothSet`].
+    ///
+    /// Neither set (or empty), the [`DEVELOPMENT_SECRET`] is used, with a warning,
     /// only when `bind` is a loopback address; bound anywhere else it is
     /// [`SecretError::Unset`], so that a typo in the variable's name cannot
     /// make a public receiver accept events anyone can forge.
@@ -436,8 +499,12 @@ impl Verifier {
     /// ```
     pub fn from_env(bind: std::net::SocketAddr) -> Result<Self, SecretError> {
         let list = std::env::var(SECRET_ENV).unwrap_or_default();
-        if !list.trim().trim_matches(',').trim().is_empty() {
-            return Self::from_list(&list);
+        let listed = !list.trim().trim_matches(',').trim().is_empty();
+        match (listed, secret_file_from_env()) {
+            (true, Some(_)) => return Err(SecretError::BothSet),
+            (true, None) => return Self::from_list(&list),
+            (false, Some(path)) => return Self::from_file(&path),
+            (false, None) => {}
         }
         if !bind.ip().is_loopback() {
             return Err(SecretError::Unset);
@@ -449,6 +516,28 @@ impl Verifier {
         Self::new([Secret::new(DEVELOPMENT_SECRET)?])
     }
 
+    /// A verifier for the secret file at `path`, read once (see
+    /// [`Self::from_lines`] for its format).
+    ///
+    /// ```no_run
+    /// use ltvboost_webhooks::signature::Verifier;
+    ///
+    /// let verifier = Verifier::from_file("/run/secrets/ltvboost")?;
+    /// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
+    /// ```
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, SecretError> {
+        let path = path.as_ref();
+        let failed = |reason: String| SecretError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        Self::from_lines(&text).map_err(|e| match e {
+            SecretError::NoSecrets => failed("it holds no secret".to_owned()),
+            other => failed(other.to_string()),
+        })
+    }
+
     /// When the secret at `index` last verified a delivery, if ever (since
     /// this verifier was built; second precision).
     ///
@@ -458,6 +547,17 @@ impl Verifier {
     pub fn last_matched(&self, index: usize) -> Option<SystemTime> {
         let seconds = self.last_matched.get(index)?.load(Ordering::Relaxed);
         (seconds != 0).then(|| UNIX_EPOCH + Duration::from_secs(seconds))
+    }
+
+    /// Carries over from `old` when each secret that both hold last
+    /// matched: a reload keeps what a rotation's end is read off.
+    pub(crate) fn keep_last_matched(&self, old: &Verifier) {
+        for (index, key_id) in self.key_ids.iter().enumerate() {
+            if let Some(before) = old.key_ids.iter().position(|id| id == key_id) {
+                let seconds = old.last_matched[before].load(Ordering::Relaxed);
+                self.last_matched[index].fetch_max(seconds, Ordering::Relaxed);
+            }
+        }
     }
 
     /// How many secrets are active.

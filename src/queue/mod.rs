@@ -490,6 +490,10 @@ impl RedisQueue {
             .arg(delivery.key_id().to_string())
             .arg("token")
             .arg(&token);
+        // The account it was received for: the worker verifies with its secrets.
+        if let Some(account) = delivery.account() {
+            append.arg("account").arg(account);
+        }
         // The delivery span's context, so the worker's span continues its trace.
         if let Some(traceparent) = crate::trace::current_traceparent() {
             append.arg(crate::trace::TRACEPARENT).arg(traceparent);

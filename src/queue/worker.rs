@@ -22,7 +22,8 @@ use crate::handler::{Delivery, Dispatched, Handlers};
 use crate::metrics;
 use crate::redis::CallError;
 use crate::redis::{Connection, millis};
-use crate::signature::{KeyId, Signature, Verifier};
+use crate::secrets::{Keys, SecretSource};
+use crate::signature::{KeyId, Signature};
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -87,7 +88,7 @@ type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 #[derive(Clone)]
 pub struct Worker {
     queue: RedisQueue,
-    verifier: Verifier,
+    secrets: Arc<dyn SecretSource>,
     handlers: Handlers,
     consumer: String,
     concurrency: usize,
@@ -98,7 +99,7 @@ pub struct Worker {
     acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
     /// Key ids this worker said it lacks: said once each, not per entry.
-    missing_keys: Arc<std::sync::Mutex<HashSet<KeyId>>>,
+    missing_keys: Arc<std::sync::Mutex<HashSet<Missing>>>,
     /// The entries this worker runs, by id: never run twice at once.
     running: Arc<std::sync::Mutex<HashMap<String, Arc<Hold>>>>,
 }
@@ -126,6 +127,9 @@ struct Entry {
     /// The key id of the secret that verified it at the receiver (absent
     /// from entries an earlier version wrote; unchecked until it verifies).
     key_id: Option<KeyId>,
+    /// The account it was received for, when the receivers have accounts
+    /// (unchecked until it verifies with that account's secrets).
+    account: Option<String>,
     /// Handler starts recorded as failures, on earlier entries of the event.
     attempts: u32,
     /// Times this entry was delivered to a worker, this one included.
@@ -181,6 +185,7 @@ impl Entry {
             body: Bytes::from(entry.get::<Vec<u8>>("body").unwrap_or_default()),
             signature: entry.get("signature").unwrap_or_default(),
             key_id: entry.get::<String>("key").and_then(|key| key.parse().ok()),
+            account: entry.get("account"),
             attempts: entry.get("attempts").unwrap_or(0),
             token: entry.get("token"),
             deliveries,
@@ -194,6 +199,15 @@ impl Entry {
     fn attempt(&self) -> u32 {
         self.attempts.saturating_add(self.deliveries)
     }
+}
+
+/// Why a worker cannot verify an entry, and passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Missing {
+    /// The secret that verified it at the receiver, by key id.
+    Key(KeyId),
+    /// The account it was received for: unknown to this worker's source.
+    Account(String),
 }
 
 /// What an event's key says about it.
@@ -235,7 +249,13 @@ impl Worker {
     /// counted, so workers and receivers can be redeployed in any order
     /// during a rotation. An entry whose secret it holds but that does not
     /// verify was altered or injected in Redis, and is dead-lettered.
-    pub fn new(queue: RedisQueue, verifier: Verifier, handlers: Handlers) -> Self {
+    ///
+    /// `secrets` is the receivers' [`SecretSource`]: a
+    /// [`Verifier`](crate::signature::Verifier) (fixed secrets), a
+    /// [`SecretFile`](crate::secrets::SecretFile) (the receivers' file,
+    /// followed without a restart), or one with accounts, asked for the
+    /// account each entry was received for.
+    pub fn new(queue: RedisQueue, secrets: impl SecretSource, handlers: Handlers) -> Self {
         let consumer = format!(
             "{}-{}",
             std::process::id(),
@@ -243,7 +263,7 @@ impl Worker {
         );
         Self {
             queue,
-            verifier,
+            secrets: Arc::new(secrets),
             handlers,
             consumer,
             concurrency: DEFAULT_CONCURRENCY,
@@ -734,16 +754,26 @@ impl Worker {
 
     /// One entry: verified, run while its hold is renewed, its end recorded.
     async fn handle(&self, entry: Entry) {
-        if let Some(key_id) = entry.key_id.filter(|id| !self.verifier.holds(*id)) {
-            self.pass_on(&entry, key_id).await;
-            return;
+        let keys = match self.secrets.keys(entry.account.as_deref()).await {
+            Ok(Some(keys)) => keys,
+            Ok(None) => {
+                let account = entry.account.clone().unwrap_or_default();
+                return self.pass_on(&entry, Missing::Account(account)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, entry = %entry.id, "could not look up the entry's secrets; it waits for the next claim");
+                return self.give_back(&entry).await;
+            }
+        };
+        if let Some(key_id) = entry.key_id.filter(|id| !keys.verifier().holds(*id)) {
+            return self.pass_on(&entry, Missing::Key(key_id)).await;
         }
         let _running = Running::start(&self.running, &entry);
         let attempt = entry.attempt();
         let span = self.entry_span(&entry, attempt);
         crate::trace::continue_trace(&span, entry.traceparent.as_deref());
         async {
-            let end = self.run_entry(&entry, attempt).await;
+            let end = self.run_entry(&entry, &keys, attempt).await;
             // Held while its end is recorded too: recording may retry for a while.
             self.holding(&entry, self.record(&entry, attempt, end))
                 .await;
@@ -784,7 +814,7 @@ impl Worker {
 
     /// What the entry's handling comes to, and its event's dedupe key once
     /// its signature verified.
-    async fn run_entry(&self, entry: &Entry, attempt: u32) -> End {
+    async fn run_entry(&self, entry: &Entry, keys: &Keys, attempt: u32) -> End {
         if attempt > self.max_attempts {
             return End::Dead(format!(
                 "started {} times without an end: the handler crashed, hung or was killed",
@@ -792,7 +822,7 @@ impl Worker {
             ));
         }
         let verified = Signature::parse(entry.signature.as_bytes()).and_then(|signature| {
-            self.verifier
+            keys.verifier()
                 .verify_signature(signature, entry.body.clone())
         });
         let verified = match verified {
@@ -804,7 +834,10 @@ impl Worker {
             }
         };
         let delivery = match Envelope::from_bytes(verified.body().clone()) {
-            Ok(envelope) => Delivery::new(envelope, &verified),
+            Ok(envelope) => match keys.account() {
+                Some(account) => Delivery::new(envelope, &verified).with_account(account),
+                None => Delivery::new(envelope, &verified),
+            },
             Err(e) => return End::Dead(format!("unreadable entry: {e}")),
         };
         let span = tracing::Span::current();
@@ -912,22 +945,29 @@ impl Worker {
     /// it. A worker that lacks the key takes it again and passes it on
     /// again: nothing is lost or dead-lettered while no worker holds the
     /// key, and the alert on the metric says so.
-    async fn pass_on(&self, entry: &Entry, key_id: KeyId) {
+    async fn pass_on(&self, entry: &Entry, missing: Missing) {
         metrics::queue_key_missing();
         let first = self
             .missing_keys
             .lock()
-            .map(|mut said| said.insert(key_id))
+            .map(|mut said| said.insert(missing.clone()))
             .unwrap_or(true);
-        if first {
-            tracing::error!(
+        match (&missing, first) {
+            (Missing::Key(key_id), true) => tracing::error!(
                 %key_id,
                 "an entry was verified by a secret this worker does not hold: add it to \
-                 LTVBOOST_WEBHOOK_SECRET (the worker's Verifier) as on the receivers; its \
-                 entries are left to workers that hold it"
-            );
-        } else {
-            tracing::debug!(%key_id, "passed on an entry whose secret this worker does not hold");
+                 LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE (the worker's secret \
+                 source) as on the receivers; its entries are left to workers that hold it"
+            ),
+            (Missing::Account(account), true) => tracing::error!(
+                %account,
+                "an entry was received for an account this worker does not know: add it to \
+                 LTVBOOST_WEBHOOK_ACCOUNTS_FILE (the worker's secret source) as on the \
+                 receivers; its entries are left to workers that know it"
+            ),
+            (missing, false) => {
+                tracing::debug!(?missing, "passed on an entry this worker cannot verify");
+            }
         }
         self.give_back(entry).await;
     }

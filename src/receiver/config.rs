@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore};
 use crate::replay::{Clock, ReplayWindow, SystemClock};
+use crate::secrets::SecretSource;
 use crate::signature::Verifier;
 
 /// The default webhook path.
@@ -64,7 +65,7 @@ pub use crate::dedupe::DEFAULT_DONE_TTL;
 /// ```
 #[derive(Clone)]
 pub struct WebhookConfig {
-    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) path: Arc<str>,
     pub(crate) body_limit: usize,
     pub(crate) read_timeout: Duration,
@@ -84,9 +85,14 @@ impl WebhookConfig {
     /// A configuration with every setting at its default: path
     /// [`DEFAULT_PATH`], 1 MiB, 10 seconds, a 25-hour replay window, an
     /// in-memory dedupe store.
-    pub fn new(verifier: Verifier) -> Self {
+    ///
+    /// `secrets` says what each delivery is verified with: a [`Verifier`]
+    /// (fixed secrets), a [`SecretFile`](crate::secrets::SecretFile)
+    /// (followed without a restart), or any other
+    /// [`SecretSource`](crate::secrets::SecretSource).
+    pub fn new(secrets: impl SecretSource) -> Self {
         Self {
-            verifier: Arc::new(verifier),
+            secrets: Arc::new(secrets),
             path: Arc::from(DEFAULT_PATH),
             body_limit: DEFAULT_BODY_LIMIT,
             read_timeout: DEFAULT_READ_TIMEOUT,
@@ -232,9 +238,9 @@ impl WebhookConfig {
         self
     }
 
-    /// The verifier.
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
+    /// Where deliveries' secrets come from.
+    pub fn secrets(&self) -> &dyn SecretSource {
+        &*self.secrets
     }
 }
 
@@ -346,7 +352,6 @@ impl From<Verifier> for WebhookConfig {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("verifier", &self.verifier)
             .field("path", &self.path)
             .field("body_limit", &self.body_limit)
             .field("read_timeout", &self.read_timeout)

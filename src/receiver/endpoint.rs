@@ -113,7 +113,7 @@ where
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let outcome = match head {
-                Ok(head) => pipeline.run(head, request.into_body()).await,
+                Ok(head) => pipeline.run(head, request).await,
                 Err(outcome) => outcome,
             };
             Ok(outcome.into_response())

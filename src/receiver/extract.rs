@@ -122,7 +122,7 @@ where
     let config = WebhookConfig::from_ref(state);
     let (parts, body) = request.into_parts();
     let head = check_head(&config, &parts.headers, &parts.extensions)?;
-    receive(&config, head, body).await
+    receive(&config, head, &parts, body).await
 }
 
 /// Counts what was extracted (handed to your handler: counted as handled)

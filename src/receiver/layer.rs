@@ -181,7 +181,7 @@ where
             request.extensions(),
         ) {
             Ok(head) => Kind::Delivery {
-                future: Box::pin(self.pipeline.clone().run(head, request.into_body())),
+                future: Box::pin(self.pipeline.clone().run(head, request)),
             },
             Err(outcome) => Kind::Refused {
                 outcome: Some(outcome),

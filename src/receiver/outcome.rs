@@ -269,6 +269,11 @@ pub(crate) fn rejection_head(rejection: &Rejection) -> (StatusCode, &'static str
         Rejection::BodyStalled => (S::REQUEST_TIMEOUT, "body_stalled", UNAUTHENTICATED),
         Rejection::BodyRead(_) => (S::BAD_REQUEST, "body_read_failed", UNAUTHENTICATED),
         Rejection::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", UNAUTHENTICATED),
+        Rejection::UnknownAccount => (S::NOT_FOUND, "unknown_account", UNAUTHENTICATED),
+        // The receiver's own fault, whoever asked: the operator must hear of it.
+        Rejection::SecretsUnavailable(_) => {
+            (S::SERVICE_UNAVAILABLE, "secrets_unavailable", L::WARN)
+        }
         Rejection::Signature(SignatureError::Missing) => {
             (S::UNAUTHORIZED, "signature_missing", UNAUTHENTICATED)
         }
@@ -330,6 +335,14 @@ pub enum Rejection {
     /// Answers `503`: the sender retries later.
     #[error("receiver busy: try again later")]
     Overloaded,
+    /// The receiver's [`SecretSource`](crate::secrets::SecretSource) knows
+    /// no account for this request. Answers `404`; the body is not read.
+    #[error("no such webhook endpoint")]
+    UnknownAccount,
+    /// The receiver's [`SecretSource`](crate::secrets::SecretSource)
+    /// failed. Answers `503`, so the sender retries; the body is not read.
+    #[error("receiver cannot verify deliveries right now: try again later")]
+    SecretsUnavailable(#[source] crate::secrets::LookupError),
     /// The signature header was missing, malformed or did not match. Answers `401`.
     #[error("invalid signature: {0}")]
     Signature(#[from] SignatureError),
@@ -358,7 +371,8 @@ impl Rejection {
 
     /// The stable code of this rejection, for logs and metrics: one of
     /// `method_not_allowed`, `body_too_large`, `body_timeout`, `body_stalled`,
-    /// `body_read_failed`, `overloaded`, `signature_missing`, `signature_duplicated`,
+    /// `body_read_failed`, `overloaded`, `unknown_account`,
+    /// `secrets_unavailable`, `signature_missing`, `signature_duplicated`,
     /// `signature_malformed`, `signature_mismatch`, `not_an_event`,
     /// `created_at_missing`,
     /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
@@ -414,6 +428,10 @@ mod tests {
             Some(Rejection::BodyStalled),
             Some(Rejection::BodyRead("reset".into())),
             Some(Rejection::Overloaded),
+            Some(Rejection::UnknownAccount),
+            Some(Rejection::SecretsUnavailable(
+                crate::secrets::LookupError::new("down"),
+            )),
             Some(Rejection::Signature(SignatureError::Missing)),
             Some(Rejection::Signature(SignatureError::Duplicated)),
             Some(Rejection::Signature(SignatureError::Empty)),
@@ -470,6 +488,8 @@ mod tests {
                     | Rejection::BodyStalled
                     | Rejection::BodyRead(_)
                     | Rejection::Overloaded
+                    | Rejection::UnknownAccount
+                    | Rejection::SecretsUnavailable(_)
                     | Rejection::Signature(_)
                     | Rejection::Envelope(_)
                     | Rejection::CreatedAtMissing

@@ -9,16 +9,18 @@
 //! | --- | --- | --- |
 //! | 1. method is `POST` | [`Pipeline::check_head`] | `405` |
 //! | 2. one well-formed signature header, `Content-Length` within the limit | [`check_head`] | `401` / `413` |
-//! | 3. the whole body, within the size limit and the read deadline | [`receive`] | `413` / `408` |
-//! | 4. signature matches under an active secret (constant time) | [`receive`] | `401` |
-//! | 5. body is a JSON event envelope | [`receive`] | `400` |
-//! | 6. signed `created_at` inside the replay window | [`receive`] | `400` |
-//! | 7. dedupe claim | [`handle`] | `200` duplicate / `409` / `503` |
-//! | 8. the handler, its claim renewed while it runs; done or released | [`handle`] | `200` / `500` / `400` |
-//! | 7–8 in enqueue mode: an append to the queue, guarded by the dedupe key | `Pipeline::hand_off` | `202` / `200` duplicate / `503` |
+//! | 3. the request's secrets, from its head ([`SecretSource::lookup`]) | [`receive`] | `404` / `503` |
+//! | 4. the whole body, within the size limit and the read deadline | [`receive`] | `413` / `408` |
+//! | 5. signature matches under one of those secrets (constant time) | [`receive`] | `401` |
+//! | 6. body is a JSON event envelope | [`receive`] | `400` |
+//! | 7. signed `created_at` inside the replay window | [`receive`] | `400` |
+//! | 8. dedupe claim | [`handle`] | `200` duplicate / `409` / `503` |
+//! | 9. the handler, its claim renewed while it runs; done or released | [`handle`] | `200` / `500` / `400` |
+//! | 8–9 in enqueue mode: an append to the queue, guarded by the dedupe key | `Pipeline::hand_off` | `202` / `200` duplicate / `503` |
 //!
 //! Steps 1–2 need no I/O: a request that fails them costs no read and no
-//! allocation. The extractor stops after step 6. Steps 7–8 run on a task of
+//! allocation; one that fails step 3 costs no body read. The extractor
+//! stops after step 7. Steps 8–9 run on a task of
 //! their own, so a sender that hangs up mid-delivery cancels neither the
 //! handler nor the end of its claim; the answer goes out when the handler
 //! returns, and the claim's end (done or released) is recorded just after.
@@ -50,6 +52,7 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
+use crate::secrets::{RequestHead, SecretSource};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 use crate::trace;
 
@@ -202,25 +205,33 @@ impl Pipeline {
         }
     }
 
-    /// Steps 3–8, logged when done in the delivery's span. The span is
+    /// Steps 3–9, logged when done in the delivery's span. The span is
     /// entered only once the signature has verified, after the request's
     /// `traceparent` became its parent: a span is given its parent before it
     /// is first entered, and an unsigned request must not join a trace.
-    pub(crate) async fn run<B>(self: Arc<Self>, mut head: Head, body: B) -> Outcome
+    pub(crate) async fn run<B>(
+        self: Arc<Self>,
+        mut head: Head,
+        request: http::Request<B>,
+    ) -> Outcome
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
+        let (parts, body) = request.into_parts();
         let span = std::mem::replace(&mut head.span, tracing::Span::none());
         let traceparent = head.traceparent.take();
         let _in_flight = metrics::InFlight::start();
         let unsettled = head.unsettled.clone();
-        let (outcome, event_type) = match receive(&self.config, head, body).await {
+        let (outcome, event_type) = match receive(&self.config, head, &parts, body).await {
             Ok(delivery) => {
                 trace::continue_trace(&span, traceparent.as_ref().map(http::HeaderValue::as_bytes));
                 span.record("event_id", delivery.id());
                 span.record("event_type", delivery.type_name());
                 span.record("secret_index", delivery.secret_index());
+                if let Some(account) = delivery.account() {
+                    span.record("account", account);
+                }
                 let event_type = metrics::type_label(Some(delivery.event_type()));
                 let outcome = self
                     .clone()
@@ -297,22 +308,29 @@ fn peer_address(extensions: &Extensions) -> Option<IpAddr> {
     None
 }
 
-/// Steps 3–6: read the body within the limits, verify it, parse it, check
-/// its replay window.
+/// Steps 3–7: find the request's secrets, read the body within the limits,
+/// verify it, parse it, check its replay window.
 pub(crate) async fn receive<B>(
     config: &WebhookConfig,
     head: Head,
+    request: &http::request::Parts,
     body: B,
 ) -> Result<Delivery, Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    let request = RequestHead::new(&request.method, request.uri.path(), &request.headers);
+    let keys = match config.secrets.lookup(&request).await {
+        Ok(Some(keys)) => keys,
+        Ok(None) => return Err(Rejection::UnknownAccount),
+        Err(error) => return Err(Rejection::SecretsUnavailable(error)),
+    };
     // What arrives is charged to the budget until the signature is checked.
     let mut charge = config.body_budget.charge(head.peer);
     let body = read_body(config, body, &mut charge).await?;
     metrics::body(body.len());
-    let verified = config.verifier.verify_signature(head.signature, body)?;
+    let verified = keys.verifier().verify_signature(head.signature, body)?;
     drop(charge);
     metrics::secret_matched(verified.secret_index());
     let envelope = Envelope::from_bytes(verified.body().clone())?;
@@ -328,7 +346,11 @@ where
             "had a created_at that is neither RFC 3339 nor Unix seconds or milliseconds",
         ),
     }
-    Ok(Delivery::new(envelope, &verified))
+    let delivery = Delivery::new(envelope, &verified);
+    Ok(match keys.account() {
+        Some(account) => delivery.with_account(account),
+        None => delivery,
+    })
 }
 
 static MISSING: std::sync::Once = std::sync::Once::new();
@@ -656,6 +678,7 @@ fn delivery_span(method: &Method, path: &str) -> tracing::Span {
         event_id = field::Empty,
         event_type = field::Empty,
         secret_index = field::Empty,
+        account = field::Empty,
         outcome = field::Empty,
         reason = field::Empty,
         otel.name = method.as_str(),
@@ -674,6 +697,8 @@ fn delivery_span(method: &Method, path: &str) -> tracing::Span {
             event_id = field::Empty,
             event_type = field::Empty,
             secret_index = field::Empty,
+            account = field::Empty,
+            account = field::Empty,
             outcome = field::Empty,
             reason = field::Empty,
         )
