@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,17 @@ use ltvboost_webhooks::signature::{Secret, sign};
 const OLD: &str = "the-secret-registered-last-year-0123";
 const NEW: &str = "the-secret-registered-this-week-4567";
 
-/// The example receiver in enqueue mode with `secrets`, in `namespace`.
+/// How a process is given its secrets: a list, or a file it follows.
+fn secrets_env(secrets: &str) -> (&'static str, &str) {
+    if Path::new(secrets).is_absolute() {
+        ("LTVBOOST_WEBHOOK_SECRET_FILE", secrets)
+    } else {
+        ("LTVBOOST_WEBHOOK_SECRET", secrets)
+    }
+}
+
+/// The example receiver in enqueue mode with `secrets` (a list, or the
+/// absolute path of a secret file), in `namespace`.
 fn receiver(url: &str, namespace: &str, secrets: &str) -> (Child, SocketAddr) {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -28,7 +39,9 @@ fn receiver(url: &str, namespace: &str, secrets: &str) -> (Child, SocketAddr) {
         .env("LTVBOOST_WEBHOOK_ADDR", addr.to_string())
         .env("LTVBOOST_QUEUE_URL", url)
         .env("LTVBOOST_NAMESPACE", namespace)
-        .env("LTVBOOST_WEBHOOK_SECRET", secrets)
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+        .env(secrets_env(secrets).0, secrets_env(secrets).1)
         .env_remove("LTVBOOST_REDIS_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -50,7 +63,9 @@ fn worker(
     let mut child = Command::new(example("worker"))
         .env("LTVBOOST_QUEUE_URL", url)
         .env("LTVBOOST_NAMESPACE", namespace)
-        .env("LTVBOOST_WEBHOOK_SECRET", secrets)
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+        .env(secrets_env(secrets).0, secrets_env(secrets).1)
         .env("LTVBOOST_WORKER_MAX_ATTEMPTS", "1")
         .env("LTVBOOST_WORKER_CLAIM_IDLE_MS", "500")
         .stdout(Stdio::piped())
@@ -239,4 +254,92 @@ async fn a_rolling_rotation_with_old_only_and_new_old_workers_handles_each_once(
     for child in [&mut old_only, &mut both, &mut receiver] {
         assert_eq!(terminate(child), Some(0));
     }
+}
+
+/// Deliveries to `addr` of `id` signed with `secret`, until one is answered
+/// `202` (the receiver read its changed file).
+async fn deliver_once_in_force(addr: SocketAddr, id: &str, secret: &str) {
+    let body = created_event(id);
+    let signature = sign(&Secret::new(secret).unwrap(), &body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = post(addr, &[("x-ltvboost-signature", &signature)], &body).await;
+        if reply.status == 202 {
+            return;
+        }
+        assert_eq!(reply.status, 401, "{id}: {reply:?}");
+        assert!(Instant::now() < deadline, "{id}: the new secret never took");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_through_the_secret_file_needs_no_restart_of_receiver_or_worker() {
+    let url = test_redis_url();
+    let namespace = namespace();
+    let dir = std::env::temp_dir().join(format!("ltvboost-rotation-{namespace}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secrets");
+    std::fs::write(&file, format!("{OLD}\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let (mut receiver, addr) = receiver(&url, &namespace, path);
+    let (lines, logs) = (Arc::default(), Arc::default());
+    let mut worker = worker(&url, &namespace, path, &lines, &logs);
+    wait_for_listener(addr).await;
+
+    // Before: the old secret.
+    let mut ids: Vec<String> = (0..5).map(|i| format!("evt_file_old_{i}")).collect();
+    for id in &ids {
+        deliver(addr, id, OLD).await;
+    }
+    // Step 2 of the rotation: the new secret written first, the old kept.
+    // Both processes read the file again; entries the new secret verified
+    // run on the same worker, which was not restarted.
+    std::fs::write(&file, format!("{NEW}\n{OLD}\n")).unwrap();
+    deliver_once_in_force(addr, "evt_file_new_0", NEW).await;
+    ids.push("evt_file_new_0".to_owned());
+    for i in 1..5 {
+        let id = format!("evt_file_new_{i}");
+        deliver(addr, &id, NEW).await;
+        deliver(addr, &format!("evt_file_still_old_{i}"), OLD).await;
+        ids.extend([id, format!("evt_file_still_old_{i}")]);
+    }
+    // Step 4: the old secret removed, by a rename as secret managers write.
+    let next = dir.join("secrets.next");
+    std::fs::write(&next, format!("{NEW}\n")).unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    let body = created_event("evt_file_retired");
+    let signature = sign(&Secret::new(OLD).unwrap(), &body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while post(addr, &[("x-ltvboost-signature", &signature)], &body)
+        .await
+        .status
+        != 401
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old secret was never retired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    deliver(addr, "evt_file_after", NEW).await;
+    ids.push("evt_file_after".to_owned());
+
+    handled(&lines, &ids).await;
+    // A moment for any second run to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    once_each(&lines.lock().unwrap(), &ids);
+    assert!(
+        !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("does not hold")),
+        "the worker lacked a key it should have read from the file: {:?}",
+        logs.lock().unwrap()
+    );
+    assert!(receiver.try_wait().unwrap().is_none() && worker.try_wait().unwrap().is_none());
+    assert_eq!(terminate(&mut worker), Some(0));
+    assert_eq!(terminate(&mut receiver), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

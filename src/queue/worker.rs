@@ -1,7 +1,7 @@
 //! The worker: reads the stream through the consumer group, verifies each
 //! entry, calls the handlers while it holds the entry, and records the end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,7 +99,7 @@ pub struct Worker {
     acknowledge_mismatched: bool,
     on_dead_letter: Option<DeadLetterHook>,
     /// Key ids this worker said it lacks: said once each, not per entry.
-    missing_keys: Arc<std::sync::Mutex<HashSet<Missing>>>,
+    missing_keys: Arc<std::sync::Mutex<HashMap<Missing, Lacking>>>,
     /// The entries this worker runs, by id: never run twice at once.
     running: Arc<std::sync::Mutex<HashMap<String, Arc<Hold>>>>,
 }
@@ -209,6 +209,20 @@ enum Missing {
     /// The account it was received for: unknown to this worker's source.
     Account(String),
 }
+
+/// Since when a worker has lacked a key or an account, and whether it said
+/// so.
+struct Lacking {
+    since: tokio::time::Instant,
+    said: bool,
+}
+
+/// How long a worker may lack a key or an account before it counts and
+/// logs it: receivers and workers that follow one secret file read it at
+/// different moments, so for a second or two after a new secret is written,
+/// a worker meets entries it verified at a receiver before it read the file
+/// itself. Those are passed on quietly.
+const LACKING_GRACE: Duration = Duration::from_secs(10);
 
 /// What an event's key says about it.
 enum EventState {
@@ -946,13 +960,25 @@ impl Worker {
     /// again: nothing is lost or dead-lettered while no worker holds the
     /// key, and the alert on the metric says so.
     async fn pass_on(&self, entry: &Entry, missing: Missing) {
-        metrics::queue_key_missing();
-        let first = self
+        // Whether it has lacked it longer than the grace, and is to say so.
+        let (lacking, say) = self
             .missing_keys
             .lock()
-            .map(|mut said| said.insert(missing.clone()))
-            .unwrap_or(true);
-        match (&missing, first) {
+            .map(|mut lacked| {
+                let lacking = lacked.entry(missing.clone()).or_insert(Lacking {
+                    since: tokio::time::Instant::now(),
+                    said: false,
+                });
+                let long = lacking.since.elapsed() >= LACKING_GRACE;
+                let say = long && !lacking.said;
+                lacking.said |= say;
+                (long, say)
+            })
+            .unwrap_or((true, true));
+        if lacking {
+            metrics::queue_key_missing();
+        }
+        match (&missing, say) {
             (Missing::Key(key_id), true) => tracing::error!(
                 %key_id,
                 "an entry was verified by a secret this worker does not hold: add it to \
