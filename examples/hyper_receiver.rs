@@ -125,8 +125,12 @@ fn init_tracing() {
 struct PrintingHandlers;
 
 fn print(delivery: &Delivery, what: &str) -> HandlerResult {
+    let account = delivery
+        .account()
+        .map(|name| format!(" account={name}"))
+        .unwrap_or_default();
     println!(
-        "{} {} secret#{}: {what}",
+        "{} {}{account} secret#{}: {what}",
         delivery.type_name(),
         delivery.id().unwrap_or("(no id)"),
         delivery.secret_index()

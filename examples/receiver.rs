@@ -13,7 +13,12 @@
 //! `LTVBOOST_WEBHOOK_SECRET_FILE` names (one secret per line, newest first;
 //! followed without a restart: a change applies within a second, at once on
 //! SIGHUP, and a file that turns empty or unreadable keeps the last good
-//! secrets), serves
+//! secrets), or, for many LTVboost accounts, the TOML file
+//! `LTVBOOST_WEBHOOK_ACCOUNTS_FILE` names (`[accounts.<name>] secrets =
+//! ["new", "old"]`, followed the same way; each account is served at
+//! `POST /webhooks/ltvboost/<name>`, verified with its own secrets only,
+//! and deduplicated apart from the others; an unknown account answers 404),
+//! serves
 //! `POST /webhooks/ltvboost` and `GET /healthz`, and prints one line per
 //! handled event. With `LTVBOOST_REDIS_URL` set (and the `redis` feature),
 //! deduplication is shared through Redis, so several instances can run
@@ -40,9 +45,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     serve_metrics_from_env()?;
     let addr = addr_from_env()?;
+    // With an accounts file, one path per account: /webhooks/ltvboost/acme, …
+    let path = if ltvboost_webhooks::secrets::accounts_file_from_env().is_some() {
+        "/webhooks/ltvboost/{account}"
+    } else {
+        "/webhooks/ltvboost"
+    };
     let config =
         WebhookConfig::new(ltvboost_webhooks::secrets::from_env(addr).map_err(|e| e.to_string())?)
-            .path("/webhooks/ltvboost");
+            .path(path);
     let config = match std::env::var("LTVBOOST_REDIS_URL") {
         #[cfg(feature = "redis")]
         Ok(url) => {
@@ -111,10 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = layer.wrap(router);
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(
-        "listening on http://{}/webhooks/ltvboost",
-        listener.local_addr()?
-    );
+    tracing::info!("listening on http://{}{path}", listener.local_addr()?);
     // Serves until SIGTERM or Ctrl-C, then drains in-flight deliveries.
     Server::new(listener)
         .serve_with_shutdown(app, shutdown_signal())
@@ -197,8 +205,12 @@ fn init_tracing() {
 struct PrintingHandlers;
 
 fn print(delivery: &Delivery, what: &str) -> HandlerResult {
+    let account = delivery
+        .account()
+        .map(|name| format!(" account={name}"))
+        .unwrap_or_default();
     println!(
-        "{} {} secret#{}: {what}",
+        "{} {}{account} secret#{}: {what}",
         delivery.type_name(),
         delivery.id().unwrap_or("(no id)"),
         delivery.secret_index()

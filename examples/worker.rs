@@ -15,6 +15,7 @@
 //! | `LTVBOOST_NAMESPACE` | the service's keys, as the receivers' | `default` |
 //! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
 //! | `LTVBOOST_WEBHOOK_SECRET_FILE` | instead: the receivers' secret file, one secret per line, newest first, followed without a restart (within a second, at once on SIGHUP) | unset |
+//! | `LTVBOOST_WEBHOOK_ACCOUNTS_FILE` | instead: the receivers' accounts file; each entry is verified with its account's secrets | unset |
 //! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call (`0`: none) | 600000 |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |
 //! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
@@ -44,8 +45,13 @@ struct Printing {
 
 impl Printing {
     async fn call(&self, delivery: &Delivery) -> HandlerResult {
+        // `<type> <id>`, and ` account=<name>` for a multi-account receiver's event.
+        let account = delivery
+            .account()
+            .map(|name| format!(" account={name}"))
+            .unwrap_or_default();
         println!(
-            "{} {}",
+            "{} {}{account}",
             delivery.type_name(),
             delivery.id().unwrap_or("(no id)")
         );

@@ -80,7 +80,7 @@ use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 
 use crate::metrics;
-use crate::signature::{SecretError, Verifier};
+use crate::signature::{Secret, SecretError, Verifier};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,6 +105,7 @@ pub struct RequestHead<'a> {
     method: &'a Method,
     path: &'a str,
     headers: &'a HeaderMap,
+    account: Option<&'a str>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -114,7 +115,20 @@ impl<'a> RequestHead<'a> {
             method,
             path,
             headers,
+            account: None,
         }
+    }
+
+    /// The same head, with the account segment of its path.
+    pub fn with_account(mut self, account: Option<&'a str>) -> Self {
+        self.account = account;
+        self
+    }
+
+    /// The `{account}` segment of the path, when the receiver's
+    /// [`path`](crate::WebhookConfig::path) has one.
+    pub fn account(&self) -> Option<&'a str> {
+        self.account
     }
 
     /// The request's method.
@@ -209,11 +223,11 @@ pub trait SecretSource: Send + Sync + 'static {
     fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a>;
 
     /// The secrets for a request, from its head, before its body is read.
-    /// By default those of [`keys(None)`](Self::keys): a source with
-    /// accounts finds the account in the path or a header.
+    /// By default those of the `{account}` segment of the receiver's path
+    /// ([`RequestHead::account`]; none without one); a source that names
+    /// accounts otherwise (a header, the host) reads them here.
     fn lookup<'a>(&'a self, head: &'a RequestHead<'a>) -> Lookup<'a> {
-        let _ = head;
-        self.keys(None)
+        self.keys(head.account())
     }
 }
 
@@ -262,21 +276,7 @@ impl<S: SecretSource + ?Sized> SecretSource for Arc<S> {
 /// ```
 #[derive(Clone)]
 pub struct SecretFile {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    path: PathBuf,
-    current: RwLock<Verifier>,
-    /// What the last read found: the digest of the text (no secret is kept
-    /// beside the verifier), or the error, said once until it changes.
-    seen: Mutex<Seen>,
-}
-
-#[derive(Default, PartialEq)]
-struct Seen {
-    digest: Option<[u8; 32]>,
-    error: Option<String>,
+    followed: Arc<Followed<Verifier>>,
 }
 
 impl SecretFile {
@@ -287,36 +287,19 @@ impl SecretFile {
     /// be read or holds no valid secret is [`SecretError::File`], and so is
     /// a call outside a tokio runtime.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SecretError> {
-        let path = path.as_ref().to_path_buf();
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| SecretError::File {
-            path: path.clone(),
-            reason: "SecretFile::open must be called inside a tokio runtime".to_owned(),
-        })?;
-        let (verifier, digest) = read(&path)?;
-        let shared = Arc::new(Shared {
-            path,
-            current: RwLock::new(verifier),
-            seen: Mutex::new(Seen {
-                digest: Some(digest),
-                error: None,
-            }),
-        });
-        runtime.spawn(follow(Arc::downgrade(&shared)));
-        Ok(Self { shared })
+        Ok(Self {
+            followed: Followed::open(path.as_ref())?,
+        })
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        &self.followed.path
     }
 
     /// The secrets in force.
     pub fn verifier(&self) -> Verifier {
-        self.shared
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.followed.current()
     }
 
     /// Reads the file now: `Ok(true)` when its secrets changed, `Ok(false)`
@@ -332,14 +315,14 @@ impl SecretFile {
     /// # }
     /// ```
     pub fn reload(&self) -> Result<bool, SecretError> {
-        self.shared.reload()
+        self.followed.reload()
     }
 }
 
 impl std::fmt::Debug for SecretFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretFile")
-            .field("path", &self.shared.path)
+            .field("path", &self.followed.path)
             .field("verifier", &self.verifier())
             .finish()
     }
@@ -352,24 +335,263 @@ impl SecretSource for SecretFile {
     }
 }
 
-impl Shared {
+/// Accounts and their secrets, read from a TOML file and followed without a
+/// restart, as [`SecretFile`] follows its file: for one receiver serving
+/// many LTVboost accounts, each at `…/{account}` (see
+/// [`WebhookConfig::path`](crate::WebhookConfig::path)).
+///
+/// ```toml
+/// [accounts.acme]
+/// secrets = ["whsec_new", "whsec_old"]   # newest first
+/// [accounts.globex]
+/// secrets = ["whsec_g"]
+/// ```
+///
+/// Each account verifies only with its own secrets, and deduplicates apart
+/// from the others (the same event id under two accounts is two events).
+/// An account's name is 1 to 64 letters, digits, `-`, `_` or `.`. A
+/// request for an account the file does not name answers `404`, its body
+/// unread. A file that does not parse (or names no account) keeps the last
+/// good accounts, logged naming the file and its line, never a secret.
+///
+/// ```no_run
+/// use ltvboost_webhooks::secrets::AccountsFile;
+/// use ltvboost_webhooks::{WebhookConfig, WebhookLayer, handler::Handlers};
+///
+/// # async fn run(handlers: Handlers) -> Result<(), Box<dyn std::error::Error>> {
+/// let accounts = AccountsFile::open("/etc/ltvboost/accounts.toml")?;
+/// let config = WebhookConfig::new(accounts).path("/webhooks/ltvboost/{account}");
+/// let layer = WebhookLayer::new(config, handlers);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AccountsFile {
+    followed: Arc<Followed<Accounts>>,
+}
+
+impl AccountsFile {
+    /// Reads the file at `path` and follows it from now on (see
+    /// [`SecretFile::open`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SecretError> {
+        Ok(Self {
+            followed: Followed::open(path.as_ref())?,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.followed.path
+    }
+
+    /// The accounts in force, by name.
+    pub fn accounts(&self) -> Vec<String> {
+        self.followed
+            .current()
+            .0
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Reads the file now (see [`SecretFile::reload`]).
+    pub fn reload(&self) -> Result<bool, SecretError> {
+        self.followed.reload()
+    }
+}
+
+impl std::fmt::Debug for AccountsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountsFile")
+            .field("path", &self.followed.path)
+            .field("accounts", &self.accounts())
+            .finish()
+    }
+}
+
+impl SecretSource for AccountsFile {
+    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
+        let keys = account.and_then(|name| {
+            let accounts = self.followed.current();
+            let (name, verifier) = accounts.0.get_key_value(name)?;
+            Some(Keys::for_account(name.clone(), verifier.clone()))
+        });
+        Box::pin(std::future::ready(Ok(keys)))
+    }
+}
+
+/// The accounts of an [`AccountsFile`]: cheap to clone (the map is shared).
+#[derive(Clone)]
+struct Accounts(Arc<std::collections::BTreeMap<Arc<str>, Verifier>>);
+
+/// What a followed file holds once parsed.
+trait Contents: Clone + Send + Sync + 'static {
+    /// What the file is, in log lines.
+    const WHAT: &'static str;
+    /// The file's text parsed; the reason never quotes the text.
+    fn parse(text: &str) -> Result<Self, String>;
+    /// Carries over from the contents it replaces what should survive a
+    /// reload.
+    fn carry_from(&self, old: &Self);
+    /// What a log line says of it: names and key ids, never a secret.
+    fn summary(&self) -> String;
+}
+
+impl Contents for Verifier {
+    const WHAT: &'static str = "secret file";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        Verifier::from_lines(text).map_err(|e| match e {
+            SecretError::NoSecrets => "it holds no secret".to_owned(),
+            other => other.to_string(),
+        })
+    }
+
+    fn carry_from(&self, old: &Self) {
+        self.keep_last_matched(old);
+    }
+
+    fn summary(&self) -> String {
+        let key_ids: Vec<String> = self.key_ids().iter().map(ToString::to_string).collect();
+        format!("{} secrets, key ids {}", key_ids.len(), key_ids.join(","))
+    }
+}
+
+impl Contents for Accounts {
+    const WHAT: &'static str = "accounts file";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            accounts: std::collections::BTreeMap<String, Account>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Account {
+            secrets: Vec<String>,
+        }
+        // The parser's message can quote a value (a secret): only its line.
+        let file: File = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |span| {
+                text[..span.start.min(text.len())].lines().count().max(1)
+            });
+            format!("line {line}: not TOML of the form [accounts.<name>] secrets = [\"…\", …]")
+        })?;
+        if file.accounts.is_empty() {
+            return Err("it names no account".to_owned());
+        }
+        let mut accounts = std::collections::BTreeMap::new();
+        for (name, mut account) in file.accounts {
+            let valid = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !valid {
+                return Err(format!(
+                    "account {name:?}: a name is 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
+            let secrets = account
+                .secrets
+                .iter()
+                .map(|secret| Secret::new(secret.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(Verifier::new);
+            // The parsed copies are wiped, as `Secret`s wipe theirs.
+            account
+                .secrets
+                .iter_mut()
+                .for_each(zeroize::Zeroize::zeroize);
+            let secrets = secrets.map_err(|e| match e {
+                SecretError::NoSecrets => format!("account {name}: it has no secret"),
+                other => format!("account {name}: {other}"),
+            })?;
+            accounts.insert(Arc::from(name), secrets);
+        }
+        Ok(Accounts(Arc::new(accounts)))
+    }
+
+    fn carry_from(&self, old: &Self) {
+        for (name, verifier) in self.0.iter() {
+            if let Some(before) = old.0.get(name) {
+                verifier.keep_last_matched(before);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let names: Vec<&str> = self.0.keys().map(|name| &**name).collect();
+        format!("{} accounts: {}", names.len(), names.join(","))
+    }
+}
+
+/// A file read again every [`RELOAD_EVERY`] and on `SIGHUP`: its parsed
+/// contents, the last good ones kept when a read fails.
+struct Followed<T> {
+    path: PathBuf,
+    current: RwLock<T>,
+    /// What the last read found: the digest of the text (no secret is kept
+    /// beside the parsed contents), or the error, said once until it
+    /// changes.
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default, PartialEq)]
+struct Seen {
+    digest: Option<[u8; 32]>,
+    error: Option<String>,
+}
+
+impl<T: Contents> Followed<T> {
+    fn open(path: &Path) -> Result<Arc<Self>, SecretError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            file_error(
+                T::WHAT,
+                path,
+                format!("{} must be opened inside a tokio runtime", T::WHAT),
+            )
+        })?;
+        let text = std::fs::read_to_string(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| file_error(T::WHAT, path, e.to_string()))?;
+        let contents = T::parse(&text).map_err(|reason| file_error(T::WHAT, path, reason))?;
+        tracing::info!(file = %path.display(), "{} loaded: {}", T::WHAT, contents.summary());
+        let followed = Arc::new(Self {
+            path: path.to_path_buf(),
+            current: RwLock::new(contents),
+            seen: Mutex::new(Seen {
+                digest: Some(digest(&text)),
+                error: None,
+            }),
+        });
+        runtime.spawn(follow(Arc::downgrade(&followed)));
+        Ok(followed)
+    }
+
+    fn current(&self) -> T {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn reload(&self) -> Result<bool, SecretError> {
-        let read = std::fs::read_to_string(&self.path);
+        let read = std::fs::read_to_string(&self.path).map(zeroize::Zeroizing::new);
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let digest = read.as_ref().ok().map(|text| digest(text));
         if digest.is_some() && digest == seen.digest && seen.error.is_none() {
             return Ok(false);
         }
         let parsed = read
-            .map_err(|e| file_error(&self.path, e.to_string()))
-            .and_then(|text| parse(&self.path, &text));
+            .map_err(|e| e.to_string())
+            .and_then(|text| T::parse(&text))
+            .map_err(|reason| file_error(T::WHAT, &self.path, reason));
         match parsed {
-            Ok(verifier) => {
+            Ok(contents) => {
                 let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-                verifier.keep_last_matched(&current);
-                let key_ids: Vec<String> =
-                    verifier.key_ids().iter().map(ToString::to_string).collect();
-                *current = verifier;
+                contents.carry_from(&current);
+                let summary = contents.summary();
+                *current = contents;
                 drop(current);
                 *seen = Seen {
                     digest,
@@ -378,9 +600,8 @@ impl Shared {
                 metrics::secret_file_reload(true);
                 tracing::info!(
                     file = %self.path.display(),
-                    secrets = key_ids.len(),
-                    key_ids = %key_ids.join(","),
-                    "secret file loaded: its secrets verify from now on"
+                    "{} reloaded: {summary}, in force from now on",
+                    T::WHAT
                 );
                 Ok(true)
             }
@@ -390,7 +611,8 @@ impl Shared {
                 if seen.error.as_deref() != Some(said.as_str()) {
                     tracing::error!(
                         %error,
-                        "could not reload the secret file; the last good secrets stay in force"
+                        "could not reload the {}; the last good contents stay in force",
+                        T::WHAT
                     );
                 }
                 // Read again next time, even if the text comes back as it was.
@@ -405,8 +627,8 @@ impl Shared {
 }
 
 /// Reads the file again every [`RELOAD_EVERY`] and on `SIGHUP`, until the
-/// last [`SecretFile`] is dropped.
-async fn follow(shared: Weak<Shared>) {
+/// last handle on it is dropped.
+async fn follow<T: Contents>(followed: Weak<Followed<T>>) {
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -420,25 +642,26 @@ async fn follow(shared: Weak<Shared>) {
             };
             tokio::select! {
                 () = tokio::time::sleep(RELOAD_EVERY) => {}
-                _ = hangup => tracing::info!("SIGHUP: reading the secret file again"),
+                _ = hangup => tracing::info!("SIGHUP: reading the {} again", T::WHAT),
             }
         }
         #[cfg(not(unix))]
         tokio::time::sleep(RELOAD_EVERY).await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(followed) = followed.upgrade() else {
             return;
         };
         // Logged and counted inside.
-        let _ = shared.reload();
+        let _ = followed.reload();
     }
 }
 
 /// The secrets the environment names, for a receiver bound to `bind` (or
-/// a worker): the file [`SECRET_FILE_ENV`](crate::signature::SECRET_FILE_ENV)
+/// a worker): the accounts file [`ACCOUNTS_FILE_ENV`] names; else the
+/// secret file [`SECRET_FILE_ENV`](crate::signature::SECRET_FILE_ENV)
 /// names, followed without a restart ([`SecretFile`]); else the list in
 /// [`SECRET_ENV`](crate::signature::SECRET_ENV), fixed; else, on a loopback
-/// address only, the development secret (see [`Verifier::from_env`]).
-/// Both variables set is [`SecretError::BothSet`].
+/// address only, the development secret (see [`Verifier::from_env`]). Two
+/// of the three variables set is [`SecretError::BothSet`].
 ///
 /// ```no_run
 /// use ltvboost_webhooks::WebhookConfig;
@@ -451,31 +674,41 @@ async fn follow(shared: Weak<Shared>) {
 pub fn from_env(bind: std::net::SocketAddr) -> Result<Arc<dyn SecretSource>, SecretError> {
     let listed = std::env::var(crate::signature::SECRET_ENV)
         .is_ok_and(|list| !list.trim().trim_matches(',').trim().is_empty());
-    match crate::signature::secret_file_from_env() {
-        Some(_) if listed => Err(SecretError::BothSet),
-        Some(path) => Ok(Arc::new(SecretFile::open(path)?)),
-        None => Ok(Arc::new(Verifier::from_env(bind)?)),
+    let file = crate::signature::secret_file_from_env();
+    match accounts_file_from_env() {
+        Some(_) if listed || file.is_some() => Err(SecretError::BothSet),
+        Some(path) => Ok(Arc::new(AccountsFile::open(path)?)),
+        None => match file {
+            Some(_) if listed => Err(SecretError::BothSet),
+            Some(path) => Ok(Arc::new(SecretFile::open(path)?)),
+            None => Ok(Arc::new(Verifier::from_env(bind)?)),
+        },
     }
 }
 
-fn read(path: &Path) -> Result<(Verifier, [u8; 32]), SecretError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
-    Ok((parse(path, &text)?, digest(&text)))
-}
+/// The environment variable naming an [`AccountsFile`].
+pub const ACCOUNTS_FILE_ENV: &str = "LTVBOOST_WEBHOOK_ACCOUNTS_FILE";
 
-fn parse(path: &Path, text: &str) -> Result<Verifier, SecretError> {
-    Verifier::from_lines(text).map_err(|e| match e {
-        SecretError::NoSecrets => file_error(path, "it holds no secret".to_owned()),
-        other => file_error(path, other.to_string()),
-    })
+/// The path [`ACCOUNTS_FILE_ENV`] names, when it is set and not blank.
+///
+/// ```
+/// if let Some(path) = ltvboost_webhooks::secrets::accounts_file_from_env() {
+///     println!("accounts from {}", path.display());
+/// }
+/// ```
+pub fn accounts_file_from_env() -> Option<PathBuf> {
+    std::env::var_os(ACCOUNTS_FILE_ENV)
+        .filter(|path| !path.to_string_lossy().trim().is_empty())
+        .map(PathBuf::from)
 }
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-fn file_error(path: &Path, reason: String) -> SecretError {
+fn file_error(what: &'static str, path: &Path, reason: String) -> SecretError {
     SecretError::File {
+        what,
         path: path.to_path_buf(),
         reason,
     }
@@ -587,5 +820,72 @@ mod tests {
         let verifier = file.verifier();
         assert!(verifier.last_matched(0).is_none());
         assert!(verifier.last_matched(1).is_some());
+    }
+
+    #[tokio::test]
+    async fn an_accounts_file_gives_each_account_its_own_secrets() {
+        let dir = TempDir::new();
+        let path = dir.path().join("accounts.toml");
+        write(
+            &path,
+            "[accounts.acme]\nsecrets = [\"acme-new-secret-0123\", \"acme-old-secret-0123\"]\n\
+             [accounts.globex]\nsecrets = [\"globex-secret-012345\"]\n",
+        );
+        let accounts = AccountsFile::open(&path).unwrap();
+        assert_eq!(accounts.accounts(), ["acme", "globex"]);
+        let acme = accounts.keys(Some("acme")).await.unwrap().unwrap();
+        assert_eq!(acme.account(), Some("acme"));
+        assert_eq!(acme.verifier().secret_count(), 2);
+        let globex = Secret::new("globex-secret-012345").unwrap();
+        let signed = sign(&globex, b"{}");
+        assert!(
+            acme.verifier()
+                .verify(signed.as_bytes(), &b"{}"[..])
+                .is_err()
+        );
+        assert!(accounts.keys(Some("initech")).await.unwrap().is_none());
+        assert!(accounts.keys(None).await.unwrap().is_none());
+
+        for (broken, says) in [
+            (
+                "[accounts.acme]\nsecrets = \"acme-new-secret-0123\"\n",
+                "line 2",
+            ),
+            (
+                "[accounts.acme\nsecrets = [\"acme-new-secret-0123\"]\n",
+                "line 1",
+            ),
+            (
+                "[accounts.acme]\nsecret = [\"acme-new-secret-0123\"]\n",
+                "line 1",
+            ),
+            (
+                "[accounts.acme]\nsecrets = []\n",
+                "account acme: it has no secret",
+            ),
+            (
+                "[accounts.\"a b\"]\nsecrets = [\"acme-new-secret-0123\"]\n",
+                "account \"a b\"",
+            ),
+            ("[accounts]\n", "names no account"),
+        ] {
+            write(&path, broken);
+            let error = accounts.reload().unwrap_err().to_string();
+            assert!(error.contains(says), "{broken:?}: {error}");
+            assert!(error.contains("accounts.toml"), "names the file: {error}");
+            assert!(!error.contains("0123"), "quotes a secret: {error}");
+            assert_eq!(
+                accounts.accounts(),
+                ["acme", "globex"],
+                "the last good accounts stay"
+            );
+        }
+        write(
+            &path,
+            "[accounts.initech]\nsecrets = [\"initech-secret-0123\"]\n",
+        );
+        assert!(accounts.reload().unwrap());
+        assert!(accounts.keys(Some("acme")).await.unwrap().is_none());
+        assert!(accounts.keys(Some("initech")).await.unwrap().is_some());
     }
 }

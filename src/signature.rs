@@ -172,10 +172,12 @@ pub enum SecretError {
     /// meant is not guessed.
     #[error("{SECRET_ENV} and {SECRET_FILE_ENV} are both set: set one of them")]
     BothSet,
-    /// A secret file could not be read, or holds no valid secret. The
-    /// reason never quotes the file's contents.
-    #[error("secret file {}: {reason}", path.display())]
+    /// A secret or accounts file could not be read, or holds no valid
+    /// secret. The reason never quotes the file's contents.
+    #[error("{what} {}: {reason}", path.display())]
     File {
+        /// What the file is: `secret file` or `accounts file`.
+        what: &'static str,
         /// The file.
         path: std::path::PathBuf,
         /// Why it was refused.
@@ -528,6 +530,7 @@ impl Verifier {
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, SecretError> {
         let path = path.as_ref();
         let failed = |reason: String| SecretError::File {
+            what: "secret file",
             path: path.to_path_buf(),
             reason,
         };

@@ -1,8 +1,11 @@
-//! `LTVBOOST_WEBHOOK_SECRET_FILE` with the example receiver as a process:
-//! secrets change without a restart, whether the file is rewritten in place
-//! or replaced by a rename, and at once on SIGHUP; a keep-alive connection
-//! keeps working across a reload; deduplication forgets nothing; a file that
-//! turns empty or disappears keeps the last good secrets.
+//! `LTVBOOST_WEBHOOK_SECRET_FILE` and `LTVBOOST_WEBHOOK_ACCOUNTS_FILE` with
+//! the example receiver as a process: secrets change without a restart,
+//! whether the file is rewritten in place or replaced by a rename, and at
+//! once on SIGHUP; a keep-alive connection keeps working across a reload;
+//! deduplication forgets nothing; a file that turns empty, disappears or
+//! does not parse keeps the last good secrets; each account verifies with
+//! its own secrets, deduplicates apart, and an unknown one is refused
+//! without its body being read.
 
 mod common;
 
@@ -45,32 +48,48 @@ impl Drop for TempDir {
 /// The example receiver (inline, in-memory dedupe) on a free port with
 /// `env`, its stderr collected into `logs`.
 fn receiver(env: &[(&str, &str)], logs: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+    receiver_printing(env, logs, &Arc::default())
+}
+
+/// The same, its stdout (the handled lines) collected into `lines`.
+fn receiver_printing(
+    env: &[(&str, &str)],
+    logs: &Arc<Mutex<Vec<String>>>,
+    lines: &Arc<Mutex<Vec<String>>>,
+) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut command = Command::new(example("receiver"));
     command
         .env("LTVBOOST_WEBHOOK_ADDR", addr.to_string())
         .env_remove("LTVBOOST_WEBHOOK_SECRET")
         .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+        .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
         .env_remove("LTVBOOST_REDIS_URL")
         .env_remove("LTVBOOST_QUEUE_URL")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (name, value) in env {
         command.env(name, value);
     }
     let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let logs = logs.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            logs.lock().unwrap().push(line);
-        }
-    });
+    for (stream, into) in [
+        (
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            logs.clone(),
+        ),
+        (Box::new(child.stdout.take().unwrap()), lines.clone()),
+    ] {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                into.lock().unwrap().push(line);
+            }
+        });
+    }
     (child, addr)
 }
 
@@ -101,10 +120,15 @@ impl KeepAlive {
     /// Posts `id` signed with `secret` on this connection: the status and
     /// the body's text.
     async fn deliver(&mut self, id: &str, secret: &str) -> (u16, String) {
+        self.deliver_to("/webhooks/ltvboost", id, secret).await
+    }
+
+    /// Posts `id` signed with `secret` to `path` on this connection.
+    async fn deliver_to(&mut self, path: &str, id: &str, secret: &str) -> (u16, String) {
         let body = created_event(id);
         let signature = sign(&Secret::new(secret).unwrap(), &body);
         let mut request = format!(
-            "POST /webhooks/ltvboost HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
              x-ltvboost-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
             body.len()
         )
@@ -299,4 +323,153 @@ async fn a_secret_file_that_cannot_be_used_at_start_is_refused_naming_it() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
     }
+}
+
+const ACME_NEW: &str = "acme-the-newer-secret-0123";
+const ACME_OLD: &str = "acme-the-older-secret-4567";
+const GLOBEX: &str = "globex-the-only-secret-89ab";
+const INITECH: &str = "initech-the-only-secret-cdef";
+
+/// Delivers to `path` until the answer is `want`, for at most 10 s.
+async fn answered_within(
+    connection: &mut KeepAlive,
+    path: &str,
+    id: &str,
+    secret: &str,
+    want: u16,
+) {
+    let started = Instant::now();
+    loop {
+        let (status, text) = connection.deliver_to(path, id, secret).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} {id}: {status} {text}, never {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_file_serves_each_account_apart_and_follows_its_changes() {
+    let dir = TempDir::new();
+    let file = dir.0.join("accounts.toml");
+    write(
+        &file,
+        &format!(
+            "[accounts.acme]\nsecrets = [\"{ACME_NEW}\", \"{ACME_OLD}\"]\n\
+             [accounts.globex]\nsecrets = [\"{GLOBEX}\"]\n"
+        ),
+    );
+    let (logs, lines) = (Arc::default(), Arc::new(Mutex::new(Vec::new())));
+    let (mut child, addr) = receiver_printing(
+        &[("LTVBOOST_WEBHOOK_ACCOUNTS_FILE", file.to_str().unwrap())],
+        &logs,
+        &lines,
+    );
+    listening(addr, &mut child).await;
+    let mut connection = KeepAlive::open(addr).await;
+    let (acme, globex, initech) = (
+        "/webhooks/ltvboost/acme",
+        "/webhooks/ltvboost/globex",
+        "/webhooks/ltvboost/initech",
+    );
+
+    // Each account with its own secrets only; one event id under two
+    // accounts is two events; a redelivery within one is a duplicate.
+    assert_eq!(connection.deliver_to(acme, "evt_1", ACME_OLD).await.0, 200);
+    assert_eq!(connection.deliver_to(globex, "evt_1", GLOBEX).await.0, 200);
+    assert_eq!(connection.deliver_to(acme, "evt_2", GLOBEX).await.0, 401);
+    assert_eq!(
+        connection.deliver_to(globex, "evt_2", ACME_NEW).await.0,
+        401
+    );
+    let (status, text) = connection.deliver_to(acme, "evt_1", ACME_NEW).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "duplicate: already handled\n")
+    );
+    assert_eq!(
+        connection.deliver_to(initech, "evt_1", INITECH).await.0,
+        404
+    );
+    wait_until("both handled lines", || lines.lock().unwrap().len() >= 2).await;
+    {
+        let lines = lines.lock().unwrap();
+        assert!(
+            lines[0].starts_with("response.created evt_1 account=acme secret#1: "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("response.created evt_1 account=globex secret#0: "),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    // A flood to unknown accounts: each announces a 1 MB body and sends
+    // none; each is answered 404 all the same, so no body was waited for.
+    let flood: Vec<_> = (0..200)
+        .map(|n| {
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let request = format!(
+                    "POST /webhooks/ltvboost/nobody{n} HTTP/1.1\r\nhost: test\r\n\
+                     x-ltvboost-signature: sha256={}\r\ncontent-length: 1000000\r\n\r\n",
+                    "ab".repeat(32)
+                );
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut head = [0; 12];
+                stream.read_exact(&mut head).await.unwrap();
+                String::from_utf8_lossy(&head).into_owned()
+            })
+        })
+        .collect();
+    for answer in flood {
+        assert_eq!(answer.await.unwrap(), "HTTP/1.1 404");
+    }
+
+    // An account added is served, one removed answers 404, without a
+    // restart and on the connection opened before.
+    write(
+        &file,
+        &format!(
+            "[accounts.acme]\nsecrets = [\"{ACME_NEW}\"]\n\
+             [accounts.initech]\nsecrets = [\"{INITECH}\"]\n"
+        ),
+    );
+    answered_within(&mut connection, initech, "evt_3", INITECH, 200).await;
+    answered_within(&mut connection, globex, "evt_4", GLOBEX, 404).await;
+    assert_eq!(connection.deliver_to(acme, "evt_5", ACME_OLD).await.0, 401);
+
+    // A file that does not parse keeps the last good accounts, and an
+    // error names the file, never a secret.
+    write(
+        &file,
+        &format!("[accounts.acme\nsecrets = [\"{ACME_NEW}\"\n"),
+    );
+    wait_until("an error naming the accounts file", || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains(file.to_str().unwrap()))
+    })
+    .await;
+    assert_eq!(connection.deliver_to(acme, "evt_6", ACME_NEW).await.0, 200);
+    assert_eq!(
+        connection.deliver_to(initech, "evt_7", INITECH).await.0,
+        200
+    );
+    assert!(
+        !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(ACME_NEW) || l.contains(INITECH)),
+        "a secret reached the logs"
+    );
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

@@ -42,6 +42,9 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
 
 pub use crate::dedupe::DEFAULT_DONE_TTL;
 
+/// What stands for the account's path segment in [`WebhookConfig::path`].
+const ACCOUNT_SEGMENT: &str = "{account}";
+
 /// What a receiver needs to accept a delivery: the active secrets, the path,
 /// how large a body may be and how long it may take to arrive, how old its
 /// event may be, and where deduplication is kept.
@@ -113,9 +116,34 @@ impl WebhookConfig {
     /// different path) by [`WebhookLayer`](crate::WebhookLayer). The
     /// endpoint and the extractor answer wherever the router mounts them.
     /// Default: [`DEFAULT_PATH`].
+    ///
+    /// A receiver for many LTVboost accounts puts `{account}` in the path:
+    /// one path segment, handed to the
+    /// [`SecretSource`](crate::secrets::SecretSource) as
+    /// [`RequestHead::account`](crate::secrets::RequestHead::account), whose
+    /// secrets alone verify the delivery.
+    ///
+    /// ```
+    /// # use ltvboost_webhooks::WebhookConfig;
+    /// # use ltvboost_webhooks::signature::{Secret, Verifier};
+    /// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?)
+    ///     .path("/webhooks/ltvboost/{account}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn path(mut self, path: impl AsRef<str>) -> Self {
         self.path = Arc::from(path.as_ref());
         self
+    }
+
+    /// Whether `path` is the webhook path: `Some(None)` for the path
+    /// itself, `Some(Some(account))` under an `{account}` path, `None` for
+    /// any other.
+    pub(crate) fn match_path<'p>(&self, path: &'p str) -> Option<Option<&'p str>> {
+        let Some((prefix, suffix)) = self.path.split_once(ACCOUNT_SEGMENT) else {
+            return (path == &*self.path).then_some(None);
+        };
+        let account = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        (!account.is_empty() && !account.contains('/')).then_some(Some(account))
     }
 
     /// The largest body accepted, in bytes. Larger ones answer `413`, before

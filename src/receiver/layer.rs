@@ -167,7 +167,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if request.uri().path() != &*self.pipeline.config.path {
+        if self
+            .pipeline
+            .config
+            .match_path(request.uri().path())
+            .is_none()
+        {
             return ResponseFuture {
                 kind: Kind::Inner {
                     future: self.inner.call(request),

@@ -320,7 +320,10 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let request = RequestHead::new(&request.method, request.uri.path(), &request.headers);
+    let path = request.uri.path();
+    // Outside an `{account}` path (an endpoint mounted elsewhere), no account.
+    let account = config.match_path(path).flatten();
+    let request = RequestHead::new(&request.method, path, &request.headers).with_account(account);
     let keys = match config.secrets.lookup(&request).await {
         Ok(Some(keys)) => keys,
         Ok(None) => return Err(Rejection::UnknownAccount),
