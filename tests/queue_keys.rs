@@ -19,9 +19,12 @@ use ltvboost_webhooks::signature::{Secret, sign};
 const OLD: &str = "the-secret-registered-last-year-0123";
 const NEW: &str = "the-secret-registered-this-week-4567";
 
-/// How a process is given its secrets: a list, or a file it follows.
+/// How a process is given its secrets: a list, a secret file it follows,
+/// or an accounts file (`….toml`).
 fn secrets_env(secrets: &str) -> (&'static str, &str) {
-    if Path::new(secrets).is_absolute() {
+    if Path::new(secrets).extension().is_some_and(|e| e == "toml") {
+        ("LTVBOOST_WEBHOOK_ACCOUNTS_FILE", secrets)
+    } else if Path::new(secrets).is_absolute() {
         ("LTVBOOST_WEBHOOK_SECRET_FILE", secrets)
     } else {
         ("LTVBOOST_WEBHOOK_SECRET", secrets)
@@ -41,6 +44,7 @@ fn receiver(url: &str, namespace: &str, secrets: &str) -> (Child, SocketAddr) {
         .env("LTVBOOST_NAMESPACE", namespace)
         .env_remove("LTVBOOST_WEBHOOK_SECRET")
         .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+        .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
         .env(secrets_env(secrets).0, secrets_env(secrets).1)
         .env_remove("LTVBOOST_REDIS_URL")
         .stdout(Stdio::null())
@@ -65,6 +69,7 @@ fn worker(
         .env("LTVBOOST_NAMESPACE", namespace)
         .env_remove("LTVBOOST_WEBHOOK_SECRET")
         .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+        .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
         .env(secrets_env(secrets).0, secrets_env(secrets).1)
         .env("LTVBOOST_WORKER_MAX_ATTEMPTS", "1")
         .env("LTVBOOST_WORKER_CLAIM_IDLE_MS", "500")
@@ -339,6 +344,75 @@ async fn a_rotation_through_the_secret_file_needs_no_restart_of_receiver_or_work
         logs.lock().unwrap()
     );
     assert!(receiver.try_wait().unwrap().is_none() && worker.try_wait().unwrap().is_none());
+    assert_eq!(terminate(&mut worker), Some(0));
+    assert_eq!(terminate(&mut receiver), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_ride_the_queue_and_each_is_verified_and_deduplicated_apart() {
+    let url = test_redis_url();
+    let namespace = namespace();
+    let dir = std::env::temp_dir().join(format!("ltvboost-accounts-{namespace}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[accounts.acme]\nsecrets = [\"{NEW}\"]\n[accounts.globex]\nsecrets = [\"{OLD}\"]\n"
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (mut receiver, addr) = receiver(&url, &namespace, path);
+    let (lines, logs) = (Arc::default(), Arc::default());
+    let mut worker = worker(&url, &namespace, path, &lines, &logs);
+    wait_for_listener(addr).await;
+
+    let post_to = |account: &'static str, id: &'static str, secret: &'static str| async move {
+        let body = created_event(id);
+        let signature = sign(&Secret::new(secret).unwrap(), &body);
+        let request = post_request(
+            &format!("/webhooks/ltvboost/{account}"),
+            &[("x-ltvboost-signature", &signature)],
+            &body,
+        );
+        send_raw(addr, &request).await.status
+    };
+    // One event id under each account: two events, each queued once.
+    assert_eq!(post_to("acme", "evt_shared", NEW).await, 202);
+    assert_eq!(post_to("globex", "evt_shared", OLD).await, 202);
+    assert_eq!(
+        post_to("acme", "evt_shared", NEW).await,
+        200,
+        "a duplicate within acme"
+    );
+    assert_eq!(
+        post_to("acme", "evt_wrong", OLD).await,
+        401,
+        "globex's secret at acme"
+    );
+    assert_eq!(post_to("initech", "evt_shared", NEW).await, 404);
+
+    let want = [
+        "response.created evt_shared account=acme",
+        "response.created evt_shared account=globex",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !want
+        .iter()
+        .all(|w| lines.lock().unwrap().iter().any(|l: &String| l == w))
+    {
+        assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(
+        lines.len(),
+        2,
+        "each ran once, nothing dead-lettered: {lines:?}"
+    );
     assert_eq!(terminate(&mut worker), Some(0));
     assert_eq!(terminate(&mut receiver), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
