@@ -1609,3 +1609,83 @@ async fn listen_register_asked_twice_to_stop_deletes_its_endpoint_at_once() {
         .collect();
     assert_eq!(deletes, ["/v1/webhooks/wh_twice"; 2], "{requests:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_follows_the_secret_file_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "ltvboost-listen-file-{}",
+        ltvboost_webhooks::dedupe::ClaimToken::random()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secrets");
+    let (old, new) = (
+        "listen-old-secret-0123456789",
+        "listen-new-secret-0123456789",
+    );
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let port = free_port();
+    let listen = std::process::Command::cargo_bin("ltvboost")
+        .unwrap()
+        .args(["listen", "--addr", &format!("127.0.0.1:{port}")])
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .env("LTVBOOST_WEBHOOK_SECRET_FILE", &file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_listener(addr).await;
+    let deliver = |id: &str, secret: &str| {
+        let body = event_json(id, "response.created", r#"{"id":"r"}"#);
+        let signature = ltvboost_webhooks::signature::sign(
+            &ltvboost_webhooks::signature::Secret::new(secret).unwrap(),
+            &body,
+        );
+        async move {
+            post(addr, &[("x-ltvboost-signature", &signature)], &body)
+                .await
+                .status
+        }
+    };
+    assert_eq!(deliver("evt_file_1", old).await, 200);
+    assert_eq!(deliver("evt_file_2", new).await, 401);
+    std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deliver("evt_file_2", new).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new secret never took"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (lines, stderr, code) = stop(listen).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("response.created evt_file_1 (secret #0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("response.created evt_file_2 (secret #0)"),
+        "{text}"
+    );
+    assert!(!stderr.contains(old) && !stderr.contains(new), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Beside LTVBOOST_WEBHOOK_SECRET it is refused, naming both.
+    let refused = ltvboost(
+        &["listen", "--addr", "127.0.0.1:0"],
+        &[
+            ("LTVBOOST_WEBHOOK_SECRET", old),
+            ("LTVBOOST_WEBHOOK_SECRET_FILE", "/nonexistent"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("LTVBOOST_WEBHOOK_SECRET and LTVBOOST_WEBHOOK_SECRET_FILE"),
+        "{said}"
+    );
+}

@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 use ltvboost_webhooks::EventType;
 use ltvboost_webhooks::client::Client;
-use ltvboost_webhooks::signature::{DEVELOPMENT_SECRET, SECRET_ENV, Secret, Verifier};
+use ltvboost_webhooks::secrets::{SecretFile, SecretSource};
+use ltvboost_webhooks::signature::{
+    DEVELOPMENT_SECRET, SECRET_ENV, Secret, SecretError, Verifier, secret_file_from_env,
+};
 
 use crate::output::{note, usage};
 
@@ -56,13 +59,17 @@ impl ApiArgs {
     }
 }
 
-/// Where a secret comes from: --secret-file, --secret, or LTVBOOST_WEBHOOK_SECRET.
+/// Where a secret comes from: --secret-file (or LTVBOOST_WEBHOOK_SECRET_FILE),
+/// --secret, or LTVBOOST_WEBHOOK_SECRET.
 #[derive(Args)]
 pub(crate) struct SecretArgs {
     /// The secret (or a comma-separated list, newest first, for verifying).
     #[arg(long, env = SECRET_ENV, hide_env_values = true)]
     secret: Option<String>,
-    /// A file holding the secret (used before --secret and the environment).
+    /// A file holding the secrets, one per line, newest first (used before
+    /// --secret; `listen` follows its changes without a restart). Without
+    /// --secret-file, --secret or LTVBOOST_WEBHOOK_SECRET, the file
+    /// LTVBOOST_WEBHOOK_SECRET_FILE names.
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
 }
@@ -71,10 +78,16 @@ impl SecretArgs {
     /// The secret list as given, or the environment's; the development
     /// secret (said on stderr) when `development` allows and nothing is set.
     pub(crate) fn list(&self, development: bool) -> anyhow::Result<String> {
-        if let Some(path) = &self.secret_file {
-            let text = std::fs::read_to_string(path)
+        if let Some(path) = self.file()? {
+            let text = std::fs::read_to_string(&path)
                 .map_err(|e| usage(format!("--secret-file {}: {e}", path.display())))?;
-            return Ok(text.trim().to_owned());
+            // One secret per line (a comma-separated list on one line, too).
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .collect();
+            return Ok(lines.join(","));
         }
         match self.given() {
             Some(list) => Ok(list.to_owned()),
@@ -88,6 +101,20 @@ impl SecretArgs {
                 "no secret: give --secret, --secret-file or {SECRET_ENV}"
             ))),
         }
+    }
+
+    /// The secret file: --secret-file's, or without any other secret
+    /// given, LTVBOOST_WEBHOOK_SECRET_FILE's. Both variables set in the
+    /// environment is refused, as the example receiver refuses it.
+    fn file(&self) -> anyhow::Result<Option<PathBuf>> {
+        let from_env = secret_file_from_env();
+        if from_env.is_some() && std::env::var(SECRET_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+            return Err(usage(SecretError::BothSet.to_string()));
+        }
+        Ok(self
+            .secret_file
+            .clone()
+            .or_else(|| self.given().is_none().then_some(from_env).flatten()))
     }
 
     /// --secret or the environment's, unless blank.
@@ -113,17 +140,27 @@ impl SecretArgs {
         Verifier::from_list(&self.list(true)?).map_err(|e| usage(e.to_string()))
     }
 
-    /// The verifier of a receiver bound to `bind`, by the library's policy:
-    /// the development secret only on a loopback address.
-    pub(crate) fn receiver_verifier(&self, bind: std::net::SocketAddr) -> anyhow::Result<Verifier> {
-        if self.given().is_none() && self.secret_file.is_none() {
-            return Verifier::from_env(bind).map_err(|e| {
+    /// The secrets of a receiver bound to `bind`, by the library's policy:
+    /// a secret file followed without a restart, or the list, or the
+    /// development secret only on a loopback address. Both variables set in
+    /// the environment is refused, as the example receiver refuses it.
+    pub(crate) fn receiver_secrets(
+        &self,
+        bind: std::net::SocketAddr,
+    ) -> anyhow::Result<std::sync::Arc<dyn SecretSource>> {
+        if let Some(path) = self.file()? {
+            let file = SecretFile::open(path).map_err(|e| usage(e.to_string()))?;
+            return Ok(std::sync::Arc::new(file));
+        }
+        if self.given().is_none() {
+            let verifier = Verifier::from_env(bind).map_err(|e| {
                 usage(format!(
                     "{e}: listening on {bind} needs a secret (--secret, --secret-file or {SECRET_ENV})"
                 ))
-            });
+            })?;
+            return Ok(std::sync::Arc::new(verifier));
         }
-        self.verifier()
+        Ok(std::sync::Arc::new(self.verifier()?))
     }
 }
 

@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
 use ltvboost_webhooks::handler::Delivery;
-use ltvboost_webhooks::signature::Verifier;
+use ltvboost_webhooks::secrets::SecretSource;
 use ltvboost_webhooks::{Outcome as Answer, Rejection, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -77,7 +77,7 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
     // Without --register the secret comes from the arguments: refused before anything starts.
     let given = match &args.register {
         Some(_) => None,
-        None => Some(args.secret.receiver_verifier(args.addr)?),
+        None => Some(args.secret.receiver_secrets(args.addr)?),
     };
     // Caught from here on: a Ctrl-C while registering still ends the run in order.
     let stops = Stops::install()?;
@@ -96,9 +96,9 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
             created = TemporaryEndpoint::create(api, public_url, &args.events) => Some(created?),
         },
     };
-    let verifier = match (&registered, given) {
-        (Some(endpoint), _) => endpoint.verifier()?,
-        (_, Some(verifier)) => verifier,
+    let secrets = match (&registered, given) {
+        (Some(endpoint), _) => Arc::new(endpoint.verifier()?),
+        (_, Some(secrets)) => secrets,
         (None, None) => anyhow::bail!("no secret to verify with"),
     };
     // From here on the endpoint exists: whatever happens, it is deleted below.
@@ -106,7 +106,7 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
         if let Some(endpoint) = &registered {
             endpoint.announce(out)?;
         }
-        serve(listener, &args, verifier, out, &stops).await
+        serve(listener, &args, secrets, out, &stops).await
     }
     .await;
     let Some(endpoint) = registered else {
@@ -127,7 +127,7 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
 async fn serve(
     listener: tokio::net::TcpListener,
     args: &ListenArgs,
-    verifier: Verifier,
+    secrets: Arc<dyn SecretSource>,
     out: Output,
     stops: &Stops,
 ) -> anyhow::Result<()> {
@@ -136,7 +136,7 @@ async fn serve(
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let state = Listening {
-        config: WebhookConfig::new(verifier),
+        config: WebhookConfig::new(secrets),
         settings: Arc::new(Settings {
             http,
             forward_to: args.forward_to.clone(),
