@@ -1689,3 +1689,113 @@ async fn listen_follows_the_secret_file_without_a_restart() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "ltvboost-rotate-file-{}",
+        ltvboost_webhooks::dedupe::ClaimToken::random()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, new_file) = (dir.join("secrets"), dir.join("new-secret"));
+    let old = "rotate-into-file-old-secret-0123";
+    std::fs::write(&file, format!("# the receivers' secrets\n{old}\n")).unwrap();
+    let port = free_port();
+    let mut receiver = std::process::Command::new(example("receiver"))
+        .env("LTVBOOST_WEBHOOK_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .env("LTVBOOST_WEBHOOK_SECRET_FILE", &file)
+        .env_remove("LTVBOOST_REDIS_URL")
+        .env_remove("LTVBOOST_QUEUE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_listener(addr).await;
+
+    // A file that holds no secret is refused, and nothing is written.
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "# nothing\n").unwrap();
+    let rotate = |update: std::path::PathBuf| {
+        let new_file = new_file.clone();
+        async move {
+            ltvboost(
+                &[
+                    "endpoints",
+                    "rotate",
+                    "wh_1",
+                    "--new-secret-file",
+                    new_file.to_str().unwrap(),
+                    "--update-secret-file",
+                    update.to_str().unwrap(),
+                ],
+                &[],
+                b"",
+            )
+            .await
+        }
+    };
+    let refused = rotate(empty.clone()).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!new_file.exists());
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "# nothing\n");
+
+    // Step 1 into the followed file: new first, old kept, 0600.
+    let prepared = rotate(file.clone()).await;
+    assert_eq!(
+        prepared.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&prepared.stderr)
+    );
+    let new = std::fs::read_to_string(&new_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, format!("{new}\n# the receivers' secrets\n{old}\n"));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(!stdout(&prepared).contains(&new), "the secret was printed");
+
+    // The running receiver verifies with both, without a restart.
+    let body = event_json("evt_rotated", "response.created", r#"{"id":"r"}"#);
+    let signature = sign(
+        &ltvboost_webhooks::signature::Secret::new(new.as_str()).unwrap(),
+        &body,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while post(addr, &[("x-ltvboost-signature", &signature)], &body)
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new secret never took"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = event_json("evt_still_old", "response.created", r#"{"id":"r"}"#);
+    let signature = sign(
+        &ltvboost_webhooks::signature::Secret::new(old).unwrap(),
+        &body,
+    );
+    assert_eq!(
+        post(addr, &[("x-ltvboost-signature", &signature)], &body)
+            .await
+            .status,
+        200
+    );
+    assert!(
+        receiver.try_wait().unwrap().is_none(),
+        "the receiver restarted"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &receiver.id().to_string()])
+        .status();
+    assert_eq!(receiver.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,12 @@ pub(crate) struct RotateArgs {
     /// Register the secret in FILE with LTVboost (step 2).
     #[arg(long)]
     commit: bool,
+    /// Step 1 also writes the new secret first into this secret file, the
+    /// one receivers and workers follow (LTVBOOST_WEBHOOK_SECRET_FILE): they
+    /// hold both secrets within a second, without a restart. The file is
+    /// replaced in one rename (0600): a failed write leaves it as it was.
+    #[arg(long, value_name = "SECRET_FILE", conflicts_with = "commit")]
+    update_secret_file: Option<PathBuf>,
     #[command(flatten)]
     old: SecretArgs,
 }
@@ -37,9 +43,12 @@ pub(crate) async fn run(args: RotateArgs, api: &ApiArgs, out: Output) -> anyhow:
 /// Step 1: a new secret in the file, and the line to deploy.
 fn prepare(args: &RotateArgs, out: Output) -> anyhow::Result<()> {
     let (id, path) = (&args.id, &args.new_secret_file);
-    let old = args.old.list(false)?;
     let new = Secret::generate()?;
     let new = new.expose_str().unwrap_or_default();
+    if let Some(file) = &args.update_secret_file {
+        return prepare_in_file(args, file, new, out);
+    }
+    let old = args.old.list(false)?;
     write_new_secret(path, new)?;
     let line = format!("{SECRET_ENV}={new},{}", old.trim());
     let commit = format!(
@@ -58,6 +67,74 @@ fn prepare(args: &RotateArgs, out: Output) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Step 1 for receivers and workers that follow a secret file: the new
+/// secret written first into it, then kept for step 2.
+fn prepare_in_file(args: &RotateArgs, file: &Path, new: &str, out: Output) -> anyhow::Result<()> {
+    let (id, path) = (&args.id, &args.new_secret_file);
+    let flag =
+        |e: &dyn std::fmt::Display| usage(format!("--update-secret-file {}: {e}", file.display()));
+    let before = std::fs::read_to_string(file).map_err(|e| flag(&e))?;
+    let held = ltvboost_webhooks::signature::Verifier::from_lines(&before).map_err(|e| flag(&e))?;
+    // The step-1 file first: if the secret file cannot be written, it is
+    // removed again and the command can be run again.
+    write_new_secret(path, new)?;
+    if let Err(e) = replace_file(file, &format!("{new}\n{before}")) {
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| {
+            format!(
+                "--update-secret-file {}: not written, it is as it was",
+                file.display()
+            )
+        });
+    }
+    let commit = format!(
+        "ltvboost endpoints rotate {id} --commit --new-secret-file {}",
+        path.display()
+    );
+    out.print(
+        json!({"id": id, "secret_file": file, "secrets": held.secret_count() + 1, "new_secret_file": path, "then": commit}),
+        || format!("{}: the new secret first, then the {} held before", file.display(), held.secret_count()),
+    )?;
+    if !out.json {
+        note(format_args!(
+            "receivers and workers that follow {} verify with the new secret within a second; \
+             LTVboost still signs with the old one. Then run: {commit}",
+            file.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `text` in one rename: a temporary file beside it
+/// (0600), written and synced, renamed over it, the directory synced. A
+/// failure at any point leaves `path` as it was.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// Step 2: register the secret step 1 wrote.
