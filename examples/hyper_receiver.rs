@@ -33,17 +33,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing();
     serve_metrics_from_env()?;
     let addr = addr_from_env()?;
+    // With an accounts file, one path per account, as in examples/receiver.rs.
+    let path = if ltvboost_webhooks::secrets::accounts_file_from_env().is_some() {
+        "/webhooks/ltvboost/{account}"
+    } else {
+        "/webhooks/ltvboost"
+    };
     let config =
         WebhookConfig::new(ltvboost_webhooks::secrets::from_env(addr).map_err(|e| e.to_string())?)
-            .path("/webhooks/ltvboost");
+            .path(path);
     let service =
         WebhookLayer::new(config, Handlers::all(PrintingHandlers)).layer(service_fn(routes));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(
-        "listening on http://{}/webhooks/ltvboost",
-        listener.local_addr()?
-    );
+    tracing::info!("listening on http://{}{path}", listener.local_addr()?);
     Server::new(listener)
         .serve_with_shutdown(service, shutdown_signal())
         .await?;

@@ -410,30 +410,36 @@ pub enum SignatureError {
 /// ```
 #[derive(Clone)]
 pub struct Verifier {
-    /// Shared by clones, like the rest: a clone is three reference counts,
-    /// cheap enough to hand one to every delivery.
-    keyed: Arc<[HmacSha256]>,
+    /// Shared by clones: a clone is one reference count, cheap enough to
+    /// hand one to every delivery, and any handle reports the matches.
+    shared: Arc<Keyed>,
+}
+
+struct Keyed {
+    keyed: Vec<HmacSha256>,
     /// Per secret, in the same order.
-    key_ids: Arc<[KeyId]>,
+    key_ids: Vec<KeyId>,
     /// Per secret: when it last matched, in seconds since the Unix epoch
-    /// (0: never). Shared by clones, so any handle can report it.
-    last_matched: Arc<[AtomicU64]>,
+    /// (0: never).
+    last_matched: Vec<AtomicU64>,
 }
 
 impl Verifier {
     /// A verifier for the given secrets, in order: [`Verified::secret_index`]
     /// is an index into this list. At least one secret is required.
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Result<Self, SecretError> {
-        let keyed: Arc<[HmacSha256]> = secrets.into_iter().map(|s| s.keyed_mac()).collect();
+        let keyed: Vec<_> = secrets.into_iter().map(|s| s.keyed_mac()).collect();
         if keyed.is_empty() {
             return Err(SecretError::NoSecrets);
         }
         let last_matched = keyed.iter().map(|_| AtomicU64::new(0)).collect();
         let key_ids = keyed.iter().map(KeyId::of).collect();
         Ok(Self {
-            keyed,
-            key_ids,
-            last_matched,
+            shared: Arc::new(Keyed {
+                keyed,
+                key_ids,
+                last_matched,
+            }),
         })
     }
 
@@ -548,35 +554,35 @@ impl Verifier {
     /// longer than LTVboost's 24-hour retry window, nothing signed with it is
     /// still on its way, and it can be removed.
     pub fn last_matched(&self, index: usize) -> Option<SystemTime> {
-        let seconds = self.last_matched.get(index)?.load(Ordering::Relaxed);
+        let seconds = self.shared.last_matched.get(index)?.load(Ordering::Relaxed);
         (seconds != 0).then(|| UNIX_EPOCH + Duration::from_secs(seconds))
     }
 
     /// Carries over from `old` when each secret that both hold last
     /// matched: a reload keeps what a rotation's end is read off.
     pub(crate) fn keep_last_matched(&self, old: &Verifier) {
-        for (index, key_id) in self.key_ids.iter().enumerate() {
-            if let Some(before) = old.key_ids.iter().position(|id| id == key_id) {
-                let seconds = old.last_matched[before].load(Ordering::Relaxed);
-                self.last_matched[index].fetch_max(seconds, Ordering::Relaxed);
+        for (index, key_id) in self.shared.key_ids.iter().enumerate() {
+            if let Some(before) = old.shared.key_ids.iter().position(|id| id == key_id) {
+                let seconds = old.shared.last_matched[before].load(Ordering::Relaxed);
+                self.shared.last_matched[index].fetch_max(seconds, Ordering::Relaxed);
             }
         }
     }
 
     /// How many secrets are active.
     pub fn secret_count(&self) -> usize {
-        self.keyed.len()
+        self.shared.keyed.len()
     }
 
     /// Whether one of the secrets has this [`KeyId`].
     pub fn holds(&self, key_id: KeyId) -> bool {
-        self.key_ids.contains(&key_id)
+        self.shared.key_ids.contains(&key_id)
     }
 
     /// The secrets' key ids, in order: what [`Verified::secret_index`]
     /// indexes.
     pub fn key_ids(&self) -> &[KeyId] {
-        &self.key_ids
+        &self.shared.key_ids
     }
 
     /// Verifies a raw header value against the raw body.
@@ -606,7 +612,7 @@ impl Verifier {
             .map_or(1, |d| d.as_secs().max(1));
         // Written only when the second changes: a write on every request
         // would bounce the cache line between every core that verifies.
-        let last = &self.last_matched[secret_index];
+        let last = &self.shared.last_matched[secret_index];
         if last.load(Ordering::Relaxed) != now {
             last.store(now, Ordering::Relaxed);
         }
@@ -614,14 +620,14 @@ impl Verifier {
             body,
             signature,
             secret_index,
-            key_id: self.key_ids[secret_index],
+            key_id: self.shared.key_ids[secret_index],
         })
     }
 
     fn match_index(&self, signature: &Signature, body: &[u8]) -> Option<usize> {
         // Every secret is tried until one matches. Stopping at a match tells a
         // caller only which secret their (valid) signature used, which they know.
-        self.keyed.iter().position(|keyed| {
+        self.shared.keyed.iter().position(|keyed| {
             let mut mac = keyed.clone();
             mac.update(body);
             let expected = Zeroizing::new(<[u8; DIGEST_LEN]>::from(mac.finalize().into_bytes()));
@@ -633,7 +639,10 @@ impl Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("secrets", &format_args!("[{} redacted]", self.keyed.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.shared.keyed.len()),
+            )
             .finish()
     }
 }
