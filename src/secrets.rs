@@ -11,7 +11,7 @@
 //! | `Ok(None)`: no such account | answers `404`, body unread |
 //! | `Err(_)`: the lookup failed | answers `503`, body unread; LTVboost retries |
 //!
-//! Three sources come with the crate:
+//! These sources come with the crate:
 //!
 //! * a [`Verifier`]: fixed secrets, for the life of the process;
 //! * [`SecretFile`]: secrets read from a file, one per line, newest first,
@@ -19,7 +19,15 @@
 //!   file is rewritten in place or replaced by a rename, and at once on
 //!   `SIGHUP`), as secret managers (a Vault agent, a Kubernetes secret
 //!   volume, systemd credentials) write them;
+//! * [`AccountsFile`]: many LTVboost accounts, each with its own secrets,
+//!   from a TOML file followed the same way, each account at the
+//!   `{account}` segment of the receiver's
+//!   [`path`](crate::WebhookConfig::path);
 //! * any `Arc` of a source.
+//!
+//! [`from_env`] picks one as the examples do, from
+//! `LTVBOOST_WEBHOOK_ACCOUNTS_FILE`, `LTVBOOST_WEBHOOK_SECRET_FILE` or
+//! `LTVBOOST_WEBHOOK_SECRET`.
 //!
 //! Users write their own over a database or a secret manager. A lookup that
 //! is slow to compute can be cached inside the source: keep each answer

@@ -238,3 +238,73 @@ fn the_example_receiver_serves_metrics_on_its_own_listener() {
     assert!(text.contains("\nltvboost_webhook_in_flight 0\n"), "{text}");
     promtool_accepts(&text);
 }
+
+#[test]
+fn the_example_receiver_counts_unknown_accounts_and_failed_reloads() {
+    let dir = std::env::temp_dir().join(format!(
+        "ltvboost-metrics-accounts-{}",
+        ltvboost_webhooks::dedupe::ClaimToken::random()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!("[accounts.acme]\nsecrets = [\"{SECRET}\"]\n"),
+    )
+    .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (web, admin) = (free(), free());
+    let mut child = Command::new(example("receiver"))
+        .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
+        .env("LTVBOOST_METRICS_ADDR", admin.to_string())
+        .env("LTVBOOST_WEBHOOK_ACCOUNTS_FILE", &file)
+        .env_remove("LTVBOOST_WEBHOOK_SECRET")
+        .env_remove("LTVBOOST_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let text = runtime.block_on(async {
+        wait_for_listener(web).await;
+        let body = event_json("evt_acct", "response.created", r#"{"id":"r"}"#);
+        let signature = sign(&secret(), &body);
+        let to = |account: &str| {
+            post_request(
+                &format!("/webhooks/ltvboost/{account}"),
+                &[("x-ltvboost-signature", &signature)],
+                &body,
+            )
+        };
+        assert_eq!(send_raw(web, &to("acme")).await.status, 200);
+        assert_eq!(send_raw(web, &to("nobody")).await.status, 404);
+        // A file that does not parse: read again within a second, refused.
+        std::fs::write(&file, "[accounts.acme\n").unwrap();
+        let scrape = b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = send_raw(admin, scrape).await.body;
+            if text.contains("ltvboost_webhook_secret_file_reloads_total{result=\"failed\"}") {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let counts = deliveries(&text);
+    let handled = ("handled".into(), String::new(), "response.created".into());
+    assert_eq!(counts.get(&handled), Some(&1), "{text}");
+    let unknown = ("rejected".into(), "unknown_account".into(), "none".into());
+    assert_eq!(counts.get(&unknown), Some(&1), "{text}");
+    promtool_accepts(&text);
+}
