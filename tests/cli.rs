@@ -1612,11 +1612,7 @@ async fn listen_register_asked_twice_to_stop_deletes_its_endpoint_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_follows_the_secret_file_without_a_restart() {
-    let dir = std::env::temp_dir().join(format!(
-        "ltvboost-listen-file-{}",
-        ltvboost_webhooks::dedupe::ClaimToken::random()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("listen-file");
     let file = dir.join("secrets");
     let (old, new) = (
         "listen-old-secret-0123456789",
@@ -1670,7 +1666,6 @@ async fn listen_follows_the_secret_file_without_a_restart() {
         "{text}"
     );
     assert!(!stderr.contains(old) && !stderr.contains(new), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Beside LTVBOOST_WEBHOOK_SECRET it is refused, naming both.
     let refused = ltvboost(
@@ -1693,11 +1688,7 @@ async fn listen_follows_the_secret_file_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!(
-        "ltvboost-rotate-file-{}",
-        ltvboost_webhooks::dedupe::ClaimToken::random()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("rotate-file");
     let (file, new_file) = (dir.join("secrets"), dir.join("new-secret"));
     let old = "rotate-into-file-old-secret-0123";
     std::fs::write(&file, format!("# the receivers' secrets\n{old}\n")).unwrap();
@@ -1797,5 +1788,4 @@ async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows()
         .args(["-TERM", &receiver.id().to_string()])
         .status();
     assert_eq!(receiver.wait().unwrap().code(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -186,16 +186,15 @@ async fn a_known_mix_is_counted_exactly() {
     promtool_accepts(&text);
 }
 
+/// A free address on 127.0.0.1 (free when asked).
+fn free_addr() -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
 #[test]
 fn the_example_receiver_serves_metrics_on_its_own_listener() {
     let exe = example("receiver");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (web, admin) = (free(), free());
+    let (web, admin) = (free_addr(), free_addr());
     let mut child = Command::new(exe)
         .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
         .env("LTVBOOST_METRICS_ADDR", admin.to_string())
@@ -241,24 +240,14 @@ fn the_example_receiver_serves_metrics_on_its_own_listener() {
 
 #[test]
 fn the_example_receiver_counts_unknown_accounts_and_failed_reloads() {
-    let dir = std::env::temp_dir().join(format!(
-        "ltvboost-metrics-accounts-{}",
-        ltvboost_webhooks::dedupe::ClaimToken::random()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("metrics-accounts");
     let file = dir.join("accounts.toml");
     std::fs::write(
         &file,
         format!("[accounts.acme]\nsecrets = [\"{SECRET}\"]\n"),
     )
     .unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (web, admin) = (free(), free());
+    let (web, admin) = (free_addr(), free_addr());
     let mut child = Command::new(example("receiver"))
         .env("LTVBOOST_WEBHOOK_ADDR", web.to_string())
         .env("LTVBOOST_METRICS_ADDR", admin.to_string())
@@ -300,7 +289,6 @@ fn the_example_receiver_counts_unknown_accounts_and_failed_reloads() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let counts = deliveries(&text);
     let handled = ("handled".into(), String::new(), "response.created".into());
     assert_eq!(counts.get(&handled), Some(&1), "{text}");

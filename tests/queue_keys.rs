@@ -282,8 +282,7 @@ async fn deliver_once_in_force(addr: SocketAddr, id: &str, secret: &str) {
 async fn a_rotation_through_the_secret_file_needs_no_restart_of_receiver_or_worker() {
     let url = test_redis_url();
     let namespace = namespace();
-    let dir = std::env::temp_dir().join(format!("ltvboost-rotation-{namespace}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("rotation");
     let file = dir.join("secrets");
     std::fs::write(&file, format!("{OLD}\n")).unwrap();
     let path = file.to_str().unwrap();
@@ -346,15 +345,13 @@ async fn a_rotation_through_the_secret_file_needs_no_restart_of_receiver_or_work
     assert!(receiver.try_wait().unwrap().is_none() && worker.try_wait().unwrap().is_none());
     assert_eq!(terminate(&mut worker), Some(0));
     assert_eq!(terminate(&mut receiver), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_ride_the_queue_and_each_is_verified_and_deduplicated_apart() {
     let url = test_redis_url();
     let namespace = namespace();
-    let dir = std::env::temp_dir().join(format!("ltvboost-accounts-{namespace}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("accounts");
     let file = dir.join("accounts.toml");
     std::fs::write(
         &file,
@@ -415,5 +412,4 @@ async fn accounts_ride_the_queue_and_each_is_verified_and_deduplicated_apart() {
     );
     assert_eq!(terminate(&mut worker), Some(0));
     assert_eq!(terminate(&mut receiver), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }

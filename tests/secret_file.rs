@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,26 +24,6 @@ const FIRST: &str = "the-first-secret-in-the-file-0123";
 const SECOND: &str = "the-second-secret-in-the-file-4567";
 const THIRD: &str = "the-third-secret-in-the-file-89ab";
 const FOURTH: &str = "the-fourth-secret-in-the-file-cdef";
-
-/// A directory of its own, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ltvboost-secret-file-{}",
-            ltvboost_webhooks::dedupe::ClaimToken::random()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The example receiver (inline, in-memory dedupe) on a free port with
 /// `env`, its stderr collected into `logs`.
@@ -199,8 +179,8 @@ fn signal(child: &Child, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_file_is_followed_without_a_restart() {
-    let dir = TempDir::new();
-    let file = dir.0.join("secrets");
+    let dir = TempDir::new("secret-file");
+    let file = dir.join("secrets");
     write(&file, &format!("# the endpoint's secret\n{FIRST}\n"));
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (mut child, addr) = receiver(
@@ -222,7 +202,7 @@ async fn the_secret_file_is_followed_without_a_restart() {
     assert_eq!(connection.deliver("evt_3", FIRST).await.0, 200);
 
     // Replaced by a rename, as secret managers write: the old secrets go.
-    let next = dir.0.join("secrets.next");
+    let next = dir.join("secrets.next");
     write(&next, &format!("{THIRD}\n"));
     std::fs::rename(&next, &file).unwrap();
     let took = connection
@@ -278,8 +258,8 @@ async fn the_secret_file_is_followed_without_a_restart() {
 
 #[tokio::test]
 async fn a_secret_and_a_secret_file_together_are_refused_at_start() {
-    let dir = TempDir::new();
-    let file = dir.0.join("secrets");
+    let dir = TempDir::new("secret-file");
+    let file = dir.join("secrets");
     write(&file, &format!("{FIRST}\n"));
     let output = Command::new(example("receiver"))
         .env(
@@ -302,8 +282,8 @@ async fn a_secret_and_a_secret_file_together_are_refused_at_start() {
 
 #[tokio::test]
 async fn a_secret_file_that_cannot_be_used_at_start_is_refused_naming_it() {
-    let dir = TempDir::new();
-    let file = dir.0.join("secrets");
+    let dir = TempDir::new("secret-file");
+    let file = dir.join("secrets");
     for contents in [None, Some("# not yet\n")] {
         if let Some(contents) = contents {
             write(&file, contents);
@@ -354,8 +334,8 @@ async fn answered_within(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accounts_file_serves_each_account_apart_and_follows_its_changes() {
-    let dir = TempDir::new();
-    let file = dir.0.join("accounts.toml");
+    let dir = TempDir::new("secret-file");
+    let file = dir.join("accounts.toml");
     write(
         &file,
         &format!(

@@ -455,3 +455,29 @@ pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
         .expect("redis-cli is needed (scripts/test.sh installs it)");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// A directory of its own under the system's temporary one, removed when
+/// dropped.
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ltvboost-{name}-{}",
+            ltvboost_webhooks::dedupe::ClaimToken::random()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// A path inside it.
+    pub(crate) fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
