@@ -11,7 +11,7 @@
 //! with `LTVBOOST_WEBHOOK_SECRET` (comma-separated for rotation; unset, an
 //! embedded development secret, on a loopback address only) or the file
 //! `LTVBOOST_WEBHOOK_SECRET_FILE` names (one secret per line, newest first;
-//! followed without a restart: a change applies within a second, at once on
+//! followed without a restart: a change applies within two seconds, at once on
 //! SIGHUP, and a file that turns empty or unreadable keeps the last good
 //! secrets), or, for many LTVboost accounts, the TOML file
 //! `LTVBOOST_WEBHOOK_ACCOUNTS_FILE` names (`[accounts.<name>] secrets =

@@ -14,7 +14,7 @@
 //! | `LTVBOOST_QUEUE_URL` | the queue's Redis | required |
 //! | `LTVBOOST_NAMESPACE` | the service's keys, as the receivers' | `default` |
 //! | `LTVBOOST_WEBHOOK_SECRET` | the receivers' secrets, newest first, comma-separated: entries are verified before they run | the development secret, with a warning |
-//! | `LTVBOOST_WEBHOOK_SECRET_FILE` | instead: the receivers' secret file, one secret per line, newest first, followed without a restart (within a second, at once on SIGHUP) | unset |
+//! | `LTVBOOST_WEBHOOK_SECRET_FILE` | instead: the receivers' secret file, one secret per line, newest first, followed without a restart (within two seconds, at once on SIGHUP) | unset |
 //! | `LTVBOOST_WEBHOOK_ACCOUNTS_FILE` | instead: the receivers' accounts file; each entry is verified with its account's secrets | unset |
 //! | `LTVBOOST_WORKER_HANDLER_TIMEOUT_MS` | a deadline for one handler call (`0`: none) | 600000 |
 //! | `LTVBOOST_WORKER_CONCURRENCY` | handler calls at once | 16 |

@@ -15,7 +15,7 @@
 //!
 //! * a [`Verifier`]: fixed secrets, for the life of the process;
 //! * [`SecretFile`]: secrets read from a file, one per line, newest first,
-//!   followed without a restart (within a second of a change, whether the
+//!   followed without a restart (within two seconds of a change, whether the
 //!   file is rewritten in place or replaced by a rename, and at once on
 //!   `SIGHUP`), as secret managers (a Vault agent, a Kubernetes secret
 //!   volume, systemd credentials) write them;
@@ -263,7 +263,9 @@ impl<S: SecretSource + ?Sized> SecretSource for Arc<S> {
 ///
 /// The file is read again every [`RELOAD_EVERY`], whether it was rewritten
 /// in place or replaced by a rename, and at once on `SIGHUP` (Unix). A
-/// change applies to the next delivery; connections stay open, and
+/// change found by a periodic read applies once the next read finds it too
+/// (within two seconds; a read in the middle of a rewrite in place is not
+/// taken for the new secrets), to the next delivery; connections stay open, and
 /// deduplication forgets nothing. A file that becomes empty, unreadable,
 /// absent or invalid keeps the last good secrets: the receiver keeps
 /// answering, an error naming the file is logged, and
@@ -323,7 +325,7 @@ impl SecretFile {
     /// # }
     /// ```
     pub fn reload(&self) -> Result<bool, SecretError> {
-        self.followed.reload()
+        self.followed.reload(false)
     }
 }
 
@@ -403,7 +405,7 @@ impl AccountsFile {
 
     /// Reads the file now (see [`SecretFile::reload`]).
     pub fn reload(&self) -> Result<bool, SecretError> {
-        self.followed.reload()
+        self.followed.reload(false)
     }
 }
 
@@ -478,10 +480,18 @@ impl Contents for Accounts {
         struct Account {
             secrets: Vec<String>,
         }
+        // The parsed copies are wiped, as `Secret`s wipe theirs, on every
+        // way out.
+        impl Drop for Account {
+            fn drop(&mut self) {
+                self.secrets.iter_mut().for_each(zeroize::Zeroize::zeroize);
+            }
+        }
         // The parser's message can quote a value (a secret): only its line.
         let file: File = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |span| {
-                text[..span.start.min(text.len())].lines().count().max(1)
+            let line = e.span().map_or(1, |span| {
+                let before = text.as_bytes().get(..span.start).unwrap_or_default();
+                1 + before.iter().filter(|&&b| b == b'\n').count()
             });
             format!("line {line}: not TOML of the form [accounts.<name>] secrets = [\"…\", …]")
         })?;
@@ -489,7 +499,10 @@ impl Contents for Accounts {
             return Err("it names no account".to_owned());
         }
         let mut accounts = std::collections::BTreeMap::new();
-        for (name, mut account) in file.accounts {
+        // A secret under two accounts would let a delivery signed for one
+        // be posted to the other, and run again under its dedupe key.
+        let mut owners = std::collections::HashMap::new();
+        for (name, account) in &file.accounts {
             let valid = (1..=64).contains(&name.len())
                 && name
                     .bytes()
@@ -499,22 +512,25 @@ impl Contents for Accounts {
                     "account {name:?}: a name is 1 to 64 letters, digits, '-', '_' or '.'"
                 ));
             }
-            let secrets = account
+            let verifier = account
                 .secrets
                 .iter()
                 .map(|secret| Secret::new(secret.as_bytes()))
                 .collect::<Result<Vec<_>, _>>()
-                .and_then(Verifier::new);
-            // The parsed copies are wiped, as `Secret`s wipe theirs.
-            account
-                .secrets
-                .iter_mut()
-                .for_each(zeroize::Zeroize::zeroize);
-            let secrets = secrets.map_err(|e| match e {
-                SecretError::NoSecrets => format!("account {name}: it has no secret"),
-                other => format!("account {name}: {other}"),
-            })?;
-            accounts.insert(Arc::from(name), secrets);
+                .and_then(Verifier::new)
+                .map_err(|e| match e {
+                    SecretError::NoSecrets => format!("account {name}: it has no secret"),
+                    other => format!("account {name}: {other}"),
+                })?;
+            for key_id in verifier.key_ids() {
+                if let Some(other) = owners.insert(*key_id, name.clone()) {
+                    return Err(format!(
+                        "accounts {other} and {name} share a secret (key id {key_id}): each \
+                         account needs its own"
+                    ));
+                }
+            }
+            accounts.insert(Arc::from(name.as_str()), verifier);
         }
         Ok(Accounts(Arc::new(accounts)))
     }
@@ -548,6 +564,16 @@ struct Followed<T> {
 struct Seen {
     digest: Option<[u8; 32]>,
     error: Option<String>,
+    /// A change found by the last periodic read, applied if the next
+    /// finds it too.
+    pending: Option<Pending>,
+}
+
+/// What a read found.
+#[derive(PartialEq)]
+enum Pending {
+    Text([u8; 32]),
+    Error(std::io::ErrorKind),
 }
 
 impl<T: Contents> Followed<T> {
@@ -570,6 +596,7 @@ impl<T: Contents> Followed<T> {
             seen: Mutex::new(Seen {
                 digest: Some(digest(&text)),
                 error: None,
+                pending: None,
             }),
         });
         runtime.spawn(follow(Arc::downgrade(&followed)));
@@ -583,13 +610,31 @@ impl<T: Contents> Followed<T> {
             .clone()
     }
 
-    fn reload(&self) -> Result<bool, SecretError> {
-        let read = std::fs::read_to_string(&self.path).map(zeroize::Zeroizing::new);
+    /// Reads the file and applies what changed. With `settle`, a change
+    /// applies only once two reads in a row found it (a read in the middle
+    /// of a rewrite in place is not taken for the new contents); without,
+    /// at once (`SIGHUP`, [`SecretFile::reload`]).
+    fn reload(&self, settle: bool) -> Result<bool, SecretError> {
+        // Read under the lock: two reloads at once cannot apply an older
+        // read after a newer one.
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let read = std::fs::read_to_string(&self.path).map(zeroize::Zeroizing::new);
         let digest = read.as_ref().ok().map(|text| digest(text));
         if digest.is_some() && digest == seen.digest && seen.error.is_none() {
+            seen.pending = None;
             return Ok(false);
         }
+        // What this read found, a digest or the error's text.
+        let found = match (&digest, &read) {
+            (Some(digest), _) => Pending::Text(*digest),
+            (None, Err(e)) => Pending::Error(e.kind()),
+            (None, Ok(_)) => Pending::Error(std::io::ErrorKind::Other),
+        };
+        if settle && seen.pending.as_ref() != Some(&found) {
+            seen.pending = Some(found);
+            return Ok(false);
+        }
+        seen.pending = None;
         let parsed = read
             .map_err(|e| e.to_string())
             .and_then(|text| T::parse(&text))
@@ -604,6 +649,7 @@ impl<T: Contents> Followed<T> {
                 *seen = Seen {
                     digest,
                     error: None,
+                    pending: None,
                 };
                 metrics::secret_file_reload(true);
                 tracing::info!(
@@ -627,6 +673,7 @@ impl<T: Contents> Followed<T> {
                 *seen = Seen {
                     digest: None,
                     error: Some(said),
+                    pending: None,
                 };
                 Err(error)
             }
@@ -641,7 +688,7 @@ async fn follow<T: Contents>(followed: Weak<Followed<T>>) {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
-        {
+        let hung_up = {
             let hangup = async {
                 match hangups.as_mut() {
                     Some(hangups) => hangups.recv().await,
@@ -649,17 +696,23 @@ async fn follow<T: Contents>(followed: Weak<Followed<T>>) {
                 }
             };
             tokio::select! {
-                () = tokio::time::sleep(RELOAD_EVERY) => {}
-                _ = hangup => tracing::info!("SIGHUP: reading the {} again", T::WHAT),
+                () = tokio::time::sleep(RELOAD_EVERY) => false,
+                _ = hangup => {
+                    tracing::info!("SIGHUP: reading the {} again", T::WHAT);
+                    true
+                }
             }
-        }
+        };
         #[cfg(not(unix))]
-        tokio::time::sleep(RELOAD_EVERY).await;
+        let hung_up = {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            false
+        };
         let Some(followed) = followed.upgrade() else {
             return;
         };
         // Logged and counted inside.
-        let _ = followed.reload();
+        let _ = followed.reload(!hung_up);
     }
 }
 
@@ -865,7 +918,12 @@ mod tests {
             ),
             (
                 "[accounts.acme]\nsecret = [\"acme-new-secret-0123\"]\n",
-                "line 1",
+                "line 2",
+            ),
+            (
+                "[accounts.acme]\nsecrets = [\"acme-new-secret-0123\"]\n\
+                 [accounts.copy]\nsecrets = [\"acme-new-secret-0123\"]\n",
+                "accounts acme and copy share a secret",
             ),
             (
                 "[accounts.acme]\nsecrets = []\n",
@@ -881,7 +939,7 @@ mod tests {
             let error = accounts.reload().unwrap_err().to_string();
             assert!(error.contains(says), "{broken:?}: {error}");
             assert!(error.contains("accounts.toml"), "names the file: {error}");
-            assert!(!error.contains("0123"), "quotes a secret: {error}");
+            assert!(!error.contains("new-secret"), "quotes a secret: {error}");
             assert_eq!(
                 accounts.accounts(),
                 ["acme", "globex"],

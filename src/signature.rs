@@ -467,13 +467,16 @@ impl Verifier {
 
     /// A verifier for the text of a secret file, as [`SECRET_FILE_ENV`]
     /// names one: one secret per line, newest first; each line is trimmed,
-    /// and blank lines and lines starting with `#` are skipped.
+    /// and blank lines and lines starting with `#` are skipped. A line may
+    /// also hold a comma-separated list, as [`SECRET_ENV`] does (files
+    /// written for it keep working): no secret contains a comma.
     ///
     /// ```
     /// use ltvboost_webhooks::signature::Verifier;
     ///
     /// let text = "# rotated on 2026-12-07\nnew-secret-0123456789\n\nold-secret-0123456789\n";
     /// assert_eq!(Verifier::from_lines(text)?.secret_count(), 2);
+    /// assert_eq!(Verifier::from_lines("new-secret-0123456789,old-secret-0123456789")?.secret_count(), 2);
     /// assert!(Verifier::from_lines("# nothing yet\n").is_err());
     /// # Ok::<(), ltvboost_webhooks::signature::SecretError>(())
     /// ```
@@ -481,7 +484,10 @@ impl Verifier {
         let secrets = text
             .lines()
             .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
             .map(Secret::new)
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(secrets)

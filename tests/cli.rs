@@ -1692,6 +1692,10 @@ async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows()
     let (file, new_file) = (dir.join("secrets"), dir.join("new-secret"));
     let old = "rotate-into-file-old-secret-0123";
     std::fs::write(&file, format!("# the receivers' secrets\n{old}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Followed through a link, as secret volumes hand files over: the link stays.
+    let link = dir.join("secrets-link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
     let port = free_port();
     let mut receiver = std::process::Command::new(example("receiver"))
         .env("LTVBOOST_WEBHOOK_ADDR", format!("127.0.0.1:{port}"))
@@ -1734,7 +1738,7 @@ async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows()
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "# nothing\n");
 
     // Step 1 into the followed file: new first, old kept, 0600.
-    let prepared = rotate(file.clone()).await;
+    let prepared = rotate(link.clone()).await;
     assert_eq!(
         prepared.status.code(),
         Some(0),
@@ -1749,6 +1753,12 @@ async fn rotate_writes_the_new_secret_into_the_file_a_running_receiver_follows()
     assert_eq!(text, format!("{new}\n# the receivers' secrets\n{old}\n"));
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(!stdout(&prepared).contains(&new), "the secret was printed");
 
     // The running receiver verifies with both, without a restart.

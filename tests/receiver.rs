@@ -648,3 +648,95 @@ async fn one_function_takes_every_event_known_unknown_or_mismatched() {
         ]
     );
 }
+
+/// A secret source over a "database" that can fail or hang, with accounts
+/// named by a header, as a user would write one.
+struct Tenants {
+    mode: &'static str,
+}
+
+impl ltvboost_webhooks::secrets::SecretSource for Tenants {
+    fn keys<'a>(
+        &'a self,
+        account: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        Option<ltvboost_webhooks::secrets::Keys>,
+                        ltvboost_webhooks::secrets::LookupError,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            match (self.mode, account) {
+                ("down", _) => Err(ltvboost_webhooks::secrets::LookupError::new(
+                    "the tenants table is unreachable",
+                )),
+                ("hung", _) => std::future::pending().await,
+                (_, Some("acme")) => Ok(Some(ltvboost_webhooks::secrets::Keys::for_account(
+                    "acme",
+                    verifier(),
+                ))),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        head: &'a ltvboost_webhooks::secrets::RequestHead<'a>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        Option<ltvboost_webhooks::secrets::Keys>,
+                        ltvboost_webhooks::secrets::LookupError,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        let tenant = head.headers().get("x-tenant").and_then(|v| v.to_str().ok());
+        self.keys(tenant)
+    }
+}
+
+#[tokio::test]
+async fn a_user_written_source_answers_404_for_no_account_and_503_when_it_fails_or_hangs() {
+    let body = created("evt_tenant");
+    let signature = sign(&secret(), &body);
+    for (mode, tenant, want) in [
+        ("up", "acme", 200),
+        ("up", "initech", 404),
+        ("down", "acme", 503),
+        ("hung", "acme", 503),
+    ] {
+        let recorder = Recorder::new();
+        let config = WebhookConfig::new(Tenants { mode })
+            .path(PATH)
+            .read_timeout(Duration::from_millis(300));
+        let addr =
+            serve(Router::new().layer(WebhookLayer::new(config, recording(&recorder)))).await;
+        let reply = post(
+            addr,
+            &[("x-ltvboost-signature", &signature), ("x-tenant", tenant)],
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, want, "{mode} {tenant}: {reply:?}");
+        assert_eq!(
+            recorder.total(),
+            usize::from(want == 200),
+            "{mode} {tenant}"
+        );
+        if want == 503 {
+            assert!(
+                !reply.body.contains("tenants table"),
+                "the cause is not answered"
+            );
+        }
+    }
+}

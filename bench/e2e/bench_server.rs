@@ -18,6 +18,12 @@
 //! * `redis` and `enqueue` (built with `--features queue`, Redis at
 //!   `BENCH_REDIS_URL`): the layer with a `RedisStore`, handlers inline; and
 //!   in enqueue mode, answering `202` once the event is in the stream.
+//! * `handwritten`: what a user writes for an inline receiver without this
+//!   crate: axum that verifies the HMAC (`hmac`, `sha2`, a constant-time
+//!   compare), parses the envelope and the `response.created` payload with
+//!   serde derive, looks at the payload as `layer`'s handler does, and
+//!   answers `200`; no dedupe, no replay window, no body limits beyond
+//!   axum's default.
 //! * `handoff` (`--features queue`): what a user writes for a durable
 //!   hand-off without this crate: axum that verifies the HMAC (`hmac`,
 //!   `sha2`), parses the envelope with serde derive, appends body and
@@ -116,6 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             server.serve(layer.wrap(bare)).await?;
         }
+        "handwritten" => server.serve(handwritten::router()).await?,
         #[cfg(feature = "queue")]
         "handoff" => server.serve(handoff::router().await?).await?,
         #[cfg(feature = "queue")]
@@ -151,6 +158,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// The hand-written inline receiver (`handwritten`).
+mod handwritten {
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use hmac::{KeyInit, Mac};
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read as a user's code would
+    struct Event {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        created_at: String,
+        data: serde_json::Value,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct ResponseCreated {
+        id: String,
+        quiz_id: Option<String>,
+        customer_id: Option<String>,
+        email: Option<String>,
+        #[serde(default)]
+        answers: Vec<Answer>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Answer {
+        question: String,
+        answer: serde_json::Value,
+    }
+
+    pub fn router() -> Router {
+        Router::new().route(
+            "/webhooks/ltvboost",
+            post(|headers: HeaderMap, body: Bytes| async move {
+                let Some(mac) = headers
+                    .get("x-ltvboost-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("sha256="))
+                    .and_then(|hex| hex::decode(hex).ok())
+                else {
+                    return StatusCode::UNAUTHORIZED;
+                };
+                let Ok(mut expected) =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(super::SECRET.as_bytes())
+                else {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                };
+                expected.update(&body);
+                if expected.verify_slice(&mac).is_err() {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let Ok(event) = serde_json::from_slice::<Event>(&body) else {
+                    return StatusCode::BAD_REQUEST;
+                };
+                if event.kind == "response.created" {
+                    let Ok(payload) = serde_json::from_value::<ResponseCreated>(event.data) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    std::hint::black_box(&payload.id);
+                }
+                StatusCode::OK
+            }),
+        )
+    }
 }
 
 /// The hand-written durable hand-off (`handoff`).

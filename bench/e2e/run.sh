@@ -53,6 +53,9 @@ cargo build --locked --quiet --release -p ltvboost-bench --features metrics --bi
 cp target/release/bench_server "$work/bench_server_metrics"
 cargo build --locked --quiet --release -p ltvboost-bench --features queue --bin bench_server
 cp target/release/bench_server "$work/bench_server_queue"
+# The example receiver as shipped (its log lines and printed lines included).
+cargo build --locked --quiet --release --example receiver
+cp target/release/examples/receiver "$work/example_receiver"
 
 # A private Redis for the Redis dedupe store and enqueue mode: no
 # persistence (the fastest setting), emptied before each measurement.
@@ -141,9 +144,11 @@ measure() { # name port
   start "$name" "$port" ${commands[$name]}
 }
 
-receivers=("bare 4101" "layer 4102" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "handoff 4113" "xadd 4112" "express 4104")
+receivers=("bare 4101" "handwritten 4114" "layer 4102" "example 4115" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "handoff 4113" "xadd 4112" "express 4104")
 start bare 4101 "$work/bench_server" bare 127.0.0.1:4101
 start layer 4102 "$work/bench_server" layer 127.0.0.1:4102
+start handwritten 4114 "$work/bench_server" handwritten 127.0.0.1:4114
+start example 4115 env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4115 "$work/example_receiver"
 start metrics 4109 "$work/bench_server_metrics" layer-metrics 127.0.0.1:4109
 start nodedupe 4106 "$work/bench_server" layer-no-dedupe 127.0.0.1:4106
 start routerlayer 4105 "$work/bench_server" router-layer 127.0.0.1:4105
@@ -194,7 +199,9 @@ for line in open(sys.argv[1]):
                                       int(server) * tick / n, int(redis) * tick / n))
 median = {n: statistics.median(r[0] for r in rs) for n, rs in runs.items()}
 names = {"bare": "bare axum (reads the body only)",
+         "handwritten": "hand-written receiver: verify, serde of envelope and payload, 200",
          "layer": "WebhookLayer wrapping the router, default in-memory store",
+         "example": "examples/receiver as shipped (logs, printed line)",
          "nodedupe": "the same with NoDedupe (best case)",
          "metrics": "the default layer, feature metrics, Prometheus recorder",
          "routerlayer": "the default layer mounted with Router::layer",
@@ -234,7 +241,9 @@ if len(next(iter(runs.values()))) > 1 and "layer" in runs:
     for name in runs:
         if name != "layer":
             pairs = [a[0] / b[0] for a, b in zip(runs[name], runs["layer"])]
+            cpu = [a[4] / b[4] for a, b in zip(runs["layer"], runs[name]) if b[4] > 0]
             print(f"{name} / layer, paired by round: median {statistics.median(pairs):.3f} "
-                  f"({min(pairs):.3f}–{max(pairs):.3f})")
+                  f"({min(pairs):.3f}–{max(pairs):.3f}); layer's server CPU a request "
+                  f"{statistics.median(cpu):.2f}× {name}'s")
 PY
 if [ -n "${KEEP:-}" ]; then cp "$work/results" "$KEEP"; fi

@@ -206,8 +206,9 @@ impl Entry {
 enum Missing {
     /// The secret that verified it at the receiver, by key id.
     Key(KeyId),
-    /// The account it was received for: unknown to this worker's source.
-    Account(String),
+    /// The account it was received for (none: queued by a receiver without
+    /// accounts), unknown to this worker's source.
+    Account(Option<String>),
 }
 
 /// Since when a worker has lacked a key or an account, and whether it said
@@ -771,7 +772,7 @@ impl Worker {
         let keys = match self.secrets.keys(entry.account.as_deref()).await {
             Ok(Some(keys)) => keys,
             Ok(None) => {
-                let account = entry.account.clone().unwrap_or_default();
+                let account = entry.account.clone();
                 return self.pass_on(&entry, Missing::Account(account)).await;
             }
             Err(error) => {
@@ -985,7 +986,13 @@ impl Worker {
                  LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE (the worker's secret \
                  source) as on the receivers; its entries are left to workers that hold it"
             ),
-            (Missing::Account(account), true) => tracing::error!(
+            (Missing::Account(None), true) => tracing::error!(
+                "an entry queued without an account (by a receiver with \
+                 LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE) reached a worker with \
+                 accounts: keep a worker with the receivers' earlier secrets running until \
+                 such entries are drained; they are left to workers that can verify them"
+            ),
+            (Missing::Account(Some(account)), true) => tracing::error!(
                 %account,
                 "an entry was received for an account this worker does not know: add it to \
                  LTVBOOST_WEBHOOK_ACCOUNTS_FILE (the worker's secret source) as on the \

@@ -52,7 +52,7 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
-use crate::secrets::{RequestHead, SecretSource};
+use crate::secrets::{LookupError, RequestHead, SecretSource};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 use crate::trace;
 
@@ -324,10 +324,25 @@ where
     // Outside an `{account}` path (an endpoint mounted elsewhere), no account.
     let account = config.match_path(path).flatten();
     let request = RequestHead::new(&request.method, path, &request.headers).with_account(account);
-    let keys = match config.secrets.lookup(&request).await {
+    // Bounded like the body's read: a source that hangs holds no
+    // connection for longer.
+    let looked_up = tokio::time::timeout(config.read_timeout, config.secrets.lookup(&request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(LookupError::new(format!(
+                "the secret source did not answer within {:?}",
+                config.read_timeout
+            )))
+        });
+    let keys = match looked_up {
         Ok(Some(keys)) => keys,
         Ok(None) => return Err(Rejection::UnknownAccount),
-        Err(error) => return Err(Rejection::SecretsUnavailable(error)),
+        Err(error) => {
+            // The answer names no cause; the log does.
+            let cause: &dyn std::error::Error = &error;
+            tracing::warn!(error = %cause.source().unwrap_or(cause), "the secret source failed");
+            return Err(Rejection::SecretsUnavailable(error));
+        }
     };
     // What arrives is charged to the budget until the signature is checked.
     let mut charge = config.body_budget.charge(head.peer);
@@ -700,7 +715,6 @@ fn delivery_span(method: &Method, path: &str) -> tracing::Span {
             event_id = field::Empty,
             event_type = field::Empty,
             secret_index = field::Empty,
-            account = field::Empty,
             account = field::Empty,
             outcome = field::Empty,
             reason = field::Empty,

@@ -23,7 +23,7 @@ pub(crate) struct RotateArgs {
     commit: bool,
     /// Step 1 also writes the new secret first into this secret file, the
     /// one receivers and workers follow (LTVBOOST_WEBHOOK_SECRET_FILE): they
-    /// hold both secrets within a second, without a restart. The file is
+    /// hold both secrets within two seconds, without a restart. The file is
     /// replaced in one rename (0600): a failed write leaves it as it was.
     #[arg(long, value_name = "SECRET_FILE", conflicts_with = "commit")]
     update_secret_file: Option<PathBuf>,
@@ -99,7 +99,7 @@ fn prepare_in_file(args: &RotateArgs, file: &Path, new: &str, out: Output) -> an
     )?;
     if !out.json {
         note(format_args!(
-            "receivers and workers that follow {} verify with the new secret within a second; \
+            "receivers and workers that follow {} verify with the new secret within two seconds; \
              LTVboost still signs with the old one. Then run: {commit}",
             file.display()
         ));
@@ -107,34 +107,54 @@ fn prepare_in_file(args: &RotateArgs, file: &Path, new: &str, out: Output) -> an
     Ok(())
 }
 
-/// Replaces `path` with `text` in one rename: a temporary file beside it
-/// (0600), written and synced, renamed over it, the directory synced. A
-/// failure at any point leaves `path` as it was.
+/// Replaces `path` with `text` in one rename: a temporary file beside it,
+/// with the original's mode, owner and group, written and synced, renamed
+/// over it. A link is followed: the file it names is replaced (a secret
+/// volume's links stay). A failure before the rename leaves `path` as it
+/// was; once renamed, the new text is in force, and a failure to sync the
+/// directory is only said.
 fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let path = std::fs::canonicalize(path)?;
+    let original = std::fs::metadata(&path)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let temporary = dir.join(format!(
+        ".{name}.{}.tmp",
+        ltvboost_webhooks::dedupe::ClaimToken::random()
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temporary).and_then(|mut file| {
+    // Only a file this call created is removed on failure.
+    let mut file = options.open(&temporary)?;
+    let written = (|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::fchown(&file, Some(original.uid()), Some(original.gid()))?;
+            file.set_permissions(original.permissions())?;
+        }
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    });
-    if written.is_err() {
+        std::fs::rename(&temporary, &path)
+    })();
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
+        return Err(e);
     }
-    written
+    if let Err(e) = std::fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+        note(format_args!(
+            "warning: {} is written, but its directory could not be synced ({e}): a crash \
+             of the machine now could bring back the file as it was",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Step 2: register the secret step 1 wrote.

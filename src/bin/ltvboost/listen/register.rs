@@ -36,11 +36,15 @@ impl Stops {
             use tokio::signal::unix::{SignalKind, signal};
             let mut interrupt = signal(SignalKind::interrupt())?;
             let mut terminate = signal(SignalKind::terminate())?;
+            // A closed terminal stops it, as it did before a secret file's
+            // reload took SIGHUP over (the file is still read every second).
+            let mut hangup = signal(SignalKind::hangup())?;
             tokio::spawn(async move {
                 loop {
                     let caught = tokio::select! {
                         caught = interrupt.recv() => caught,
                         caught = terminate.recv() => caught,
+                        caught = hangup.recv() => caught,
                     };
                     if caught.is_none() {
                         break;
