@@ -20,8 +20,9 @@
 //!   in enqueue mode, answering `202` once the event is in the stream.
 //! * `handwritten`: what a user writes for an inline receiver without this
 //!   crate: axum that verifies the HMAC (`hmac`, `sha2`, a constant-time
-//!   compare), parses the envelope and the `response.created` payload with
-//!   serde derive, looks at the payload as `layer`'s handler does, and
+//!   compare), parses the envelope with serde derive (its `data` kept raw,
+//!   as this crate does) and then the `response.created` payload, looks at
+//!   the payload as `layer`'s handler does, and
 //!   answers `200`; no dedupe, no replay window, no body limits beyond
 //!   axum's default.
 //! * `handoff` (`--features queue`): what a user writes for a durable
@@ -168,14 +169,17 @@ mod handwritten {
     use axum::routing::post;
     use hmac::{KeyInit, Mac};
 
+    /// The envelope, its `data` kept raw until its type is known: the
+    /// cheapest correct way (a `serde_json::Value` first costs a tree).
     #[derive(serde::Deserialize)]
     #[allow(dead_code)] // read as a user's code would
-    struct Event {
-        id: String,
+    struct Event<'a> {
+        id: &'a str,
         #[serde(rename = "type")]
-        kind: String,
-        created_at: String,
-        data: serde_json::Value,
+        kind: &'a str,
+        created_at: &'a str,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
     }
 
     #[derive(serde::Deserialize)]
@@ -221,7 +225,8 @@ mod handwritten {
                     return StatusCode::BAD_REQUEST;
                 };
                 if event.kind == "response.created" {
-                    let Ok(payload) = serde_json::from_value::<ResponseCreated>(event.data) else {
+                    let Ok(payload) = serde_json::from_str::<ResponseCreated>(event.data.get())
+                    else {
                         return StatusCode::BAD_REQUEST;
                     };
                     std::hint::black_box(&payload.id);
