@@ -649,6 +649,19 @@ async fn one_function_takes_every_event_known_unknown_or_mismatched() {
     );
 }
 
+/// What a secret source's lookups return.
+type Lookup<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    Option<ltvboost_webhooks::secrets::Keys>,
+                    ltvboost_webhooks::secrets::LookupError,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
 /// A secret source over a "database" that can fail or hang, with accounts
 /// named by a header, as a user would write one.
 struct Tenants {
@@ -656,20 +669,7 @@ struct Tenants {
 }
 
 impl ltvboost_webhooks::secrets::SecretSource for Tenants {
-    fn keys<'a>(
-        &'a self,
-        account: Option<&'a str>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        Option<ltvboost_webhooks::secrets::Keys>,
-                        ltvboost_webhooks::secrets::LookupError,
-                    >,
-                > + Send
-                + 'a,
-        >,
-    > {
+    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
         Box::pin(async move {
             match (self.mode, account) {
                 ("down", _) => Err(ltvboost_webhooks::secrets::LookupError::new(
@@ -685,20 +685,7 @@ impl ltvboost_webhooks::secrets::SecretSource for Tenants {
         })
     }
 
-    fn lookup<'a>(
-        &'a self,
-        head: &'a ltvboost_webhooks::secrets::RequestHead<'a>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        Option<ltvboost_webhooks::secrets::Keys>,
-                        ltvboost_webhooks::secrets::LookupError,
-                    >,
-                > + Send
-                + 'a,
-        >,
-    > {
+    fn lookup<'a>(&'a self, head: &'a ltvboost_webhooks::secrets::RequestHead<'a>) -> Lookup<'a> {
         let tenant = head.headers().get("x-tenant").and_then(|v| v.to_str().ok());
         self.keys(tenant)
     }

@@ -200,26 +200,32 @@ mod handwritten {
         answer: serde_json::Value,
     }
 
+    /// The signature header, once it verified the body: the HMAC, compared
+    /// in constant time (`verify_slice`).
+    pub fn verify<'h>(headers: &'h HeaderMap, body: &[u8]) -> Result<&'h str, StatusCode> {
+        let header = headers
+            .get("x-ltvboost-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let mac = header
+            .strip_prefix("sha256=")
+            .and_then(|hex| hex::decode(hex).ok())
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let mut expected = hmac::Hmac::<sha2::Sha256>::new_from_slice(super::SECRET.as_bytes())
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        expected.update(body);
+        expected
+            .verify_slice(&mac)
+            .map_err(|_| StatusCode::UNAUTHORIZED)?;
+        Ok(header)
+    }
+
     pub fn router() -> Router {
         Router::new().route(
             "/webhooks/ltvboost",
             post(|headers: HeaderMap, body: Bytes| async move {
-                let Some(mac) = headers
-                    .get("x-ltvboost-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("sha256="))
-                    .and_then(|hex| hex::decode(hex).ok())
-                else {
-                    return StatusCode::UNAUTHORIZED;
-                };
-                let Ok(mut expected) =
-                    hmac::Hmac::<sha2::Sha256>::new_from_slice(super::SECRET.as_bytes())
-                else {
-                    return StatusCode::INTERNAL_SERVER_ERROR;
-                };
-                expected.update(&body);
-                if expected.verify_slice(&mac).is_err() {
-                    return StatusCode::UNAUTHORIZED;
+                if let Err(refused) = verify(&headers, &body) {
+                    return refused;
                 }
                 let Ok(event) = serde_json::from_slice::<Event>(&body) else {
                     return StatusCode::BAD_REQUEST;
@@ -244,7 +250,6 @@ mod handoff {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
-    use hmac::{KeyInit, Mac};
 
     #[derive(serde::Deserialize)]
     #[allow(dead_code)] // read to check the envelope, as a user's code would
@@ -263,27 +268,10 @@ mod handoff {
             post(move |headers: HeaderMap, body: Bytes| {
                 let mut redis = redis.clone();
                 async move {
-                    let Some(header) = headers
-                        .get("x-ltvboost-signature")
-                        .and_then(|v| v.to_str().ok())
-                    else {
-                        return StatusCode::UNAUTHORIZED;
+                    let header = match super::handwritten::verify(&headers, &body) {
+                        Ok(header) => header,
+                        Err(refused) => return refused,
                     };
-                    let Some(mac) = header
-                        .strip_prefix("sha256=")
-                        .and_then(|hex| hex::decode(hex).ok())
-                    else {
-                        return StatusCode::UNAUTHORIZED;
-                    };
-                    let Ok(mut expected) =
-                        hmac::Hmac::<sha2::Sha256>::new_from_slice(super::SECRET.as_bytes())
-                    else {
-                        return StatusCode::INTERNAL_SERVER_ERROR;
-                    };
-                    expected.update(&body);
-                    if expected.verify_slice(&mac).is_err() {
-                        return StatusCode::UNAUTHORIZED;
-                    }
                     let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
                         return StatusCode::BAD_REQUEST;
                     };
