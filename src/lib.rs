@@ -78,7 +78,6 @@ mod backoff;
 // The ground floor: the protocol, no I/O, no HTTP.
 pub mod event;
 pub mod replay;
-pub mod secrets;
 pub mod signature;
 // What handles a verified event, and what remembers it.
 pub mod dedupe;
@@ -89,6 +88,8 @@ pub mod queue;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod trace;
+// Where a receiver's secrets come from (files, accounts, a lookup).
+pub mod secrets;
 // The receiver: adapters, the pipeline, the status table.
 mod receiver;
 // Around it.

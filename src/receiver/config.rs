@@ -1,11 +1,9 @@
 //! Every setting of a receiver, in one builder.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::body::BodyBudget;
 use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore};
 use crate::replay::{Clock, ReplayWindow, SystemClock};
 use crate::secrets::SecretSource;
@@ -161,7 +159,7 @@ impl WebhookConfig {
     /// would go past it answers `503` (the sender retries) and frees its
     /// share at once. Default: [`DEFAULT_BODY_BUDGET`].
     pub fn body_budget(mut self, bytes: usize) -> Self {
-        self.body_budget.bytes = bytes;
+        self.body_budget = self.body_budget.with_bytes(bytes);
         self
     }
 
@@ -180,7 +178,7 @@ impl WebhookConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn body_budget_per_peer(mut self, bytes: usize) -> Self {
-        self.body_budget.per_peer = Some((bytes, Arc::default()));
+        self.body_budget = self.body_budget.with_peer_share(bytes);
         self
     }
 
@@ -272,105 +270,6 @@ impl WebhookConfig {
     }
 }
 
-/// Body bytes held before verification, shared by every clone of a
-/// configuration and charged as they arrive, never from what a header
-/// declares. A counter, not a semaphore: nobody waits for room (past the
-/// budget a delivery is refused), so there is no waiter list to lock.
-#[derive(Clone)]
-pub(crate) struct BodyBudget {
-    bytes: usize,
-    held: Arc<AtomicUsize>,
-    /// The share one peer address may hold, and what each holds.
-    per_peer: Option<(usize, Arc<Mutex<PeerShares>>)>,
-}
-
-/// Body bytes held, by peer address.
-type PeerShares = HashMap<IpAddr, usize>;
-
-/// What one delivery holds of a [`BodyBudget`], given back on drop.
-pub(crate) struct Charge<'a> {
-    budget: &'a BodyBudget,
-    peer: Option<IpAddr>,
-    bytes: usize,
-}
-
-impl BodyBudget {
-    fn new(bytes: usize) -> Self {
-        Self {
-            bytes,
-            held: Arc::default(),
-            per_peer: None,
-        }
-    }
-
-    /// An empty charge for one delivery from `peer`.
-    pub(crate) fn charge(&self, peer: Option<IpAddr>) -> Charge<'_> {
-        Charge {
-            budget: self,
-            peer,
-            bytes: 0,
-        }
-    }
-
-    fn peers(map: &Mutex<PeerShares>) -> MutexGuard<'_, PeerShares> {
-        // Every update leaves the map consistent: keep using it after a panic.
-        map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Charge<'_> {
-    /// Charges `bytes` more that arrived; `false` (and nothing charged) when
-    /// the budget, or the peer's share of it, would be overspent.
-    pub(crate) fn add(&mut self, bytes: usize) -> bool {
-        let budget = self.budget;
-        // The peer's share first, held locked until the budget agreed, so a
-        // refusal never passes through the shared counter.
-        let mut peers = match (&budget.per_peer, self.peer) {
-            (Some((share, map)), Some(peer)) => {
-                let peers = BodyBudget::peers(map);
-                let held = peers.get(&peer).copied().unwrap_or(0);
-                if held.saturating_add(bytes) > *share {
-                    return false;
-                }
-                Some((peers, peer))
-            }
-            _ => None,
-        };
-        let global = budget
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(bytes)
-                    .filter(|total| *total <= budget.bytes)
-            });
-        if global.is_err() {
-            return false;
-        }
-        if let Some((peers, peer)) = &mut peers {
-            *peers.entry(*peer).or_insert(0) += bytes;
-        }
-        self.bytes += bytes;
-        true
-    }
-}
-
-impl Drop for Charge<'_> {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
-        if let (Some((_, map)), Some(peer)) = (&self.budget.per_peer, self.peer) {
-            let mut peers = BodyBudget::peers(map);
-            if let Some(held) = peers.get_mut(&peer) {
-                *held = held.saturating_sub(self.bytes);
-                if *held == 0 {
-                    peers.remove(&peer);
-                }
-            }
-        }
-    }
-}
-
 impl From<Verifier> for WebhookConfig {
     fn from(verifier: Verifier) -> Self {
         Self::new(verifier)
@@ -390,11 +289,8 @@ impl std::fmt::Debug for WebhookConfig {
             .field("done_ttl", &self.done_ttl)
             .field("acknowledge_mismatched", &self.acknowledge_mismatched)
             .field("require_created_at", &self.require_created_at)
-            .field("body_budget", &self.body_budget.bytes)
-            .field(
-                "body_budget_per_peer",
-                &self.body_budget.per_peer.as_ref().map(|(share, _)| share),
-            )
+            .field("body_budget", &self.body_budget.bytes())
+            .field("body_budget_per_peer", &self.body_budget.peer_share())
             .finish_non_exhaustive()
     }
 }

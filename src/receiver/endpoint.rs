@@ -43,7 +43,8 @@ use http_body_util::Full;
 use tower_service::Service;
 
 use super::config::WebhookConfig;
-use super::pipeline::{Enqueue, Pipeline};
+use super::enqueue::Enqueue;
+use super::pipeline::Pipeline;
 use crate::handler::Handlers;
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is

@@ -129,7 +129,7 @@ where
 /// or refused, and logs a refusal.
 fn counted<T>(
     received: Result<T, Rejection>,
-    event_type: impl FnOnce(&T) -> Option<crate::EventType>,
+    event_type: impl FnOnce(&T) -> Option<crate::event::EventType>,
 ) -> Result<T, Rejection> {
     match &received {
         Ok(received) => {

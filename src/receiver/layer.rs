@@ -64,9 +64,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::WebhookConfig;
+pub use super::enqueue::{Enqueue, Enqueued};
 use super::outcome::Outcome;
 use super::pipeline::Pipeline;
-pub use super::pipeline::{Enqueue, Enqueued};
 use crate::handler::Handlers;
 
 /// A tower [`Layer`] that answers LTVboost deliveries on one path and passes

@@ -9,15 +9,16 @@
 //!                  │        layer.rs                        endpoint.rs                       extract.rs
 //!                  ▼
 //!               pipeline.rs: one pass, top to bottom
-//!               1. method + path            (405 / pass through)
+//!               1. method + path            (405 / pass through; {account} segment)
 //!               2. signature header         (401)   before any body is read
-//!               3. bounded body read        (413 / 408 / 503)
-//!               4. signature check          (401)   constant time, any active secret
-//!               5. envelope parse           (400)   typed Event, Unknown for new types
-//!               6. replay window            (400)
-//!               7. dedupe claim             (200 dup / 409 in flight / 503 store down)
-//!               8a. inline: the handlers; done or released       (200 / 500)
-//!               8b. enqueue: append to a Redis stream            (202)
+//!               3. the request's secrets    (404 / 503)   crate::secrets, body unread
+//!               4. bounded body read        (413 / 408 / 503)   body.rs: clocks, budget
+//!               5. signature check          (401)   constant time, that account's secrets
+//!               6. envelope parse           (400)   typed Event, Unknown for new types
+//!               7. replay window            (400)
+//!               8. dedupe claim             (200 dup / 409 in flight / 503 store down)
+//!               9a. inline: the handlers; done or released       (200 / 500)
+//!               9b. enqueue: append to a Redis stream            (202)   enqueue.rs
 //!                  │
 //!                  ▼
 //!               outcome.rs: Outcome ──► its row: status, code, text, log level
@@ -32,8 +33,10 @@
 //! [`Enqueue`](crate::layer::Enqueue): the queue (feature `queue`) plugs in
 //! from above, and its workers answer through the same [`Outcome`](crate::Outcome).
 
+mod body;
 pub mod config;
 pub mod endpoint;
+mod enqueue;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod layer;

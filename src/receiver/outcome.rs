@@ -384,7 +384,7 @@ impl Rejection {
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for Rejection {
     fn into_response(self) -> axum_core::response::Response {
-        crate::Outcome::Rejected(self).into_response()
+        Outcome::Rejected(self).into_response()
     }
 }
 

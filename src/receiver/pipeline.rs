@@ -26,7 +26,6 @@
 //! returns, and the claim's end (done or released) is recorded just after.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
@@ -34,15 +33,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Extensions, HeaderMap, Method};
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::sync::{Notify, oneshot};
-use tokio::time::Instant;
 use tracing::{Instrument, Level, field};
 
-use super::config::{Charge, WebhookConfig};
+use super::body::{read_body, too_large};
+use super::config::WebhookConfig;
 use std::future::Future;
 
 use super::outcome::Rejection;
@@ -55,6 +52,8 @@ use crate::replay::parse_timestamp;
 use crate::secrets::{LookupError, RequestHead, SecretSource};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 use crate::trace;
+
+pub(crate) use super::enqueue::{Enqueue, Enqueued};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -80,51 +79,6 @@ impl std::fmt::Debug for Destination {
             Destination::Queue(_) => "Queue",
         })
     }
-}
-
-/// A durable queue for enqueue mode: the receiver answers `202` once
-/// [`enqueue`](Self::enqueue) returns [`Enqueued::Added`], and workers
-/// handle the event later. `queue::RedisQueue` (feature `queue`) is one.
-///
-/// ```
-/// use std::future::Future;
-/// use std::pin::Pin;
-/// use ltvboost_webhooks::dedupe::StoreError;
-/// use ltvboost_webhooks::handler::Delivery;
-/// use ltvboost_webhooks::layer::{Enqueue, Enqueued};
-///
-/// /// Keeps nothing: for a demonstration only.
-/// struct Discard;
-///
-/// impl Enqueue for Discard {
-///     fn enqueue<'a>(
-///         &'a self,
-///         delivery: &'a Delivery,
-///     ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>> {
-///         Box::pin(async move { Ok(Enqueued::Added(delivery.dedupe_key().to_owned())) })
-///     }
-/// }
-/// ```
-pub trait Enqueue: Send + Sync + 'static {
-    /// Appends `delivery` durably, once per event (by
-    /// [`Delivery::dedupe_key`]); returns once the write is confirmed. An
-    /// `Err` answers `503`, so the sender retries.
-    #[allow(clippy::type_complexity)]
-    fn enqueue<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-    ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>>;
-}
-
-/// What [`Enqueue::enqueue`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Enqueued {
-    /// Appended, and the write confirmed, under this entry id.
-    Added(String),
-    /// The event was enqueued before (by any receiver): anything appended
-    /// with this delivery is dropped by the workers, unrun.
-    Duplicate,
 }
 
 /// The peer's address, in every request's extensions when
@@ -385,89 +339,6 @@ fn skip_replay_check(said: &std::sync::Once, reason: &'static str, what: &'stati
              refuse such deliveries"
         );
     });
-}
-
-/// Step 3: the whole body, at most `body_limit` bytes, charged to the
-/// budget as it arrives. Three clocks cut it: one deadline for the whole
-/// read (not per frame), the stall timeout since the last byte, and the
-/// rate floor once the read has lasted the stall timeout; a byte-at-a-time
-/// sender holds neither the request nor any budget for long.
-async fn read_body<B>(
-    config: &WebhookConfig,
-    body: B,
-    charge: &mut Charge<'_>,
-) -> Result<Bytes, Rejection>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let started = Instant::now();
-    let deadline = started + config.read_timeout;
-    let mut body = std::pin::pin!(body);
-    // The first frame is kept as it arrived (usually the whole body); later
-    // ones are copied together, so that many tiny frames hold no more memory
-    // than the bytes they carry.
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    let mut received = 0usize;
-    let mut last_byte = started;
-    loop {
-        let stall = last_byte + config.body_stall_timeout;
-        let frame = match tokio::time::timeout_at(stall.min(deadline), body.as_mut().frame()).await
-        {
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => return Err(Rejection::BodyRead(e.into())),
-            Err(_) if stall < deadline => return Err(Rejection::BodyStalled),
-            Err(_) => {
-                return Err(Rejection::BodyTimeout {
-                    deadline: config.read_timeout,
-                });
-            }
-        };
-        // Trailers and empty frames are no progress.
-        let Ok(mut data) = frame.into_data() else {
-            continue;
-        };
-        let len = data.remaining();
-        if len == 0 {
-            continue;
-        }
-        received = received.saturating_add(len);
-        if received > config.body_limit {
-            return Err(too_large(config));
-        }
-        if !charge.add(len) {
-            return Err(Rejection::Overloaded);
-        }
-        last_byte = Instant::now();
-        let reading = last_byte.duration_since(started);
-        if reading >= config.body_stall_timeout
-            && (received as f64) < config.min_body_rate as f64 * reading.as_secs_f64()
-        {
-            return Err(Rejection::BodyStalled);
-        }
-        if joined.is_empty() && first.is_none() {
-            first = Some(data.copy_to_bytes(len));
-        } else {
-            // The first frame moves in here: its bytes are held once.
-            if let Some(first) = first.take() {
-                joined.extend_from_slice(&first);
-            }
-            joined.put(data);
-        }
-    }
-    Ok(if joined.is_empty() {
-        first.unwrap_or_default()
-    } else {
-        joined.freeze()
-    })
-}
-
-fn too_large(config: &WebhookConfig) -> Rejection {
-    Rejection::PayloadTooLarge {
-        limit: config.body_limit,
-    }
 }
 
 /// Steps 7–8 on a task of their own (where a runtime is at hand), so that
