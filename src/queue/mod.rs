@@ -188,7 +188,7 @@ struct Replicas {
     batch: Batched,
 }
 
-pub use crate::layer::Enqueued;
+use crate::layer::Enqueued;
 
 /// An entry moved to the dead-letter stream.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 /// handler's claim is renewed, so it never lapses under it.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
 
-pub use crate::dedupe::DEFAULT_DONE_TTL;
+use crate::dedupe::DEFAULT_DONE_TTL;
 
 /// What stands for the account's path segment in [`WebhookConfig::path`].
 const ACCOUNT_SEGMENT: &str = "{account}";

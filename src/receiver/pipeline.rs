@@ -87,7 +87,7 @@ impl std::fmt::Debug for Destination {
 /// for [`WebhookConfig::body_budget_per_peer`](crate::WebhookConfig::body_budget_per_peer).
 ///
 /// ```
-/// use ltvboost_webhooks::serve::PeerAddr;
+/// use ltvboost_webhooks::PeerAddr;
 ///
 /// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
 ///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
