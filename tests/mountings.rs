@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::routing::{get, post};
 use common::*;
 use ltvboost_webhooks::extract::VerifiedEvent;
-use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint, WebhookLayer, WebhookService};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer, WebhookService};
 use tokio::net::TcpListener;
 
 /// How a mounting is served.
@@ -102,7 +102,7 @@ async fn every_mounting_works_with_axum_serve_and_with_the_server() {
 
         // route_service with WebhookEndpoint
         let recorder = Recorder::new();
-        let endpoint = WebhookEndpoint::new(config(), recording(&recorder));
+        let endpoint = WebhookLayer::new(config(), recording(&recorder)).endpoint();
         let router = health().route_service(PATH, endpoint);
         check(
             serve_router(router, by).await,
@@ -115,7 +115,7 @@ async fn every_mounting_works_with_axum_serve_and_with_the_server() {
 
         // nest("/hooks", route_service("/ltvboost", endpoint))
         let recorder = Recorder::new();
-        let endpoint = WebhookEndpoint::new(config(), recording(&recorder));
+        let endpoint = WebhookLayer::new(config(), recording(&recorder)).endpoint();
         let router = health().nest("/hooks", Router::new().route_service("/ltvboost", endpoint));
         check(
             serve_router(router, by).await,

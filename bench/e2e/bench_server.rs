@@ -42,7 +42,7 @@ use ltvboost_webhooks::event::ResponseCreated;
 use ltvboost_webhooks::handler::{Delivery, HandlerResult, Handlers, ResponseHandler};
 use ltvboost_webhooks::serve::Server;
 use ltvboost_webhooks::signature::{Secret, Verifier};
-use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint, WebhookLayer};
+use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 
 const SECRET: &str = "ltvboost-development-secret-do-not-use-in-production";
 
@@ -105,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             server.serve(layer.wrap(bare)).await?;
         }
         "endpoint" => {
-            let endpoint = WebhookEndpoint::new(config, Handlers::responses(Touch));
+            let endpoint = WebhookLayer::new(config, Handlers::responses(Touch)).endpoint();
             server
                 .serve(Router::new().route_service("/webhooks/ltvboost", endpoint))
                 .await?;

@@ -1,7 +1,9 @@
 //! A tower service that answers only deliveries: for `route_service`, nested
 //! routers, or a server of its own.
 //!
-//! [`WebhookEndpoint`] answers every request it gets, whatever its path,
+//! [`WebhookEndpoint`] is made from a [`WebhookLayer`]
+//! ([`WebhookLayer::endpoint`]): one constructor per mode, on the layer. It
+//! answers every request it gets, whatever its path,
 //! with the same steps as the layer (method, signature header, bounded body
 //! read, signature check, envelope, replay window, then the deduplicated
 //! handler call or the append to the queue): the router decides where it is
@@ -14,7 +16,7 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint};
+//! use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 //! use ltvboost_webhooks::handler::{Handlers, SegmentHandler};
 //! use ltvboost_webhooks::signature::{Secret, Verifier};
 //!
@@ -23,7 +25,7 @@
 //!
 //! let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?);
 //! let hooks = Router::new()
-//!     .route_service("/ltvboost", WebhookEndpoint::new(config, Handlers::segments(Segments)));
+//!     .route_service("/ltvboost", WebhookLayer::new(config, Handlers::segments(Segments)).endpoint());
 //! let app: Router = Router::new()
 //!     .route("/healthz", get(|| async { "ok" }))
 //!     .nest("/hooks", hooks); // LTVboost posts to /hooks/ltvboost
@@ -42,10 +44,8 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-use super::config::WebhookConfig;
-use super::enqueue::Enqueue;
+use super::layer::WebhookLayer;
 use super::pipeline::Pipeline;
-use crate::handler::Handlers;
 
 /// A tower service that answers LTVboost deliveries, on whatever path it is
 /// mounted. See the [module docs](self).
@@ -55,34 +55,16 @@ pub struct WebhookEndpoint {
 }
 
 impl WebhookEndpoint {
-    /// An endpoint that receives with `config` (its `path` is not used: the
-    /// router routes) and routes events to `handlers`.
-    pub fn new(config: impl Into<WebhookConfig>, handlers: Handlers) -> Self {
-        Self {
-            pipeline: Pipeline::inline(config.into(), handlers),
-        }
+    pub(super) fn new(pipeline: Arc<Pipeline>) -> Self {
+        Self { pipeline }
     }
+}
 
-    /// Enqueue mode: a verified delivery is appended to `queue` (such as
-    /// `queue::RedisQueue`, feature `queue`) and answered `202` once the
-    /// write is confirmed; a worker calls the handlers later.
-    /// Deduplication happens at enqueue, in the queue (the configuration's
-    /// dedupe store is not used).
-    ///
-    /// ```no_run
-    /// # #[cfg(feature = "queue")]
-    /// # async fn run(verifier: ltvboost_webhooks::signature::Verifier) -> Result<(), Box<dyn std::error::Error>> {
-    /// use ltvboost_webhooks::{WebhookConfig, WebhookEndpoint};
-    /// use ltvboost_webhooks::queue::RedisQueue;
-    ///
-    /// let queue = RedisQueue::connect("redis://127.0.0.1:6379/").await?;
-    /// let endpoint = WebhookEndpoint::enqueue(WebhookConfig::new(verifier), queue);
-    /// # Ok(()) }
-    /// ```
-    pub fn enqueue(config: impl Into<WebhookConfig>, queue: impl Enqueue) -> Self {
-        Self {
-            pipeline: Pipeline::enqueue(config.into(), queue),
-        }
+/// The layer's receiver as an endpoint of its own (the same as
+/// [`WebhookLayer::endpoint`]).
+impl From<WebhookLayer> for WebhookEndpoint {
+    fn from(layer: WebhookLayer) -> Self {
+        layer.endpoint()
     }
 }
 

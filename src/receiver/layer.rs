@@ -64,6 +64,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::WebhookConfig;
+use super::endpoint::WebhookEndpoint;
 pub use super::enqueue::{Enqueue, Enqueued};
 use super::outcome::Outcome;
 use super::pipeline::Pipeline;
@@ -105,6 +106,26 @@ impl WebhookLayer {
         Self {
             pipeline: Pipeline::enqueue(config.into(), queue),
         }
+    }
+
+    /// The same receiver as a tower service that answers only deliveries,
+    /// on whatever path a router mounts it (`Router::route_service`, a
+    /// nested router, a server of its own); the configuration's `path` is
+    /// not used.
+    ///
+    /// ```
+    /// # use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
+    /// # use ltvboost_webhooks::handler::{Handlers, SegmentHandler};
+    /// # use ltvboost_webhooks::signature::{Secret, Verifier};
+    /// # struct Segments;
+    /// # impl SegmentHandler for Segments {}
+    /// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?);
+    /// let endpoint = WebhookLayer::new(config, Handlers::segments(Segments)).endpoint();
+    /// let app: axum::Router = axum::Router::new().route_service("/webhooks/ltvboost", endpoint);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn endpoint(&self) -> WebhookEndpoint {
+        WebhookEndpoint::new(self.pipeline.clone())
     }
 
     /// Wraps `inner`, a router or any other service: the same as

@@ -140,7 +140,7 @@ type AttemptHook = std::sync::Arc<dyn Fn(&Attempt) + Send + Sync>;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use ltvboost_webhooks::{EventType, WebhookEndpoint};
+/// use ltvboost_webhooks::{EventType, WebhookLayer};
 /// use ltvboost_webhooks::handler::{Handlers, ResponseHandler};
 /// use ltvboost_webhooks::signature::{Secret, Verifier};
 /// use ltvboost_webhooks::testing::{SenderSimulator, fixture};
@@ -150,7 +150,7 @@ type AttemptHook = std::sync::Arc<dyn Fn(&Attempt) + Send + Sync>;
 ///
 /// let secret = Secret::new("a-test-secret-0123456789")?;
 /// let verifier = Verifier::new([secret.clone()])?;
-/// let service = WebhookEndpoint::new(verifier, Handlers::responses(Responses));
+/// let service = WebhookLayer::new(verifier, Handlers::responses(Responses)).endpoint();
 ///
 /// let report = SenderSimulator::new(secret)
 ///     .time_scale(0.0) // the whole 24-hour schedule, instantly
