@@ -733,17 +733,16 @@ async fn follow<T: Contents>(followed: Weak<Followed<T>>) {
 /// # Ok(()) }
 /// ```
 pub fn from_env(bind: std::net::SocketAddr) -> Result<Arc<dyn SecretSource>, SecretError> {
-    let listed = std::env::var(crate::signature::SECRET_ENV)
-        .is_ok_and(|list| !list.trim().trim_matches(',').trim().is_empty());
-    let file = crate::signature::secret_file_from_env();
-    match accounts_file_from_env() {
-        Some(_) if listed || file.is_some() => Err(SecretError::BothSet),
-        Some(path) => Ok(Arc::new(AccountsFile::open(path)?)),
-        None => match file {
-            Some(_) if listed => Err(SecretError::BothSet),
-            Some(path) => Ok(Arc::new(SecretFile::open(path)?)),
-            None => Ok(Arc::new(Verifier::from_env(bind)?)),
-        },
+    let listed = crate::signature::secret_list_from_env().is_some();
+    match (
+        accounts_file_from_env(),
+        crate::signature::secret_file_from_env(),
+    ) {
+        (Some(_), file) if listed || file.is_some() => Err(SecretError::BothSet),
+        (Some(path), _) => Ok(Arc::new(AccountsFile::open(path)?)),
+        (None, Some(path)) if !listed => Ok(Arc::new(SecretFile::open(path)?)),
+        // A list, nothing, or both a list and a file (refused there).
+        (None, _) => Ok(Arc::new(Verifier::from_env(bind)?)),
     }
 }
 

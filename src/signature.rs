@@ -262,6 +262,22 @@ pub const SECRET_ENV: &str = "LTVBOOST_WEBHOOK_SECRET";
 /// restart.
 pub const SECRET_FILE_ENV: &str = "LTVBOOST_WEBHOOK_SECRET_FILE";
 
+/// The list [`SECRET_ENV`] holds, when it holds a secret (not only blanks
+/// and commas).
+///
+/// ```
+/// use ltvboost_webhooks::signature::secret_list_from_env;
+///
+/// if let Some(list) = secret_list_from_env() {
+///     println!("{} secrets", list.split(',').filter(|s| !s.trim().is_empty()).count());
+/// }
+/// ```
+pub fn secret_list_from_env() -> Option<String> {
+    std::env::var(SECRET_ENV)
+        .ok()
+        .filter(|list| !list.trim().trim_matches(',').trim().is_empty())
+}
+
 /// The path [`SECRET_FILE_ENV`] names, when it is set and not blank.
 ///
 /// ```
@@ -512,13 +528,11 @@ impl Verifier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_env(bind: std::net::SocketAddr) -> Result<Self, SecretError> {
-        let list = std::env::var(SECRET_ENV).unwrap_or_default();
-        let listed = !list.trim().trim_matches(',').trim().is_empty();
-        match (listed, secret_file_from_env()) {
-            (true, Some(_)) => return Err(SecretError::BothSet),
-            (true, None) => return Self::from_list(&list),
-            (false, Some(path)) => return Self::from_file(&path),
-            (false, None) => {}
+        match (secret_list_from_env(), secret_file_from_env()) {
+            (Some(_), Some(_)) => return Err(SecretError::BothSet),
+            (Some(list), None) => return Self::from_list(&list),
+            (None, Some(path)) => return Self::from_file(&path),
+            (None, None) => {}
         }
         if !bind.ip().is_loopback() {
             return Err(SecretError::Unset);
