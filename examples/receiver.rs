@@ -5,6 +5,7 @@
 //! LTVBOOST_REDIS_URL=redis://127.0.0.1:6379/ cargo run --features redis --example receiver
 //! LTVBOOST_QUEUE_URL=redis://127.0.0.1:6379/ cargo run --release --features queue --example receiver
 //! LTVBOOST_METRICS_ADDR=127.0.0.1:9090 cargo run --features metrics --example receiver
+//! LTVBOOST_DATABASE_URL=postgres://app@127.0.0.1/app cargo run --features postgres --example receiver
 //! ```
 //!
 //! Listens on `LTVBOOST_WEBHOOK_ADDR` (default `127.0.0.1:3000`), verifies
@@ -32,6 +33,18 @@
 //! service's keys: services sharing one Redis each take their own. With
 //! `LTVBOOST_METRICS_ADDR` (feature `metrics`), it serves Prometheus metrics
 //! on that address.
+//!
+//! With `LTVBOOST_DATABASE_URL` (feature `postgres`), each delivery runs in
+//! one Postgres transaction: the handler inserts a row `(event_id,
+//! event_type)` into `ltvboost_example_effects` (created if missing), which
+//! commits together with the event's done-record and its inbox row
+//! (`ltvboost inbox list`), kept for `LTVBOOST_INBOX_RETENTION` (default
+//! `7d`). Postgres down at start: the receiver starts and answers 503 until
+//! it is back. Fault knobs, for tests: `LTVBOOST_EXAMPLE_ABORT_BEFORE_COMMIT=<type>`
+//! aborts the process after the insert and before the commit,
+//! `LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT=<type>` after the commit and before
+//! the answer, `LTVBOOST_EXAMPLE_FAIL_TYPES=<type,…>` makes the handler
+//! insert and then fail.
 
 use axum::{Router, routing::get};
 use ltvboost_webhooks::event::*;
@@ -117,7 +130,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .into(),
             );
         }
-        Err(_) => WebhookLayer::new(config, Handlers::all(PrintingHandlers)),
+        Err(_) => match in_transaction_from_env(config)? {
+            Ok(layer) => layer,
+            Err(config) => WebhookLayer::new(config, Handlers::all(PrintingHandlers)),
+        },
     };
     let app = layer.wrap(router);
 
@@ -131,6 +147,123 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 // ---- Configuration from the environment, and handlers that print ----
+
+/// With `LTVBOOST_DATABASE_URL`, a layer whose handler writes inside each
+/// delivery's transaction; otherwise the configuration back.
+fn in_transaction_from_env(
+    config: WebhookConfig,
+) -> Result<Result<WebhookLayer, WebhookConfig>, Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if let Some(store) =
+        ltvboost_webhooks::postgres::PostgresStore::from_env().map_err(|e| e.to_string())?
+    {
+        let url = std::env::var(ltvboost_webhooks::postgres::DATABASE_URL_ENV)?;
+        let effects = effects::Effects::from_env(url.trim());
+        tracing::info!(
+            "handlers inside Postgres transactions: tables in schema {}, effects in \
+             ltvboost_example_effects",
+            store.schema_name()
+        );
+        return Ok(Ok(WebhookLayer::in_transaction(config, store, effects)));
+    }
+    #[cfg(not(feature = "postgres"))]
+    if std::env::var_os("LTVBOOST_DATABASE_URL").is_some() {
+        return Err(
+            "LTVBOOST_DATABASE_URL is set, but this build has no `postgres` feature: \
+                    run with `--features postgres`"
+                .into(),
+        );
+    }
+    Ok(Err(config))
+}
+
+/// The handler that writes through the delivery's transaction.
+#[cfg(feature = "postgres")]
+mod effects {
+    use ltvboost_webhooks::handler::{Delivery, HandlerResult};
+    use ltvboost_webhooks::postgres::{Transaction, TransactionHandler, tokio_postgres};
+
+    /// Inserts one row per event into `ltvboost_example_effects`.
+    pub(crate) struct Effects {
+        url: String,
+        table: tokio::sync::OnceCell<()>,
+        abort_before_commit: Option<String>,
+        abort_after_commit: Option<String>,
+        fail_types: Vec<String>,
+    }
+
+    impl Effects {
+        pub(crate) fn from_env(url: &str) -> Self {
+            let knob = |name| std::env::var(name).ok().map(|v| v.trim().to_owned());
+            Self {
+                url: url.to_owned(),
+                table: tokio::sync::OnceCell::new(),
+                abort_before_commit: knob("LTVBOOST_EXAMPLE_ABORT_BEFORE_COMMIT"),
+                abort_after_commit: knob("LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT"),
+                fail_types: knob("LTVBOOST_EXAMPLE_FAIL_TYPES")
+                    .map(|types| types.split(',').map(|t| t.trim().to_owned()).collect())
+                    .unwrap_or_default(),
+            }
+        }
+
+        /// Creates the table once (on a connection of its own, so that a
+        /// delivery's rollback cannot undo it); a database that is down
+        /// fails the delivery, and the next one tries again.
+        async fn table(&self) -> HandlerResult {
+            self.table
+                .get_or_try_init(|| async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(
+                            "SELECT pg_advisory_xact_lock(hashtext('ltvboost_example_effects'));
+                             CREATE TABLE IF NOT EXISTS ltvboost_example_effects (
+                                 event_id text,
+                                 event_type text NOT NULL,
+                                 inserted_at timestamptz NOT NULL DEFAULT now()
+                             )",
+                        )
+                        .await
+                })
+                .await?;
+            Ok(())
+        }
+    }
+
+    impl TransactionHandler for Effects {
+        async fn handle(
+            &self,
+            delivery: &Delivery,
+            transaction: &Transaction<'_>,
+        ) -> HandlerResult {
+            self.table().await?;
+            transaction
+                .execute(
+                    "INSERT INTO ltvboost_example_effects (event_id, event_type) VALUES ($1, $2)",
+                    &[&delivery.id(), &delivery.type_name()],
+                )
+                .await?;
+            let event_type = delivery.type_name();
+            if self.abort_before_commit.as_deref() == Some(event_type) {
+                eprintln!("LTVBOOST_EXAMPLE_ABORT_BEFORE_COMMIT: aborting before the commit");
+                std::process::abort();
+            }
+            if self.fail_types.iter().any(|t| t == event_type) {
+                return Err(format!("LTVBOOST_EXAMPLE_FAIL_TYPES names {event_type}").into());
+            }
+            Ok(())
+        }
+
+        async fn committed(&self, delivery: &Delivery) {
+            if self.abort_after_commit.as_deref() == Some(delivery.type_name()) {
+                eprintln!("LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT: aborting after the commit");
+                std::process::abort();
+            }
+            let _ = super::print(delivery, "recorded in ltvboost_example_effects");
+        }
+    }
+}
 
 /// `LTVBOOST_WEBHOOK_ADDR`, default `127.0.0.1:3000`.
 fn addr_from_env() -> Result<SocketAddr, Box<dyn std::error::Error>> {

@@ -83,6 +83,8 @@ pub mod signature;
 pub mod dedupe;
 pub mod handler;
 pub mod metrics;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]

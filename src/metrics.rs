@@ -14,6 +14,8 @@
 //! | `ltvboost_webhook_secret_file_reloads_total` | counter | `result` |
 //! | `ltvboost_webhook_store_duration_seconds` | histogram | `operation` |
 //! | `ltvboost_webhook_store_errors_total` | counter | `operation` |
+//! | `ltvboost_webhook_inbox_rows_written_total` | counter | `outcome` |
+//! | `ltvboost_webhook_inbox_rows_deleted_total` | counter | |
 //! | `ltvboost_webhook_queue_entries` | gauge | |
 //! | `ltvboost_webhook_queue_pending` | gauge | |
 //! | `ltvboost_webhook_queue_lag` | gauge | |
@@ -31,7 +33,9 @@
 //! rejection), `event_type` is one of the seven documented types,
 //! `unknown`, or `none` before the signature verified (unauthenticated
 //! input never becomes a label value), `secret_index` counts the active
-//! secrets, `operation` is `claim`, `renew`, `mark_done` or `release`.
+//! secrets, `operation` is `claim`, `renew`, `mark_done` or `release` (and,
+//! for handlers inside a Postgres transaction, `begin`: a connection, `BEGIN`
+//! and the claim; `commit`: the inbox row and `COMMIT`).
 //!
 //! Install your exporter before the first delivery, as an application does
 //! at start-up: the receiver registers each metric with the recorder in
@@ -78,6 +82,10 @@ pub const REPLAY_SKIPPED: &str = "ltvboost_webhook_replay_check_skipped_total";
 pub const STORE_DURATION: &str = "ltvboost_webhook_store_duration_seconds";
 /// Dedupe store operations that failed.
 pub const STORE_ERRORS: &str = "ltvboost_webhook_store_errors_total";
+/// Rows written to the Postgres inbox, by `outcome`: `handled` or `failed`.
+pub const INBOX_WRITTEN: &str = "ltvboost_webhook_inbox_rows_written_total";
+/// Inbox rows deleted past their retention.
+pub const INBOX_DELETED: &str = "ltvboost_webhook_inbox_rows_deleted_total";
 /// Queue entries waiting or being handled, as a worker last saw them.
 pub const QUEUE_ENTRIES: &str = "ltvboost_webhook_queue_entries";
 /// How long the oldest queue entry has waited, in seconds (0: none).
@@ -216,6 +224,16 @@ pub fn describe() {
             STORE_ERRORS,
             Unit::Count,
             "Dedupe store operations that failed"
+        );
+        describe_counter!(
+            INBOX_WRITTEN,
+            Unit::Count,
+            "Rows written to the Postgres inbox, by outcome"
+        );
+        describe_counter!(
+            INBOX_DELETED,
+            Unit::Count,
+            "Inbox rows deleted past their retention"
         );
         describe_gauge!(
             QUEUE_ENTRIES,
@@ -413,6 +431,24 @@ pub(crate) fn replay_skipped(reason: &'static str) {
     let _ = reason;
 }
 
+/// A delivery's row was written to the Postgres inbox.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn inbox_written(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(INBOX_WRITTEN, "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
+}
+
+/// Inbox rows past their retention were deleted.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn inbox_deleted(rows: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(INBOX_DELETED).increment(rows);
+    #[cfg(not(feature = "metrics"))]
+    let _ = rows;
+}
+
 /// A changed secret file was read: its secrets applied (`ok`), or kept
 /// the last good ones.
 pub(crate) fn secret_file_reload(ok: bool) {
@@ -455,7 +491,8 @@ mod cache {
     use super::CODES;
     use crate::event::EventType;
 
-    pub(super) const OPERATIONS: &[&str] = &["claim", "renew", "mark_done", "release"];
+    pub(super) const OPERATIONS: &[&str] =
+        &["claim", "renew", "mark_done", "release", "begin", "commit"];
     /// The documented types, `unknown` and `none`.
     const TYPES: usize = 9;
 

@@ -70,6 +70,9 @@ pub(crate) struct Pipeline {
 enum Destination {
     Inline(Arc<Handlers>),
     Queue(Box<dyn Enqueue>),
+    /// Handlers inside a Postgres transaction with the done-record.
+    #[cfg(feature = "postgres")]
+    InTransaction(Arc<crate::postgres::InTransaction>),
 }
 
 impl std::fmt::Debug for Destination {
@@ -77,6 +80,8 @@ impl std::fmt::Debug for Destination {
         f.write_str(match self {
             Destination::Inline(_) => "Inline",
             Destination::Queue(_) => "Queue",
+            #[cfg(feature = "postgres")]
+            Destination::InTransaction(_) => "InTransaction",
         })
     }
 }
@@ -126,6 +131,18 @@ impl Pipeline {
         Arc::new(Self {
             config,
             destination: Destination::Queue(Box::new(queue)),
+        })
+    }
+
+    /// Handlers inside a Postgres transaction.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn in_transaction(
+        config: WebhookConfig,
+        target: crate::postgres::InTransaction,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            destination: Destination::InTransaction(Arc::new(target)),
         })
     }
 
@@ -224,6 +241,29 @@ impl Pipeline {
                     Outcome::QueueUnavailable
                 }
             },
+            #[cfg(feature = "postgres")]
+            Destination::InTransaction(target) => {
+                // On a task of its own, like the inline handlers: a sender
+                // hanging up cancels no transaction half-way.
+                let target = target.clone();
+                let done_ttl = self.config.done_ttl.max(self.config.replay_window.span());
+                let acknowledge = self.config.acknowledge_mismatched;
+                let settling =
+                    unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
+                let delivering = async move {
+                    let outcome = target.deliver(&delivery, done_ttl, acknowledge).await;
+                    drop(settling);
+                    outcome
+                }
+                .in_current_span();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => runtime.spawn(delivering).await.unwrap_or_else(|panic| {
+                        tracing::error!(%panic, "the transaction failed; asking the sender to retry");
+                        Outcome::StoreUnavailable
+                    }),
+                    Err(_) => delivering.await,
+                }
+            }
         }
     }
 }

@@ -481,3 +481,183 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A Postgres cluster of its own in a temporary directory (Debian's
+/// `postgresql` binaries), trusting local connections, on a free port.
+/// Run as root, its commands run as the `postgres` user (Postgres refuses
+/// root). Stopped (immediately) and removed when dropped.
+pub(crate) struct PrivatePostgres {
+    dir: TempDir,
+    pub(crate) port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Creates the cluster and starts it.
+    pub(crate) fn start() -> Self {
+        let bin = postgres_bin();
+        let dir = TempDir::new("postgres");
+        let postgres = Self {
+            dir,
+            port: free_port(),
+            bin,
+        };
+        postgres.as_owner();
+        postgres.run(
+            "initdb",
+            &[
+                "-D",
+                &postgres.data(),
+                "-U",
+                "ltvboost",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        postgres.start_again();
+        postgres
+    }
+
+    /// `postgres://ltvboost@127.0.0.1:<port>/postgres`.
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://ltvboost@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the stopped cluster again (same port, same data) and waits
+    /// until it answers.
+    pub(crate) fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
+             -c max_connections=200",
+            self.port,
+            self.dir.0.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// `pg_ctl stop -m <mode>`: `immediate` is a crash, `fast` a clean stop.
+    pub(crate) fn stop(&self, mode: &str) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", mode, "-w", "-t", "60", "stop"],
+        );
+    }
+
+    /// A connection of the test's own.
+    pub(crate) async fn client(&self) -> ltvboost_webhooks::postgres::tokio_postgres::Client {
+        use ltvboost_webhooks::postgres::tokio_postgres;
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn as_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+    }
+
+    /// Gives the directory to `postgres` when run as root.
+    fn as_owner(&self) {
+        if Self::as_root() {
+            let chowned = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&self.dir.0)
+                .status()
+                .unwrap();
+            assert!(
+                chowned.success(),
+                "chown postgres (is Debian's postgresql installed?)"
+            );
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if Self::as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}\n{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let mut command = if Self::as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            command
+        } else {
+            std::process::Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = command
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Where Postgres' server binaries are: `LTVBOOST_TEST_PG_BIN`, or the
+/// newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
+fn postgres_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("LTVBOOST_TEST_PG_BIN") {
+        return bin.into();
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Debian's postgresql is needed (scripts/test.sh installs it)")
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/<version>/bin/initdb: install Debian's postgresql")
+        .1
+}

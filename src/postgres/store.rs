@@ -1,0 +1,227 @@
+//! The tables, their migration, and [`DedupeStore`] on them.
+//!
+//! `dedupe` holds one row per event key: a claim (`done = false`, a token
+//! and a lease in `expires_at`) or a done-record (`done = true`, kept until
+//! `expires_at`). A row past `expires_at` counts as absent; the janitor
+//! deletes it.
+
+use std::time::Duration;
+
+use super::{PostgresStore, postgres_error};
+use crate::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
+
+/// The schema's statements, in order. Each is idempotent, and the whole list
+/// runs in one implicit transaction under an advisory lock, so receivers
+/// starting together migrate once. A later version appends statements.
+const MIGRATION: &str = "
+SELECT pg_advisory_xact_lock(hashtextextended('ltvboost-webhooks migrate {schema}', 0));
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (version integer PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS {schema}.dedupe (
+    key text PRIMARY KEY,
+    token text,
+    done boolean NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedupe_expires_at ON {schema}.dedupe (expires_at);
+CREATE TABLE IF NOT EXISTS {schema}.inbox (
+    seq bigserial PRIMARY KEY,
+    event_id text,
+    event_type text NOT NULL,
+    account text,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    outcome text NOT NULL,
+    error text,
+    body bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_received_at ON {schema}.inbox (received_at);
+CREATE INDEX IF NOT EXISTS inbox_event_id ON {schema}.inbox (event_id);
+INSERT INTO {schema}.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+";
+
+/// Creates or migrates the tables in `schema` (a checked identifier).
+pub(super) async fn migrate(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&MIGRATION.replace("{schema}", schema))
+        .await
+}
+
+/// The statements, with the schema's name in them.
+#[derive(Clone)]
+pub(super) struct Sql {
+    /// `$1` key, `$2` token, `$3` lease in seconds → `acquired`, `done`.
+    claim: String,
+    /// `$1` key, `$2` token, `$3` lease in seconds → a row when held.
+    renew: String,
+    /// `$1` key, `$2` token, `$3` time to live in seconds → `held`.
+    mark_done: String,
+    /// `$1` key, `$2` token → a row when held.
+    release: String,
+    /// Inside a delivery's transaction: `$1` key, `$2` time to live in
+    /// seconds → a row when this transaction now holds the done-record.
+    pub(super) claim_done: String,
+    /// `$1` key → `done` of the row that stands.
+    pub(super) standing: String,
+    /// `$1` event id, `$2` type, `$3` account, `$4` outcome, `$5` error,
+    /// `$6` body.
+    pub(super) inbox_insert: String,
+    /// `$1` retention in seconds.
+    pub(super) tidy_inbox: String,
+    pub(super) tidy_dedupe: String,
+    /// The inbox's columns, `received_at` as RFC 3339 in UTC, from which
+    /// the listing and the lookup select.
+    pub(super) inbox_select: String,
+}
+
+impl Sql {
+    pub(super) fn new(schema: &str) -> Self {
+        let table = format!("{schema}.dedupe");
+        let inbox = format!("{schema}.inbox");
+        Self {
+            // The CTE's snapshot predates its insert: `done` is the row that
+            // stood before, when the insert found one.
+            claim: format!(
+                "WITH taken AS (
+                   INSERT INTO {table} AS d (key, token, done, expires_at)
+                   VALUES ($1, $2, false, now() + make_interval(secs => $3))
+                   ON CONFLICT (key) DO UPDATE
+                     SET token = EXCLUDED.token, done = false, expires_at = EXCLUDED.expires_at
+                     WHERE d.expires_at <= now()
+                   RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM taken) AS acquired,
+                        (SELECT done FROM {table} WHERE key = $1) AS done"
+            ),
+            renew: format!(
+                "UPDATE {table} SET expires_at = now() + make_interval(secs => $3)
+                 WHERE key = $1 AND token = $2 AND NOT done AND expires_at > now()
+                 RETURNING 1"
+            ),
+            mark_done: format!(
+                "WITH before AS (SELECT token, done, expires_at FROM {table} WHERE key = $1),
+                 done AS (
+                   INSERT INTO {table} AS d (key, token, done, expires_at)
+                   VALUES ($1, $2, true, now() + make_interval(secs => $3))
+                   ON CONFLICT (key) DO UPDATE
+                     SET token = EXCLUDED.token, done = true, expires_at = EXCLUDED.expires_at
+                   RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM before
+                                WHERE token = $2 AND NOT done AND expires_at > now()) AS held,
+                        (SELECT count(*) FROM done) AS written"
+            ),
+            release: format!(
+                "DELETE FROM {table} WHERE key = $1 AND token = $2 AND NOT done AND expires_at > now()
+                 RETURNING 1"
+            ),
+            claim_done: format!(
+                "INSERT INTO {table} AS d (key, token, done, expires_at)
+                 VALUES ($1, NULL, true, now() + make_interval(secs => $2))
+                 ON CONFLICT (key) DO UPDATE
+                   SET token = NULL, done = true, expires_at = EXCLUDED.expires_at
+                   WHERE d.expires_at <= now()
+                 RETURNING 1"
+            ),
+            standing: format!("SELECT done FROM {table} WHERE key = $1 AND expires_at > now()"),
+            inbox_insert: format!(
+                "INSERT INTO {inbox} (event_id, event_type, account, outcome, error, body)
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            tidy_inbox: format!(
+                "DELETE FROM {inbox} WHERE received_at < now() - make_interval(secs => $1)"
+            ),
+            tidy_dedupe: format!("DELETE FROM {table} WHERE expires_at < now()"),
+            inbox_select: format!(
+                "SELECT seq, event_id, event_type, account,
+                        to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        outcome, error, body
+                 FROM {inbox}"
+            ),
+        }
+    }
+}
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+impl DedupeStore for PostgresStore {
+    async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let client = self.client().await?;
+        let token = ClaimToken::random();
+        let row = self
+            .bounded(async {
+                let claim = client.prepare_cached(&self.shared.sql.claim).await?;
+                client
+                    .query_one(&claim, &[&key, &token.to_string(), &seconds(lease)])
+                    .await
+            })
+            .await?;
+        let acquired: bool = row.try_get(0).map_err(|e| postgres_error(&e))?;
+        let done: Option<bool> = row.try_get(1).map_err(|e| postgres_error(&e))?;
+        Ok(match (acquired, done) {
+            (true, _) => Claim::Acquired(token),
+            (false, Some(true)) => Claim::Done,
+            // A claim stands, or the row went between the two reads.
+            (false, _) => Claim::InFlight,
+        })
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        let client = self.client().await?;
+        let row = self
+            .bounded(async {
+                let renew = client.prepare_cached(&self.shared.sql.renew).await?;
+                client
+                    .query_opt(&renew, &[&key, &token.to_string(), &seconds(lease)])
+                    .await
+            })
+            .await?;
+        Ok(held(row.is_some()))
+    }
+
+    async fn mark_done(
+        &self,
+        key: &str,
+        token: &ClaimToken,
+        ttl: Duration,
+    ) -> Result<ClaimStatus, StoreError> {
+        let client = self.client().await?;
+        let row = self
+            .bounded(async {
+                let mark_done = client.prepare_cached(&self.shared.sql.mark_done).await?;
+                client
+                    .query_one(&mark_done, &[&key, &token.to_string(), &seconds(ttl)])
+                    .await
+            })
+            .await?;
+        Ok(held(row.try_get(0).map_err(|e| postgres_error(&e))?))
+    }
+
+    async fn release(&self, key: &str, token: &ClaimToken) -> Result<ClaimStatus, StoreError> {
+        let client = self.client().await?;
+        let row = self
+            .bounded(async {
+                let release = client.prepare_cached(&self.shared.sql.release).await?;
+                client
+                    .query_opt(&release, &[&key, &token.to_string()])
+                    .await
+            })
+            .await?;
+        Ok(held(row.is_some()))
+    }
+}
+
+fn held(held: bool) -> ClaimStatus {
+    if held {
+        ClaimStatus::Held
+    } else {
+        ClaimStatus::Lost
+    }
+}

@@ -1,0 +1,580 @@
+//! Postgres (feature `postgres`), against a real Postgres cluster of the
+//! test's own: handlers inside the delivery's transaction, the inbox, the
+//! store without transactions, schemas, and the example receiver killed at
+//! each step, started with Postgres down, and run across a Postgres restart.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ltvboost_webhooks::WebhookLayer;
+use ltvboost_webhooks::handler::{Delivery, HandlerResult};
+use ltvboost_webhooks::postgres::{
+    InboxFilter, InboxOutcome, PostgresStore, Transaction, TransactionHandler, tokio_postgres,
+};
+
+/// Inserts `(event_id, event_type)` into `effects` through the transaction;
+/// fails (after the insert) while `failures` is above zero; waits `delay`.
+struct Effects {
+    calls: AtomicUsize,
+    failures: AtomicUsize,
+    delay: Duration,
+}
+
+impl Effects {
+    fn new() -> Arc<Self> {
+        Self::slow(Duration::ZERO)
+    }
+
+    fn slow(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+            delay,
+        })
+    }
+}
+
+struct Shared(Arc<Effects>);
+
+impl TransactionHandler for Shared {
+    async fn handle(&self, delivery: &Delivery, transaction: &Transaction<'_>) -> HandlerResult {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        transaction
+            .execute(
+                "INSERT INTO effects (event_id, event_type) VALUES ($1, $2)",
+                &[&delivery.id(), &delivery.type_name()],
+            )
+            .await?;
+        tokio::time::sleep(self.0.delay).await;
+        let failing = self
+            .0
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err("the handler failed after its insert".into());
+        }
+        Ok(())
+    }
+}
+
+async fn effects_table(postgres: &PrivatePostgres) -> tokio_postgres::Client {
+    let client = postgres.client().await;
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS effects (event_id text, event_type text)")
+        .await
+        .unwrap();
+    client
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn receiver(store: PostgresStore, effects: &Arc<Effects>) -> SocketAddr {
+    serve(WebhookLayer::in_transaction(config(), store, Shared(effects.clone())).endpoint()).await
+}
+
+#[tokio::test]
+async fn a_handler_writes_through_the_transaction_and_its_retry_is_a_duplicate() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let effects = Effects::new();
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let addr = receiver(store.clone(), &effects).await;
+
+    let body = event_json("evt_pg_1", "segment.ready", r#"{"id":"seg_1"}"#);
+    let first = post_signed(addr, &body).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let retry = post_signed(addr, &body).await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 1);
+
+    // The inbox holds the delivery once (the duplicate ran no handler),
+    // with the body byte for byte.
+    let inbox = store
+        .inbox(&InboxFilter::default().event_id("evt_pg_1"))
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0].outcome, InboxOutcome::Handled);
+    assert_eq!(inbox[0].event_type, "segment.ready");
+    assert_eq!(inbox[0].body, body);
+    assert!(
+        inbox[0].received_at.ends_with('Z'),
+        "{}",
+        inbox[0].received_at
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_rolls_back_its_writes_and_the_retry_runs_it() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let effects = Effects::new();
+    effects.failures.store(1, Ordering::SeqCst);
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let addr = receiver(store.clone(), &effects).await;
+
+    let body = event_json("evt_pg_fail", "action.failed", r#"{"id":"act_1"}"#);
+    assert_eq!(post_signed(addr, &body).await.status, 500);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 0);
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 1);
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 2);
+
+    let inbox = store
+        .inbox(&InboxFilter::default().event_type("action.failed"))
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = inbox.iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [InboxOutcome::Failed, InboxOutcome::Handled]);
+    assert_eq!(
+        inbox[0].error.as_deref(),
+        Some("the handler failed after its insert")
+    );
+    assert_eq!(inbox[1].error, None);
+}
+
+#[tokio::test]
+async fn two_receivers_given_the_same_event_at_once_commit_it_once() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    // Two receivers, each with a pool of its own, on one database; the
+    // handler holds its transaction open for a second.
+    let effects = Effects::slow(Duration::from_secs(1));
+    let one = receiver(PostgresStore::new(&postgres.url()).unwrap(), &effects).await;
+    let two = receiver(PostgresStore::new(&postgres.url()).unwrap(), &effects).await;
+    // The tables exist before the race (both would create them otherwise).
+    PostgresStore::new(&postgres.url())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+
+    for round in 0..5 {
+        let body = event_json(
+            &format!("evt_race_{round}"),
+            "response.created",
+            r#"{"id":"rsp_1"}"#,
+        );
+        let (a, b) = tokio::join!(post_signed(one, &body), post_signed(two, &body));
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert!(
+            statuses == [200, 409]
+                || (statuses == [200, 200]
+                    && (a.body.contains("duplicate") || b.body.contains("duplicate"))),
+            "round {round}: {a:?} {b:?}"
+        );
+        // The sender's retry of the loser is a duplicate.
+        let retry = post_signed(two, &body).await;
+        assert!(retry.body.contains("duplicate"), "{retry:?}");
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 5);
+    assert_eq!(
+        count(&client, "SELECT count(DISTINCT event_id) FROM effects").await,
+        5
+    );
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn the_store_without_transactions_serves_handlers_unchanged() {
+    let postgres = PrivatePostgres::start();
+    let recorder = Recorder::gated_by_delay(Duration::from_millis(600));
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let addr =
+        serve(WebhookLayer::new(config().dedupe_store(store), recording(&recorder)).endpoint())
+            .await;
+    let body = created_event("evt_plain_1");
+    let (first, second) = tokio::join!(post_signed(addr, &body), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        post_signed(addr, &body).await
+    });
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(second.status, 409, "{second:?}");
+    let retry = post_signed(addr, &body).await;
+    assert_eq!(retry.status, 200);
+    assert!(retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(recorder.calls("response.created"), 1);
+
+    // A failure releases the claim: the retry runs the handler.
+    recorder.script(&[Behaviour::Fail]);
+    let body = created_event("evt_plain_2");
+    assert_eq!(post_signed(addr, &body).await.status, 500);
+    // The claim is released just after the answer: a retry that comes
+    // sooner is answered 409, as LTVboost's would be.
+    let mut retry = post_signed(addr, &body).await;
+    while retry.status == 409 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        retry = post_signed(addr, &body).await;
+    }
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(recorder.calls("response.created"), 3);
+}
+
+#[tokio::test]
+async fn schemas_keep_two_services_apart_and_migrating_twice_at_once_is_harmless() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let orders = PostgresStore::new(&postgres.url())
+        .unwrap()
+        .schema("orders_webhooks")
+        .unwrap();
+    let billing = PostgresStore::new(&postgres.url())
+        .unwrap()
+        .schema("billing_webhooks")
+        .unwrap();
+    // Eight receivers starting at once migrate one schema once.
+    let starting: Vec<_> = (0..8)
+        .map(|_| {
+            let store = PostgresStore::new(&postgres.url())
+                .unwrap()
+                .schema("orders_webhooks")
+                .unwrap();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for start in starting {
+        start.await.unwrap().unwrap();
+    }
+    let effects = Effects::new();
+    let orders_addr = receiver(orders.clone(), &effects).await;
+    let billing_addr = receiver(billing.clone(), &effects).await;
+    let body = created_event("evt_shared_id");
+    assert_eq!(post_signed(orders_addr, &body).await.status, 200);
+    // The same event id is new to the other service.
+    let other = post_signed(billing_addr, &body).await;
+    assert_eq!(other.status, 200);
+    assert!(!other.body.contains("duplicate"), "{other:?}");
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 2);
+    for schema in ["orders_webhooks", "billing_webhooks"] {
+        let rows = count(
+            &client,
+            &format!("SELECT count(*) FROM {schema}.inbox WHERE event_id = 'evt_shared_id'"),
+        )
+        .await;
+        assert_eq!(rows, 1, "{schema}");
+        let version = count(
+            &client,
+            &format!("SELECT count(*) FROM {schema}.schema_version"),
+        )
+        .await;
+        assert_eq!(version, 1, "{schema}");
+    }
+}
+
+// ---- The example receiver, as an operator runs it ----
+
+/// The example receiver on `postgres`, with `env`; its stdout and stderr
+/// collected.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Example {
+    async fn start(url: &str, env: &[(&str, &str)]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut command = Command::new(example("receiver"));
+        command
+            .env("LTVBOOST_WEBHOOK_ADDR", addr.to_string())
+            .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
+            .env("LTVBOOST_DATABASE_URL", url)
+            .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
+            .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
+            .env_remove("LTVBOOST_REDIS_URL")
+            .env_remove("LTVBOOST_QUEUE_URL")
+            .env_remove("LTVBOOST_INBOX_RETENTION")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the receiver exited at start"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the receiver did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, addr, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to end, and says whether it was aborted.
+    async fn aborted(&mut self) -> bool {
+        wait_until("the receiver to exit", || {
+            self.child.try_wait().unwrap().is_some()
+        })
+        .await;
+        use std::os::unix::process::ExitStatusExt;
+        self.child.try_wait().unwrap().unwrap().signal() == Some(6)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts `body` signed, and returns the answer's first line, or `None`
+/// when the connection closed with no answer (the process died).
+async fn answer_if_any(addr: SocketAddr, body: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let signature = ltvboost_webhooks::signature::sign(&secret(), body);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&post_request(
+            PATH,
+            &[("x-ltvboost-signature", &signature)],
+            body,
+        ))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().map(str::to_owned)
+}
+
+async fn example_effects(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT event_id) FROM ltvboost_example_effects",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn the_example_killed_before_the_commit_leaves_nothing_and_the_retry_runs_the_handler() {
+    let postgres = PrivatePostgres::start();
+    let client = postgres.client().await;
+    let body = event_json("evt_abort_before", "segment.ready", r#"{"id":"seg_1"}"#);
+    {
+        let mut crashing = Example::start(
+            &postgres.url(),
+            &[("LTVBOOST_EXAMPLE_ABORT_BEFORE_COMMIT", "segment.ready")],
+        )
+        .await;
+        // A warm-up of another type creates the effects table.
+        let other = event_json("evt_other_1", "response.created", r#"{"id":"rsp_1"}"#);
+        assert_eq!(post_signed(crashing.addr, &other).await.status, 200);
+        let answer = answer_if_any(crashing.addr, &body).await;
+        assert_eq!(answer, None, "answered before the commit");
+        assert!(crashing.aborted().await, "{:?}", crashing.lines());
+    }
+    // The insert was never committed, and nothing marks the event done.
+    assert_eq!(example_effects(&client).await, (1, 1));
+    let restarted = Example::start(&postgres.url(), &[]).await;
+    let retry = post_signed(restarted.addr, &body).await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(!retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(example_effects(&client).await, (2, 2));
+    assert!(
+        restarted
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("segment.ready evt_abort_before secret#0:")),
+        "{:?}",
+        restarted.lines()
+    );
+}
+
+#[tokio::test]
+async fn the_example_killed_after_the_commit_answers_the_retry_as_a_duplicate() {
+    let postgres = PrivatePostgres::start();
+    let client = postgres.client().await;
+    let body = event_json("evt_abort_after", "action.sent", r#"{"id":"act_1"}"#);
+    {
+        let mut crashing = Example::start(
+            &postgres.url(),
+            &[("LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT", "action.sent")],
+        )
+        .await;
+        let answer = answer_if_any(crashing.addr, &body).await;
+        assert_eq!(answer, None, "answered after the commit");
+        assert!(crashing.aborted().await, "{:?}", crashing.lines());
+    }
+    assert_eq!(example_effects(&client).await, (1, 1));
+    let restarted = Example::start(&postgres.url(), &[]).await;
+    let retry = post_signed(restarted.addr, &body).await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(example_effects(&client).await, (1, 1));
+}
+
+#[tokio::test]
+async fn the_example_with_failing_types_rolls_back_and_the_inbox_shows_the_failure() {
+    let postgres = PrivatePostgres::start();
+    let client = postgres.client().await;
+    let failing = Example::start(
+        &postgres.url(),
+        &[(
+            "LTVBOOST_EXAMPLE_FAIL_TYPES",
+            "action.failed, segment.updated",
+        )],
+    )
+    .await;
+    let body = event_json("evt_fails", "action.failed", r#"{"id":"act_9"}"#);
+    assert_eq!(post_signed(failing.addr, &body).await.status, 500);
+    let ok = event_json("evt_fine", "response.scored", r#"{"id":"rsp_2","score":7}"#);
+    assert_eq!(post_signed(failing.addr, &ok).await.status, 200);
+    assert_eq!(example_effects(&client).await, (1, 1));
+
+    let inbox = PostgresStore::new(&postgres.url())
+        .unwrap()
+        .inbox(&InboxFilter::default())
+        .await
+        .unwrap();
+    let seen: Vec<_> = inbox
+        .iter()
+        .map(|e| (e.event_id.as_deref(), e.outcome, e.error.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Some("evt_fails"),
+                InboxOutcome::Failed,
+                Some("LTVBOOST_EXAMPLE_FAIL_TYPES names action.failed")
+            ),
+            (Some("evt_fine"), InboxOutcome::Handled, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_example_started_with_postgres_down_answers_503_until_it_is_back() {
+    let postgres = PrivatePostgres::start();
+    postgres.stop("fast");
+    let receiver = Example::start(&postgres.url(), &[]).await;
+    let body = event_json("evt_down", "segment.updated", r#"{"id":"seg_2"}"#);
+    for _ in 0..3 {
+        assert_eq!(post_signed(receiver.addr, &body).await.status, 503);
+    }
+    postgres.start_again();
+    // No restart of the receiver: the next delivery connects.
+    assert_eq!(post_signed(receiver.addr, &body).await.status, 200);
+    assert_eq!(example_effects(&postgres.client().await).await, (1, 1));
+}
+
+#[tokio::test]
+async fn the_inbox_forgets_after_its_retention_and_the_done_record_stays() {
+    let postgres = PrivatePostgres::start();
+    let receiver = Example::start(&postgres.url(), &[("LTVBOOST_INBOX_RETENTION", "2s")]).await;
+    let body = event_json("evt_retained", "segment.ready", r#"{"id":"seg_3"}"#);
+    assert_eq!(post_signed(receiver.addr, &body).await.status, 200);
+    let client = postgres.client().await;
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM ltvboost.inbox").await,
+        1
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&client, "SELECT count(*) FROM ltvboost.inbox").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the inbox row stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let retry = post_signed(receiver.addr, &body).await;
+    assert!(retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(example_effects(&client).await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_postgres_restart_under_load_loses_nothing_answered_2xx_and_writes_nothing_twice() {
+    let postgres = PrivatePostgres::start();
+    let receiver = Example::start(&postgres.url(), &[]).await;
+    let addr = receiver.addr;
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Eight senders deliver distinct events, each retried until it is
+    // answered 2xx, as LTVboost does, until Postgres has restarted twice:
+    // once cleanly, once as after a crash.
+    let senders: Vec<_> = (0..8)
+        .map(|sender| {
+            let (acknowledged, refused, restarted) =
+                (acknowledged.clone(), refused.clone(), restarted.clone());
+            tokio::spawn(async move {
+                let mut n = sender;
+                while !restarted.load(Ordering::SeqCst) {
+                    let body = event_json(
+                        &format!("evt_load_{n}"),
+                        "response.created",
+                        r#"{"id":"rsp_1"}"#,
+                    );
+                    loop {
+                        let reply = post_signed(addr, &body).await;
+                        if (200..300).contains(&reply.status) {
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    n += 8;
+                }
+            })
+        })
+        .collect();
+    for mode in ["fast", "immediate"] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        postgres.stop(mode);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        postgres.start_again();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    restarted.store(true, Ordering::SeqCst);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acknowledged = acknowledged.load(Ordering::SeqCst) as i64;
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "no delivery met the restarts"
+    );
+    let (rows, distinct) = example_effects(&postgres.client().await).await;
+    assert_eq!((rows, distinct), (acknowledged, acknowledged));
+}
