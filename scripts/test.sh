@@ -3,6 +3,10 @@
 # Redis server), property and doc tests, with every feature. CI runs exactly
 # this.
 #
+# Postgres: the Postgres tests (tests/postgres.rs) start private clusters of
+# their own from Debian's postgresql binaries (installed here when missing and
+# running as root); set LTVBOOST_TEST_PG_BIN to use binaries elsewhere.
+#
 # Redis: uses LTVBOOST_TEST_REDIS_URL when set; otherwise starts a private
 # redis-server on a free 127.0.0.1 port with no persistence (installing
 # Debian's redis-server first when missing and running as root), and stops it
@@ -17,6 +21,16 @@ if ! command -v promtool >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
     echo "promtool not found: install Debian's prometheus package" >&2
+    exit 1
+  fi
+fi
+
+if [ -z "${LTVBOOST_TEST_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing postgresql from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "Postgres' initdb not found: install Debian's postgresql, or set LTVBOOST_TEST_PG_BIN" >&2
     exit 1
   fi
 fi

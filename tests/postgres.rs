@@ -484,6 +484,77 @@ async fn the_example_with_failing_types_rolls_back_and_the_inbox_shows_the_failu
             (Some("evt_fine"), InboxOutcome::Handled, None),
         ]
     );
+
+    // The same, as an operator reads it.
+    #[cfg(feature = "cli")]
+    {
+        let url = postgres.url();
+        let list = inbox_command(&["list", "--json", "--database-url", &url]);
+        assert!(list.status.success(), "{list:?}");
+        let lines: Vec<serde_json::Value> = String::from_utf8(list.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["id"], "evt_fails");
+        assert_eq!(lines[0]["type"], "action.failed");
+        assert_eq!(lines[0]["outcome"], "failed");
+        assert_eq!(
+            lines[0]["error"],
+            "LTVBOOST_EXAMPLE_FAIL_TYPES names action.failed"
+        );
+        assert_eq!(lines[1]["outcome"], "handled");
+        let received = lines[1]["received_at"].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(received, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{received}"
+        );
+
+        let failed = inbox_command(&[
+            "list",
+            "--json",
+            "--type",
+            "action.failed",
+            "--since",
+            "1h",
+            "--database-url",
+            &url,
+        ]);
+        assert_eq!(String::from_utf8(failed.stdout).unwrap().lines().count(), 1);
+        let none = inbox_command(&[
+            "list",
+            "--json",
+            "--type",
+            "segment.ready",
+            "--database-url",
+            &url,
+        ]);
+        assert!(none.status.success() && none.stdout.is_empty(), "{none:?}");
+
+        let show = inbox_command(&["show", "evt_fine", "--database-url", &url]);
+        assert!(show.status.success(), "{show:?}");
+        assert_eq!(show.stdout, ok, "the body, byte for byte, nothing added");
+        let missing = inbox_command(&["show", "evt_never", "--database-url", &url]);
+        assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+        assert!(missing.stdout.is_empty());
+        let bad = inbox_command(&["list", "--since", "soon", "--database-url", &url]);
+        assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+/// `ltvboost inbox <args>`.
+#[cfg(feature = "cli")]
+fn inbox_command(args: &[&str]) -> std::process::Output {
+    use assert_cmd::cargo::CommandCargoExt;
+    Command::cargo_bin("ltvboost")
+        .unwrap()
+        .arg("inbox")
+        .args(args)
+        .env_remove("LTVBOOST_DATABASE_URL")
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -502,24 +573,51 @@ async fn the_example_started_with_postgres_down_answers_503_until_it_is_back() {
 }
 
 #[tokio::test]
-async fn the_inbox_forgets_after_its_retention_and_the_done_record_stays() {
+async fn the_inbox_forgets_after_its_retention_the_done_record_stays_and_metrics_count_both() {
     let postgres = PrivatePostgres::start();
-    let receiver = Example::start(&postgres.url(), &[("LTVBOOST_INBOX_RETENTION", "2s")]).await;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let receiver = Example::start(
+        &postgres.url(),
+        &[
+            ("LTVBOOST_INBOX_RETENTION", "2s"),
+            ("LTVBOOST_METRICS_ADDR", &metrics.to_string()),
+            ("LTVBOOST_EXAMPLE_FAIL_TYPES", "action.failed"),
+        ],
+    )
+    .await;
     let body = event_json("evt_retained", "segment.ready", r#"{"id":"seg_3"}"#);
     assert_eq!(post_signed(receiver.addr, &body).await.status, 200);
+    let failing = event_json("evt_failing", "action.failed", r#"{"id":"act_3"}"#);
+    assert_eq!(post_signed(receiver.addr, &failing).await.status, 500);
     let client = postgres.client().await;
     assert_eq!(
         count(&client, "SELECT count(*) FROM ltvboost.inbox").await,
-        1
+        2
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while count(&client, "SELECT count(*) FROM ltvboost.inbox").await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the inbox row stayed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the inbox rows stayed"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let retry = post_signed(receiver.addr, &body).await;
     assert!(retry.body.contains("duplicate"), "{retry:?}");
     assert_eq!(example_effects(&client).await, (1, 1));
+
+    let scrape = b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+    let text = send_raw(metrics, scrape).await.body;
+    promtool_accepts(&text);
+    for line in [
+        "ltvboost_webhook_inbox_rows_written_total{outcome=\"handled\"} 1",
+        "ltvboost_webhook_inbox_rows_written_total{outcome=\"failed\"} 1",
+        "ltvboost_webhook_inbox_rows_deleted_total 2",
+        "ltvboost_webhook_store_duration_seconds_count{operation=\"begin\"} 3",
+        "ltvboost_webhook_store_duration_seconds_count{operation=\"commit\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test]

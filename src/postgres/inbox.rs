@@ -101,6 +101,9 @@ impl InboxFilter {
 impl PostgresStore {
     /// The deliveries in the inbox that `filter` selects, oldest first.
     ///
+    /// It reads the tables as they are, creating none: a schema no
+    /// receiver has used yet is an error that names it.
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// use ltvboost_webhooks::postgres::{InboxFilter, PostgresStore};
@@ -112,7 +115,7 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn inbox(&self, filter: &InboxFilter) -> Result<Vec<InboxEntry>, StoreError> {
-        let client = self.client().await?;
+        let client = self.pooled().await?;
         let since = filter.since.map(|since| since.as_secs_f64());
         let query = format!(
             "{} WHERE ($1::text IS NULL OR event_type = $1)

@@ -382,17 +382,21 @@ impl PostgresStore {
 
     /// A pooled connection, with the tables created or migrated.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        let client = self
-            .shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::new(format!("Postgres: no connection: {e}")))?;
+        let client = self.pooled().await?;
         self.shared
             .migrated
             .get_or_try_init(|| self.bounded(store::migrate(&client, &self.shared.schema)))
             .await?;
         Ok(client)
+    }
+
+    /// A pooled connection, the tables as they are (a reader creates none).
+    async fn pooled(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::new(format!("Postgres: no connection: {e}")))
     }
 
     /// Runs one of the store's own steps within the operation timeout.

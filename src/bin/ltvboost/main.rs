@@ -20,6 +20,7 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 mod args;
 mod completions;
 mod endpoints;
+mod inbox;
 mod listen;
 mod output;
 mod queue;
@@ -80,6 +81,8 @@ enum Command {
     Endpoints(endpoints::EndpointsCommand),
     /// Inspect and operate the enqueue-mode queue (LTVBOOST_QUEUE_URL; LTVBOOST_NAMESPACE).
     Queue(queue::QueueArgs),
+    /// The deliveries a Postgres receiver kept (LTVBOOST_DATABASE_URL).
+    Inbox(inbox::InboxArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -92,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listen(args) => listen::run(args, &cli.api, out).await,
         Command::Endpoints(command) => endpoints::run(command, &cli.api, out).await,
         Command::Queue(args) => queue::run(args, out).await,
+        Command::Inbox(args) => inbox::run(args, out).await,
         Command::Completions(args) => completions::run(args),
     }
 }
