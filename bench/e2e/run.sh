@@ -27,7 +27,7 @@
 # (express.raw + the documented HMAC). Installs wrk (Debian) and express
 # (npm) when missing. Only 127.0.0.1 is targeted; every run is bounded by
 # DURATION. Besides requests/s, each row gives the CPU time the receiver (and
-# Redis, for the Redis rows) spent per request, read from /proc: steadier
+# Redis or Postgres, for the rows that use them) spent per request, read from /proc: steadier
 # than requests/s on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,7 +38,14 @@ THREADS=${THREADS:-2}
 here=bench/e2e
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+pg_dir=$(mktemp -d)
+# Postgres refuses root: its commands run as the `postgres` user then.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "${pg_bin:-}" ] || as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work" "$pg_dir"
+}
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -53,9 +60,12 @@ cargo build --locked --quiet --release -p ltvboost-bench --features metrics --bi
 cp target/release/bench_server "$work/bench_server_metrics"
 cargo build --locked --quiet --release -p ltvboost-bench --features queue --bin bench_server
 cp target/release/bench_server "$work/bench_server_queue"
-# The example receiver as shipped (its log lines and printed lines included).
+# The example receiver as shipped (its log lines and printed lines included),
+# and with the Redis and Postgres stores it offers.
 cargo build --locked --quiet --release --example receiver
 cp target/release/examples/receiver "$work/example_receiver"
+cargo build --locked --quiet --release --features redis,postgres --example receiver
+cp target/release/examples/receiver "$work/example_receiver_stores"
 
 # A private Redis for the Redis dedupe store and enqueue mode: no
 # persistence (the fastest setting), emptied before each measurement.
@@ -68,6 +78,32 @@ pids+=("$redis_pid")
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 export BENCH_REDIS_URL="redis://127.0.0.1:$redis_port/"
+
+# A private Postgres for the example's Postgres path, with Debian's
+# defaults (fsync and synchronous_commit on: what a user runs); its tables
+# emptied before each measurement.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+pg_bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+pg_port=4191
+[ "$(id -u)" != 0 ] || chown postgres "$pg_dir"
+as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U ltvboost --auth=trust -E UTF8 >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$pg_dir" start >/dev/null
+pg_url="postgres://ltvboost@127.0.0.1:$pg_port/postgres"
+pg_pid=$(head -1 "$pg_dir/data/postmaster.pid")
+# CPU ticks of the store a receiver uses: Redis, or Postgres' postmaster and
+# every backend it forked.
+store_ticks() {
+  case $1 in
+    example_postgres)
+      local total=0 pid
+      for pid in $pg_pid $(ps -o pid= --ppid "$pg_pid"); do
+        total=$(( total + $(cpu_ticks "$pid" 2>/dev/null || echo 0) ))
+      done
+      echo "$total" ;;
+    *) cpu_ticks "$redis_pid" ;;
+  esac
+}
 
 # Realistic 1 KiB response.created events, created now, signed: one list of
 # ids and signatures per wrk thread, enough for 120 000 requests/s.
@@ -116,7 +152,9 @@ start() { # name port command...
 measure() { # name port
   local name=$1 port=$2 pid_var="pid_$1"
   local url="http://127.0.0.1:$port/webhooks/ltvboost"
-  case $name in redis | enqueue | handoff | xadd | baseline_redis | baseline_enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
+  case $name in redis | enqueue | handoff | xadd | example_redis | baseline_redis | baseline_enqueue) redis-cli -p "$redis_port" flushall >/dev/null ;; esac
+  [ "$name" != example_postgres ] || "$pg_bin/psql" -q "$pg_url" \
+    -c 'TRUNCATE ltvboost.dedupe, ltvboost.inbox, ltvboost_example_effects' >/dev/null 2>&1 || true
   # A correctness check first: a benchmark of errors would be worthless.
   local status
   status=$(curl -s -o /dev/null -w '%{http_code}' "$url" -H "x-ltvboost-signature: $(cat "$SIG_FILE")" \
@@ -124,9 +162,9 @@ measure() { # name port
   [ "$status" = 200 ] || [ "$status" = 202 ] || { echo "$name answered $status to a valid event"; exit 1; }
   START=$(( per_thread - 120000 / THREADS )) wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -s "$here/post.lua" "$url" >/dev/null # warm-up
   local server_before redis_before server_after redis_after
-  server_before=$(cpu_ticks "${!pid_var}"); redis_before=$(cpu_ticks "$redis_pid")
+  server_before=$(cpu_ticks "${!pid_var}"); redis_before=$(store_ticks "$name")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$here/post.lua" "$url" >"$work/$name.wrk"
-  server_after=$(cpu_ticks "${!pid_var}"); redis_after=$(cpu_ticks "$redis_pid")
+  server_after=$(cpu_ticks "${!pid_var}"); redis_after=$(store_ticks "$name")
   local rps p50 p99 rss errors requests
   rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$work/$name.wrk")
@@ -144,11 +182,13 @@ measure() { # name port
   start "$name" "$port" ${commands[$name]}
 }
 
-receivers=("bare 4101" "handwritten 4114" "layer 4102" "example 4115" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "handoff 4113" "xadd 4112" "express 4104")
+receivers=("bare 4101" "handwritten 4114" "layer 4102" "example 4115" "example_redis 4116" "example_postgres 4117" "metrics 4109" "nodedupe 4106" "routerlayer 4105" "endpoint 4107" "redis 4110" "enqueue 4111" "handoff 4113" "xadd 4112" "express 4104")
 start bare 4101 "$work/bench_server" bare 127.0.0.1:4101
 start layer 4102 "$work/bench_server" layer 127.0.0.1:4102
 start handwritten 4114 "$work/bench_server" handwritten 127.0.0.1:4114
 start example 4115 env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4115 "$work/example_receiver"
+start example_redis 4116 env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4116 LTVBOOST_REDIS_URL="$BENCH_REDIS_URL" "$work/example_receiver_stores"
+start example_postgres 4117 env LTVBOOST_WEBHOOK_ADDR=127.0.0.1:4117 LTVBOOST_DATABASE_URL="$pg_url" "$work/example_receiver_stores"
 start metrics 4109 "$work/bench_server_metrics" layer-metrics 127.0.0.1:4109
 start nodedupe 4106 "$work/bench_server" layer-no-dedupe 127.0.0.1:4106
 start routerlayer 4105 "$work/bench_server" router-layer 127.0.0.1:4105
@@ -202,6 +242,8 @@ names = {"bare": "bare axum (reads the body only)",
          "handwritten": "hand-written receiver: verify, serde of envelope and payload, 200",
          "layer": "WebhookLayer wrapping the router, default in-memory store",
          "example": "examples/receiver as shipped (logs, printed line)",
+         "example_redis": "the example on the Redis store (LTVBOOST_REDIS_URL)",
+         "example_postgres": "the example in a Postgres transaction (LTVBOOST_DATABASE_URL): insert, done-record, inbox row, COMMIT",
          "nodedupe": "the same with NoDedupe (best case)",
          "metrics": "the default layer, feature metrics, Prometheus recorder",
          "routerlayer": "the default layer mounted with Router::layer",
@@ -213,7 +255,7 @@ names = {"bare": "bare axum (reads the body only)",
          "express": "seed's Express receiver"}
 def ratio(name, over):
     return f"{median[name] / median[over]:.2f}" if over in median else "–"
-print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS | server CPU/req | Redis CPU/req |")
+print("| receiver | requests/s | × bare | × Express | p50 | p99 | peak RSS | server CPU/req | Redis or Postgres CPU/req |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for name, rs in runs.items():
     r = median[name]
@@ -222,7 +264,8 @@ for name, rs in runs.items():
     rss = max(x[3] for x in rs)
     server = statistics.median(x[4] for x in rs)
     redis = statistics.median(x[5] for x in rs)
-    uses_redis = name in ("redis", "enqueue", "handoff", "xadd", "baseline_redis", "baseline_enqueue")
+    uses_redis = name in ("redis", "enqueue", "handoff", "xadd", "example_redis", "example_postgres",
+                          "baseline_redis", "baseline_enqueue")
     redis = f"{redis:.1f} µs" if uses_redis else "–"
     spread = f" ({min(x[0] for x in rs):,.0f}–{max(x[0] for x in rs):,.0f})" if len(rs) > 1 else ""
     label = names.get(name) or f"BASELINE_BIN {name.removeprefix('baseline_')}"
