@@ -238,11 +238,14 @@ mod effects {
             transaction: &Transaction<'_>,
         ) -> HandlerResult {
             self.table().await?;
-            transaction
-                .execute(
+            // Prepared once per pooled connection, not once per delivery.
+            let insert = transaction
+                .prepare_cached(
                     "INSERT INTO ltvboost_example_effects (event_id, event_type) VALUES ($1, $2)",
-                    &[&delivery.id(), &delivery.type_name()],
                 )
+                .await?;
+            transaction
+                .execute(&insert, &[&delivery.id(), &delivery.type_name()])
                 .await?;
             let event_type = delivery.type_name();
             if self.abort_before_commit.as_deref() == Some(event_type) {

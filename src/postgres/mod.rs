@@ -74,9 +74,14 @@ mod transaction;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The delivery's transaction, as a handler sees it: tokio-postgres'
+/// [`Transaction`](tokio_postgres::Transaction) (every query method, through
+/// `Deref`) with the connection's statement cache
+/// ([`prepare_cached`](Transaction::prepare_cached): a statement prepared once
+/// per pooled connection, not once per delivery).
+pub use deadpool_postgres::Transaction;
 pub use inbox::{InboxEntry, InboxFilter, InboxOutcome, parse_duration};
 pub use tokio_postgres;
-pub use tokio_postgres::Transaction;
 pub use transaction::TransactionHandler;
 
 pub(crate) use transaction::InTransaction;

@@ -61,7 +61,9 @@ pub(super) struct Sql {
     /// `$1` key, `$2` token → a row when held.
     release: String,
     /// Inside a delivery's transaction: `$1` key, `$2` time to live in
-    /// seconds → a row when this transaction now holds the done-record.
+    /// seconds, `$3`–`$6` the inbox row's event id, type, account and body
+    /// → whether this transaction now holds the done-record (and wrote the
+    /// `handled` inbox row).
     pub(super) claim_done: String,
     /// `$1` key → `done` of the row that stands.
     pub(super) standing: String,
@@ -115,13 +117,21 @@ impl Sql {
                 "DELETE FROM {table} WHERE key = $1 AND token = $2 AND NOT done AND expires_at > now()
                  RETURNING 1"
             ),
+            // The inbox row goes in with the claim (one statement): it
+            // commits with the handler's writes, or goes with a rollback.
             claim_done: format!(
-                "INSERT INTO {table} AS d (key, token, done, expires_at)
-                 VALUES ($1, NULL, true, now() + make_interval(secs => $2))
-                 ON CONFLICT (key) DO UPDATE
-                   SET token = NULL, done = true, expires_at = EXCLUDED.expires_at
-                   WHERE d.expires_at <= now()
-                 RETURNING 1"
+                "WITH claimed AS (
+                   INSERT INTO {table} AS d (key, token, done, expires_at)
+                   VALUES ($1, NULL, true, now() + make_interval(secs => $2))
+                   ON CONFLICT (key) DO UPDATE
+                     SET token = NULL, done = true, expires_at = EXCLUDED.expires_at
+                     WHERE d.expires_at <= now()
+                   RETURNING 1),
+                 kept AS (
+                   INSERT INTO {inbox} (event_id, event_type, account, outcome, error, body)
+                   SELECT $3, $4, $5, 'handled', NULL, $6 WHERE EXISTS (SELECT 1 FROM claimed)
+                   RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM claimed)"
             ),
             standing: format!("SELECT done FROM {table} WHERE key = $1 AND expires_at > now()"),
             inbox_insert: format!(

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use futures_util::FutureExt;
-use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use super::inbox::InboxOutcome;
@@ -112,7 +112,7 @@ impl std::fmt::Debug for InTransaction {
 
 /// How the claim inside the transaction ended.
 enum Claimed<'a> {
-    Ours(deadpool_postgres::Transaction<'a>),
+    Ours(Transaction<'a>),
     Answered(Outcome),
 }
 
@@ -197,7 +197,7 @@ impl InTransaction {
         match failure {
             None => {
                 let started = metrics::Timer::start();
-                let committed = self.commit(transaction, delivery).await;
+                let committed = self.commit(transaction).await;
                 metrics::store("commit", started.elapsed(), committed.is_err());
                 if let Err(error) = committed {
                     // Whether the commit happened is unknown: the retry finds
@@ -219,14 +219,7 @@ impl InTransaction {
                         let insert = client
                             .prepare_cached(&self.store.shared.sql.inbox_insert)
                             .await?;
-                        inbox_row(
-                            &client,
-                            &insert,
-                            delivery,
-                            InboxOutcome::Failed,
-                            Some(&error),
-                        )
-                        .await
+                        failed_row(&client, &insert, delivery, &error).await
                     })
                     .await;
                 match written {
@@ -260,7 +253,17 @@ impl InTransaction {
             // Sent together: one round trip.
             let inserted = futures_util::future::try_join3(
                 transaction.batch_execute(&wait),
-                transaction.query_opt(&claim, &[&key, &done_ttl.as_secs_f64()]),
+                transaction.query_one(
+                    &claim,
+                    &[
+                        &key,
+                        &done_ttl.as_secs_f64(),
+                        &delivery.id(),
+                        &delivery.type_name(),
+                        &delivery.account(),
+                        &delivery.envelope().body().as_ref(),
+                    ],
+                ),
                 transaction.batch_execute("SET LOCAL lock_timeout TO DEFAULT"),
             )
             .await;
@@ -276,13 +279,13 @@ impl InTransaction {
                 )));
             }
         };
-        match inserted {
-            Ok(Some(_)) => Ok(Claimed::Ours(transaction)),
+        match inserted.map(|row| row.get::<_, bool>(0)) {
+            Ok(true) => Ok(Claimed::Ours(transaction)),
             Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 Ok(Claimed::Answered(Outcome::InFlight))
             }
             Err(error) => Err(postgres_error(&error)),
-            Ok(None) => {
+            Ok(false) => {
                 // A done-record stands (or a claim of a receiver using the
                 // store without transactions).
                 let standing = self
@@ -302,31 +305,18 @@ impl InTransaction {
         }
     }
 
-    /// The inbox row, then `COMMIT`.
-    async fn commit(
-        &self,
-        transaction: deadpool_postgres::Transaction<'_>,
-        delivery: &Delivery,
-    ) -> Result<(), crate::dedupe::StoreError> {
-        self.store
-            .bounded(async {
-                let insert = transaction
-                    .prepare_cached(&self.store.shared.sql.inbox_insert)
-                    .await?;
-                inbox_row(&transaction, &insert, delivery, InboxOutcome::Handled, None).await?;
-                transaction.commit().await
-            })
-            .await
+    /// `COMMIT`: the handler's writes, the done-record and the inbox row.
+    async fn commit(&self, transaction: Transaction<'_>) -> Result<(), crate::dedupe::StoreError> {
+        self.store.bounded(transaction.commit()).await
     }
 }
 
-/// Writes the delivery's inbox row through `client`.
-async fn inbox_row(
-    client: &impl deadpool_postgres::GenericClient,
+/// Writes the delivery's `failed` inbox row through `client`.
+async fn failed_row(
+    client: &deadpool_postgres::Object,
     insert: &tokio_postgres::Statement,
     delivery: &Delivery,
-    outcome: InboxOutcome,
-    error: Option<&str>,
+    error: &str,
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
@@ -335,7 +325,7 @@ async fn inbox_row(
                 &delivery.id(),
                 &delivery.type_name(),
                 &delivery.account(),
-                &outcome.as_str(),
+                &InboxOutcome::Failed.as_str(),
                 &error,
                 &delivery.envelope().body().as_ref(),
             ],
