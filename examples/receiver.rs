@@ -88,6 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .into(),
             );
         }
+        // With LTVBOOST_DATABASE_URL, Postgres holds the done-records.
+        Err(_) if std::env::var_os("LTVBOOST_DATABASE_URL").is_some() => config,
         Err(_) => {
             tracing::info!(
                 "dedupe store: in memory (this process only); set LTVBOOST_REDIS_URL to share it"

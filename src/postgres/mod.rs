@@ -401,7 +401,7 @@ impl PostgresStore {
             .pool
             .get()
             .await
-            .map_err(|e| StoreError::new(format!("Postgres: no connection: {e}")))
+            .map_err(|e| StoreError::new(format!("Postgres: no connection: {}", with_causes(&e))))
     }
 
     /// Runs one of the store's own steps within the operation timeout.
@@ -451,8 +451,23 @@ impl PostgresStore {
 fn postgres_error(error: &tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::new(format!("Postgres: {} ({})", db.message(), db.code().code())),
-        None => StoreError::new(format!("Postgres: {error}")),
+        None => StoreError::new(format!("Postgres: {}", with_causes(error))),
     }
+}
+
+/// An error's text followed by its causes' (`connection refused` sits
+/// two levels under the pool's error).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let next = error.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = error.source();
+    }
+    text
 }
 
 use std::future::Future;

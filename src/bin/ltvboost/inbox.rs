@@ -68,7 +68,7 @@ pub(crate) async fn run(args: InboxArgs, out: Output) -> anyhow::Result<()> {
                 filter = filter
                     .since(parse_duration(&since).map_err(|e| usage(format!("--since: {e}")))?);
             }
-            for entry in store.inbox(&filter).await? {
+            for entry in read(store.inbox(&filter).await)? {
                 out.print(entry_json(&entry), || {
                     // Ids, types and errors came from outside: shown escaped.
                     format!(
@@ -98,6 +98,18 @@ pub(crate) async fn run(args: InboxArgs, out: Output) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The inbox's rows, or an error that says what could not be read (the
+/// store's own cause, not "dedupe store unavailable").
+fn read(
+    rows: Result<Vec<InboxEntry>, ltvboost_webhooks::dedupe::StoreError>,
+) -> anyhow::Result<Vec<InboxEntry>> {
+    rows.map_err(|error| {
+        let cause = std::error::Error::source(&error)
+            .map_or_else(|| error.to_string(), ToString::to_string);
+        anyhow::anyhow!("could not read the inbox: {cause}")
+    })
 }
 
 fn entry_json(entry: &InboxEntry) -> serde_json::Value {
