@@ -18,6 +18,7 @@
 //!                 envelope, replay window, then either
 //!                 dedupe claim, handler (claim renewed), done/released   (inline)
 //!                 or an append to a Redis stream guarded by the dedupe key (enqueue)
+//!                 or BEGIN, claim + inbox row, handler's writes, COMMIT   (Postgres)
 //!              │
 //!              ▼
 //!           Outcome ─► response (status + short text) · log line · metrics (same code)
@@ -38,6 +39,7 @@
 //! | [`layer`], [`endpoint`], `extract` | the receiver's adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
 //! | [`metrics`] | counters and histograms by outcome and reason (feature `metrics`) | no |
 //! | `queue` | enqueue mode and the worker (feature `queue`) | Redis |
+//! | `postgres` | handlers inside the delivery's transaction, the inbox, a dedupe store (feature `postgres`) | Postgres |
 //! | `serve` | a hardened hyper server (feature `serve`) | TCP |
 //! | `client` | the registration API client (feature `client`) | HTTPS |
 //! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |

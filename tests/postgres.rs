@@ -25,6 +25,15 @@ struct Effects {
     calls: AtomicUsize,
     failures: AtomicUsize,
     delay: Duration,
+    /// Misbehaviour for the next call: swallow a failed statement, or send
+    /// `COMMIT` itself.
+    misbehave: Mutex<Option<Misbehaviour>>,
+}
+
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    SwallowFailedStatement,
+    CommitItself,
 }
 
 impl Effects {
@@ -37,6 +46,7 @@ impl Effects {
             calls: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
             delay,
+            misbehave: Mutex::new(None),
         })
     }
 }
@@ -53,6 +63,16 @@ impl TransactionHandler for Shared {
             )
             .await?;
         tokio::time::sleep(self.0.delay).await;
+        let misbehaviour = self.0.misbehave.lock().unwrap().take();
+        match misbehaviour {
+            Some(Misbehaviour::SwallowFailedStatement) => {
+                // The pattern "ignore a duplicate-key error" written wrongly:
+                // the error aborts the transaction.
+                let _ = transaction.execute("SELECT 1 / 0", &[]).await;
+            }
+            Some(Misbehaviour::CommitItself) => transaction.batch_execute("COMMIT").await?,
+            None => {}
+        }
         let failing = self
             .0
             .failures
@@ -146,6 +166,91 @@ async fn a_failing_handler_rolls_back_its_writes_and_the_retry_runs_it() {
 }
 
 #[tokio::test]
+async fn a_handler_that_swallows_a_failed_statement_or_commits_itself_is_answered_500() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let effects = Effects::new();
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let addr = receiver(store.clone(), &effects).await;
+
+    // A failed statement aborts the transaction; Postgres would turn the
+    // COMMIT into a rollback without an error, and a 200 would lose the
+    // event.
+    *effects.misbehave.lock().unwrap() = Some(Misbehaviour::SwallowFailedStatement);
+    let body = event_json("evt_swallowed", "segment.ready", r#"{"id":"seg_1"}"#);
+    assert_eq!(post_signed(addr, &body).await.status, 500);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 0);
+    let retry = post_signed(addr, &body).await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(!retry.body.contains("duplicate"), "{retry:?}");
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 1);
+
+    // A handler that commits itself is caught too (its writes stand, as
+    // the done-record does: the 500 says something went wrong).
+    *effects.misbehave.lock().unwrap() = Some(Misbehaviour::CommitItself);
+    let body = event_json("evt_self_commit", "segment.ready", r#"{"id":"seg_2"}"#);
+    assert_eq!(post_signed(addr, &body).await.status, 500);
+    let failed = store
+        .inbox(&InboxFilter::default().event_id("evt_self_commit"))
+        .await
+        .unwrap();
+    let failure = failed
+        .last()
+        .and_then(|e| e.error.clone())
+        .unwrap_or_default();
+    assert!(
+        failure.contains("ended the delivery's transaction itself"),
+        "{failed:?}"
+    );
+    let swallowed = store
+        .inbox(&InboxFilter::default().event_id("evt_swallowed"))
+        .await
+        .unwrap();
+    assert_eq!(swallowed[0].outcome, InboxOutcome::Failed);
+    assert!(
+        swallowed[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("a statement of the handler failed"),
+        "{swallowed:?}"
+    );
+    // The connections went back to the pool clean: a plain delivery works.
+    let plain = event_json("evt_after", "segment.ready", r#"{"id":"seg_3"}"#);
+    assert_eq!(post_signed(addr, &plain).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_event_another_transaction_holds_is_answered_409_after_the_wait() {
+    let postgres = PrivatePostgres::start();
+    effects_table(&postgres).await;
+    let effects = Effects::new();
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    store.migrate().await.unwrap();
+    let addr = receiver(store, &effects).await;
+
+    // Another session holds the event's done-record, uncommitted.
+    let mut holder = postgres.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "INSERT INTO ltvboost.dedupe (key, token, done, expires_at) \
+             VALUES ('evt:evt_held', NULL, true, now() + interval '1 hour')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let body = event_json("evt_held", "segment.ready", r#"{"id":"seg_1"}"#);
+    let held = post_signed(addr, &body).await;
+    assert_eq!(held.status, 409, "{held:?}");
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 0);
+    // The holder gives up: the retry runs the handler.
+    holding.rollback().await.unwrap();
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn two_receivers_given_the_same_event_at_once_commit_it_once() {
     let postgres = PrivatePostgres::start();
     let client = effects_table(&postgres).await;
@@ -193,6 +298,9 @@ async fn the_store_without_transactions_serves_handlers_unchanged() {
     let postgres = PrivatePostgres::start();
     let recorder = Recorder::gated_by_delay(Duration::from_millis(600));
     let store = PostgresStore::new(&postgres.url()).unwrap();
+    // The tables first: the 200 ms head start below is the first
+    // delivery's, not the migration's.
+    store.migrate().await.unwrap();
     let addr =
         serve(WebhookLayer::new(config().dedupe_store(store), recording(&recorder)).endpoint())
             .await;
@@ -203,7 +311,9 @@ async fn the_store_without_transactions_serves_handlers_unchanged() {
     });
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(second.status, 409, "{second:?}");
-    let retry = post_signed(addr, &body).await;
+    // The done-record is written just after the answer: a retry sooner is
+    // answered 409, as LTVboost's would be.
+    let retry = retried_past_409(addr, &body).await;
     assert_eq!(retry.status, 200);
     assert!(retry.body.contains("duplicate"), "{retry:?}");
     assert_eq!(recorder.calls("response.created"), 1);
@@ -212,15 +322,22 @@ async fn the_store_without_transactions_serves_handlers_unchanged() {
     recorder.script(&[Behaviour::Fail]);
     let body = created_event("evt_plain_2");
     assert_eq!(post_signed(addr, &body).await.status, 500);
-    // The claim is released just after the answer: a retry that comes
-    // sooner is answered 409, as LTVboost's would be.
-    let mut retry = post_signed(addr, &body).await;
-    while retry.status == 409 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        retry = post_signed(addr, &body).await;
-    }
+    // The claim is released just after the answer.
+    let retry = retried_past_409(addr, &body).await;
     assert_eq!(retry.status, 200, "{retry:?}");
     assert_eq!(recorder.calls("response.created"), 3);
+}
+
+/// Posts `body` until the answer is not `409` (for 30 s at most).
+async fn retried_past_409(addr: SocketAddr, body: &[u8]) -> Reply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = post_signed(addr, body).await;
+        if reply.status != 409 || std::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -620,7 +737,8 @@ async fn the_inbox_forgets_after_its_retention_the_done_record_stays_and_metrics
     }
 }
 
-#[tokio::test]
+// Multi-threaded: pg_ctl blocks its thread while the senders go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_under_load_loses_nothing_answered_2xx_and_writes_nothing_twice() {
     let postgres = PrivatePostgres::start();
     let receiver = Example::start(&postgres.url(), &[]).await;
@@ -666,7 +784,10 @@ async fn a_postgres_restart_under_load_loses_nothing_answered_2xx_and_writes_not
     tokio::time::sleep(Duration::from_millis(1000)).await;
     restarted.store(true, Ordering::SeqCst);
     for sender in senders {
-        sender.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(120), sender)
+            .await
+            .expect("a sender's event was never answered 2xx")
+            .unwrap();
     }
     let acknowledged = acknowledged.load(Ordering::SeqCst) as i64;
     assert!(

@@ -54,7 +54,7 @@
 //! ```
 //!
 //! Handlers that need no transaction keep working unchanged:
-//! [`PostgresStore`] is also a [`DedupeStore`] (claims with a lease, as on
+//! [`PostgresStore`] is also a [`DedupeStore`](crate::dedupe::DedupeStore) (claims with a lease, as on
 //! Redis) for [`WebhookConfig::dedupe_store`](crate::WebhookConfig::dedupe_store).
 //!
 //! The tables (`dedupe`, `inbox` and `schema_version`) live in a schema of
@@ -64,8 +64,12 @@
 //! fleet starting at once migrates once. A receiver whose Postgres is down
 //! starts anyway and answers `503` until it is back.
 //!
-//! The [`inbox`] keeps every delivery whose handler ran (its raw body,
-//! byte for byte) for [`PostgresStore::inbox_retention`].
+//! The [inbox](PostgresStore::inbox) keeps every delivery whose handler ran:
+//! its raw body byte for byte, type, id, account, when it was received, and
+//! `handled` (written with the claim, so it commits with the handler's
+//! writes) or `failed` (written after the rollback, with the handler's
+//! error), for [`PostgresStore::inbox_retention`]. Duplicates and refusals
+//! write nothing; nothing unverified enters it.
 
 mod inbox;
 mod store;
@@ -74,15 +78,10 @@ mod transaction;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The delivery's transaction, as a handler sees it: tokio-postgres'
-/// [`Transaction`](tokio_postgres::Transaction) (every query method, through
-/// `Deref`) with the connection's statement cache
-/// ([`prepare_cached`](Transaction::prepare_cached): a statement prepared once
-/// per pooled connection, not once per delivery).
-pub use deadpool_postgres::Transaction;
+pub use deadpool_postgres;
 pub use inbox::{InboxEntry, InboxFilter, InboxOutcome, parse_duration};
 pub use tokio_postgres;
-pub use transaction::TransactionHandler;
+pub use transaction::{Transaction, TransactionHandler};
 
 pub(crate) use transaction::InTransaction;
 
@@ -159,7 +158,7 @@ pub enum PostgresError {
     /// A schema name that is not a plain lowercase identifier.
     #[error(
         "schema {0:?} is not a plain identifier (lowercase letters, digits and `_`, \
-         not starting with a digit, at most 63 bytes)"
+         not starting with a digit or `pg_`, at most 63 bytes)"
     )]
     Schema(String),
     /// The pool could not be built.
@@ -222,7 +221,7 @@ impl PostgresStore {
     /// # use ltvboost_webhooks::postgres::PostgresStore;
     /// // In a process without LTVBOOST_DATABASE_URL:
     /// assert!(PostgresStore::from_env()?.is_none());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     /// ```
     pub fn from_env() -> Result<Option<Self>, Box<dyn std::error::Error + Send + Sync>> {
         let Some(url) = std::env::var(DATABASE_URL_ENV)
@@ -240,7 +239,9 @@ impl PostgresStore {
         Ok(Some(store))
     }
 
-    /// Puts the tables in schema `name` (default [`DEFAULT_SCHEMA`]).
+    /// Puts the tables in schema `name` (default [`DEFAULT_SCHEMA`]): lowercase
+    /// letters, digits and `_`, not starting with a digit or `pg_` (which
+    /// Postgres reserves).
     ///
     /// ```
     /// # use ltvboost_webhooks::postgres::PostgresStore;
@@ -252,6 +253,7 @@ impl PostgresStore {
     pub fn schema(self, name: &str) -> Result<Self, PostgresError> {
         let plain = !name.is_empty()
             && name.len() <= 63
+            && !name.starts_with("pg_")
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name
                 .bytes()
@@ -284,7 +286,8 @@ impl PostgresStore {
 
     /// How long a delivery waits for another transaction that holds the
     /// same event (default 250 ms) before it answers `409`: usually the
-    /// other commits first and the wait ends in `200` duplicate.
+    /// other commits first and the wait ends in `200` duplicate. At most an
+    /// hour.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -294,7 +297,8 @@ impl PostgresStore {
     /// # Ok::<(), ltvboost_webhooks::postgres::PostgresError>(())
     /// ```
     pub fn in_flight_wait(self, wait: Duration) -> Self {
-        self.with(|shared| shared.in_flight_wait = wait.max(Duration::from_millis(1)))
+        let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(3600));
+        self.with(|shared| shared.in_flight_wait = wait)
     }
 
     /// How long the store waits for a connection and for each of its own
@@ -390,18 +394,27 @@ impl PostgresStore {
         let client = self.pooled().await?;
         self.shared
             .migrated
-            .get_or_try_init(|| self.bounded(store::migrate(&client, &self.shared.schema)))
+            .get_or_try_init(|| async {
+                let schema = store::quoted(&self.shared.schema);
+                self.bounded(store::migrate(&client, &schema)).await
+            })
             .await?;
         Ok(client)
     }
 
     /// A pooled connection, the tables as they are (a reader creates none).
     async fn pooled(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::new(format!("Postgres: no connection: {}", with_causes(&e))))
+        let timeout = self.shared.operation_timeout;
+        match tokio::time::timeout(timeout, self.shared.pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(StoreError::new(format!(
+                "Postgres: no connection: {}",
+                with_causes(&e)
+            ))),
+            Err(_) => Err(StoreError::new(format!(
+                "Postgres: no connection within {timeout:?}"
+            ))),
+        }
     }
 
     /// Runs one of the store's own steps within the operation timeout.

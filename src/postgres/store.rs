@@ -39,14 +39,32 @@ CREATE INDEX IF NOT EXISTS inbox_event_id ON {schema}.inbox (event_id);
 INSERT INTO {schema}.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
 ";
 
-/// Creates or migrates the tables in `schema` (a checked identifier).
+/// The schema version [`MIGRATION`] brings the tables to.
+const VERSION: i32 = 1;
+
+/// Creates or migrates the tables in `schema` (a checked identifier,
+/// quoted), unless they are at [`VERSION`] already: a process start then
+/// takes no lock (`CREATE INDEX IF NOT EXISTS` would), and a role without
+/// the right to create tables works on tables made by another.
 pub(super) async fn migrate(
     client: &tokio_postgres::Client,
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute(&MIGRATION.replace("{schema}", schema))
-        .await
+    let current = client
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {schema}.schema_version"),
+            &[],
+        )
+        .await;
+    match current {
+        Ok(row) if row.get::<_, i32>(0) >= VERSION => Ok(()),
+        // Absent (undefined table or schema), or older: migrate.
+        _ => {
+            client
+                .batch_execute(&MIGRATION.replace("{schema}", schema))
+                .await
+        }
+    }
 }
 
 /// The statements, with the schema's name in them.
@@ -63,7 +81,7 @@ pub(super) struct Sql {
     /// Inside a delivery's transaction: `$1` key, `$2` time to live in
     /// seconds, `$3`–`$6` the inbox row's event id, type, account and body
     /// → whether this transaction now holds the done-record (and wrote the
-    /// `handled` inbox row).
+    /// `handled` inbox row), and the transaction's id.
     pub(super) claim_done: String,
     /// `$1` key → `done` of the row that stands.
     pub(super) standing: String,
@@ -79,9 +97,11 @@ pub(super) struct Sql {
 }
 
 impl Sql {
+    /// `schema` is a checked identifier, quoted here (a reserved word such
+    /// as `order` is a valid schema name).
     pub(super) fn new(schema: &str) -> Self {
-        let table = format!("{schema}.dedupe");
-        let inbox = format!("{schema}.inbox");
+        let table = format!("{}.dedupe", quoted(schema));
+        let inbox = format!("{}.inbox", quoted(schema));
         Self {
             // The CTE's snapshot predates its insert: `done` is the row that
             // stood before, when the insert found one.
@@ -102,7 +122,7 @@ impl Sql {
                  RETURNING 1"
             ),
             mark_done: format!(
-                "WITH before AS (SELECT token, done, expires_at FROM {table} WHERE key = $1),
+                "WITH before AS (SELECT token, done, expires_at FROM {table} WHERE key = $1 FOR UPDATE),
                  done AS (
                    INSERT INTO {table} AS d (key, token, done, expires_at)
                    VALUES ($1, $2, true, now() + make_interval(secs => $3))
@@ -131,7 +151,7 @@ impl Sql {
                    INSERT INTO {inbox} (event_id, event_type, account, outcome, error, body)
                    SELECT $3, $4, $5, 'handled', NULL, $6 WHERE EXISTS (SELECT 1 FROM claimed)
                    RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM claimed)"
+                 SELECT EXISTS (SELECT 1 FROM claimed), txid_current()"
             ),
             standing: format!("SELECT done FROM {table} WHERE key = $1 AND expires_at > now()"),
             inbox_insert: format!(
@@ -152,12 +172,18 @@ impl Sql {
     }
 }
 
+/// A checked schema name as a quoted identifier.
+pub(super) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
 impl DedupeStore for PostgresStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+        self.start_janitor();
         let client = self.client().await?;
         let token = ClaimToken::random();
         let row = self

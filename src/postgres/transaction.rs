@@ -5,23 +5,53 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
 use futures_util::FutureExt;
 use tokio_postgres::error::SqlState;
 
 use super::inbox::InboxOutcome;
 use super::{PostgresStore, postgres_error};
 use crate::Outcome;
+use crate::dedupe::StoreError;
 use crate::handler::{Delivery, HandlerResult, panic_message};
 use crate::metrics;
+
+/// The delivery's open transaction, as a handler writes through it.
+///
+/// It dereferences to the pooled connection, so every query method of
+/// tokio-postgres' [`Client`](tokio_postgres::Client) is at hand, and
+/// [`prepare_cached`](deadpool_postgres::ClientWrapper::prepare_cached)
+/// prepares a statement once per pooled connection rather than once per
+/// delivery. It cannot begin, commit or roll back a transaction (those take
+/// the client by `&mut`): the crate began it and ends it. A handler that
+/// sends `COMMIT` or `ROLLBACK` as text anyway, or that returns `Ok` after a
+/// statement of its own failed, is caught at the end: the delivery answers
+/// `500`. Set session parameters with `SET LOCAL`, which ends with the
+/// transaction; a plain `SET` stays on the pooled connection.
+pub struct Transaction<'a> {
+    client: &'a deadpool_postgres::ClientWrapper,
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = deadpool_postgres::ClientWrapper;
+
+    fn deref(&self) -> &Self::Target {
+        self.client
+    }
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").finish_non_exhaustive()
+    }
+}
 
 /// A handler that writes through the delivery's transaction.
 ///
 /// Whatever it writes through `transaction` commits together with the
 /// event's done-record, after it returns `Ok`, or not at all: an `Err` (or
 /// a panic) rolls it back and answers `500`, and LTVboost's retry runs the
-/// handler again. It cannot commit or roll back itself (it holds the
-/// transaction by reference); the crate does.
+/// handler again. The crate begins and ends the transaction, not the
+/// handler.
 ///
 /// Writes made elsewhere (through a pool of your own, an HTTP call) are not
 /// part of the transaction: they may happen twice, as with any other store.
@@ -111,9 +141,21 @@ impl std::fmt::Debug for InTransaction {
 }
 
 /// How the claim inside the transaction ended.
-enum Claimed<'a> {
-    Ours(Transaction<'a>),
+enum Claimed {
+    /// The done-record is this transaction's, whose id this is.
+    Ours(i64),
+    /// Answered without the handler; the transaction is still open.
     Answered(Outcome),
+}
+
+/// Why a step could not finish.
+enum Failure {
+    /// Postgres answered with an error: the transaction is over or can be
+    /// rolled back, and the connection is sound.
+    Refused(String),
+    /// No answer (a timeout, a lost connection): the connection's state is
+    /// unknown, so it is discarded rather than pooled.
+    Unknown(StoreError),
 }
 
 impl InTransaction {
@@ -135,7 +177,7 @@ impl InTransaction {
     ) -> Outcome {
         self.store.start_janitor();
         let started = metrics::Timer::start();
-        let mut client = match self.store.client().await {
+        let client = match self.store.client().await {
             Ok(client) => client,
             Err(error) => {
                 metrics::store("begin", started.elapsed(), true);
@@ -143,28 +185,37 @@ impl InTransaction {
                 return Outcome::StoreUnavailable;
             }
         };
-        let transaction = match self.claim(&mut client, delivery, done_ttl).await {
-            Ok(Claimed::Ours(transaction)) => {
-                metrics::store("begin", started.elapsed(), false);
-                transaction
-            }
+        let claimed = self.claim(&client, delivery, done_ttl).await;
+        metrics::store("begin", started.elapsed(), claimed.is_err());
+        let transaction_id = match claimed {
+            Ok(Claimed::Ours(id)) => id,
             Ok(Claimed::Answered(outcome)) => {
-                metrics::store("begin", started.elapsed(), false);
+                self.roll_back(client).await;
                 return outcome;
             }
-            Err(error) => {
-                metrics::store("begin", started.elapsed(), true);
+            Err(failure) => {
+                let error = match failure {
+                    Failure::Refused(error) => {
+                        self.roll_back(client).await;
+                        error
+                    }
+                    Failure::Unknown(error) => {
+                        discard(client);
+                        error.to_string()
+                    }
+                };
                 tracing::error!(%error, "dedupe store unavailable; asking the sender to retry");
                 return Outcome::StoreUnavailable;
             }
         };
 
         let started = metrics::Timer::start();
+        let transaction = Transaction { client: &client };
         let called = std::panic::AssertUnwindSafe(self.handler.handle(delivery, &transaction))
             .catch_unwind()
             .await;
         let fits = delivery.event().map_err(|e| e.to_string());
-        let failure = match (called, fits) {
+        let mut failure = match (called, fits) {
             (Ok(Ok(())), Ok(_)) => None,
             (Ok(Ok(())), Err(_)) if acknowledge_mismatched => None,
             (Ok(Ok(())), Err(reason)) => Some((
@@ -183,80 +234,94 @@ impl InTransaction {
                 Some((Outcome::HandlerPanicked, format!("panicked: {panic}")))
             }
         };
-        let event_type = metrics::type_label(Some(delivery.event_type()));
         let handled = match delivery.event() {
             Ok(_) => Outcome::Handled,
             Err(_) => Outcome::Mismatched { acknowledged: true },
         };
-        let kind = failure
-            .as_ref()
-            .map_or(&handled, |(outcome, _)| outcome)
-            .kind();
-        metrics::handler(event_type, kind, started.elapsed());
 
-        match failure {
-            None => {
-                let started = metrics::Timer::start();
-                let committed = self.commit(transaction).await;
-                metrics::store("commit", started.elapsed(), committed.is_err());
-                if let Err(error) = committed {
+        if failure.is_none() {
+            let started = metrics::Timer::start();
+            let committed = self.commit(&client, transaction_id).await;
+            metrics::store("commit", started.elapsed(), committed.is_err());
+            match committed {
+                Ok(()) => {
+                    let event_type = metrics::type_label(Some(delivery.event_type()));
+                    metrics::handler(event_type, handled.kind(), started.elapsed());
+                    metrics::inbox_written(InboxOutcome::Handled.as_str());
+                    self.handler.committed(delivery).await;
+                    return handled;
+                }
+                // Postgres refused the commit: nothing of it stands.
+                Err(Failure::Refused(error)) => {
+                    tracing::error!(%error, "the delivery's transaction did not commit; the sender will retry");
+                    failure = Some((Outcome::HandlerFailed, error));
+                }
+                Err(Failure::Unknown(error)) => {
                     // Whether the commit happened is unknown: the retry finds
                     // out (a duplicate, or a run of the handler).
+                    discard(client);
                     tracing::error!(%error, "could not commit the delivery; asking the sender to retry");
                     return Outcome::StoreUnavailable;
                 }
-                metrics::inbox_written(InboxOutcome::Handled.as_str());
-                self.handler.committed(delivery).await;
-                handled
-            }
-            Some((outcome, error)) => {
-                // The handler's writes and the done-record go; what failed is
-                // kept in the inbox.
-                drop(transaction.rollback().await);
-                let written = self
-                    .store
-                    .bounded(async {
-                        let insert = client
-                            .prepare_cached(&self.store.shared.sql.inbox_insert)
-                            .await?;
-                        failed_row(&client, &insert, delivery, &error).await
-                    })
-                    .await;
-                match written {
-                    Ok(_) => metrics::inbox_written(InboxOutcome::Failed.as_str()),
-                    Err(error) => {
-                        tracing::warn!(%error, "could not write the failed delivery to the inbox");
-                    }
-                }
-                outcome
             }
         }
+        let Some((outcome, error)) = failure else {
+            unreachable!("a committed delivery returned above")
+        };
+        let event_type = metrics::type_label(Some(delivery.event_type()));
+        metrics::handler(event_type, outcome.kind(), started.elapsed());
+        // Whatever is left of the transaction goes (after a refused commit,
+        // Postgres only warns that none is open), so that the connection
+        // returns to the pool outside any.
+        if !self.roll_back_in_place(&client).await {
+            discard(client);
+            tracing::warn!("the failed delivery is not in the inbox: the connection was lost");
+            return outcome;
+        }
+        // The handler's writes and the done-record are gone; what failed is
+        // kept in the inbox.
+        let written = self
+            .store
+            .bounded(async {
+                let insert = client
+                    .prepare_cached(&self.store.shared.sql.inbox_insert)
+                    .await?;
+                failed_row(&client, &insert, delivery, &error).await
+            })
+            .await;
+        match written {
+            Ok(_) => metrics::inbox_written(InboxOutcome::Failed.as_str()),
+            Err(error) => {
+                tracing::warn!(%error, "could not write the failed delivery to the inbox");
+            }
+        }
+        outcome
     }
 
-    /// `BEGIN`, then the done-record inserted, waiting at most the store's
-    /// in-flight wait for another transaction holding it.
-    async fn claim<'c>(
+    /// `BEGIN`, the lock wait, the done-record and the inbox row, sent
+    /// together (one round trip): the transaction's id when the
+    /// done-record is ours.
+    async fn claim(
         &self,
-        client: &'c mut deadpool_postgres::Object,
+        client: &deadpool_postgres::Object,
         delivery: &Delivery,
         done_ttl: Duration,
-    ) -> Result<Claimed<'c>, crate::dedupe::StoreError> {
+    ) -> Result<Claimed, Failure> {
         let sql = &self.store.shared.sql;
-        let key = delivery.dedupe_key();
-        let wait = format!(
-            "SET LOCAL lock_timeout = {}",
+        let begin = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}",
             self.store.shared.in_flight_wait.as_millis()
         );
         let step = async {
-            let transaction = client.transaction().await?;
-            let claim = transaction.prepare_cached(&sql.claim_done).await?;
-            // Sent together: one round trip.
-            let inserted = futures_util::future::try_join3(
-                transaction.batch_execute(&wait),
-                transaction.query_one(
+            let claim = client.prepare_cached(&sql.claim_done).await?;
+            // Prepared now: in an aborted transaction it could not be.
+            client.prepare_cached(COMMIT_CHECK).await?;
+            let (begun, claimed, _) = futures_util::future::join3(
+                client.batch_execute(&begin),
+                client.query_one(
                     &claim,
                     &[
-                        &key,
+                        &delivery.dedupe_key(),
                         &done_ttl.as_secs_f64(),
                         &delivery.id(),
                         &delivery.type_name(),
@@ -264,51 +329,134 @@ impl InTransaction {
                         &delivery.envelope().body().as_ref(),
                     ],
                 ),
-                transaction.batch_execute("SET LOCAL lock_timeout TO DEFAULT"),
+                client.batch_execute("SET LOCAL lock_timeout TO DEFAULT"),
             )
             .await;
-            Ok::<_, tokio_postgres::Error>((transaction, inserted.map(|(_, row, _)| row)))
+            begun?;
+            Ok::<_, tokio_postgres::Error>(claimed)
         };
         let timeout = self.store.shared.operation_timeout + self.store.shared.in_flight_wait;
-        let (transaction, inserted) = match tokio::time::timeout(timeout, step).await {
+        let claimed = match tokio::time::timeout(timeout, step).await {
             Ok(Ok(claimed)) => claimed,
-            Ok(Err(error)) => return Err(postgres_error(&error)),
+            Ok(Err(error)) => return Err(failure(&error)),
             Err(_) => {
-                return Err(crate::dedupe::StoreError::new(format!(
+                return Err(Failure::Unknown(StoreError::new(format!(
                     "Postgres did not answer within {timeout:?}"
-                )));
+                ))));
             }
         };
-        match inserted.map(|row| row.get::<_, bool>(0)) {
-            Ok(true) => Ok(Claimed::Ours(transaction)),
+        let row = match claimed {
+            Ok(row) => row,
             Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                Ok(Claimed::Answered(Outcome::InFlight))
+                return Ok(Claimed::Answered(Outcome::InFlight));
             }
-            Err(error) => Err(postgres_error(&error)),
-            Ok(false) => {
-                // A done-record stands (or a claim of a receiver using the
-                // store without transactions).
-                let standing = self
-                    .store
-                    .bounded(async {
-                        let standing = transaction.prepare_cached(&sql.standing).await?;
-                        transaction.query_opt(&standing, &[&key]).await
-                    })
-                    .await?;
-                let done = standing.is_some_and(|row| row.get::<_, bool>(0));
-                Ok(Claimed::Answered(if done {
-                    Outcome::Duplicate
-                } else {
-                    Outcome::InFlight
-                }))
+            Err(error) => return Err(failure(&error)),
+        };
+        if row.get::<_, bool>(0) {
+            return Ok(Claimed::Ours(row.get(1)));
+        }
+        // A done-record stands (or a claim of a receiver using the store
+        // without transactions).
+        let standing = self
+            .store
+            .bounded(async {
+                let standing = client.prepare_cached(&sql.standing).await?;
+                client.query_opt(&standing, &[&delivery.dedupe_key()]).await
+            })
+            .await
+            .map_err(Failure::Unknown)?;
+        let done = standing.is_some_and(|row| row.get::<_, bool>(0));
+        Ok(Claimed::Answered(if done {
+            Outcome::Duplicate
+        } else {
+            Outcome::InFlight
+        }))
+    }
+
+    /// `COMMIT`, sent with a check that the transaction is still the one
+    /// the claim began and that no statement of it failed: a handler that
+    /// swallowed a failed statement (Postgres then turns `COMMIT` into a
+    /// rollback, without an error) or ended the transaction itself is
+    /// refused, never answered `200`.
+    async fn commit(&self, client: &deadpool_postgres::Object, id: i64) -> Result<(), Failure> {
+        let step = async {
+            let check = client.prepare_cached(COMMIT_CHECK).await?;
+            let (same, committed) = futures_util::future::join(
+                client.query_one(&check, &[&id]),
+                client.batch_execute("COMMIT"),
+            )
+            .await;
+            Ok::<_, tokio_postgres::Error>((same, committed))
+        };
+        let (same, committed) =
+            match tokio::time::timeout(self.store.shared.operation_timeout, step).await {
+                Ok(Ok(results)) => results,
+                Ok(Err(error)) => return Err(failure(&error)),
+                Err(_) => {
+                    return Err(Failure::Unknown(StoreError::new(format!(
+                        "Postgres did not answer within {:?}",
+                        self.store.shared.operation_timeout
+                    ))));
+                }
+            };
+        if let Err(error) = committed {
+            return Err(failure(&error));
+        }
+        match same {
+            Ok(row) if row.get::<_, bool>(0) => Ok(()),
+            Ok(_) => Err(Failure::Refused(
+                "the handler ended the delivery's transaction itself (COMMIT or ROLLBACK): \
+                 its writes may stand without the event's done-record, or the reverse"
+                    .to_owned(),
+            )),
+            Err(error) if error.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+                Err(Failure::Refused(
+                    "a statement of the handler failed and the handler returned Ok: \
+                     Postgres rolled the transaction back"
+                        .to_owned(),
+                ))
             }
+            Err(error) => Err(failure(&error)),
         }
     }
 
-    /// `COMMIT`: the handler's writes, the done-record and the inbox row.
-    async fn commit(&self, transaction: Transaction<'_>) -> Result<(), crate::dedupe::StoreError> {
-        self.store.bounded(transaction.commit()).await
+    /// `ROLLBACK`; a connection that does not answer it is discarded.
+    async fn roll_back(&self, client: deadpool_postgres::Object) {
+        if !self.roll_back_in_place(&client).await {
+            discard(client);
+        }
     }
+
+    /// `ROLLBACK`, and whether Postgres answered it.
+    async fn roll_back_in_place(&self, client: &deadpool_postgres::Object) -> bool {
+        match self.store.bounded(client.batch_execute("ROLLBACK")).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "could not roll back; the connection is closed");
+                false
+            }
+        }
+    }
+}
+
+/// True when the transaction the claim began is still open and sound (in
+/// an aborted one it fails; after a `COMMIT` or `ROLLBACK` of the handler's
+/// it is false).
+const COMMIT_CHECK: &str = "SELECT coalesce(txid_current_if_assigned() = $1, false)";
+
+/// A Postgres error as a step's failure: refused when the server answered,
+/// unknown when it did not.
+fn failure(error: &tokio_postgres::Error) -> Failure {
+    match error.as_db_error() {
+        Some(db) => Failure::Refused(format!("Postgres: {} ({})", db.message(), db.code().code())),
+        None => Failure::Unknown(postgres_error(error)),
+    }
+}
+
+/// Closes a connection whose state is unknown (a statement may still run,
+/// a transaction may be open) instead of handing it to the next delivery.
+fn discard(client: deadpool_postgres::Object) {
+    drop(deadpool_postgres::Object::take(client));
 }
 
 /// Writes the delivery's `failed` inbox row through `client`.
