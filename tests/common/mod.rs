@@ -561,6 +561,7 @@ impl PrivatePostgres {
     }
 
     /// A connection of the test's own.
+    #[cfg(feature = "postgres")]
     pub(crate) async fn client(&self) -> ltvboost_webhooks::postgres::tokio_postgres::Client {
         use ltvboost_webhooks::postgres::tokio_postgres;
         let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
