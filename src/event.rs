@@ -476,12 +476,18 @@ fn decode(event_type: EventType, data: &RawJson) -> Result<Event, PayloadError> 
 }
 
 /// A string, or an integer as its decimal text; anything else is `None`.
-fn identifier_text(raw: &RawValue) -> Option<String> {
-    match serde_json::from_str::<Value>(raw.get()).ok()? {
+/// The one reading of an identifier: the envelope's id and the payloads'.
+fn id_text(value: Value) -> Option<String> {
+    match value {
         Value::String(text) => Some(text),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// [`id_text`] of a raw JSON value.
+fn identifier_text(raw: &RawValue) -> Option<String> {
+    id_text(serde_json::from_str::<Value>(raw.get()).ok()?)
 }
 
 /// The members of a raw JSON object whose names are not in `known`.
@@ -572,13 +578,8 @@ fn describe_as(error: &serde_json::Error, data: &'static str) -> &'static str {
 
 /// The main identifier: a string or an integer, required.
 fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    match Value::deserialize(deserializer)? {
-        Value::String(text) => Ok(text),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        _ => Err(serde::de::Error::custom(
-            "the identifier is not a string or an integer",
-        )),
-    }
+    id_text(Value::deserialize(deserializer)?)
+        .ok_or_else(|| serde::de::Error::custom("the identifier is not a string or an integer"))
 }
 
 /// An optional field read tolerantly: a value of another shape is `None`
@@ -594,11 +595,7 @@ fn tolerant<'de, D: Deserializer<'de>, T: DeserializeOwned>(
 fn tolerant_identifier<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::String(text) => Some(text),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    })
+    Ok(id_text(Value::deserialize(deserializer)?))
 }
 
 macro_rules! payload {

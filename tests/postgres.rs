@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -404,39 +404,16 @@ struct Example {
 impl Example {
     async fn start(url: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = Command::new(example("receiver"));
+        let mut command = example_receiver(addr);
         command
-            .env("LTVBOOST_WEBHOOK_ADDR", addr.to_string())
             .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
-            .env("LTVBOOST_DATABASE_URL", url)
-            .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
-            .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
-            .env_remove("LTVBOOST_REDIS_URL")
-            .env_remove("LTVBOOST_QUEUE_URL")
-            .env_remove("LTVBOOST_INBOX_RETENTION")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("LTVBOOST_DATABASE_URL", url);
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
+        collect_output(&mut child, &lines, &lines);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             assert!(
@@ -530,14 +507,14 @@ async fn the_example_killed_before_the_commit_leaves_nothing_and_the_retry_runs_
     assert_eq!(retry.status, 200, "{retry:?}");
     assert!(!retry.body.contains("duplicate"), "{retry:?}");
     assert_eq!(example_effects(&client).await, (2, 2));
-    assert!(
+    // The handled line, printed after the commit (read off a pipe).
+    wait_until("the handled line", || {
         restarted
             .lines()
             .iter()
-            .any(|l| l.starts_with("segment.ready evt_abort_before secret#0:")),
-        "{:?}",
-        restarted.lines()
-    );
+            .any(|l| l.starts_with("segment.ready evt_abort_before secret#0:"))
+    })
+    .await;
 }
 
 #[tokio::test]

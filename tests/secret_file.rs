@@ -11,7 +11,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,38 +38,12 @@ fn receiver_printing(
     lines: &Arc<Mutex<Vec<String>>>,
 ) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = Command::new(example("receiver"));
-    command
-        .env("LTVBOOST_WEBHOOK_ADDR", addr.to_string())
-        .env_remove("LTVBOOST_WEBHOOK_SECRET")
-        .env_remove("LTVBOOST_WEBHOOK_SECRET_FILE")
-        .env_remove("LTVBOOST_WEBHOOK_ACCOUNTS_FILE")
-        .env_remove("LTVBOOST_REDIS_URL")
-        .env_remove("LTVBOOST_QUEUE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = example_receiver(addr);
     for (name, value) in env {
         command.env(name, value);
     }
     let mut child = command.spawn().unwrap();
-    for (stream, into) in [
-        (
-            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            logs.clone(),
-        ),
-        (Box::new(child.stdout.take().unwrap()), lines.clone()),
-    ] {
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                into.lock().unwrap().push(line);
-            }
-        });
-    }
+    collect_output(&mut child, lines, logs);
     (child, addr)
 }
 

@@ -181,21 +181,38 @@ fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
+impl PostgresStore {
+    /// Runs one of the plain store's statements (prepared once per
+    /// connection) and returns its row, if any.
+    async fn row(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        self.bounded(async {
+            let statement = client.prepare_cached(sql).await?;
+            client.query_opt(&statement, params).await
+        })
+        .await
+    }
+}
+
 impl DedupeStore for PostgresStore {
     async fn claim(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
         self.start_janitor();
-        let client = self.client().await?;
         let token = ClaimToken::random();
-        let row = self
-            .bounded(async {
-                let claim = client.prepare_cached(&self.shared.sql.claim).await?;
-                client
-                    .query_one(&claim, &[&key, &token.to_string(), &seconds(lease)])
-                    .await
-            })
-            .await?;
-        let acquired: bool = row.try_get(0).map_err(|e| postgres_error(&e))?;
-        let done: Option<bool> = row.try_get(1).map_err(|e| postgres_error(&e))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&key, &token.to_string(), &seconds(lease)];
+        let row = self.row(&self.shared.sql.claim, &params).await?;
+        let (acquired, done) = match row {
+            Some(row) => (
+                row.try_get::<_, bool>(0).map_err(|e| postgres_error(&e))?,
+                row.try_get::<_, Option<bool>>(1)
+                    .map_err(|e| postgres_error(&e))?,
+            ),
+            None => (false, None),
+        };
         Ok(match (acquired, done) {
             (true, _) => Claim::Acquired(token),
             (false, Some(true)) => Claim::Done,
@@ -210,15 +227,9 @@ impl DedupeStore for PostgresStore {
         token: &ClaimToken,
         lease: Duration,
     ) -> Result<ClaimStatus, StoreError> {
-        let client = self.client().await?;
-        let row = self
-            .bounded(async {
-                let renew = client.prepare_cached(&self.shared.sql.renew).await?;
-                client
-                    .query_opt(&renew, &[&key, &token.to_string(), &seconds(lease)])
-                    .await
-            })
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&key, &token.to_string(), &seconds(lease)];
+        let row = self.row(&self.shared.sql.renew, &params).await?;
         Ok(held(row.is_some()))
     }
 
@@ -228,28 +239,19 @@ impl DedupeStore for PostgresStore {
         token: &ClaimToken,
         ttl: Duration,
     ) -> Result<ClaimStatus, StoreError> {
-        let client = self.client().await?;
-        let row = self
-            .bounded(async {
-                let mark_done = client.prepare_cached(&self.shared.sql.mark_done).await?;
-                client
-                    .query_one(&mark_done, &[&key, &token.to_string(), &seconds(ttl)])
-                    .await
-            })
-            .await?;
-        Ok(held(row.try_get(0).map_err(|e| postgres_error(&e))?))
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&key, &token.to_string(), &seconds(ttl)];
+        let row = self.row(&self.shared.sql.mark_done, &params).await?;
+        let held_before = match row {
+            Some(row) => row.try_get(0).map_err(|e| postgres_error(&e))?,
+            None => false,
+        };
+        Ok(held(held_before))
     }
 
     async fn release(&self, key: &str, token: &ClaimToken) -> Result<ClaimStatus, StoreError> {
-        let client = self.client().await?;
-        let row = self
-            .bounded(async {
-                let release = client.prepare_cached(&self.shared.sql.release).await?;
-                client
-                    .query_opt(&release, &[&key, &token.to_string()])
-                    .await
-            })
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &token.to_string()];
+        let row = self.row(&self.shared.sql.release, &params).await?;
         Ok(held(row.is_some()))
     }
 }

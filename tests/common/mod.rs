@@ -238,6 +238,57 @@ pub(crate) fn example(name: &str) -> std::path::PathBuf {
     target.join("debug/examples").join(name)
 }
 
+/// The example receiver as a command listening on `addr`: its secret,
+/// store, queue and database variables cleared (a test sets what it needs),
+/// `RUST_LOG=info`, stdout and stderr piped (see [`collect_output`]).
+pub(crate) fn example_receiver(addr: SocketAddr) -> std::process::Command {
+    let mut command = std::process::Command::new(example("receiver"));
+    command.env("LTVBOOST_WEBHOOK_ADDR", addr.to_string());
+    for name in [
+        "LTVBOOST_WEBHOOK_SECRET",
+        "LTVBOOST_WEBHOOK_SECRET_FILE",
+        "LTVBOOST_WEBHOOK_ACCOUNTS_FILE",
+        "LTVBOOST_REDIS_URL",
+        "LTVBOOST_QUEUE_URL",
+        "LTVBOOST_DATABASE_URL",
+        "LTVBOOST_INBOX_RETENTION",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Collects `child`'s piped stdout into `stdout` and its stderr into
+/// `stderr`, line by line, on threads of their own.
+pub(crate) fn collect_output(
+    child: &mut std::process::Child,
+    stdout: &Arc<Mutex<Vec<String>>>,
+    stderr: &Arc<Mutex<Vec<String>>>,
+) {
+    let streams = [
+        (
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            stdout.clone(),
+        ),
+        (Box::new(child.stderr.take().unwrap()), stderr.clone()),
+    ];
+    for (stream, into) in streams {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                into.lock().unwrap().push(line);
+            }
+        });
+    }
+}
+
 /// A free port on 127.0.0.1 (free when asked).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
