@@ -404,10 +404,21 @@ struct Example {
 impl Example {
     async fn start(url: &str, env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut command = example_receiver(addr);
-        command
-            .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
-            .env("LTVBOOST_DATABASE_URL", url);
+        Self::start_with(url, env, &mut example_receiver(addr)).await
+    }
+
+    /// The same with a command of the test's own (from `example_receiver`).
+    async fn start_with(url: &str, env: &[(&str, &str)], command: &mut Command) -> Self {
+        let addr: SocketAddr = command
+            .get_envs()
+            .find(|(name, _)| *name == "LTVBOOST_WEBHOOK_ADDR")
+            .and_then(|(_, value)| value?.to_str()?.parse().ok())
+            .expect("example_receiver sets the address");
+        command.env("LTVBOOST_DATABASE_URL", url);
+        // The test secret, unless the test names its own secrets.
+        if !env.iter().any(|(name, _)| name.starts_with("LTVBOOST_WEBHOOK_")) {
+            command.env("LTVBOOST_WEBHOOK_SECRET", SECRET);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -773,4 +784,70 @@ async fn a_postgres_restart_under_load_loses_nothing_answered_2xx_and_writes_not
     );
     let (rows, distinct) = example_effects(&postgres.client().await).await;
     assert_eq!((rows, distinct), (acknowledged, acknowledged));
+}
+
+/// The seam with accounts: one receiver, two LTVboost accounts, one
+/// database. The same event id under each account is two events, each
+/// committed once, and the inbox names the account.
+#[tokio::test]
+async fn accounts_in_a_transaction_are_deduplicated_apart_and_named_in_the_inbox() {
+    let postgres = PrivatePostgres::start();
+    let dir = TempDir::new("pg-accounts");
+    let file = dir.join("accounts.toml");
+    let (acme, globex) = (
+        "acme-secret-for-postgres-0123",
+        "globex-secret-for-postgres-4567",
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "[accounts.acme]\nsecrets = [\"{acme}\"]\n[accounts.globex]\nsecrets = [\"{globex}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut command = example_receiver(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let receiver = Example::start_with(
+        &postgres.url(),
+        &[("LTVBOOST_WEBHOOK_ACCOUNTS_FILE", file.to_str().unwrap())],
+        &mut command,
+    )
+    .await;
+    let body = event_json("evt_shared", "response.created", r#"{"id":"rsp_1"}"#);
+    let send = |account: &'static str, secret: &'static str| {
+        let body = body.clone();
+        let addr = receiver.addr;
+        async move {
+            let signature = ltvboost_webhooks::signature::sign(
+                &ltvboost_webhooks::signature::Secret::new(secret).unwrap(),
+                &body,
+            );
+            send_raw(
+                addr,
+                &post_request(
+                    &format!("/webhooks/ltvboost/{account}"),
+                    &[("x-ltvboost-signature", &signature)],
+                    &body,
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(send("acme", acme).await.status, 200);
+    let other = send("globex", globex).await;
+    assert_eq!(other.status, 200);
+    assert!(!other.body.contains("duplicate"), "{other:?}");
+    let again = send("acme", acme).await;
+    assert!(again.body.contains("duplicate"), "{again:?}");
+    // Signed for one account, posted to the other: refused, nothing written.
+    assert_eq!(send("globex", acme).await.status, 401);
+
+    let client = postgres.client().await;
+    assert_eq!(example_effects(&client).await, (2, 1));
+    let inbox = PostgresStore::new(&postgres.url())
+        .unwrap()
+        .inbox(&InboxFilter::default().event_id("evt_shared"))
+        .await
+        .unwrap();
+    let accounts: Vec<_> = inbox.iter().map(|e| e.account.as_deref()).collect();
+    assert_eq!(accounts, [Some("acme"), Some("globex")]);
 }
