@@ -44,7 +44,8 @@
 //! aborts the process after the insert and before the commit,
 //! `LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT=<type>` after the commit and before
 //! the answer, `LTVBOOST_EXAMPLE_FAIL_TYPES=<type,…>` makes the handler
-//! insert and then fail.
+//! insert and then fail, and `LTVBOOST_EXAMPLE_HANDLER_DELAY_MS=<ms>` makes it
+//! wait after its insert (time for a `kill -9` inside the transaction).
 
 use axum::{Router, routing::get};
 use ltvboost_webhooks::event::*;
@@ -192,6 +193,7 @@ mod effects {
         abort_before_commit: Option<String>,
         abort_after_commit: Option<String>,
         fail_types: Vec<String>,
+        delay: std::time::Duration,
     }
 
     impl Effects {
@@ -204,6 +206,10 @@ mod effects {
                 abort_after_commit: knob("LTVBOOST_EXAMPLE_ABORT_AFTER_COMMIT"),
                 fail_types: knob("LTVBOOST_EXAMPLE_FAIL_TYPES")
                     .map(|types| types.split(',').map(|t| t.trim().to_owned()).collect())
+                    .unwrap_or_default(),
+                delay: knob("LTVBOOST_EXAMPLE_HANDLER_DELAY_MS")
+                    .and_then(|ms| ms.parse().ok())
+                    .map(std::time::Duration::from_millis)
                     .unwrap_or_default(),
             }
         }
@@ -249,6 +255,7 @@ mod effects {
             transaction
                 .execute(&insert, &[&delivery.id(), &delivery.type_name()])
                 .await?;
+            tokio::time::sleep(self.delay).await;
             let event_type = delivery.type_name();
             if self.abort_before_commit.as_deref() == Some(event_type) {
                 eprintln!("LTVBOOST_EXAMPLE_ABORT_BEFORE_COMMIT: aborting before the commit");

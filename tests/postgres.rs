@@ -416,7 +416,10 @@ impl Example {
             .expect("example_receiver sets the address");
         command.env("LTVBOOST_DATABASE_URL", url);
         // The test secret, unless the test names its own secrets.
-        if !env.iter().any(|(name, _)| name.starts_with("LTVBOOST_WEBHOOK_")) {
+        if !env
+            .iter()
+            .any(|(name, _)| name.starts_with("LTVBOOST_WEBHOOK_"))
+        {
             command.env("LTVBOOST_WEBHOOK_SECRET", SECRET);
         }
         for (name, value) in env {
@@ -526,6 +529,87 @@ async fn the_example_killed_before_the_commit_leaves_nothing_and_the_retry_runs_
             .any(|l| l.starts_with("segment.ready evt_abort_before secret#0:"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_example_killed_with_sigkill_inside_the_transaction_leaves_nothing() {
+    let postgres = PrivatePostgres::start();
+    let client = postgres.client().await;
+    let body = event_json("evt_sigkill", "action.queued", r#"{"id":"act_7"}"#);
+    {
+        let mut slow = Example::start(
+            &postgres.url(),
+            &[("LTVBOOST_EXAMPLE_HANDLER_DELAY_MS", "3000")],
+        )
+        .await;
+        let addr = slow.addr;
+        // A first event creates the effects table (on a connection of the
+        // example's own).
+        let first = event_json("evt_first", "segment.ready", r#"{"id":"seg_0"}"#);
+        assert_eq!(post_signed(addr, &first).await.status, 200);
+        let pending = tokio::spawn({
+            let body = body.clone();
+            async move { answer_if_any(addr, &body).await }
+        });
+        // The handler has inserted and waits, inside the transaction.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let inserting = count(
+                &client,
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'ltvboost-webhooks' AND state = 'idle in transaction'",
+            )
+            .await;
+            if inserting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no transaction opened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let killed = Command::new("kill")
+            .args(["-9", &slow.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert_eq!(
+            pending.await.unwrap(),
+            None,
+            "answered from inside the transaction"
+        );
+        slow.aborted().await;
+    }
+    // Postgres saw the session end and rolled it back: no session left in
+    // the transaction, and no row, done-record or inbox row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(
+        &client,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ltvboost-webhooks'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed session stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for query in [
+        "SELECT count(*) FROM ltvboost.dedupe WHERE key = 'evt:evt_sigkill'",
+        "SELECT count(*) FROM ltvboost.inbox WHERE event_id = 'evt_sigkill'",
+        "SELECT count(*) FROM ltvboost_example_effects WHERE event_id = 'evt_sigkill'",
+    ] {
+        assert_eq!(count(&client, query).await, 0, "{query}");
+    }
+    let restarted = Example::start(&postgres.url(), &[]).await;
+    let retry = post_signed(restarted.addr, &body).await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(!retry.body.contains("duplicate"), "{retry:?}");
+    // The first event's row and the retried one's.
+    assert_eq!(example_effects(&client).await, (2, 2));
 }
 
 #[tokio::test]
