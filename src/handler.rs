@@ -524,11 +524,7 @@ impl Handlers {
     async fn call(&self, delivery: &Delivery) -> Dispatched {
         if let Some(any) = &self.any {
             let fits = delivery.envelope.event().is_ok();
-            return match any(delivery.clone()).await {
-                Ok(()) if fits => Dispatched::Handled,
-                Ok(()) => Dispatched::Mismatched,
-                Err(e) => Dispatched::Failed(e),
-            };
+            return Dispatched::of(any(delivery.clone()).await, fits);
         }
         let event = match delivery.envelope.event() {
             Ok(event) => event,
@@ -538,10 +534,7 @@ impl Handlers {
                     Some(fallback) => fallback.mismatched(delivery, &reason).await,
                     None => Ok(()),
                 };
-                return match result {
-                    Ok(()) => Dispatched::Mismatched,
-                    Err(e) => Dispatched::Failed(e),
-                };
+                return Dispatched::of(result, false);
             }
         };
         let acknowledged = || -> HandlerFuture<'_> { Box::pin(async { Ok(()) }) };
@@ -585,6 +578,41 @@ pub(crate) enum Dispatched {
     Failed(HandlerError),
     /// A handler panicked, with this message.
     Panicked(String),
+}
+
+impl Dispatched {
+    /// What a handler's `result` comes to, for an event whose data `fits`
+    /// its type or not.
+    pub(crate) fn of(result: HandlerResult, fits: bool) -> Self {
+        match result {
+            Ok(()) if fits => Dispatched::Handled,
+            Ok(()) => Dispatched::Mismatched,
+            Err(e) => Dispatched::Failed(e),
+        }
+    }
+
+    /// Logs a failure or a panic at `error`, saying the sender will retry.
+    pub(crate) fn log_failure(&self) {
+        match self {
+            Dispatched::Failed(error) => {
+                tracing::error!(%error, "webhook handler failed; the sender will retry");
+            }
+            Dispatched::Panicked(panic) => {
+                tracing::error!(panic, "webhook handler panicked; the sender will retry");
+            }
+            Dispatched::Handled | Dispatched::Mismatched => {}
+        }
+    }
+
+    /// The text of a failure or a panic, as a dead letter or the inbox keeps
+    /// it.
+    pub(crate) fn failure(&self) -> Option<String> {
+        match self {
+            Dispatched::Failed(error) => Some(error.to_string()),
+            Dispatched::Panicked(panic) => Some(format!("handler panicked: {panic}")),
+            Dispatched::Handled | Dispatched::Mismatched => None,
+        }
+    }
 }
 
 /// The text a panic was raised with.

@@ -77,6 +77,8 @@
 #![deny(unsafe_code)]
 
 mod backoff;
+#[cfg(any(feature = "client", feature = "postgres"))]
+mod error_text;
 // The ground floor: the protocol, no I/O, no HTTP.
 pub mod event;
 pub mod replay;

@@ -428,18 +428,7 @@ impl Example {
         let mut child = command.spawn().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         collect_output(&mut child, &lines, &lines);
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the receiver exited at start"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the receiver did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        listening(addr, &mut child).await;
         Self { child, addr, lines }
     }
 

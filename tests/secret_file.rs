@@ -47,18 +47,6 @@ fn receiver_printing(
     (child, addr)
 }
 
-async fn listening(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the receiver exited at start"
-        );
-        assert!(Instant::now() < deadline, "the receiver did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// One HTTP/1.1 connection kept open across requests.
 struct KeepAlive {
     reader: BufReader<TcpStream>,

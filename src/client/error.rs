@@ -19,7 +19,7 @@ pub enum ClientError {
     Timeout,
     /// The request could not be sent or its answer not read (DNS,
     /// connection refused, TLS, a connection that broke).
-    #[error("transport error: {}", with_causes(.0))]
+    #[error("transport error: {}", crate::error_text::with_causes(.0))]
     Transport(#[source] reqwest::Error),
     /// The API answered with a non-success status.
     #[error("{}", describe_api_error(*.status, .code.as_deref(), .message.as_deref(), .request_id.as_deref()))]
@@ -63,19 +63,6 @@ impl ClientError {
             _ => None,
         }
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`, since reqwest's own
-/// text ("error sending request") says little alone.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 fn describe_api_error(

@@ -409,7 +409,7 @@ impl PostgresStore {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(StoreError::new(format!(
                 "Postgres: no connection: {}",
-                with_causes(&e)
+                crate::error_text::with_causes(&e)
             ))),
             Err(_) => Err(StoreError::new(format!(
                 "Postgres: no connection within {timeout:?}"
@@ -464,23 +464,11 @@ impl PostgresStore {
 fn postgres_error(error: &tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::new(format!("Postgres: {} ({})", db.message(), db.code().code())),
-        None => StoreError::new(format!("Postgres: {}", with_causes(error))),
+        None => StoreError::new(format!(
+            "Postgres: {}",
+            crate::error_text::with_causes(error)
+        )),
     }
-}
-
-/// An error's text followed by its causes' (`connection refused` sits
-/// two levels under the pool's error).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let next = error.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        cause = error.source();
-    }
-    text
 }
 
 use std::future::Future;

@@ -12,7 +12,7 @@ use super::inbox::InboxOutcome;
 use super::{PostgresStore, postgres_error};
 use crate::Outcome;
 use crate::dedupe::StoreError;
-use crate::handler::{Delivery, HandlerResult, panic_message};
+use crate::handler::{Delivery, Dispatched, HandlerResult, panic_message};
 use crate::metrics;
 
 /// The delivery's open transaction, as a handler writes through it.
@@ -209,52 +209,35 @@ impl InTransaction {
             }
         };
 
-        let started = metrics::Timer::start();
+        let handling = metrics::Timer::start();
         let transaction = Transaction { client: &client };
-        let called = std::panic::AssertUnwindSafe(self.handler.handle(delivery, &transaction))
+        let event = delivery.event();
+        let dispatched = std::panic::AssertUnwindSafe(self.handler.handle(delivery, &transaction))
             .catch_unwind()
-            .await;
-        let fits = delivery.event().map_err(|e| e.to_string());
-        let mut failure = match (called, fits) {
-            (Ok(Ok(())), Ok(_)) => None,
-            (Ok(Ok(())), Err(_)) if acknowledge_mismatched => None,
-            (Ok(Ok(())), Err(reason)) => Some((
-                Outcome::Mismatched {
-                    acknowledged: false,
-                },
-                format!("data does not fit: {reason}"),
-            )),
-            (Ok(Err(error)), _) => {
-                tracing::error!(%error, "webhook handler failed; the sender will retry");
-                Some((Outcome::HandlerFailed, error.to_string()))
-            }
-            (Err(panic), _) => {
-                let panic = panic_message(&*panic).to_owned();
-                tracing::error!(panic, "webhook handler panicked; the sender will retry");
-                Some((Outcome::HandlerPanicked, format!("panicked: {panic}")))
-            }
-        };
-        let handled = match delivery.event() {
-            Ok(_) => Outcome::Handled,
-            Err(_) => Outcome::Mismatched { acknowledged: true },
-        };
+            .await
+            .map_or_else(
+                |panic| Dispatched::Panicked(panic_message(&*panic).to_owned()),
+                |result| Dispatched::of(result, event.is_ok()),
+            );
+        dispatched.log_failure();
+        let outcome = Outcome::of(&dispatched, acknowledge_mismatched);
+        let event_type = metrics::type_label(Some(delivery.event_type()));
 
-        if failure.is_none() {
-            let started = metrics::Timer::start();
+        let (outcome, error) = if outcome.is_success() {
+            let committing = metrics::Timer::start();
             let committed = self.commit(&client, transaction_id).await;
-            metrics::store("commit", started.elapsed(), committed.is_err());
+            metrics::store("commit", committing.elapsed(), committed.is_err());
             match committed {
                 Ok(()) => {
-                    let event_type = metrics::type_label(Some(delivery.event_type()));
-                    metrics::handler(event_type, handled.kind(), started.elapsed());
+                    metrics::handler(event_type, outcome.kind(), handling.elapsed());
                     metrics::inbox_written(InboxOutcome::Handled.as_str());
                     self.handler.committed(delivery).await;
-                    return handled;
+                    return outcome;
                 }
                 // Postgres refused the commit: nothing of it stands.
                 Err(Failure::Refused(error)) => {
                     tracing::error!(%error, "the delivery's transaction did not commit; the sender will retry");
-                    failure = Some((Outcome::HandlerFailed, error));
+                    (Outcome::HandlerFailed, error)
                 }
                 Err(Failure::Unknown(error)) => {
                     // Whether the commit happened is unknown: the retry finds
@@ -264,12 +247,16 @@ impl InTransaction {
                     return Outcome::StoreUnavailable;
                 }
             }
-        }
-        let Some((outcome, error)) = failure else {
-            unreachable!("a committed delivery returned above")
+        } else {
+            // A failure or a panic has its text; a payload that does not fit
+            // (and is not acknowledged), the reason.
+            let error = dispatched.failure().unwrap_or_else(|| match event {
+                Err(reason) => format!("data does not fit: {reason}"),
+                Ok(_) => String::new(),
+            });
+            (outcome, error)
         };
-        let event_type = metrics::type_label(Some(delivery.event_type()));
-        metrics::handler(event_type, outcome.kind(), started.elapsed());
+        metrics::handler(event_type, outcome.kind(), handling.elapsed());
         // Whatever is left of the transaction goes (after a refused commit,
         // Postgres only warns that none is open), so that the connection
         // returns to the pool outside any.
@@ -336,15 +323,7 @@ impl InTransaction {
             Ok::<_, tokio_postgres::Error>(claimed)
         };
         let timeout = self.store.shared.operation_timeout + self.store.shared.in_flight_wait;
-        let claimed = match tokio::time::timeout(timeout, step).await {
-            Ok(Ok(claimed)) => claimed,
-            Ok(Err(error)) => return Err(failure(&error)),
-            Err(_) => {
-                return Err(Failure::Unknown(StoreError::new(format!(
-                    "Postgres did not answer within {timeout:?}"
-                ))));
-            }
-        };
+        let claimed = within(timeout, step).await?;
         let row = match claimed {
             Ok(row) => row,
             Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
@@ -388,17 +367,7 @@ impl InTransaction {
             .await;
             Ok::<_, tokio_postgres::Error>((same, committed))
         };
-        let (same, committed) =
-            match tokio::time::timeout(self.store.shared.operation_timeout, step).await {
-                Ok(Ok(results)) => results,
-                Ok(Err(error)) => return Err(failure(&error)),
-                Err(_) => {
-                    return Err(Failure::Unknown(StoreError::new(format!(
-                        "Postgres did not answer within {:?}",
-                        self.store.shared.operation_timeout
-                    ))));
-                }
-            };
+        let (same, committed) = within(self.store.shared.operation_timeout, step).await?;
         if let Err(error) = committed {
             return Err(failure(&error));
         }
@@ -443,6 +412,20 @@ impl InTransaction {
 /// an aborted one it fails; after a `COMMIT` or `ROLLBACK` of the handler's
 /// it is false).
 const COMMIT_CHECK: &str = "SELECT coalesce(txid_current_if_assigned() = $1, false)";
+
+/// Runs a step of the delivery's transaction within `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    step: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(failure(&error)),
+        Err(_) => Err(Failure::Unknown(StoreError::new(format!(
+            "Postgres did not answer within {timeout:?}"
+        )))),
+    }
+}
 
 /// A Postgres error as a step's failure: refused when the server answered,
 /// unknown when it did not.

@@ -256,6 +256,12 @@ impl WebhookConfig {
         self
     }
 
+    /// How long a done-record lives: [`done_ttl`](Self::done_ttl), never
+    /// shorter than the replay window's span.
+    pub(crate) fn done_record_ttl(&self) -> Duration {
+        self.done_ttl.max(self.replay_window.span())
+    }
+
     /// Whether a known event type whose `data` does not fit its payload is
     /// acknowledged (`200`) after the fallback handler saw it, instead of
     /// answered `400`. Default: `false`.

@@ -31,6 +31,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use tracing::Level;
 
 use crate::event::{EnvelopeError, PayloadError};
+use crate::handler::Dispatched;
 use crate::replay::ReplayError;
 use crate::signature::SignatureError;
 
@@ -99,6 +100,19 @@ pub struct Row {
 }
 
 impl Outcome {
+    /// What a dispatch to the handlers answers: one mapping for inline
+    /// mode, the worker and handlers inside a Postgres transaction.
+    pub(crate) fn of(dispatched: &Dispatched, acknowledge_mismatched: bool) -> Self {
+        match dispatched {
+            Dispatched::Handled => Outcome::Handled,
+            Dispatched::Mismatched => Outcome::Mismatched {
+                acknowledged: acknowledge_mismatched,
+            },
+            Dispatched::Failed(_) => Outcome::HandlerFailed,
+            Dispatched::Panicked(_) => Outcome::HandlerPanicked,
+        }
+    }
+
     /// This outcome's row of the status table: the one place that says what
     /// each delivery is answered.
     pub fn row(&self) -> Row {

@@ -46,7 +46,7 @@ use super::outcome::Rejection;
 use super::outcome::{Outcome, rejection_head};
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
-use crate::handler::{Delivery, Dispatched, Handlers, panic_message};
+use crate::handler::{Delivery, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
 use crate::secrets::{LookupError, RequestHead, SecretSource};
@@ -246,7 +246,7 @@ impl Pipeline {
                 // On a task of its own, like the inline handlers: a sender
                 // hanging up cancels no transaction half-way.
                 let target = target.clone();
-                let done_ttl = self.config.done_ttl.max(self.config.replay_window.span());
+                let done_ttl = self.config.done_record_ttl();
                 let acknowledge = self.config.acknowledge_mismatched;
                 let settling =
                     unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
@@ -447,20 +447,8 @@ async fn handle(
         never = keep_claimed(store, key, &token, config) => match never {},
     };
 
-    let outcome = match dispatched {
-        Dispatched::Handled => Outcome::Handled,
-        Dispatched::Mismatched => Outcome::Mismatched {
-            acknowledged: config.acknowledge_mismatched,
-        },
-        Dispatched::Failed(error) => {
-            tracing::error!(%error, "webhook handler failed; the sender will retry");
-            Outcome::HandlerFailed
-        }
-        Dispatched::Panicked(panic) => {
-            tracing::error!(panic, "webhook handler panicked; the sender will retry");
-            Outcome::HandlerPanicked
-        }
-    };
+    dispatched.log_failure();
+    let outcome = Outcome::of(&dispatched, config.acknowledge_mismatched);
 
     let event_type = metrics::type_label(Some(delivery.event_type()));
     metrics::handler(event_type, outcome.kind(), started.elapsed());
@@ -472,7 +460,7 @@ async fn handle(
     let done = outcome.is_success();
     let _ = answer.send(outcome);
     let settled = if done {
-        let ttl = config.done_ttl.max(config.replay_window.span());
+        let ttl = config.done_record_ttl();
         timed("mark_done", store.mark_done_boxed(key, &token, ttl)).await
     } else {
         timed("release", store.release_boxed(key, &token)).await

@@ -289,6 +289,23 @@ pub(crate) fn collect_output(
     }
 }
 
+/// Waits up to 60 s until a process started on `addr` accepts
+/// connections; fails at once if it exits first.
+pub(crate) async fn listening(addr: SocketAddr, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the receiver exited at start"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A free port on 127.0.0.1 (free when asked).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

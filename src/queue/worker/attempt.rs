@@ -175,20 +175,8 @@ impl Worker {
         }
         let timer = metrics::Timer::start();
         let dispatched = self.dispatch_holding(entry, &delivery).await;
-        let (outcome, error) = match dispatched {
-            Dispatched::Handled => (Outcome::Handled, None),
-            Dispatched::Mismatched => (
-                Outcome::Mismatched {
-                    acknowledged: self.acknowledge_mismatched,
-                },
-                None,
-            ),
-            Dispatched::Failed(error) => (Outcome::HandlerFailed, Some(error.to_string())),
-            Dispatched::Panicked(panic) => (
-                Outcome::HandlerPanicked,
-                Some(format!("handler panicked: {panic}")),
-            ),
-        };
+        let outcome = Outcome::of(&dispatched, self.acknowledge_mismatched);
+        let error = dispatched.failure();
         // The same handler metrics as inline mode.
         metrics::handler(
             metrics::type_label(Some(delivery.event_type())),
