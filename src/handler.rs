@@ -606,6 +606,7 @@ impl Dispatched {
 
     /// The text of a failure or a panic, as a dead letter or the inbox keeps
     /// it.
+    #[cfg_attr(not(any(feature = "queue", feature = "postgres")), allow(dead_code))]
     pub(crate) fn failure(&self) -> Option<String> {
         match self {
             Dispatched::Failed(error) => Some(error.to_string()),
