@@ -49,7 +49,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::signature::{KeyId, Signature, Verified};
@@ -221,7 +220,7 @@ impl Delivery {
 }
 
 /// A handler method's future, boxed: what [`Handlers`] stores and calls.
-type HandlerFuture<'a> = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'a>>;
+type HandlerFuture<'a> = crate::erase::BoxFuture<'a, HandlerResult>;
 
 macro_rules! family {
     (
@@ -247,7 +246,8 @@ macro_rules! family {
             )*
         }
 
-        /// The trait behind a pointer, so that [`Handlers`] holds any type.
+        /// The trait behind a pointer, so that [`Handlers`] holds any type
+        /// (the crate's one pattern, see `erase.rs`).
         trait $erased: Send + Sync + 'static {
             $(
                 fn $method<'a>(&'a self, delivery: &'a Delivery, payload: &'a $payload)

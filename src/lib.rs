@@ -76,28 +76,35 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+// The modules in layers, lowest first: a module imports only from the
+// modules declared before it (tests/layers.rs holds the crate to this order).
+//
+// Helpers with no knowledge of webhooks.
 mod backoff;
+mod erase;
 #[cfg(any(feature = "client", feature = "postgres"))]
 mod error_text;
 // The ground floor: the protocol, no I/O, no HTTP.
 pub mod event;
 pub mod replay;
 pub mod signature;
-// What handles a verified event, and what remembers it.
+// What every part reports through, and the Redis connections stores share.
+pub mod metrics;
+#[cfg(feature = "redis")]
+mod redis;
+pub mod trace;
+// What remembers an event, where secrets come from, what handles an event.
 pub mod dedupe;
 pub mod handler;
-pub mod metrics;
+pub mod secrets;
+// The receiver: adapters, the pipeline, the status table.
+mod receiver;
+// Destinations that plug into the receiver from above: handlers inside a
+// Postgres transaction, and the Redis queue with its workers.
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "queue")]
 pub mod queue;
-#[cfg(feature = "redis")]
-mod redis;
-pub mod trace;
-// Where a receiver's secrets come from (files, accounts, a lookup).
-pub mod secrets;
-// The receiver: adapters, the pipeline, the status table.
-mod receiver;
 // Around it.
 #[cfg(feature = "client")]
 pub mod client;

@@ -40,8 +40,6 @@
 //! [`SecretSource::keys`] for the account the receiver found.
 //!
 //! ```
-//! use std::future::Future;
-//! use std::pin::Pin;
 //! use ltvboost_webhooks::secrets::{Keys, LookupError, RequestHead, SecretSource};
 //! use ltvboost_webhooks::signature::{Secret, Verifier};
 //!
@@ -51,25 +49,17 @@
 //! }
 //!
 //! impl SecretSource for Tenants {
-//!     fn keys<'a>(
-//!         &'a self,
-//!         account: Option<&'a str>,
-//!     ) -> Pin<Box<dyn Future<Output = Result<Option<Keys>, LookupError>> + Send + 'a>> {
-//!         Box::pin(async move {
-//!             // A database or secret manager would be asked here.
-//!             Ok(match account {
-//!                 Some("acme") => Some(Keys::for_account("acme", self.acme.clone())),
-//!                 _ => None,
-//!             })
+//!     async fn keys(&self, account: Option<&str>) -> Result<Option<Keys>, LookupError> {
+//!         // A database or secret manager would be asked here.
+//!         Ok(match account {
+//!             Some("acme") => Some(Keys::for_account("acme", self.acme.clone())),
+//!             _ => None,
 //!         })
 //!     }
 //!
-//!     fn lookup<'a>(
-//!         &'a self,
-//!         head: &'a RequestHead<'a>,
-//!     ) -> Pin<Box<dyn Future<Output = Result<Option<Keys>, LookupError>> + Send + 'a>> {
+//!     async fn lookup(&self, head: &RequestHead<'_>) -> Result<Option<Keys>, LookupError> {
 //!         let tenant = head.headers().get("x-tenant").and_then(|v| v.to_str().ok());
-//!         self.keys(tenant)
+//!         self.keys(tenant).await
 //!     }
 //! }
 //!
@@ -80,7 +70,6 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -92,8 +81,8 @@ use crate::signature::{Secret, SecretError, Verifier};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What a lookup returns.
-type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Keys>, LookupError>> + Send + 'a>>;
+/// What a lookup returns, boxed (see [`ErasedSource`]).
+type Lookup<'a> = crate::erase::BoxFuture<'a, Result<Option<Keys>, LookupError>>;
 
 /// How often a [`SecretFile`] reads its file again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -228,31 +217,60 @@ impl LookupError {
 pub trait SecretSource: Send + Sync + 'static {
     /// The secrets of `account` (`None`: a receiver without accounts), or
     /// `Ok(None)` when there is no such account.
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a>;
+    fn keys(
+        &self,
+        account: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Keys>, LookupError>> + Send;
 
     /// The secrets for a request, from its head, before its body is read.
     /// By default those of the `{account}` segment of the receiver's path
     /// ([`RequestHead::account`]; none without one); a source that names
     /// accounts otherwise (a header, the host) reads them here.
-    fn lookup<'a>(&'a self, head: &'a RequestHead<'a>) -> Lookup<'a> {
+    fn lookup(
+        &self,
+        head: &RequestHead<'_>,
+    ) -> impl Future<Output = Result<Option<Keys>, LookupError>> + Send {
         self.keys(head.account())
+    }
+}
+
+/// [`SecretSource`] behind a pointer (the crate's one pattern, see
+/// `erase.rs`): what the receiver and the worker hold.
+pub(crate) trait ErasedSource: Send + Sync + 'static {
+    /// The worker's call (feature `queue`); the receiver looks up by head.
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
+    fn keys_boxed<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a>;
+    fn lookup_boxed<'a>(&'a self, head: &'a RequestHead<'a>) -> Lookup<'a>;
+}
+
+impl<S: SecretSource> ErasedSource for S {
+    fn keys_boxed<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
+        Box::pin(SecretSource::keys(self, account))
+    }
+    fn lookup_boxed<'a>(&'a self, head: &'a RequestHead<'a>) -> Lookup<'a> {
+        Box::pin(SecretSource::lookup(self, head))
     }
 }
 
 /// Fixed secrets: every request, no accounts.
 impl SecretSource for Verifier {
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
-        let keys = account.is_none().then(|| Keys::new(self.clone()));
-        Box::pin(std::future::ready(Ok(keys)))
+    async fn keys(&self, account: Option<&str>) -> Result<Option<Keys>, LookupError> {
+        Ok(account.is_none().then(|| Keys::new(self.clone())))
     }
 }
 
-impl<S: SecretSource + ?Sized> SecretSource for Arc<S> {
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
+impl<S: SecretSource> SecretSource for Arc<S> {
+    fn keys(
+        &self,
+        account: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Keys>, LookupError>> + Send {
         (**self).keys(account)
     }
 
-    fn lookup<'a>(&'a self, head: &'a RequestHead<'a>) -> Lookup<'a> {
+    fn lookup(
+        &self,
+        head: &RequestHead<'_>,
+    ) -> impl Future<Output = Result<Option<Keys>, LookupError>> + Send {
         (**self).lookup(head)
     }
 }
@@ -339,9 +357,8 @@ impl std::fmt::Debug for SecretFile {
 }
 
 impl SecretSource for SecretFile {
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
-        let keys = account.is_none().then(|| Keys::new(self.verifier()));
-        Box::pin(std::future::ready(Ok(keys)))
+    async fn keys(&self, account: Option<&str>) -> Result<Option<Keys>, LookupError> {
+        Ok(account.is_none().then(|| Keys::new(self.verifier())))
     }
 }
 
@@ -419,13 +436,12 @@ impl std::fmt::Debug for AccountsFile {
 }
 
 impl SecretSource for AccountsFile {
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
-        let keys = account.and_then(|name| {
+    async fn keys(&self, account: Option<&str>) -> Result<Option<Keys>, LookupError> {
+        Ok(account.and_then(|name| {
             let accounts = self.followed.current();
             let (name, verifier) = accounts.0.get_key_value(name)?;
             Some(Keys::for_account(name.clone(), verifier.clone()))
-        });
-        Box::pin(std::future::ready(Ok(keys)))
+        }))
     }
 }
 
@@ -732,17 +748,48 @@ async fn follow<T: Contents>(followed: Weak<Followed<T>>) {
 /// let config = WebhookConfig::new(secrets);
 /// # Ok(()) }
 /// ```
-pub fn from_env(bind: std::net::SocketAddr) -> Result<Arc<dyn SecretSource>, SecretError> {
+pub fn from_env(bind: std::net::SocketAddr) -> Result<EnvSecrets, SecretError> {
     let listed = crate::signature::secret_list_from_env().is_some();
     match (
         accounts_file_from_env(),
         crate::signature::secret_file_from_env(),
     ) {
         (Some(_), file) if listed || file.is_some() => Err(SecretError::BothSet),
-        (Some(path), _) => Ok(Arc::new(AccountsFile::open(path)?)),
-        (None, Some(path)) if !listed => Ok(Arc::new(SecretFile::open(path)?)),
+        (Some(path), _) => Ok(EnvSecrets::Accounts(AccountsFile::open(path)?)),
+        (None, Some(path)) if !listed => Ok(EnvSecrets::File(SecretFile::open(path)?)),
         // A list, nothing, or both a list and a file (refused there).
-        (None, _) => Ok(Arc::new(Verifier::from_env(bind)?)),
+        (None, _) => Ok(EnvSecrets::Fixed(Verifier::from_env(bind)?)),
+    }
+}
+
+/// The source the environment names ([`from_env`]): fixed secrets, a
+/// followed secret file, or a followed accounts file.
+///
+/// ```
+/// use ltvboost_webhooks::secrets::EnvSecrets;
+/// use ltvboost_webhooks::signature::{Secret, Verifier};
+///
+/// let fixed = EnvSecrets::Fixed(Verifier::new([Secret::new("a-development-secret-0123")?])?);
+/// let config = ltvboost_webhooks::WebhookConfig::new(fixed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub enum EnvSecrets {
+    /// `LTVBOOST_WEBHOOK_SECRET`, or the development secret on loopback.
+    Fixed(Verifier),
+    /// `LTVBOOST_WEBHOOK_SECRET_FILE`.
+    File(SecretFile),
+    /// `LTVBOOST_WEBHOOK_ACCOUNTS_FILE`.
+    Accounts(AccountsFile),
+}
+
+impl SecretSource for EnvSecrets {
+    async fn keys(&self, account: Option<&str>) -> Result<Option<Keys>, LookupError> {
+        match self {
+            EnvSecrets::Fixed(source) => source.keys(account).await,
+            EnvSecrets::File(source) => source.keys(account).await,
+            EnvSecrets::Accounts(source) => source.keys(account).await,
+        }
     }
 }
 

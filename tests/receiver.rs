@@ -649,19 +649,6 @@ async fn one_function_takes_every_event_known_unknown_or_mismatched() {
     );
 }
 
-/// What a secret source's lookups return.
-type Lookup<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<
-                    Option<ltvboost_webhooks::secrets::Keys>,
-                    ltvboost_webhooks::secrets::LookupError,
-                >,
-            > + Send
-            + 'a,
-    >,
->;
-
 /// A secret source over a "database" that can fail or hang, with accounts
 /// named by a header, as a user would write one.
 struct Tenants {
@@ -669,25 +656,31 @@ struct Tenants {
 }
 
 impl ltvboost_webhooks::secrets::SecretSource for Tenants {
-    fn keys<'a>(&'a self, account: Option<&'a str>) -> Lookup<'a> {
-        Box::pin(async move {
-            match (self.mode, account) {
-                ("down", _) => Err(ltvboost_webhooks::secrets::LookupError::new(
-                    "the tenants table is unreachable",
-                )),
-                ("hung", _) => std::future::pending().await,
-                (_, Some("acme")) => Ok(Some(ltvboost_webhooks::secrets::Keys::for_account(
-                    "acme",
-                    verifier(),
-                ))),
-                _ => Ok(None),
-            }
-        })
+    async fn keys(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Option<ltvboost_webhooks::secrets::Keys>, ltvboost_webhooks::secrets::LookupError>
+    {
+        match (self.mode, account) {
+            ("down", _) => Err(ltvboost_webhooks::secrets::LookupError::new(
+                "the tenants table is unreachable",
+            )),
+            ("hung", _) => std::future::pending().await,
+            (_, Some("acme")) => Ok(Some(ltvboost_webhooks::secrets::Keys::for_account(
+                "acme",
+                verifier(),
+            ))),
+            _ => Ok(None),
+        }
     }
 
-    fn lookup<'a>(&'a self, head: &'a ltvboost_webhooks::secrets::RequestHead<'a>) -> Lookup<'a> {
+    async fn lookup(
+        &self,
+        head: &ltvboost_webhooks::secrets::RequestHead<'_>,
+    ) -> Result<Option<ltvboost_webhooks::secrets::Keys>, ltvboost_webhooks::secrets::LookupError>
+    {
         let tenant = head.headers().get("x-tenant").and_then(|v| v.to_str().ok());
-        self.keys(tenant)
+        self.keys(tenant).await
     }
 }
 

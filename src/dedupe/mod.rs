@@ -37,7 +37,6 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use crate::signature::Signature;
@@ -219,10 +218,11 @@ pub fn event_key(id: Option<&str>, signature: &Signature) -> String {
     }
 }
 
-type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+type StoreFuture<'a, T> = crate::erase::BoxFuture<'a, Result<T, StoreError>>;
 
-/// [`DedupeStore`] behind a pointer: the receiver holds any store as
-/// `Arc<dyn ErasedStore>`, so its public types need no store parameter.
+/// [`DedupeStore`] behind a pointer (the crate's one pattern, see
+/// `erase.rs`): the receiver holds any store as `Arc<dyn ErasedStore>`, so
+/// its public types need no store parameter.
 pub(crate) trait ErasedStore: Send + Sync + 'static {
     fn claim_boxed<'a>(&'a self, key: &'a str, lease: Duration) -> StoreFuture<'a, Claim>;
     fn renew_boxed<'a>(

@@ -83,8 +83,6 @@ pub use inbox::{InboxEntry, InboxFilter, InboxOutcome, parse_duration};
 pub use tokio_postgres;
 pub use transaction::{Transaction, TransactionHandler};
 
-pub(crate) use transaction::InTransaction;
-
 use crate::dedupe::StoreError;
 
 /// The schema the tables live in unless [`PostgresStore::schema`] names

@@ -2,7 +2,6 @@
 //! and the inbox row commit together.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -10,10 +9,14 @@ use tokio_postgres::error::SqlState;
 
 use super::inbox::InboxOutcome;
 use super::{PostgresStore, postgres_error};
-use crate::Outcome;
+use std::sync::Arc;
+
 use crate::dedupe::StoreError;
+use crate::erase::BoxFuture;
 use crate::handler::{Delivery, Dispatched, HandlerResult, panic_message};
 use crate::metrics;
+use crate::receiver::pipeline::{Deliver, Pipeline};
+use crate::{Outcome, WebhookConfig, WebhookLayer};
 
 /// The delivery's open transaction, as a handler writes through it.
 ///
@@ -100,9 +103,8 @@ pub trait TransactionHandler: Send + Sync + 'static {
     }
 }
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// [`TransactionHandler`] behind a pointer.
+/// [`TransactionHandler`] behind a pointer (the crate's one pattern, see
+/// `erase.rs`).
 trait ErasedTransactionHandler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
@@ -127,9 +129,63 @@ impl<T: TransactionHandler> ErasedTransactionHandler for T {
 
 /// Where an in-transaction receiver sends its deliveries: the store and the
 /// handler.
-pub(crate) struct InTransaction {
+struct InTransaction {
     store: PostgresStore,
     handler: Box<dyn ErasedTransactionHandler>,
+    /// How long the done-record lives.
+    done_ttl: Duration,
+    /// Whether a payload that does not fit is acknowledged (and recorded).
+    acknowledge_mismatched: bool,
+}
+
+/// The constructor of this mode sits here, beside what it builds, so that
+/// the receiver needs nothing of Postgres.
+impl WebhookLayer {
+    /// Handlers inside a Postgres transaction (feature `postgres`): each
+    /// delivery's done-record, inbox row and `handler`'s writes commit
+    /// together, and the answer goes out after the commit. See
+    /// [`postgres`](crate::postgres). The configuration's dedupe store is
+    /// not used; its `done_ttl` is the done-record's lifetime.
+    ///
+    /// ```
+    /// use ltvboost_webhooks::handler::{Delivery, HandlerResult};
+    /// use ltvboost_webhooks::postgres::{PostgresStore, Transaction, TransactionHandler};
+    /// use ltvboost_webhooks::signature::{Secret, Verifier};
+    /// use ltvboost_webhooks::WebhookLayer;
+    ///
+    /// struct Audit;
+    /// impl TransactionHandler for Audit {
+    ///     async fn handle(&self, delivery: &Delivery, tx: &Transaction<'_>) -> HandlerResult {
+    ///         tx.execute("INSERT INTO audit (event_id) VALUES ($1)", &[&delivery.id()]).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let verifier = Verifier::new([Secret::new("a-development-secret-0123")?])?;
+    /// let store = PostgresStore::new("postgres://app@127.0.0.1/app")?;
+    /// let layer = WebhookLayer::in_transaction(verifier, store, Audit);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn in_transaction(
+        config: impl Into<WebhookConfig>,
+        store: PostgresStore,
+        handler: impl TransactionHandler,
+    ) -> Self {
+        let config = config.into();
+        let target = InTransaction {
+            store,
+            handler: Box::new(handler),
+            done_ttl: config.done_record_ttl(),
+            acknowledge_mismatched: config.acknowledge_mismatched,
+        };
+        Self::from_pipeline(Pipeline::in_transaction(config, Arc::new(target)))
+    }
+}
+
+impl Deliver for InTransaction {
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Outcome> {
+        Box::pin(InTransaction::deliver(self, delivery))
+    }
 }
 
 impl std::fmt::Debug for InTransaction {
@@ -159,22 +215,8 @@ enum Failure {
 }
 
 impl InTransaction {
-    pub(crate) fn new(store: PostgresStore, handler: impl TransactionHandler) -> Self {
-        Self {
-            store,
-            handler: Box::new(handler),
-        }
-    }
-
     /// Claims, handles and commits one delivery, and says what to answer.
-    /// `done_ttl` is how long the done-record lives; a payload that does not
-    /// fit is acknowledged (and recorded) only if `acknowledge_mismatched`.
-    pub(crate) async fn deliver(
-        &self,
-        delivery: &Delivery,
-        done_ttl: Duration,
-        acknowledge_mismatched: bool,
-    ) -> Outcome {
+    async fn deliver(&self, delivery: &Delivery) -> Outcome {
         self.store.start_janitor();
         let started = metrics::Timer::start();
         let client = match self.store.client().await {
@@ -185,7 +227,7 @@ impl InTransaction {
                 return Outcome::StoreUnavailable;
             }
         };
-        let claimed = self.claim(&client, delivery, done_ttl).await;
+        let claimed = self.claim(&client, delivery, self.done_ttl).await;
         metrics::store("begin", started.elapsed(), claimed.is_err());
         let transaction_id = match claimed {
             Ok(Claimed::Ours(id)) => id,
@@ -220,7 +262,7 @@ impl InTransaction {
                 |result| Dispatched::of(result, event.is_ok()),
             );
         dispatched.log_failure();
-        let outcome = Outcome::of(&dispatched, acknowledge_mismatched);
+        let outcome = Outcome::of(&dispatched, self.acknowledge_mismatched);
         let event_type = metrics::type_label(Some(delivery.event_type()));
 
         let (outcome, error) = if outcome.is_success() {

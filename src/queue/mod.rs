@@ -750,16 +750,7 @@ impl std::fmt::Debug for RedisQueue {
 }
 
 impl crate::layer::Enqueue for RedisQueue {
-    fn enqueue<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Enqueued, crate::dedupe::StoreError>>
-                + Send
-                + 'a,
-        >,
-    > {
-        Box::pin(async move { Ok(RedisQueue::enqueue(self, delivery).await?) })
+    async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, crate::dedupe::StoreError> {
+        Ok(RedisQueue::enqueue(self, delivery).await?)
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::body::BodyBudget;
 use crate::dedupe::{DedupeStore, ErasedStore, MemoryStore};
 use crate::replay::{Clock, ReplayWindow, SystemClock};
-use crate::secrets::SecretSource;
+use crate::secrets::{ErasedSource, SecretSource};
 use crate::signature::Verifier;
 
 /// The default webhook path.
@@ -66,7 +66,7 @@ const ACCOUNT_SEGMENT: &str = "{account}";
 /// ```
 #[derive(Clone)]
 pub struct WebhookConfig {
-    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) secrets: Arc<dyn ErasedSource>,
     pub(crate) path: Arc<str>,
     pub(crate) body_limit: usize,
     pub(crate) read_timeout: Duration,
@@ -268,11 +268,6 @@ impl WebhookConfig {
     pub fn acknowledge_mismatched(mut self, acknowledge: bool) -> Self {
         self.acknowledge_mismatched = acknowledge;
         self
-    }
-
-    /// Where deliveries' secrets come from.
-    pub fn secrets(&self) -> &dyn SecretSource {
-        &*self.secrets
     }
 }
 

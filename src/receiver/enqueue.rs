@@ -7,9 +7,9 @@
 //! implementation, and workers handle what it holds.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use crate::dedupe::StoreError;
+use crate::erase::BoxFuture;
 use crate::handler::Delivery;
 
 /// A durable queue for enqueue mode: the receiver answers `202` once
@@ -17,8 +17,6 @@ use crate::handler::Delivery;
 /// handle the event later. `queue::RedisQueue` (feature `queue`) is one.
 ///
 /// ```
-/// use std::future::Future;
-/// use std::pin::Pin;
 /// use ltvboost_webhooks::dedupe::StoreError;
 /// use ltvboost_webhooks::handler::Delivery;
 /// use ltvboost_webhooks::layer::{Enqueue, Enqueued};
@@ -27,11 +25,8 @@ use crate::handler::Delivery;
 /// struct Discard;
 ///
 /// impl Enqueue for Discard {
-///     fn enqueue<'a>(
-///         &'a self,
-///         delivery: &'a Delivery,
-///     ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>> {
-///         Box::pin(async move { Ok(Enqueued::Added(delivery.dedupe_key().to_owned())) })
+///     async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, StoreError> {
+///         Ok(Enqueued::Added(delivery.dedupe_key().to_owned()))
 ///     }
 /// }
 /// ```
@@ -39,11 +34,27 @@ pub trait Enqueue: Send + Sync + 'static {
     /// Appends `delivery` durably, once per event (by
     /// [`Delivery::dedupe_key`]); returns once the write is confirmed. An
     /// `Err` answers `503`, so the sender retries.
-    #[allow(clippy::type_complexity)]
-    fn enqueue<'a>(
+    fn enqueue(
+        &self,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
+}
+
+/// [`Enqueue`] behind a pointer (the crate's one pattern, see `erase.rs`).
+pub(crate) trait ErasedEnqueue: Send + Sync + 'static {
+    fn enqueue_boxed<'a>(
         &'a self,
         delivery: &'a Delivery,
-    ) -> Pin<Box<dyn Future<Output = Result<Enqueued, StoreError>> + Send + 'a>>;
+    ) -> BoxFuture<'a, Result<Enqueued, StoreError>>;
+}
+
+impl<Q: Enqueue> ErasedEnqueue for Q {
+    fn enqueue_boxed<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+    ) -> BoxFuture<'a, Result<Enqueued, StoreError>> {
+        Box::pin(Enqueue::enqueue(self, delivery))
+    }
 }
 
 /// What [`Enqueue::enqueue`] did.

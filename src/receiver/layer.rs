@@ -108,43 +108,11 @@ impl WebhookLayer {
         }
     }
 
-    /// Handlers inside a Postgres transaction (feature `postgres`): each
-    /// delivery's done-record, inbox row and `handler`'s writes commit
-    /// together, and the answer goes out after the commit. See
-    /// [`postgres`](crate::postgres). The configuration's dedupe store is
-    /// not used; its `done_ttl` is the done-record's lifetime.
-    ///
-    /// ```
-    /// use ltvboost_webhooks::handler::{Delivery, HandlerResult};
-    /// use ltvboost_webhooks::postgres::{PostgresStore, Transaction, TransactionHandler};
-    /// use ltvboost_webhooks::signature::{Secret, Verifier};
-    /// use ltvboost_webhooks::WebhookLayer;
-    ///
-    /// struct Audit;
-    /// impl TransactionHandler for Audit {
-    ///     async fn handle(&self, delivery: &Delivery, tx: &Transaction<'_>) -> HandlerResult {
-    ///         tx.execute("INSERT INTO audit (event_id) VALUES ($1)", &[&delivery.id()]).await?;
-    ///         Ok(())
-    ///     }
-    /// }
-    ///
-    /// let verifier = Verifier::new([Secret::new("a-development-secret-0123")?])?;
-    /// let store = PostgresStore::new("postgres://app@127.0.0.1/app")?;
-    /// let layer = WebhookLayer::in_transaction(verifier, store, Audit);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// A layer around a pipeline built elsewhere in the crate (the
+    /// `postgres` module's [`in_transaction`](Self::in_transaction)).
     #[cfg(feature = "postgres")]
-    pub fn in_transaction(
-        config: impl Into<WebhookConfig>,
-        store: crate::postgres::PostgresStore,
-        handler: impl crate::postgres::TransactionHandler,
-    ) -> Self {
-        Self {
-            pipeline: Pipeline::in_transaction(
-                config.into(),
-                crate::postgres::InTransaction::new(store, handler),
-            ),
-        }
+    pub(crate) fn from_pipeline(pipeline: Arc<Pipeline>) -> Self {
+        Self { pipeline }
     }
 
     /// The same receiver as a tower service that answers only deliveries,

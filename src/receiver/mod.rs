@@ -32,6 +32,10 @@
 //! ([`handler`](crate::handler)). Enqueue mode takes any
 //! [`Enqueue`](crate::layer::Enqueue): the queue (feature `queue`) plugs in
 //! from above, and its workers answer through the same [`Outcome`](crate::Outcome).
+//! So do handlers inside a Postgres transaction (feature `postgres`): that
+//! module builds its layer (`WebhookLayer::in_transaction`) around a
+//! destination the pipeline knows only as a trait, so nothing here imports
+//! from above.
 
 mod body;
 pub mod config;

@@ -49,11 +49,11 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
-use crate::secrets::{LookupError, RequestHead, SecretSource};
+use crate::secrets::{LookupError, RequestHead};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 use crate::trace;
 
-pub(crate) use super::enqueue::{Enqueue, Enqueued};
+use super::enqueue::{Enqueue, Enqueued, ErasedEnqueue};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,10 +69,18 @@ pub(crate) struct Pipeline {
 /// that workers handle from (enqueue mode).
 enum Destination {
     Inline(Arc<Handlers>),
-    Queue(Box<dyn Enqueue>),
+    Queue(Box<dyn ErasedEnqueue>),
     /// Handlers inside a Postgres transaction with the done-record.
     #[cfg(feature = "postgres")]
-    InTransaction(Arc<crate::postgres::InTransaction>),
+    InTransaction(Arc<dyn Deliver>),
+}
+
+/// A destination that claims, handles and records each delivery itself,
+/// and says what to answer: handlers inside a Postgres transaction, which
+/// the `postgres` module implements from above the receiver.
+#[cfg(feature = "postgres")]
+pub(crate) trait Deliver: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, delivery: &'a Delivery) -> crate::erase::BoxFuture<'a, Outcome>;
 }
 
 impl std::fmt::Debug for Destination {
@@ -136,13 +144,10 @@ impl Pipeline {
 
     /// Handlers inside a Postgres transaction.
     #[cfg(feature = "postgres")]
-    pub(crate) fn in_transaction(
-        config: WebhookConfig,
-        target: crate::postgres::InTransaction,
-    ) -> Arc<Self> {
+    pub(crate) fn in_transaction(config: WebhookConfig, target: Arc<dyn Deliver>) -> Arc<Self> {
         Arc::new(Self {
             config,
-            destination: Destination::InTransaction(Arc::new(target)),
+            destination: Destination::InTransaction(target),
         })
     }
 
@@ -229,7 +234,7 @@ impl Pipeline {
                 let handlers = handlers.clone();
                 handle_on_own_task(self, handlers, delivery, unsettled).await
             }
-            Destination::Queue(queue) => match queue.enqueue(&delivery).await {
+            Destination::Queue(queue) => match queue.enqueue_boxed(&delivery).await {
                 Ok(Enqueued::Added(_)) => Outcome::Enqueued,
                 Ok(_) => Outcome::Duplicate,
                 Err(error) => {
@@ -246,12 +251,10 @@ impl Pipeline {
                 // On a task of its own, like the inline handlers: a sender
                 // hanging up cancels no transaction half-way.
                 let target = target.clone();
-                let done_ttl = self.config.done_record_ttl();
-                let acknowledge = self.config.acknowledge_mismatched;
                 let settling =
                     unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
                 let delivering = async move {
-                    let outcome = target.deliver(&delivery, done_ttl, acknowledge).await;
+                    let outcome = target.deliver(&delivery).await;
                     drop(settling);
                     outcome
                 }
@@ -320,14 +323,15 @@ where
     let request = RequestHead::new(&request.method, path, &request.headers).with_account(account);
     // Bounded like the body's read: a source that hangs holds no
     // connection for longer.
-    let looked_up = tokio::time::timeout(config.read_timeout, config.secrets.lookup(&request))
-        .await
-        .unwrap_or_else(|_| {
-            Err(LookupError::new(format!(
-                "the secret source did not answer within {:?}",
-                config.read_timeout
-            )))
-        });
+    let looked_up =
+        tokio::time::timeout(config.read_timeout, config.secrets.lookup_boxed(&request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LookupError::new(format!(
+                    "the secret source did not answer within {:?}",
+                    config.read_timeout
+                )))
+            });
     let keys = match looked_up {
         Ok(Some(keys)) => keys,
         Ok(None) => return Err(Rejection::UnknownAccount),

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use ltvboost_webhooks::EventType;
 use ltvboost_webhooks::client::Client;
-use ltvboost_webhooks::secrets::{SecretFile, SecretSource};
+use ltvboost_webhooks::secrets::{EnvSecrets, SecretFile};
 use ltvboost_webhooks::signature::{
     DEVELOPMENT_SECRET, SECRET_ENV, Secret, SecretError, Verifier, secret_file_from_env,
 };
@@ -147,10 +147,10 @@ impl SecretArgs {
     pub(crate) fn receiver_secrets(
         &self,
         bind: std::net::SocketAddr,
-    ) -> anyhow::Result<std::sync::Arc<dyn SecretSource>> {
+    ) -> anyhow::Result<EnvSecrets> {
         if let Some(path) = self.file()? {
             let file = SecretFile::open(path).map_err(|e| usage(e.to_string()))?;
-            return Ok(std::sync::Arc::new(file));
+            return Ok(EnvSecrets::File(file));
         }
         if self.given().is_none() {
             let verifier = Verifier::from_env(bind).map_err(|e| {
@@ -158,9 +158,9 @@ impl SecretArgs {
                     "{e}: listening on {bind} needs a secret (--secret, --secret-file or {SECRET_ENV})"
                 ))
             })?;
-            return Ok(std::sync::Arc::new(verifier));
+            return Ok(EnvSecrets::Fixed(verifier));
         }
-        Ok(std::sync::Arc::new(self.verifier()?))
+        Ok(EnvSecrets::Fixed(self.verifier()?))
     }
 }
 

@@ -59,7 +59,7 @@ pub(super) enum End {
 impl Worker {
     /// One entry: verified, run while its hold is renewed, its end recorded.
     pub(super) async fn handle(&self, entry: Entry) {
-        let keys = match self.secrets.keys(entry.account.as_deref()).await {
+        let keys = match self.secrets.keys_boxed(entry.account.as_deref()).await {
             Ok(Some(keys)) => keys,
             Ok(None) => {
                 let account = entry.account.clone();

@@ -21,7 +21,7 @@ use crate::Backoff;
 use crate::handler::Handlers;
 use crate::metrics;
 use crate::redis::Connection;
-use crate::secrets::SecretSource;
+use crate::secrets::{ErasedSource, SecretSource};
 
 /// Handler calls a worker runs at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -86,7 +86,7 @@ type DeadLetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
 #[derive(Clone)]
 pub struct Worker {
     queue: RedisQueue,
-    secrets: Arc<dyn SecretSource>,
+    secrets: Arc<dyn ErasedSource>,
     handlers: Handlers,
     consumer: String,
     concurrency: usize,

@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
 use ltvboost_webhooks::handler::Delivery;
-use ltvboost_webhooks::secrets::SecretSource;
+use ltvboost_webhooks::secrets::EnvSecrets;
 use ltvboost_webhooks::{Outcome as Answer, Rejection, WebhookConfig};
 use serde_json::{Value, json};
 
@@ -97,7 +97,7 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
         },
     };
     let secrets = match (&registered, given) {
-        (Some(endpoint), _) => Arc::new(endpoint.verifier()?),
+        (Some(endpoint), _) => EnvSecrets::Fixed(endpoint.verifier()?),
         (_, Some(secrets)) => secrets,
         (None, None) => anyhow::bail!("no secret to verify with"),
     };
@@ -127,7 +127,7 @@ pub(crate) async fn run(args: ListenArgs, api: &ApiArgs, out: Output) -> anyhow:
 async fn serve(
     listener: tokio::net::TcpListener,
     args: &ListenArgs,
-    secrets: Arc<dyn SecretSource>,
+    secrets: EnvSecrets,
     out: Output,
     stops: &Stops,
 ) -> anyhow::Result<()> {
