@@ -263,7 +263,6 @@ impl InTransaction {
             );
         dispatched.log_failure();
         let outcome = Outcome::of(&dispatched, self.acknowledge_mismatched);
-        let event_type = metrics::type_label(Some(delivery.event_type()));
 
         let (outcome, error) = if outcome.is_success() {
             let committing = metrics::Timer::start();
@@ -271,7 +270,7 @@ impl InTransaction {
             metrics::store("commit", committing.elapsed(), committed.is_err());
             match committed {
                 Ok(()) => {
-                    metrics::handler(event_type, outcome.kind(), handling.elapsed());
+                    outcome.time_handler(delivery.event_type(), handling.elapsed());
                     metrics::inbox_written(InboxOutcome::Handled.as_str());
                     self.handler.committed(delivery).await;
                     return outcome;
@@ -298,7 +297,7 @@ impl InTransaction {
             });
             (outcome, error)
         };
-        metrics::handler(event_type, outcome.kind(), handling.elapsed());
+        outcome.time_handler(delivery.event_type(), handling.elapsed());
         // Whatever is left of the transaction goes (after a refused commit,
         // Postgres only warns that none is open), so that the connection
         // returns to the pool outside any.

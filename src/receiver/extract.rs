@@ -46,7 +46,6 @@ use super::outcome::Rejection;
 use super::pipeline::{check_head, log_refusal, receive};
 use crate::event::Event;
 use crate::handler::Delivery;
-use crate::metrics;
 
 /// A delivery whose signature verified, with its decoded event.
 ///
@@ -132,18 +131,8 @@ fn counted<T>(
     event_type: impl FnOnce(&T) -> Option<crate::event::EventType>,
 ) -> Result<T, Rejection> {
     match &received {
-        Ok(received) => {
-            let handled = Outcome::Handled;
-            let event_type = metrics::type_label(Some(event_type(received)));
-            metrics::delivery(handled.kind(), handled.reason(), event_type);
-        }
-        Err(rejection) => {
-            metrics::delivery(
-                "rejected",
-                Some(rejection.reason()),
-                metrics::type_label(None),
-            );
-        }
+        Ok(received) => Outcome::Handled.count(Some(event_type(received))),
+        Err(rejection) => rejection.count(),
     }
     received.inspect_err(log_refusal)
 }

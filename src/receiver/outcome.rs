@@ -7,10 +7,11 @@
 //! are stable snake_case codes, and the log line and the metrics use the same
 //! codes, so the README's table, the logs and the dashboards agree.
 //!
-//! Every row of the table lives in one place, [`Outcome::row`]: its status,
-//! code, text, log level and extra headers. The README's "What the
-//! receiver answers" is that table in prose, and a test holds the two
-//! together.
+//! Every row of the table is one line of the `status_table!` list in this
+//! file: its status, code, log level, text and extra headers, written once;
+//! [`Outcome::row`] reads it, and the metrics index their handles by the
+//! row's number. The README's "What the receiver answers" is that table in
+//! prose, and a test holds the two together.
 //!
 //! ```
 //! use http::StatusCode;
@@ -99,6 +100,107 @@ pub struct Row {
     pub allow_post: bool,
 }
 
+/// Declares the status table: one line per row, and from it [`Line`], the
+/// row's number, with everything the row decides. The model is axum's
+/// `define_rejection!`: a row's facts are written once, next to each other.
+macro_rules! status_table {
+    ($(
+        $(#[$doc:meta])*
+        $line:ident => $status:ident, $code:literal, $level:ident, $text:expr, allow_post: $allow:literal;
+    )*) => {
+        /// A row of the status table, by number: what the metrics index by.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Line {
+            $( $(#[$doc])* $line, )*
+        }
+
+        impl Line {
+            /// Every row, in the table's order.
+            #[cfg(test)]
+            pub(crate) const ALL: &[Line] = &[$(Line::$line),*];
+
+            /// The row's status, code, level, text and `Allow: POST`.
+            const fn facts(self) -> (StatusCode, &'static str, Level, Text, bool) {
+                match self {
+                    $( Line::$line => (StatusCode::$status, $code, Level::$level, $text, $allow), )*
+                }
+            }
+        }
+    };
+}
+
+/// A row's answer text: written in the table, or the refusal's own words.
+#[derive(Debug, Clone, Copy)]
+enum Text {
+    /// This text, always (empty for a delivery taken in).
+    Fixed(&'static str),
+    /// The refusal's text ([`refusal_text`]).
+    Refusal,
+}
+
+use Text::{Fixed, Refusal};
+
+// The status table. Refusals of requests not yet authenticated log at
+// `DEBUG`, so that a flood of forged requests cannot flood the logs.
+status_table! {
+    Handled => OK, "handled", INFO, Fixed(""), allow_post: false;
+    Duplicate => OK, "duplicate", INFO, Fixed("duplicate: already handled\n"), allow_post: false;
+    InFlight => CONFLICT, "in_flight", WARN,
+        Fixed("event is being handled by another delivery\n"), allow_post: false;
+    /// `Mismatched { acknowledged: true }`.
+    MismatchedAcknowledged => OK, "mismatched", WARN,
+        Fixed("acknowledged: event data does not fit its type\n"), allow_post: false;
+    Mismatched => BAD_REQUEST, "mismatched", WARN,
+        Fixed("event data does not fit its type\n"), allow_post: false;
+    HandlerFailed => INTERNAL_SERVER_ERROR, "handler_failed", WARN,
+        Fixed("handler failed\n"), allow_post: false;
+    HandlerPanicked => INTERNAL_SERVER_ERROR, "handler_panicked", WARN,
+        Fixed("handler panicked\n"), allow_post: false;
+    StoreUnavailable => SERVICE_UNAVAILABLE, "store_unavailable", WARN,
+        Fixed("dedupe store unavailable\n"), allow_post: false;
+    Enqueued => ACCEPTED, "enqueued", INFO, Fixed(""), allow_post: false;
+    QueueUnavailable => SERVICE_UNAVAILABLE, "queue_unavailable", WARN,
+        Fixed("queue unavailable\n"), allow_post: false;
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", DEBUG, Refusal, allow_post: true;
+    BodyTooLarge => PAYLOAD_TOO_LARGE, "body_too_large", DEBUG, Refusal, allow_post: false;
+    BodyTimeout => REQUEST_TIMEOUT, "body_timeout", DEBUG, Refusal, allow_post: false;
+    BodyStalled => REQUEST_TIMEOUT, "body_stalled", DEBUG, Refusal, allow_post: false;
+    BodyReadFailed => BAD_REQUEST, "body_read_failed", DEBUG, Refusal, allow_post: false;
+    Overloaded => SERVICE_UNAVAILABLE, "overloaded", DEBUG, Refusal, allow_post: false;
+    UnknownAccount => NOT_FOUND, "unknown_account", DEBUG, Refusal, allow_post: false;
+    /// The receiver's own fault, whoever asked: the operator must hear of it.
+    SecretsUnavailable => SERVICE_UNAVAILABLE, "secrets_unavailable", WARN, Refusal,
+        allow_post: false;
+    SignatureMissing => UNAUTHORIZED, "signature_missing", DEBUG, Refusal, allow_post: false;
+    SignatureDuplicated => UNAUTHORIZED, "signature_duplicated", DEBUG, Refusal, allow_post: false;
+    SignatureMalformed => UNAUTHORIZED, "signature_malformed", DEBUG, Refusal, allow_post: false;
+    SignatureMismatch => UNAUTHORIZED, "signature_mismatch", DEBUG, Refusal, allow_post: false;
+    NotAnEvent => BAD_REQUEST, "not_an_event", WARN, Refusal, allow_post: false;
+    CreatedAtMissing => BAD_REQUEST, "created_at_missing", WARN, Refusal, allow_post: false;
+    ReplayTooOld => BAD_REQUEST, "replay_too_old", WARN, Refusal, allow_post: false;
+    ReplayInFuture => BAD_REQUEST, "replay_in_future", WARN, Refusal, allow_post: false;
+    PayloadMismatch => BAD_REQUEST, "payload_mismatch", WARN, Refusal, allow_post: false;
+}
+
+/// The `outcome` code of every rejection; its [`reason`](Outcome::reason)
+/// is its row's code.
+pub(crate) const REJECTED: &str = "rejected";
+
+impl Line {
+    pub(crate) const fn status(self) -> StatusCode {
+        self.facts().0
+    }
+
+    /// The row's code, in logs and metrics.
+    pub(crate) const fn code(self) -> &'static str {
+        self.facts().1
+    }
+
+    pub(crate) const fn level(self) -> Level {
+        self.facts().2
+    }
+}
+
 impl Outcome {
     /// What a dispatch to the handlers answers: one mapping for inline
     /// mode, the worker and handlers inside a Postgres transaction.
@@ -113,85 +215,75 @@ impl Outcome {
         }
     }
 
+    /// This outcome's row of the status table.
+    pub(crate) fn line(&self) -> Line {
+        match self {
+            Outcome::Handled => Line::Handled,
+            Outcome::Duplicate => Line::Duplicate,
+            Outcome::InFlight => Line::InFlight,
+            Outcome::Mismatched { acknowledged: true } => Line::MismatchedAcknowledged,
+            Outcome::Mismatched {
+                acknowledged: false,
+            } => Line::Mismatched,
+            Outcome::HandlerFailed => Line::HandlerFailed,
+            Outcome::HandlerPanicked => Line::HandlerPanicked,
+            Outcome::StoreUnavailable => Line::StoreUnavailable,
+            Outcome::Enqueued => Line::Enqueued,
+            Outcome::QueueUnavailable => Line::QueueUnavailable,
+            Outcome::Rejected(rejection) => rejection.line(),
+        }
+    }
+
     /// This outcome's row of the status table: the one place that says what
     /// each delivery is answered.
     pub fn row(&self) -> Row {
-        use Level as L;
-        use StatusCode as S;
-        let (status, code, text, level) = match self {
-            Outcome::Handled => (S::OK, "handled", "", L::INFO),
-            Outcome::Duplicate => (S::OK, "duplicate", "duplicate: already handled\n", L::INFO),
-            Outcome::InFlight => (
-                S::CONFLICT,
-                "in_flight",
-                "event is being handled by another delivery\n",
-                L::WARN,
-            ),
-            Outcome::Mismatched { acknowledged: true } => (
-                S::OK,
-                "mismatched",
-                "acknowledged: event data does not fit its type\n",
-                L::WARN,
-            ),
-            Outcome::Mismatched {
-                acknowledged: false,
-            } => (
-                S::BAD_REQUEST,
-                "mismatched",
-                "event data does not fit its type\n",
-                L::WARN,
-            ),
-            Outcome::HandlerFailed => (
-                S::INTERNAL_SERVER_ERROR,
-                "handler_failed",
-                "handler failed\n",
-                L::WARN,
-            ),
-            Outcome::HandlerPanicked => (
-                S::INTERNAL_SERVER_ERROR,
-                "handler_panicked",
-                "handler panicked\n",
-                L::WARN,
-            ),
-            Outcome::StoreUnavailable => (
-                S::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "dedupe store unavailable\n",
-                L::WARN,
-            ),
-            Outcome::Enqueued => (S::ACCEPTED, "enqueued", "", L::INFO),
-            Outcome::QueueUnavailable => (
-                S::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                "queue unavailable\n",
-                L::WARN,
-            ),
-            Outcome::Rejected(rejection) => return rejection_row(rejection),
+        let (status, code, level, text, allow_post) = self.line().facts();
+        let text = match (text, self) {
+            (Fixed(text), _) => Cow::Borrowed(text),
+            (Refusal, Outcome::Rejected(rejection)) => Cow::Owned(refusal_text(rejection)),
+            // Every row with a refusal's text is a rejection's.
+            (Refusal, _) => Cow::Borrowed(""),
         };
         Row {
             status,
             code,
-            text: Cow::Borrowed(text),
+            text,
             level,
-            allow_post: false,
+            allow_post,
         }
+    }
+
+    /// Counts this delivery's end in the metrics; `event_type` is `None`
+    /// before the signature verified.
+    pub(crate) fn count(&self, event_type: Option<Option<crate::event::EventType>>) {
+        match self {
+            Outcome::Rejected(rejection) => rejection.count(),
+            other => {
+                crate::metrics::delivery(other.line() as usize, other.kind(), None, event_type);
+            }
+        }
+    }
+
+    /// Records how long a handler ran, ending in this outcome.
+    pub(crate) fn time_handler(
+        &self,
+        event_type: Option<crate::event::EventType>,
+        elapsed: Duration,
+    ) {
+        crate::metrics::handler(self.line() as usize, self.kind(), event_type, elapsed);
     }
 
     /// The status LTVboost gets.
     pub fn status(&self) -> StatusCode {
-        match self {
-            // Without formatting the refusal's text.
-            Outcome::Rejected(rejection) => rejection.status(),
-            other => other.row().status,
-        }
+        self.line().status()
     }
 
     /// The stable code of this outcome, for logs and metrics: `rejected` for
     /// every rejection (its [`reason`](Self::reason) says which).
     pub fn kind(&self) -> &'static str {
         match self {
-            Outcome::Rejected(_) => "rejected",
-            other => other.row().code,
+            Outcome::Rejected(_) => REJECTED,
+            other => other.line().code(),
         }
     }
 
@@ -247,64 +339,13 @@ impl Outcome {
     }
 }
 
-/// The rows of the rejections: the rest of [`Outcome::row`]'s table.
-pub(crate) fn rejection_row(rejection: &Rejection) -> Row {
-    let (status, code, level) = rejection_head(rejection);
-    let text = match rejection {
-        // The parser's detail is logged, not echoed.
-        Rejection::Envelope(_) => "body is not a JSON event envelope".to_owned(),
-        Rejection::Payload(e) => format!("event data does not fit {}", e.event_type),
-        other => other.to_string(),
-    };
-    Row {
-        status,
-        code,
-        text: Cow::Owned(format!("{text}\n")),
-        level,
-        allow_post: matches!(rejection, Rejection::MethodNotAllowed),
-    }
-}
-
-/// A rejection's status, code and log level: its row but for the text, which
-/// takes formatting that a refusal's log line and metrics do not need.
-pub(crate) fn rejection_head(rejection: &Rejection) -> (StatusCode, &'static str, Level) {
-    use Level as L;
-    use StatusCode as S;
-    // Refused before the signature matched: nothing is known of the sender.
-    const UNAUTHENTICATED: Level = L::DEBUG;
+/// A refusal's answer text: its own words, one line. The parser's detail
+/// is logged, not echoed.
+fn refusal_text(rejection: &Rejection) -> String {
     match rejection {
-        Rejection::MethodNotAllowed => {
-            (S::METHOD_NOT_ALLOWED, "method_not_allowed", UNAUTHENTICATED)
-        }
-        Rejection::PayloadTooLarge { .. } => {
-            (S::PAYLOAD_TOO_LARGE, "body_too_large", UNAUTHENTICATED)
-        }
-        Rejection::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout", UNAUTHENTICATED),
-        Rejection::BodyStalled => (S::REQUEST_TIMEOUT, "body_stalled", UNAUTHENTICATED),
-        Rejection::BodyRead(_) => (S::BAD_REQUEST, "body_read_failed", UNAUTHENTICATED),
-        Rejection::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", UNAUTHENTICATED),
-        Rejection::UnknownAccount => (S::NOT_FOUND, "unknown_account", UNAUTHENTICATED),
-        // The receiver's own fault, whoever asked: the operator must hear of it.
-        Rejection::SecretsUnavailable(_) => {
-            (S::SERVICE_UNAVAILABLE, "secrets_unavailable", L::WARN)
-        }
-        Rejection::Signature(SignatureError::Missing) => {
-            (S::UNAUTHORIZED, "signature_missing", UNAUTHENTICATED)
-        }
-        Rejection::Signature(SignatureError::Duplicated) => {
-            (S::UNAUTHORIZED, "signature_duplicated", UNAUTHENTICATED)
-        }
-        Rejection::Signature(SignatureError::Mismatch) => {
-            (S::UNAUTHORIZED, "signature_mismatch", UNAUTHENTICATED)
-        }
-        Rejection::Signature(_) => (S::UNAUTHORIZED, "signature_malformed", UNAUTHENTICATED),
-        Rejection::Envelope(_) => (S::BAD_REQUEST, "not_an_event", L::WARN),
-        Rejection::CreatedAtMissing => (S::BAD_REQUEST, "created_at_missing", L::WARN),
-        Rejection::Replay(ReplayError::TooOld { .. }) => {
-            (S::BAD_REQUEST, "replay_too_old", L::WARN)
-        }
-        Rejection::Replay(_) => (S::BAD_REQUEST, "replay_in_future", L::WARN),
-        Rejection::Payload(_) => (S::BAD_REQUEST, "payload_mismatch", L::WARN),
+        Rejection::Envelope(_) => "body is not a JSON event envelope\n".to_owned(),
+        Rejection::Payload(e) => format!("event data does not fit {}\n", e.event_type),
+        other => format!("{other}\n"),
     }
 }
 
@@ -380,7 +421,37 @@ impl Rejection {
     /// The status this rejection answers with (its row of the status table,
     /// [`Outcome::row`]).
     pub fn status(&self) -> StatusCode {
-        rejection_head(self).0
+        self.line().status()
+    }
+
+    /// Counts this refusal in the metrics (no event type: nothing of a
+    /// refused request is trusted).
+    pub(crate) fn count(&self) {
+        let line = self.line();
+        crate::metrics::delivery(line as usize, REJECTED, Some(line.code()), None);
+    }
+
+    /// This rejection's row of the status table.
+    pub(crate) fn line(&self) -> Line {
+        match self {
+            Rejection::MethodNotAllowed => Line::MethodNotAllowed,
+            Rejection::PayloadTooLarge { .. } => Line::BodyTooLarge,
+            Rejection::BodyTimeout { .. } => Line::BodyTimeout,
+            Rejection::BodyStalled => Line::BodyStalled,
+            Rejection::BodyRead(_) => Line::BodyReadFailed,
+            Rejection::Overloaded => Line::Overloaded,
+            Rejection::UnknownAccount => Line::UnknownAccount,
+            Rejection::SecretsUnavailable(_) => Line::SecretsUnavailable,
+            Rejection::Signature(SignatureError::Missing) => Line::SignatureMissing,
+            Rejection::Signature(SignatureError::Duplicated) => Line::SignatureDuplicated,
+            Rejection::Signature(SignatureError::Mismatch) => Line::SignatureMismatch,
+            Rejection::Signature(_) => Line::SignatureMalformed,
+            Rejection::Envelope(_) => Line::NotAnEvent,
+            Rejection::CreatedAtMissing => Line::CreatedAtMissing,
+            Rejection::Replay(ReplayError::TooOld { .. }) => Line::ReplayTooOld,
+            Rejection::Replay(_) => Line::ReplayInFuture,
+            Rejection::Payload(_) => Line::PayloadMismatch,
+        }
     }
 
     /// The stable code of this rejection, for logs and metrics: one of
@@ -391,7 +462,7 @@ impl Rejection {
     /// `created_at_missing`,
     /// `replay_too_old`, `replay_in_future`, `payload_mismatch`.
     pub fn reason(&self) -> &'static str {
-        rejection_head(self).1
+        self.line().code()
     }
 }
 
@@ -565,19 +636,21 @@ mod tests {
     }
 
     #[test]
-    fn every_row_code_is_listed_once_for_the_metrics() {
-        let codes: std::collections::HashSet<&str> = every_outcome()
-            .iter()
-            .map(|outcome| outcome.row().code)
-            .collect();
-        let codes_for_metrics = crate::metrics::CODES;
-        let listed: std::collections::HashSet<&str> = codes_for_metrics.iter().copied().collect();
-        assert_eq!(
-            listed.len(),
-            codes_for_metrics.len(),
-            "a code is listed twice"
-        );
-        assert_eq!(codes, listed);
+    fn every_row_is_some_outcome_s_and_fits_the_metrics_handles() {
+        let reached: Vec<Line> = every_outcome().iter().map(Outcome::line).collect();
+        for line in Line::ALL {
+            assert!(reached.contains(line), "no outcome answers {line:?}");
+        }
+        assert!(Line::ALL.len() <= crate::metrics::ROWS);
+        // Rows that share a code share their status only when they are one
+        // row told apart by a setting (`mismatched`, acknowledged or not).
+        for (i, a) in Line::ALL.iter().enumerate() {
+            for b in &Line::ALL[i + 1..] {
+                if a.code() == b.code() {
+                    assert_eq!(a.code(), "mismatched", "{a:?} and {b:?}");
+                }
+            }
+        }
     }
 
     #[test]

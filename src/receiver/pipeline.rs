@@ -42,8 +42,8 @@ use super::body::{read_body, too_large};
 use super::config::WebhookConfig;
 use std::future::Future;
 
+use super::outcome::Outcome;
 use super::outcome::Rejection;
-use super::outcome::{Outcome, rejection_head};
 use crate::dedupe::{Claim, ClaimStatus, ClaimToken, ErasedStore, StoreError};
 use crate::event::Envelope;
 use crate::handler::{Delivery, Handlers, panic_message};
@@ -175,7 +175,7 @@ impl Pipeline {
             Err(rejection) => {
                 let outcome = Outcome::Rejected(rejection);
                 span.in_scope(|| report(&outcome));
-                metrics::delivery(outcome.kind(), outcome.reason(), metrics::type_label(None));
+                outcome.count(None);
                 Err(outcome)
             }
         }
@@ -208,7 +208,7 @@ impl Pipeline {
                 if let Some(account) = delivery.account() {
                     span.record("account", account);
                 }
-                let event_type = metrics::type_label(Some(delivery.event_type()));
+                let event_type = Some(delivery.event_type());
                 let outcome = self
                     .clone()
                     .hand_off(delivery, unsettled)
@@ -216,10 +216,10 @@ impl Pipeline {
                     .await;
                 (outcome, event_type)
             }
-            Err(rejection) => (Outcome::Rejected(rejection), metrics::type_label(None)),
+            Err(rejection) => (Outcome::Rejected(rejection), None),
         };
         span.in_scope(|| report(&outcome));
-        metrics::delivery(outcome.kind(), outcome.reason(), event_type);
+        outcome.count(event_type);
         outcome
     }
 
@@ -454,8 +454,7 @@ async fn handle(
     dispatched.log_failure();
     let outcome = Outcome::of(&dispatched, config.acknowledge_mismatched);
 
-    let event_type = metrics::type_label(Some(delivery.event_type()));
-    metrics::handler(event_type, outcome.kind(), started.elapsed());
+    outcome.time_handler(delivery.event_type(), started.elapsed());
 
     // The handler's result stands whatever the store says next: answering
     // otherwise would make the sender redo work that happened (after done)
@@ -665,9 +664,9 @@ fn report(outcome: &Outcome) {
 /// so that a flood of forged requests cannot flood the logs). The extractor
 /// logs its refusals here too.
 pub(crate) fn log_refusal(rejection: &Rejection) {
-    let (status, code, level) = rejection_head(rejection);
-    let status = status.as_u16();
-    event_at!(level, status, code, reason = %rejection, "webhook refused");
+    let line = rejection.line();
+    let (status, code) = (line.status().as_u16(), line.code());
+    event_at!(line.level(), status, code, reason = %rejection, "webhook refused");
 }
 
 /// The one `x-ltvboost-signature` header, parsed.

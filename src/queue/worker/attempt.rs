@@ -19,6 +19,10 @@ use crate::metrics;
 use crate::secrets::Keys;
 use crate::signature::{KeyId, Signature};
 
+/// The dead-letter reason of an event whose `data` does not fit its type
+/// (and that the worker is not set to acknowledge): retrying cannot help.
+const MISMATCHED: &str = "event data does not fit its type";
+
 /// Why a worker cannot verify an entry, and passes it on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Missing {
@@ -178,14 +182,10 @@ impl Worker {
         let outcome = Outcome::of(&dispatched, self.acknowledge_mismatched);
         let error = dispatched.failure();
         // The same handler metrics as inline mode.
-        metrics::handler(
-            metrics::type_label(Some(delivery.event_type())),
-            outcome.kind(),
-            timer.elapsed(),
-        );
+        outcome.time_handler(delivery.event_type(), timer.elapsed());
         match outcome {
             done if done.is_success() => End::Done(delivery.dedupe_key().to_owned()),
-            Outcome::Mismatched { .. } => End::Dead(outcome.row().text.trim().to_owned()),
+            Outcome::Mismatched { .. } => End::Dead(MISMATCHED.to_owned()),
             failed => {
                 let error = error.unwrap_or_else(|| failed.kind().to_owned());
                 if attempt >= self.max_attempts {
