@@ -26,19 +26,6 @@ const REDIS_VAR: &str = "LTVBOOST_TEST_REDIS_URL";
 /// The receivers' claim lease in these tests.
 const LEASE: Duration = Duration::from_secs(2);
 
-fn redis_url() -> String {
-    std::env::var(REDIS_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{REDIS_VAR} is not set: the Redis tests need a Redis server, e.g. \
-             {REDIS_VAR}=redis://127.0.0.1:6379/ (scripts/test.sh starts one and sets it)"
-        )
-    })
-}
-
-fn unique_prefix() -> String {
-    format!("test:{}:", ltvboost_webhooks::dedupe::ClaimToken::random())
-}
-
 async fn redis_store(url: &str, prefix: &str) -> RedisStore {
     RedisStore::connect(url)
         .await
@@ -48,7 +35,7 @@ async fn redis_store(url: &str, prefix: &str) -> RedisStore {
 
 /// Two stores that share state, as two instances of a fleet would.
 async fn redis_pair() -> [RedisStore; 2] {
-    let (url, prefix) = (redis_url(), unique_prefix());
+    let (url, prefix) = (test_redis_url(), unique_prefix());
     [
         redis_store(&url, &prefix).await,
         redis_store(&url, &prefix).await,
@@ -396,7 +383,7 @@ impl Proxy {
 
 /// The Redis server's address, from its URL.
 async fn redis_target() -> SocketAddr {
-    let url = redis_url();
+    let url = test_redis_url();
     let host_port = url
         .trim_start_matches("redis://")
         .split('/')
@@ -537,7 +524,7 @@ async fn replay_window_edges_with_an_injected_clock() {
 
 #[tokio::test]
 async fn the_eviction_policy_is_read_at_connect() {
-    let store = redis_store(&redis_url(), &unique_prefix()).await;
+    let store = redis_store(&test_redis_url(), &unique_prefix()).await;
     // scripts/test.sh's Redis runs with the default policy, which evicts nothing.
     let policy = store.eviction_policy().await.unwrap();
     assert_eq!(policy.as_deref(), Some("noeviction"));
@@ -762,9 +749,9 @@ async fn the_operation_timeout_is_the_one_in_force() {
 /// than failed.
 #[tokio::test]
 async fn scripts_redis_forgot_are_loaded_again() {
-    let store = redis_store(&redis_url(), &unique_prefix()).await;
+    let store = redis_store(&test_redis_url(), &unique_prefix()).await;
     let flush_scripts = || {
-        let client = redis::Client::open(redis_url()).unwrap();
+        let client = redis::Client::open(test_redis_url()).unwrap();
         let mut connection = client.get_connection().unwrap();
         redis::cmd("SCRIPT")
             .arg("FLUSH")

@@ -296,7 +296,7 @@ async fn two_receivers_given_the_same_event_at_once_commit_it_once() {
 #[tokio::test]
 async fn the_store_without_transactions_serves_handlers_unchanged() {
     let postgres = PrivatePostgres::start();
-    let recorder = Recorder::gated_by_delay(Duration::from_millis(600));
+    let recorder = Recorder::delayed(Duration::from_millis(600));
     let store = PostgresStore::new(&postgres.url()).unwrap();
     // The tables first: the 200 ms head start below is the first
     // delivery's, not the migration's.

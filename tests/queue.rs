@@ -33,10 +33,6 @@ fn port_of(url: &str) -> u16 {
         .expect("the test Redis URL names a port")
 }
 
-fn unique_prefix() -> String {
-    format!("test:{}:", ltvboost_webhooks::dedupe::ClaimToken::random())
-}
-
 async fn queue(url: &str, prefix: &str) -> RedisQueue {
     RedisQueue::connect(url).await.unwrap().key_prefix(prefix)
 }

@@ -163,7 +163,7 @@ async fn data_that_does_not_fit_answers_400_after_the_fallback_saw_it() {
     assert!(reply.body.contains("does not fit"), "{reply:?}");
     assert_eq!(recorder.calls("mismatched:response.scored"), 1);
     assert_eq!(recorder.calls("response.scored"), 0);
-    let reasons = recorder.mismatches.lock().unwrap();
+    let reasons = recorder.mismatches();
     assert!(reasons[0].contains("identifier"), "{reasons:?}");
     assert!(reasons[0].contains("line 1 column"), "{reasons:?}");
     // serde_json's message names the place, never the value sent.

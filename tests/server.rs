@@ -161,7 +161,7 @@ fn receiver_process() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let recorder = Recorder::gated_by_delay(Duration::from_millis(
+        let recorder = Recorder::delayed(Duration::from_millis(
             std::env::var("HANDLER_DELAY_MS").map_or(0, |v| v.parse().unwrap()),
         ));
         let mut config = config();

@@ -4,6 +4,10 @@
 //! * [`EventBuilder`] and [`fixture`]: event bodies for all seven types (and
 //!   unknown ones), with an id and `created_at` of now unless told otherwise.
 //! * [`signed_request`]: an `http::Request` ready for a tower service.
+//! * [`Recorder`]: handlers for every family that count their calls and
+//!   can be scripted to fail or panic; [`verified_delivery`]: the
+//!   [`Delivery`](crate::handler::Delivery) your own handler methods take,
+//!   for calling them directly.
 //! * [`SenderSimulator`]: delivers a signed body to a URL or straight to a
 //!   tower service, retrying on any non-2xx answer or failure with
 //!   exponential backoff — first attempt plus up to 5 retries within 24
@@ -23,7 +27,9 @@
 //! ```
 
 mod builder;
+mod recorder;
 mod simulator;
 
 pub use builder::{EventBuilder, fixture, signed_request, signed_request_to};
+pub use recorder::{Behaviour, Recorder, verified_delivery};
 pub use simulator::{Attempt, DeliveryReport, RetryPolicy, SenderSimulator, SimulatorError};

@@ -2,20 +2,16 @@
 //! send anything (stalls, lies, duplicates), and handlers that record calls.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ltvboost_webhooks::dedupe::{Claim, ClaimStatus, ClaimToken, DedupeStore, StoreError};
-use ltvboost_webhooks::event::*;
 use ltvboost_webhooks::handler::*;
 use ltvboost_webhooks::serve::Server;
 use ltvboost_webhooks::signature::{Secret, Verifier, sign};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 pub(crate) const SECRET: &str = "integration-test-secret-0123456789";
 pub(crate) const PATH: &str = "/webhooks/ltvboost";
@@ -138,91 +134,9 @@ pub(crate) fn event_json(id: &str, event_type: &str, data: &str) -> Vec<u8> {
         .to_bytes()
 }
 
-/// What a recording handler does when called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Behaviour {
-    Succeed,
-    Fail,
-    Panic,
-}
-
-/// Handlers that count calls per method and can be told to fail, panic or
-/// wait for a permit.
-#[derive(Default)]
-pub(crate) struct Recorder {
-    calls: Mutex<HashMap<String, usize>>,
-    total: AtomicUsize,
-    /// Behaviours to use for the next calls, in order; `Succeed` once empty.
-    script: Mutex<Vec<Behaviour>>,
-    /// When set, each call waits for a permit before finishing.
-    pub gate: Option<Arc<Semaphore>>,
-    /// When set, each call sleeps this long before finishing.
-    pub(crate) delay: Option<Duration>,
-    /// Reasons given to `mismatched`.
-    pub mismatches: Mutex<Vec<String>>,
-}
-
-impl Recorder {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    pub(crate) fn gated(gate: Arc<Semaphore>) -> Arc<Self> {
-        Arc::new(Self {
-            gate: Some(gate),
-            ..Self::default()
-        })
-    }
-
-    pub(crate) fn gated_by_delay(delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            delay: Some(delay),
-            ..Self::default()
-        })
-    }
-
-    pub(crate) fn script(&self, behaviours: &[Behaviour]) {
-        *self.script.lock().unwrap() = behaviours.iter().rev().copied().collect();
-    }
-
-    pub(crate) fn calls(&self, method: &str) -> usize {
-        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
-    }
-
-    pub(crate) fn total(&self) -> usize {
-        self.total.load(Ordering::SeqCst)
-    }
-
-    async fn record(&self, method: &str) -> HandlerResult {
-        *self
-            .calls
-            .lock()
-            .unwrap()
-            .entry(method.to_owned())
-            .or_default() += 1;
-        self.total.fetch_add(1, Ordering::SeqCst);
-        if let Some(gate) = &self.gate {
-            gate.acquire().await.unwrap().forget();
-        }
-        if let Some(delay) = self.delay {
-            tokio::time::sleep(delay).await;
-        }
-        let next = self
-            .script
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or(Behaviour::Succeed);
-        match next {
-            Behaviour::Succeed => Ok(()),
-            Behaviour::Fail => Err("scripted failure".into()),
-            Behaviour::Panic => panic!("scripted panic in {method}"),
-        }
-    }
-}
-
-/// `Arc<Recorder>` so a test keeps a handle while the layer owns a clone.
-pub(crate) struct Recording(pub Arc<Recorder>);
+/// The crate's own recording handlers, as users' tests use them.
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub(crate) use ltvboost_webhooks::testing::{Behaviour, Recorder};
 
 /// Builds an example as a user runs it (every feature) and returns its path.
 pub(crate) fn example(name: &str) -> std::path::PathBuf {
@@ -362,56 +276,14 @@ impl DedupeStore for UnreachableStore {
     }
 }
 
-/// Every family routed to a [`Recording`] of `recorder`.
+/// Every family routed to `recorder`.
 pub(crate) fn recording(recorder: &Arc<Recorder>) -> Handlers {
-    Handlers::all(Recording(recorder.clone()))
+    recorder.handlers()
 }
 
 /// The test verifier's configuration at the test path.
 pub(crate) fn config() -> ltvboost_webhooks::WebhookConfig {
     ltvboost_webhooks::WebhookConfig::new(verifier()).path(PATH)
-}
-
-impl ResponseHandler for Recording {
-    async fn created(&self, _: &Delivery, _: &ResponseCreated) -> HandlerResult {
-        self.0.record("response.created").await
-    }
-    async fn scored(&self, _: &Delivery, _: &ResponseScored) -> HandlerResult {
-        self.0.record("response.scored").await
-    }
-}
-
-impl ActionHandler for Recording {
-    async fn queued(&self, _: &Delivery, _: &ActionQueued) -> HandlerResult {
-        self.0.record("action.queued").await
-    }
-    async fn sent(&self, _: &Delivery, _: &ActionSent) -> HandlerResult {
-        self.0.record("action.sent").await
-    }
-    async fn failed(&self, _: &Delivery, _: &ActionFailed) -> HandlerResult {
-        self.0.record("action.failed").await
-    }
-}
-
-impl SegmentHandler for Recording {
-    async fn updated(&self, _: &Delivery, _: &SegmentUpdated) -> HandlerResult {
-        self.0.record("segment.updated").await
-    }
-    async fn ready(&self, _: &Delivery, _: &SegmentReady) -> HandlerResult {
-        self.0.record("segment.ready").await
-    }
-}
-
-impl FallbackHandler for Recording {
-    async fn unknown(&self, d: &Delivery) -> HandlerResult {
-        self.0.record(&format!("unknown:{}", d.type_name())).await
-    }
-    async fn mismatched(&self, d: &Delivery, reason: &PayloadError) -> HandlerResult {
-        self.0.mismatches.lock().unwrap().push(reason.to_string());
-        self.0
-            .record(&format!("mismatched:{}", d.type_name()))
-            .await
-    }
 }
 
 /// Runs `promtool check metrics` on `text`.
@@ -438,10 +310,7 @@ pub(crate) fn promtool_accepts(text: &str) {
 /// A verified delivery of `body`, signed with the test secret, as a
 /// receiver hands it to the queue.
 pub(crate) fn verified_delivery(body: Vec<u8>) -> Delivery {
-    let header = sign(&secret(), &body);
-    let verified = verifier().verify(header.as_bytes(), body).unwrap();
-    let envelope = Envelope::from_bytes(verified.body().clone()).unwrap();
-    Delivery::new(envelope, &verified)
+    ltvboost_webhooks::testing::verified_delivery(&secret(), body).unwrap()
 }
 
 /// Runs a worker until the returned sender is dropped or fired.
@@ -465,8 +334,15 @@ pub(crate) fn start_worker(
 
 /// The shared Redis of the Redis tests (`scripts/test.sh` starts one).
 pub(crate) fn test_redis_url() -> String {
-    std::env::var("LTVBOOST_TEST_REDIS_URL")
-        .expect("LTVBOOST_TEST_REDIS_URL is not set: scripts/test.sh starts a Redis and sets it")
+    std::env::var("LTVBOOST_TEST_REDIS_URL").expect(
+        "LTVBOOST_TEST_REDIS_URL is not set: the Redis tests need a Redis server, e.g. \
+         LTVBOOST_TEST_REDIS_URL=redis://127.0.0.1:6379/ (scripts/test.sh starts one and sets it)",
+    )
+}
+
+/// A key prefix no other test uses, for tests that share one Redis.
+pub(crate) fn unique_prefix() -> String {
+    format!("test:{}:", ltvboost_webhooks::dedupe::ClaimToken::random())
 }
 
 /// A `response.created` event with id `id`.
