@@ -31,18 +31,23 @@
 //! | [`signature`] | secrets, header parsing, `sign`, constant-time `verify` | no |
 //! | [`event`] | the envelope, the [`Event`] enum, typed payloads | no |
 //! | [`replay`] | the replay window on the signed `created_at` | no |
-//! | [`dedupe`] | claims and done-records: effectively-once handling | store |
-//! | [`outcome`] | every way a delivery ends: the status table | no |
-//! | [`config`] | every setting, one builder | no |
-//! | `receiver` | the pipeline, steps 1–8, returning an [`Outcome`], and the adapters | HTTP body |
-//! | [`handler`] | the traits you implement, one per event family | no |
-//! | [`layer`], [`endpoint`], `extract` | the receiver's adapters: HTTP in, `Outcome` out (`extract`: feature `axum`) | HTTP |
 //! | [`metrics`] | counters and histograms by outcome and reason (feature `metrics`) | no |
-//! | `queue` | enqueue mode and the worker (feature `queue`) | Redis |
+//! | [`dedupe`] | claims and done-records: effectively-once handling | store |
+//! | [`secrets`] | where a delivery's secrets come from: fixed, a followed file, accounts | files |
+//! | [`handler`] | the traits you implement, one per event family | no |
+//! | [`receiver`] | the pipeline, steps 1–9, and its parts: | HTTP body |
+//! | &nbsp;&nbsp;[`receiver::config`] | every setting, one builder | no |
+//! | &nbsp;&nbsp;[`receiver::layer`], [`receiver::endpoint`], `receiver::extract` | the adapters: HTTP in, [`Outcome`] out (`extract`: feature `axum`) | HTTP |
+//! | &nbsp;&nbsp;[`receiver::enqueue`] | enqueue mode's hand-off to a durable queue | no |
+//! | &nbsp;&nbsp;[`receiver::outcome`] | every way a delivery ends: the status table | no |
 //! | `postgres` | handlers inside the delivery's transaction, the inbox, a dedupe store (feature `postgres`) | Postgres |
+//! | `queue` | enqueue mode's Redis queue and the worker (feature `queue`) | Redis |
 //! | `serve` | a hardened hyper server (feature `serve`) | TCP |
 //! | `client` | the registration API client (feature `client`) | HTTPS |
-//! | `testing` | event builders, signed requests, a sender simulator (feature `testing`) | HTTP |
+//! | `testing` | event builders, signed requests, recording handlers, a sender simulator (feature `testing`) | HTTP |
+//!
+//! The modules are in layers, in this order: each imports only from those
+//! above it in the table (`tests/layers.rs` checks it).
 //!
 //! # Quick start
 //!
@@ -98,7 +103,7 @@ pub mod dedupe;
 pub mod handler;
 pub mod secrets;
 // The receiver: adapters, the pipeline, the status table.
-mod receiver;
+pub mod receiver;
 // Destinations that plug into the receiver from above: handlers inside a
 // Postgres transaction, and the Redis queue with its workers.
 #[cfg(feature = "postgres")]
@@ -113,18 +118,14 @@ pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-#[cfg(feature = "axum")]
-pub use receiver::extract;
-pub use receiver::{config, endpoint, layer, outcome};
-
+// The front door: what most receivers name, at the root.
 pub use backoff::Backoff;
-pub use config::WebhookConfig;
-pub use endpoint::WebhookEndpoint;
 pub use event::{Event, EventType};
-pub use layer::{WebhookLayer, WebhookService};
-pub use outcome::Outcome;
-pub use outcome::Rejection;
-pub use receiver::PeerAddr;
+pub use receiver::config::WebhookConfig;
+pub use receiver::endpoint::WebhookEndpoint;
+pub use receiver::layer::{WebhookLayer, WebhookService};
+pub use receiver::outcome::{Outcome, Rejection};
+pub use receiver::pipeline::PeerAddr;
 
 // The README's code compiles as it is written.
 #[cfg(doctest)]

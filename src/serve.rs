@@ -109,7 +109,7 @@ const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-use crate::receiver::PeerAddr;
+use crate::PeerAddr;
 
 /// Serves a tower service on a bound listener with hardened defaults.
 /// See the [module docs](self).

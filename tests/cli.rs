@@ -115,7 +115,7 @@ async fn recording_receiver() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
     let app = Router::new().route(
         PATH,
         axum::routing::post(
-            move |ltvboost_webhooks::extract::VerifiedEvent { delivery, .. }| {
+            move |ltvboost_webhooks::receiver::extract::VerifiedEvent { delivery, .. }| {
                 let kept = kept.clone();
                 async move {
                     let body: Value = serde_json::from_slice(delivery.envelope().body()).unwrap();

@@ -7,7 +7,7 @@ use axum::routing;
 use common::*;
 use ltvboost_webhooks::WebhookConfig;
 use ltvboost_webhooks::event::Event;
-use ltvboost_webhooks::extract::VerifiedEvent;
+use ltvboost_webhooks::receiver::extract::VerifiedEvent;
 
 async fn webhook(VerifiedEvent { delivery, event }: VerifiedEvent) -> String {
     let what = match event {

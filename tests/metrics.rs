@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing;
 use common::*;
-use ltvboost_webhooks::extract::VerifiedEvent;
+use ltvboost_webhooks::receiver::extract::VerifiedEvent;
 use ltvboost_webhooks::signature::{Secret, sign};
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer};
 use tokio::sync::Semaphore;

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::{get, post};
 use common::*;
-use ltvboost_webhooks::extract::VerifiedEvent;
+use ltvboost_webhooks::receiver::extract::VerifiedEvent;
 use ltvboost_webhooks::{WebhookConfig, WebhookLayer, WebhookService};
 use tokio::net::TcpListener;
 

@@ -600,7 +600,7 @@ async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_i
                 let added = queue.enqueue(&verified_delivery(body)).await.unwrap();
                 assert!(matches!(
                     added,
-                    ltvboost_webhooks::layer::Enqueued::Added(_)
+                    ltvboost_webhooks::receiver::enqueue::Enqueued::Added(_)
                 ));
             }
         }));
@@ -972,7 +972,7 @@ async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
     // A newer receiver's duplicate: answered as one, its copy appended.
     assert_eq!(
         queue.enqueue(&verified_delivery(body)).await.unwrap(),
-        ltvboost_webhooks::layer::Enqueued::Duplicate
+        ltvboost_webhooks::receiver::enqueue::Enqueued::Duplicate
     );
     assert_eq!(queue.stats().await.unwrap().entries, 2);
     let counter = Arc::new(Counter::default());
@@ -1590,7 +1590,7 @@ async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
     for racer in racers {
         if matches!(
             racer.await.unwrap(),
-            ltvboost_webhooks::layer::Enqueued::Added(_)
+            ltvboost_webhooks::receiver::enqueue::Enqueued::Added(_)
         ) {
             added += 1;
         }
@@ -1621,7 +1621,7 @@ async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
     // The event's key still says done: a later delivery is a duplicate.
     assert_eq!(
         queue.enqueue(&verified_delivery(body)).await.unwrap(),
-        ltvboost_webhooks::layer::Enqueued::Duplicate
+        ltvboost_webhooks::receiver::enqueue::Enqueued::Duplicate
     );
 }
 
@@ -1755,7 +1755,7 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
         .await
         .unwrap()
     {
-        ltvboost_webhooks::layer::Enqueued::Added(id) => id,
+        ltvboost_webhooks::receiver::enqueue::Enqueued::Added(id) => id,
         other => panic!("{other:?}"),
     };
     wait_until("the first call", || {

@@ -99,7 +99,7 @@ impl QueueError {
     }
 }
 
-/// The [`Enqueue`](crate::layer::Enqueue) hand-off reports a store error
+/// The [`Enqueue`](crate::receiver::enqueue::Enqueue) hand-off reports a store error
 /// (answered `503`); its text names the queue.
 impl From<QueueError> for crate::dedupe::StoreError {
     fn from(error: QueueError) -> Self {

@@ -188,7 +188,7 @@ struct Replicas {
     batch: Batched,
 }
 
-use crate::layer::Enqueued;
+use crate::receiver::enqueue::Enqueued;
 
 /// An entry moved to the dead-letter stream.
 #[derive(Debug, Clone)]
@@ -749,7 +749,7 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-impl crate::layer::Enqueue for RedisQueue {
+impl crate::receiver::enqueue::Enqueue for RedisQueue {
     async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, crate::dedupe::StoreError> {
         Ok(RedisQueue::enqueue(self, delivery).await?)
     }

@@ -90,7 +90,7 @@ impl WebhookConfig {
     /// `secrets` says what each delivery is verified with: a [`Verifier`]
     /// (fixed secrets), a [`SecretFile`](crate::secrets::SecretFile)
     /// (followed without a restart), or any other
-    /// [`SecretSource`](crate::secrets::SecretSource).
+    /// [`SecretSource`].
     pub fn new(secrets: impl SecretSource) -> Self {
         Self {
             secrets: Arc::new(secrets),
@@ -117,7 +117,7 @@ impl WebhookConfig {
     ///
     /// A receiver for many LTVboost accounts puts `{account}` in the path:
     /// one path segment, handed to the
-    /// [`SecretSource`](crate::secrets::SecretSource) as
+    /// [`SecretSource`] as
     /// [`RequestHead::account`](crate::secrets::RequestHead::account), whose
     /// secrets alone verify the delivery.
     ///

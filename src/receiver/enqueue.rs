@@ -19,7 +19,7 @@ use crate::handler::Delivery;
 /// ```
 /// use ltvboost_webhooks::dedupe::StoreError;
 /// use ltvboost_webhooks::handler::Delivery;
-/// use ltvboost_webhooks::layer::{Enqueue, Enqueued};
+/// use ltvboost_webhooks::receiver::enqueue::{Enqueue, Enqueued};
 ///
 /// /// Keeps nothing: for a demonstration only.
 /// struct Discard;

@@ -21,7 +21,7 @@
 //! use axum::{Router, routing::post};
 //! use ltvboost_webhooks::WebhookConfig;
 //! use ltvboost_webhooks::event::Event;
-//! use ltvboost_webhooks::extract::VerifiedEvent;
+//! use ltvboost_webhooks::receiver::extract::VerifiedEvent;
 //! use ltvboost_webhooks::signature::{Secret, Verifier};
 //!
 //! async fn webhook(VerifiedEvent { delivery, event }: VerifiedEvent) -> &'static str {

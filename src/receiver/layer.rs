@@ -7,7 +7,7 @@
 //! ([`WebhookConfig::path`], matched exactly) are answered by the layer:
 //! method, signature header, bounded body read, signature check, envelope,
 //! replay window, then the deduplicated handler call (or, in enqueue mode,
-//! the append to the queue), ending in one [`Outcome`](crate::Outcome).
+//! the append to the queue), ending in one [`Outcome`].
 //! Every other request passes through to the wrapped service untouched.
 //!
 //! The wrapped service's response body must be constructible from
@@ -27,7 +27,7 @@
 //!   paths under its prefix (with the prefix stripped), and a router that
 //!   has no route at the webhook path never calls the layer there. For a
 //!   nested or per-route mounting, use
-//!   [`WebhookEndpoint`](crate::WebhookEndpoint) with `route_service`.
+//!   [`WebhookEndpoint`] with `route_service`.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -65,7 +65,7 @@ use tower_service::Service;
 
 use super::config::WebhookConfig;
 use super::endpoint::WebhookEndpoint;
-pub use super::enqueue::{Enqueue, Enqueued};
+use super::enqueue::Enqueue;
 use super::outcome::Outcome;
 use super::pipeline::Pipeline;
 use crate::handler::Handlers;

@@ -1,8 +1,9 @@
 //! The receiving side, in the order one POST takes through it: a map of the
-//! files in `src/receiver/` for readers of the source. This module is
-//! private; its public parts are re-exported at the crate root (`layer`,
-//! `endpoint`, `extract`, `outcome`, `config`), and `pipeline.rs` stays
-//! private.
+//! files in `src/receiver/`. Each public module is one file (`layer`,
+//! `endpoint`, `extract`, `enqueue`, `outcome`, `config`); the types most
+//! receivers name ([`WebhookLayer`](crate::WebhookLayer),
+//! [`WebhookConfig`](crate::WebhookConfig), [`Outcome`](crate::Outcome), …)
+//! are also at the crate root. `pipeline.rs` and `body.rs` stay private.
 //!
 //! ```text
 //!   request ──► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)
@@ -24,13 +25,13 @@
 //!               outcome.rs: Outcome ──► its row: status, code, text, log level
 //! ```
 //!
-//! [`config`](crate::config) holds every setting; [`outcome`](crate::outcome)
+//! [`config`] holds every setting; [`outcome`]
 //! is the one status table ([`Outcome::row`](crate::Outcome::row)), with
 //! [`Rejection`](crate::Rejection), its refusals. The domain below it
 //! ([`signature`](crate::signature), [`event`](crate::event),
 //! [`replay`](crate::replay)) knows nothing of HTTP, nor do the handlers
 //! ([`handler`](crate::handler)). Enqueue mode takes any
-//! [`Enqueue`](crate::layer::Enqueue): the queue (feature `queue`) plugs in
+//! [`Enqueue`](enqueue::Enqueue): the queue (feature `queue`) plugs in
 //! from above, and its workers answer through the same [`Outcome`](crate::Outcome).
 //! So do handlers inside a Postgres transaction (feature `postgres`): that
 //! module builds its layer (`WebhookLayer::in_transaction`) around a
@@ -40,11 +41,9 @@
 mod body;
 pub mod config;
 pub mod endpoint;
-mod enqueue;
+pub mod enqueue;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod layer;
 pub mod outcome;
 pub(crate) mod pipeline;
-
-pub use pipeline::PeerAddr;
