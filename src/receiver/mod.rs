@@ -26,7 +26,7 @@
 //! ```
 //!
 //! [`config`] holds every setting; [`outcome`]
-//! is the one status table ([`Outcome::row`](crate::Outcome::row)), with
+//! is the one status table (the `status_table!` list), with
 //! [`Rejection`](crate::Rejection), its refusals. The domain below it
 //! ([`signature`](crate::signature), [`event`](crate::event),
 //! [`replay`](crate::replay)) knows nothing of HTTP, nor do the handlers

@@ -9,9 +9,10 @@
 //!
 //! Every row of the table is one line of the `status_table!` list in this
 //! file: its status, code, log level, text and extra headers, written once;
-//! [`Outcome::row`] reads it, and the metrics index their handles by the
-//! row's number. The README's "What the receiver answers" is that table in
-//! prose, and a test holds the two together.
+//! [`Outcome::status`], [`Outcome::text`] and the log line read it, and the
+//! metrics index their handles by the row's number. The README's "What the
+//! receiver answers" is that table in prose, and a test holds the two
+//! together.
 //!
 //! ```
 //! use http::StatusCode;
@@ -70,34 +71,6 @@ pub enum Outcome {
     QueueUnavailable,
     /// Refused before any handler ran.
     Rejected(Rejection),
-}
-
-/// One row of the status table: everything the end of a delivery decides.
-///
-/// ```
-/// use ltvboost_webhooks::Outcome;
-///
-/// let row = Outcome::InFlight.row();
-/// assert_eq!((row.status.as_u16(), row.code), (409, "in_flight"));
-/// assert_eq!(row.level, tracing::Level::WARN);
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Row {
-    /// The status LTVboost gets.
-    pub status: StatusCode,
-    /// The stable snake_case code, in logs and metrics: the outcome's kind,
-    /// or for a rejection its reason.
-    pub code: &'static str,
-    /// The text answered: empty for a delivery taken in (the status is the
-    /// whole answer), one line naming the reason otherwise. Never a secret,
-    /// an expected signature, or a value from the body.
-    pub text: Cow<'static, str>,
-    /// The level of the delivery's log line. Refusals of unauthenticated
-    /// requests are `DEBUG`, so that a flood of them cannot flood the logs.
-    pub level: Level,
-    /// Whether the answer carries `Allow: POST`.
-    pub allow_post: bool,
 }
 
 /// Declares the status table: one line per row, and from it [`Line`], the
@@ -234,25 +207,6 @@ impl Outcome {
         }
     }
 
-    /// This outcome's row of the status table: the one place that says what
-    /// each delivery is answered.
-    pub fn row(&self) -> Row {
-        let (status, code, level, text, allow_post) = self.line().facts();
-        let text = match (text, self) {
-            (Fixed(text), _) => Cow::Borrowed(text),
-            (Refusal, Outcome::Rejected(rejection)) => Cow::Owned(refusal_text(rejection)),
-            // Every row with a refusal's text is a rejection's.
-            (Refusal, _) => Cow::Borrowed(""),
-        };
-        Row {
-            status,
-            code,
-            text,
-            level,
-            allow_post,
-        }
-    }
-
     /// Counts this delivery's end in the metrics; `event_type` is `None`
     /// before the signature verified.
     pub(crate) fn count(&self, event_type: Option<Option<crate::event::EventType>>) {
@@ -296,9 +250,16 @@ impl Outcome {
         }
     }
 
-    /// The short text answered (see [`Row::text`]).
+    /// The text answered: empty for a delivery taken in (the status is the
+    /// whole answer), one line naming the reason otherwise. Never a secret,
+    /// an expected signature, or a value from the body.
     pub fn text(&self) -> Cow<'static, str> {
-        self.row().text
+        match (self.line().facts().3, self) {
+            (Fixed(text), _) => Cow::Borrowed(text),
+            (Refusal, Outcome::Rejected(rejection)) => Cow::Owned(refusal_text(rejection)),
+            // Every row with a refusal's text is a rejection's.
+            (Refusal, _) => Cow::Borrowed(""),
+        }
     }
 
     /// Whether the sender counts this answer as delivered (a `2xx`).
@@ -316,21 +277,21 @@ impl Outcome {
     /// assert_eq!(response.status(), 409);
     /// ```
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let row = self.row();
-        let text = match row.text {
+        let (status, allow_post) = (self.status(), self.line().facts().4);
+        let text = match self.text() {
             Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
             Cow::Owned(text) => Bytes::from(text),
         };
         let empty = text.is_empty();
         let mut response = Response::new(B::from(text));
-        *response.status_mut() = row.status;
+        *response.status_mut() = status;
         if !empty {
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
         }
-        if row.allow_post {
+        if allow_post {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -418,8 +379,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The status this rejection answers with (its row of the status table,
-    /// [`Outcome::row`]).
+    /// The status this rejection answers with (its row of the status
+    /// table).
     pub fn status(&self) -> StatusCode {
         self.line().status()
     }

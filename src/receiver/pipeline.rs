@@ -640,7 +640,7 @@ macro_rules! event_at {
 /// The one log line per delivery, at its row's level.
 fn report(outcome: &Outcome) {
     let span = tracing::Span::current();
-    let status = outcome.row().status;
+    let status = outcome.status();
     span.record("outcome", outcome.kind());
     // The OpenTelemetry attributes (absent from the span without the feature).
     span.record("http.response.status_code", i64::from(status.as_u16()));
@@ -654,8 +654,11 @@ fn report(outcome: &Outcome) {
     match outcome {
         Outcome::Rejected(rejection) => log_refusal(rejection),
         _ => {
-            let row = outcome.row();
-            event_at!(row.level, status = row.status.as_u16(), "webhook answered");
+            event_at!(
+                outcome.line().level(),
+                status = status.as_u16(),
+                "webhook answered"
+            );
         }
     }
 }
