@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,10 +48,9 @@ fn node_port() -> u16 {
 /// that never completed), where one at a time never did.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Six `redis-server`s in cluster mode, and their directory.
+/// Six `redis-server`s in cluster mode.
 struct Cluster {
-    nodes: Vec<(u16, Child)>,
-    dir: std::path::PathBuf,
+    nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
@@ -69,43 +68,30 @@ impl Cluster {
     }
 
     async fn try_start() -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "ltvboost-cluster-{}",
-            ltvboost_webhooks::dedupe::ClaimToken::random()
-        ));
-        let mut cluster = Self {
-            nodes: Vec::new(),
-            dir,
-        };
+        let mut cluster = Self { nodes: Vec::new() };
         for _ in 0..6 {
-            let port = node_port();
-            // A directory a node: nodes sharing one would share their
-            // append-only files.
-            let dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&dir).unwrap();
-            let args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "3000",
-                "--appendonly",
-                "yes",
-                "--dir",
-                &dir.to_string_lossy(),
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-            cluster.nodes.push((port, spawn_redis(port, &args).await));
+            // Each node in a directory of its own: nodes sharing one would
+            // share their append-only files.
+            let node = RedisServer::options()
+                .port(node_port())
+                .settings(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "3000",
+                    "--appendonly",
+                    "yes",
+                ])
+                .start()
+                .await;
+            cluster.nodes.push(node);
         }
         let addresses: Vec<String> = cluster
             .nodes
             .iter()
-            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
@@ -115,7 +101,7 @@ impl Cluster {
             .output()
             .unwrap();
         if !created.status.success() {
-            // Dropped: its nodes are killed and its directory removed.
+            // Dropped: its nodes are killed and their directories removed.
             return Err(format!(
                 "redis-cli --cluster create failed: {}{}",
                 String::from_utf8_lossy(&created.stdout),
@@ -130,7 +116,7 @@ impl Cluster {
     fn url(&self) -> String {
         self.nodes
             .iter()
-            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .map(|node| format!("redis://127.0.0.1:{}/", node.port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -177,8 +163,8 @@ impl Cluster {
     async fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = self.nodes.iter().all(|(port, _)| {
-                self.cli(*port, &["CLUSTER", "INFO"])
+            let ok = self.nodes.iter().all(|node| {
+                self.cli(node.port, &["CLUSTER", "INFO"])
                     .contains("cluster_state:ok")
             }) && self.masters().len() == 3;
             if ok {
@@ -191,7 +177,7 @@ impl Cluster {
 
     /// The ports of the masters, as the first node sees them.
     fn masters(&self) -> Vec<u16> {
-        self.cli(self.nodes[0].0, &["CLUSTER", "NODES"])
+        self.cli(self.nodes[0].port, &["CLUSTER", "NODES"])
             .lines()
             .filter(|line| line.contains("master") && !line.contains("fail"))
             .filter_map(|line| {
@@ -203,7 +189,7 @@ impl Cluster {
 
     /// For each master, one of its replicas' ports.
     fn replicas_of_masters(&self) -> Vec<u16> {
-        let nodes = self.cli(self.nodes[0].0, &["CLUSTER", "NODES"]);
+        let nodes = self.cli(self.nodes[0].port, &["CLUSTER", "NODES"]);
         let port_of = |line: &str| -> Option<u16> {
             line.split(' ')
                 .nth(1)?
@@ -226,16 +212,6 @@ impl Cluster {
                     .and_then(port_of)
             })
             .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.nodes {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -447,7 +423,7 @@ async fn a_coordinated_failover_of_every_master_under_load_loses_nothing_and_run
 
 /// The id and port of the master that serves `slot`, and of another master.
 fn slot_owner_and_other(cluster: &Cluster, slot: u16) -> ((String, u16), (String, u16)) {
-    let nodes = cluster.cli(cluster.nodes[0].0, &["CLUSTER", "NODES"]);
+    let nodes = cluster.cli(cluster.nodes[0].port, &["CLUSTER", "NODES"]);
     let mut owner = None;
     let mut other = None;
     for line in nodes.lines().filter(|line| line.contains("master")) {
@@ -527,7 +503,7 @@ async fn moving_the_namespaces_slot_to_another_master_under_load_loses_nothing_a
     let url = cluster.url();
     let slot: u16 = cluster
         .cli(
-            cluster.nodes[0].0,
+            cluster.nodes[0].port,
             &["CLUSTER", "KEYSLOT", "ltvboost:{reshard}:queue:events"],
         )
         .parse()

@@ -534,8 +534,9 @@ async fn the_eviction_policy_is_read_at_connect() {
 /// 127.0.0.1; stopped on drop.
 #[cfg(feature = "redis-tls")]
 struct TlsRedis {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
+    _server: RedisServer,
+    /// The certificates' directory, removed on drop.
+    _certificates: TempDir,
     port: u16,
     certificate: Vec<u8>,
 }
@@ -544,9 +545,8 @@ struct TlsRedis {
 impl TlsRedis {
     async fn start() -> Self {
         use std::process::{Command, Stdio};
-        let dir =
-            std::env::temp_dir().join(format!("ltvboost-tls-{}", unique_prefix().replace(':', "")));
-        std::fs::create_dir_all(&dir).unwrap();
+        let certificates = TempDir::new("tls");
+        let dir = certificates.0.clone();
         // A CA, and a certificate for 127.0.0.1 that it signs.
         let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
         let (cert, key, csr, ext) = (
@@ -609,44 +609,27 @@ impl TlsRedis {
             os("-out"),
             cert.as_os_str(),
         ]);
-        let port = free_port();
-        let tls_port = port.to_string();
-        let child = spawn_redis(
-            port,
-            &[
-                os("--port"),
-                os("0"),
-                os("--tls-port"),
-                tls_port.as_ref(),
-                os("--tls-auth-clients"),
-                os("no"),
-                os("--tls-cert-file"),
-                cert.as_os_str(),
-                os("--tls-key-file"),
-                key.as_os_str(),
-                os("--tls-ca-cert-file"),
-                ca.as_os_str(),
-                os("--dir"),
-                dir.as_os_str(),
-            ],
-        )
-        .await;
+        let server = RedisServer::options()
+            .tls()
+            .settings(&[
+                "--tls-auth-clients",
+                "no",
+                "--tls-cert-file",
+                &cert.to_string_lossy(),
+                "--tls-key-file",
+                &key.to_string_lossy(),
+                "--tls-ca-cert-file",
+                &ca.to_string_lossy(),
+            ])
+            .start()
+            .await;
         let certificate = std::fs::read(&ca).unwrap();
         Self {
-            child,
-            dir,
-            port,
+            port: server.port,
+            _server: server,
+            _certificates: certificates,
             certificate,
         }
-    }
-}
-
-#[cfg(feature = "redis-tls")]
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -680,34 +663,9 @@ async fn rediss_urls_connect_over_tls_and_verify_the_server() {
     assert_eq!(store.claim("evt:tls", lease).await.unwrap(), Claim::Done);
 }
 
-/// A plain redis-server of the test's own, stopped on drop: for commands
-/// that would stall the shared one (`DEBUG SLEEP`).
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = free_port();
-        let listen = port.to_string();
-        let args = ["--port", &listen, "--enable-debug-command", "yes"];
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-        let child = spawn_redis(port, &args).await;
-        Self { child, port }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operation_timeout_is_the_one_in_force() {
-    let redis = PrivateRedis::start().await;
+    let redis = RedisServer::options().start().await;
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     // Redis stalls for 3 s: longer than the default 2 s deadline, shorter
     // than the 6 s one set here, which must be the one that applies.
@@ -780,7 +738,7 @@ async fn scripts_redis_forgot_are_loaded_again() {
 /// the lease lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_timed_out_while_redis_stalled_is_released() {
-    let redis = PrivateRedis::start().await;
+    let redis = RedisServer::options().start().await;
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     let store = redis_store(&url, &unique_prefix())
         .await

@@ -265,97 +265,6 @@ async fn an_always_failing_handler_is_retried_with_growing_delays_then_dead_lett
     task.await.unwrap();
 }
 
-/// A Redis server of the test's own, by default with an append-only file
-/// fsynced on every write.
-struct DurableRedis {
-    child: Child,
-    dir: std::path::PathBuf,
-    port: u16,
-    settings: Vec<String>,
-}
-
-impl DurableRedis {
-    async fn start(dir: &std::path::Path, port: u16, settings: &[String]) -> Child {
-        let port_text = port.to_string();
-        let os = std::ffi::OsStr::new;
-        let mut args = vec![
-            os("--port"),
-            os(&port_text),
-            os("--appendonly"),
-            os("yes"),
-            os("--appendfsync"),
-            os("always"),
-            os("--dir"),
-            dir.as_os_str(),
-        ];
-        // Later settings override earlier ones.
-        args.extend(settings.iter().map(std::ffi::OsStr::new));
-        spawn_redis(port, &args).await
-    }
-
-    async fn new() -> Self {
-        Self::with(&[]).await
-    }
-
-    /// One with `settings` (`--name value` pairs) beside the defaults.
-    async fn with(settings: &[&str]) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ltvboost-aof-{}", unique_prefix().replace(':', "")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let settings: Vec<String> = settings.iter().map(ToString::to_string).collect();
-        let child = Self::start(&dir, port, &settings).await;
-        let redis = Self {
-            child,
-            dir,
-            port,
-            settings,
-        };
-        redis.wait_up().await;
-        redis
-    }
-
-    async fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn wait_up(&self) {
-        for _ in 0..200 {
-            // Up, and done loading its append-only file.
-            if self
-                .cli(&["INFO", "persistence"])
-                .await
-                .contains("loading:0")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start");
-    }
-
-    async fn kill_and_restart(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        self.child = Self::start(&self.dir, self.port, &self.settings).await;
-        self.wait_up().await;
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inline() {
     let (url, prefix) = (test_redis_url(), unique_prefix());
@@ -413,7 +322,7 @@ async fn a_mismatched_event_is_dead_lettered_at_once_unless_acknowledged_as_inli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_redis_is_killed() {
-    let mut redis = DurableRedis::new().await;
+    let mut redis = RedisServer::durable(&[]).await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     for n in 0..200 {
         assert_eq!(
@@ -569,7 +478,7 @@ fn the_worker_example_prints_each_call_and_each_dead_letter() {
 }
 
 /// A field of `INFO`, as a number.
-async fn info_number(redis: &DurableRedis, section: &str, field: &str) -> i64 {
+async fn info_number(redis: &RedisServer, section: &str, field: &str) -> i64 {
     let info = redis.cli(&["INFO", section]).await;
     info.lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
@@ -579,7 +488,7 @@ async fn info_number(redis: &DurableRedis, section: &str, field: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_handled_events_leave_the_stream_empty_and_memory_near_its_start() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let queue = RedisQueue::connect(&redis.url()).await.unwrap();
     let before = info_number(&redis, "memory", "used_memory").await;
     let total = 20_000;
@@ -687,7 +596,7 @@ async fn a_handler_slower_than_claim_idle_runs_once_with_two_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_flushall_the_running_worker_recreates_its_group_and_handles_new_events() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let counter = Arc::new(Counter::default());
     let (stop, task) = start_worker(Worker::new(
         RedisQueue::connect(&redis.url()).await.unwrap(),
@@ -713,7 +622,7 @@ async fn after_flushall_the_running_worker_recreates_its_group_and_handles_new_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_answers_503_then_a_worker_started_on_it_drains_it() {
     let redis =
-        DurableRedis::with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]).await;
+        RedisServer::durable(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]).await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     // 4 KiB events until Redis is full: every one is 202 or 503, never lost.
     let padding = "x".repeat(4096);
@@ -1068,7 +977,7 @@ async fn one_worker_at_a_time_maintains_the_queue_and_another_takes_over() {
 
 #[tokio::test]
 async fn durability_is_read_and_its_risks_named() {
-    let durable = DurableRedis::new().await;
+    let durable = RedisServer::durable(&[]).await;
     let queue = RedisQueue::connect(&durable.url()).await.unwrap();
     let read = queue.durability().await.unwrap();
     assert_eq!(read.appendonly, Some(true));
@@ -1084,7 +993,7 @@ async fn durability_is_read_and_its_risks_named() {
     );
 
     let forgetful =
-        DurableRedis::with(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"]).await;
+        RedisServer::durable(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"]).await;
     let queue = RedisQueue::connect(&forgetful.url()).await.unwrap();
     let settings: Vec<_> = queue
         .durability()
@@ -1113,7 +1022,7 @@ async fn durability_is_read_and_its_risks_named() {
 #[tokio::test]
 async fn the_example_receiver_warns_of_appendonly_no_and_can_refuse_it() {
     use std::io::BufRead;
-    let forgetful = DurableRedis::with(&["--appendonly", "no"]).await;
+    let forgetful = RedisServer::durable(&["--appendonly", "no"]).await;
     let start = |require: &str| {
         Command::new(example("receiver"))
             .env("LTVBOOST_WEBHOOK_ADDR", "127.0.0.1:0")
@@ -1191,7 +1100,7 @@ fn collect_lines(child: &mut Child, into: Arc<Mutex<Vec<String>>>) -> std::threa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_that_aborts_the_worker_is_dead_lettered_after_max_attempts() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     let poison = event_json("evt_poison", "action.failed", r#"{"id":"act_1"}"#);
     assert_eq!(post_signed(addr, &poison).await.status, 202);
@@ -1248,7 +1157,7 @@ async fn a_poison_event_that_aborts_the_worker_is_dead_lettered_after_max_attemp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_retries_neither_loses_nor_repeats_the_schedule() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     let failing = event_json("evt_retried", "action.failed", r#"{"id":"act_1"}"#);
     assert_eq!(post_signed(addr, &failing).await.status, 202);
@@ -1288,9 +1197,9 @@ async fn a_worker_killed_between_retries_neither_loses_nor_repeats_the_schedule(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
-    let primary = DurableRedis::new().await;
+    let primary = RedisServer::durable(&[]).await;
     let replica_of = format!("127.0.0.1 {}", primary.port);
-    let mut replica = DurableRedis::with(&["--replicaof", &replica_of]).await;
+    let mut replica = RedisServer::durable(&["--replicaof", &replica_of]).await;
     let queue = RedisQueue::lazy(&primary.url())
         .unwrap()
         .wait_for_replicas(1, Duration::from_millis(500))
@@ -1324,13 +1233,10 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
         "a 202 before the replica had every entry"
     );
     // The replica gone: 503, and the entry is kept for when it is back.
-    let _ = Command::new("kill")
-        .args(["-KILL", &replica.child.id().to_string()])
-        .status();
-    let _ = replica.child.wait();
+    replica.kill();
     let reply = post_signed(addr, &created_event("evt_unconfirmed")).await;
     assert_eq!(reply.status, 503, "{reply:?}");
-    replica.child = DurableRedis::start(&replica.dir, replica.port, &replica.settings).await;
+    replica.start_again().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The sender's retry: a duplicate, confirmed once the replica has it.
@@ -1391,9 +1297,9 @@ async fn with_wait_for_replicas_a_202_means_the_replica_has_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failover_with_wait_for_replicas_nothing_is_lost_and_a_finished_event_may_run_again()
  {
-    let primary = DurableRedis::new().await;
+    let primary = RedisServer::durable(&[]).await;
     let replica_of = format!("127.0.0.1 {}", primary.port);
-    let replica = DurableRedis::with(&["--replicaof", &replica_of]).await;
+    let replica = RedisServer::durable(&["--replicaof", &replica_of]).await;
     let queue = RedisQueue::lazy(&primary.url())
         .unwrap()
         .wait_for_replicas(1, Duration::from_millis(500))
@@ -1440,7 +1346,7 @@ async fn after_a_failover_with_wait_for_replicas_nothing_is_lost_and_a_finished_
 /// (before, it logged a timed-out read about once a second).
 #[tokio::test]
 async fn an_idle_worker_is_quiet() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let worker = Command::new(example("worker"))
         .env("LTVBOOST_QUEUE_URL", redis.url())
         .env("LTVBOOST_WEBHOOK_SECRET", SECRET)
@@ -1463,7 +1369,7 @@ async fn an_idle_worker_is_quiet() {
 /// namespace: each runs its handler once, inline and in enqueue mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_namespaces_on_one_redis_each_handle_the_same_event_once() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let event = created_event("evt_shared_by_two_services");
     // Inline, with the Redis dedupe store.
     let mut inline = Vec::new();
@@ -1677,7 +1583,7 @@ async fn a_hung_handler_counts_as_a_failed_attempt_at_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_innocent_event_in_flight_beside_a_poison_event_is_never_dead_lettered() {
-    let redis = DurableRedis::new().await;
+    let redis = RedisServer::durable(&[]).await;
     let addr = receiver(RedisQueue::connect(&redis.url()).await.unwrap()).await;
     // Read together and run at once: the innocent ones are in flight (each
     // takes 300 ms) when the poison one aborts the process.
@@ -1816,7 +1722,7 @@ async fn queue_errors_name_the_queue_and_are_matched_by_variant() {
     assert!(text.contains("ltvboost:{billing}:queue:events"), "{text}");
     assert!(!text.contains("dedupe"), "{text}");
     // A Redis that forgets on restart, refused by variant.
-    let forgetful = DurableRedis::with(&["--appendonly", "no"]).await;
+    let forgetful = RedisServer::durable(&["--appendonly", "no"]).await;
     let refused = RedisQueue::lazy(&forgetful.url())
         .unwrap()
         .require_durable(true)

@@ -229,18 +229,164 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `redis-server` on 127.0.0.1 with `args` (RDB snapshots off) and
-/// waits until `port` accepts connections.
-pub(crate) async fn spawn_redis(port: u16, args: &[&std::ffi::OsStr]) -> std::process::Child {
-    let child = std::process::Command::new("redis-server")
+/// A `redis-server` of a test's own on 127.0.0.1, in a directory of its
+/// own; killed, and its directory removed, on drop. The one way the tests
+/// start a private Redis (the shared one is `scripts/test.sh`'s): plain,
+/// durable, TLS or a cluster node, by [`RedisOptions`].
+pub(crate) struct RedisServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    /// The port it listens on (TLS only, with [`RedisOptions::tls`]).
+    pub(crate) port: u16,
+    args: Vec<String>,
+    tls: bool,
+}
+
+/// How to start a [`RedisServer`]: by default a free port, no
+/// persistence, `DEBUG` allowed.
+#[derive(Default)]
+pub(crate) struct RedisOptions {
+    port: Option<u16>,
+    durable: bool,
+    tls: bool,
+    settings: Vec<String>,
+}
+
+impl RedisOptions {
+    /// On this port rather than a free one.
+    pub(crate) fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// With an append-only file fsynced on every write.
+    pub(crate) fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// Its port speaks TLS only (the settings name the certificates).
+    pub(crate) fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// `--name value` settings, after (and so over) the others.
+    pub(crate) fn settings(mut self, settings: &[&str]) -> Self {
+        self.settings
+            .extend(settings.iter().map(ToString::to_string));
+        self
+    }
+
+    /// Starts it and waits until it accepts connections and, unless it
+    /// speaks TLS, has loaded its data.
+    pub(crate) async fn start(self) -> RedisServer {
+        let port = self.port.unwrap_or_else(free_port);
+        let dir = std::env::temp_dir().join(format!(
+            "ltvboost-redis-{}",
+            ltvboost_webhooks::dedupe::ClaimToken::random()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port_text = port.to_string();
+        let mut args: Vec<String> = vec!["--dir".into(), dir.to_string_lossy().into_owned()];
+        let listen: [&str; 4] = if self.tls {
+            ["--port", "0", "--tls-port", &port_text]
+        } else {
+            ["--port", &port_text, "--enable-debug-command", "yes"]
+        };
+        args.extend(listen.map(str::to_owned));
+        if self.durable {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(str::to_owned));
+        }
+        args.extend(self.settings);
+        let server = RedisServer {
+            child: spawn_redis(&args),
+            dir,
+            port,
+            args,
+            tls: self.tls,
+        };
+        server.wait_up().await;
+        server
+    }
+}
+
+/// Starts `redis-server` on 127.0.0.1 with `args` (RDB snapshots off).
+fn spawn_redis(args: &[String]) -> std::process::Child {
+    std::process::Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--save", ""])
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("redis-server is needed (scripts/test.sh installs it)");
-    wait_for_listener(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    child
+        .expect("redis-server is needed (scripts/test.sh installs it)")
+}
+
+impl RedisServer {
+    /// How to start one.
+    pub(crate) fn options() -> RedisOptions {
+        RedisOptions::default()
+    }
+
+    /// A durable one with `settings` beside the defaults.
+    pub(crate) async fn durable(settings: &[&str]) -> Self {
+        Self::options().durable().settings(settings).start().await
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `redis-cli` against it.
+    pub(crate) async fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
+    /// `kill -9`, and waits until it is gone.
+    pub(crate) fn kill(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on its port, directory and settings, and waits until
+    /// it accepts connections (not until it has loaded: a replica syncs).
+    pub(crate) async fn start_again(&mut self) {
+        self.child = spawn_redis(&self.args);
+        wait_for_listener(SocketAddr::from(([127, 0, 0, 1], self.port))).await;
+    }
+
+    /// `kill -9`, then up again with its data loaded.
+    pub(crate) async fn kill_and_restart(&mut self) {
+        self.kill();
+        self.start_again().await;
+        self.wait_up().await;
+    }
+
+    /// Until it accepts connections and, unless it speaks TLS, is done
+    /// loading its append-only file.
+    pub(crate) async fn wait_up(&self) {
+        wait_for_listener(SocketAddr::from(([127, 0, 0, 1], self.port))).await;
+        if self.tls {
+            return;
+        }
+        for _ in 0..200 {
+            if redis_cli(self.port, &["INFO", "persistence"]).contains("loading:0") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Waits up to 10 s for something to accept connections at `addr`.
