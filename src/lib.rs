@@ -123,9 +123,9 @@ pub use backoff::Backoff;
 pub use event::{Event, EventType};
 pub use receiver::config::WebhookConfig;
 pub use receiver::endpoint::WebhookEndpoint;
+pub use receiver::handover::PeerAddr;
 pub use receiver::layer::{WebhookLayer, WebhookService};
 pub use receiver::outcome::{Outcome, Rejection};
-pub use receiver::pipeline::PeerAddr;
 
 // The README's code compiles as it is written.
 #[cfg(doctest)]

@@ -74,7 +74,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::receiver::pipeline::Unsettled;
+use crate::receiver::handover::Unsettled;
 
 /// Default deadline for a connection's first complete request head, and for
 /// each later request's head on an HTTP/1 connection.

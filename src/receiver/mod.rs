@@ -9,7 +9,8 @@
 //!   request ──► adapter: WebhookLayer (wraps a router) │ WebhookEndpoint (route_service) │ VerifiedEvent (extractor)
 //!                  │        layer.rs                        endpoint.rs                       extract.rs
 //!                  ▼
-//!               pipeline.rs: one pass, top to bottom
+//!               pipeline.rs: one pass, top to bottom   (handover.rs: what serve::Server puts in
+//!                                                       the request: peer address, deliveries it waits for)
 //!               1. method + path            (405 / pass through; {account} segment)
 //!               2. signature header         (401)   before any body is read
 //!               3. the request's secrets    (404 / 503)   crate::secrets, body unread
@@ -44,6 +45,7 @@ pub mod endpoint;
 pub mod enqueue;
 #[cfg(feature = "axum")]
 pub mod extract;
+pub(crate) mod handover;
 pub mod layer;
 pub mod outcome;
 pub(crate) mod pipeline;

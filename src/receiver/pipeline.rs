@@ -28,18 +28,16 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
 
 use http::{Extensions, HeaderMap, Method};
 use http_body::Body;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tracing::{Instrument, Level, field};
 
 use super::body::{read_body, too_large};
 use super::config::WebhookConfig;
+use super::handover::{PeerAddr, Unsettled};
 use std::future::Future;
 
 use super::outcome::Outcome;
@@ -93,21 +91,6 @@ impl std::fmt::Debug for Destination {
         })
     }
 }
-
-/// The peer's address, in every request's extensions when
-/// [`serve::Server`](crate::serve::Server) serves (with the `axum` feature,
-/// axum's `ConnectInfo<SocketAddr>` carries it too). The receiver reads it
-/// for [`WebhookConfig::body_budget_per_peer`](crate::WebhookConfig::body_budget_per_peer).
-///
-/// ```
-/// use ltvboost_webhooks::PeerAddr;
-///
-/// fn peer(request: &http::Request<()>) -> Option<std::net::SocketAddr> {
-///     request.extensions().get::<PeerAddr>().map(|peer| peer.0)
-/// }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// The parts of a request's head a delivery needs once its body is read.
 #[derive(Debug)]
@@ -475,85 +458,6 @@ async fn handle(
             "the claim lapsed while the handler ran: another delivery may have run it too"
         ),
         Err(error) => tracing::warn!(%error, done, "could not record the delivery's end"),
-    }
-}
-
-/// Deliveries whose handling or end (done-record, release) has not finished
-/// yet, so that a server can wait for them when it shuts down.
-/// [`serve::Server`](crate::serve::Server) hands one to every request in its
-/// extensions.
-#[derive(Clone, Default)]
-pub(crate) struct Unsettled(Arc<UnsettledSet>);
-
-#[derive(Default)]
-struct UnsettledSet {
-    /// Event ids by a number of their own (one event may come twice).
-    open: Mutex<BTreeMap<u64, Box<str>>>,
-    next: AtomicU64,
-    /// Signalled when the set becomes empty.
-    empty: Notify,
-}
-
-/// One delivery in an [`Unsettled`] set, taken out on drop.
-struct Settling {
-    set: Unsettled,
-    number: u64,
-}
-
-impl Unsettled {
-    fn open(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Box<str>>> {
-        // Every update leaves the map consistent: keep using it after a panic.
-        self.0
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn track(&self, event_id: &str) -> Settling {
-        let number = self.0.next.fetch_add(1, Ordering::Relaxed);
-        self.open().insert(number, event_id.into());
-        Settling {
-            set: self.clone(),
-            number,
-        }
-    }
-
-    /// Completes once no delivery is unsettled.
-    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
-    pub(crate) async fn settled(&self) {
-        loop {
-            let empty = self.0.empty.notified();
-            let mut empty = std::pin::pin!(empty);
-            empty.as_mut().enable();
-            if self.open().is_empty() {
-                return;
-            }
-            empty.await;
-        }
-    }
-
-    /// The event ids of the deliveries not settled yet.
-    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
-    pub(crate) fn event_ids(&self) -> Vec<Box<str>> {
-        self.open().values().cloned().collect()
-    }
-}
-
-impl std::fmt::Debug for Unsettled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unsettled")
-            .field("deliveries", &self.open().len())
-            .finish()
-    }
-}
-
-impl Drop for Settling {
-    fn drop(&mut self) {
-        let mut open = self.set.open();
-        open.remove(&self.number);
-        if open.is_empty() {
-            self.set.0.empty.notify_waiters();
-        }
     }
 }
 
