@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Checks the Grafana dashboard ops/grafana/ltvboost-webhooks.json against
-# Prometheus and against src/metrics.rs:
+# Prometheus and against src/metrics/ (the names, their types and the
+# closed label sets) and the status table in src/receiver/outcome.rs:
 #
 #   bash ops/grafana/check.sh            # from anywhere; exits non-zero on any failure
 #   DASHBOARD=/tmp/copy.json bash ops/grafana/check.sh   # check another copy
 #
 # 1. Every panel has at least one target, a unit, and the `${datasource}`
 #    data source (no hard-coded UID); every `ltvboost_…` name a query uses is
-#    a series the exporter writes for a metric of src/metrics.rs (a counter's
+#    a series the exporter writes for a metric of src/metrics/ (a counter's
 #    name, a gauge's name, a histogram's `_bucket`/`_sum`/`_count`), every
 #    label matcher names a label of that metric, and `outcome`, `reason`,
-#    `operation` values come from the closed sets in src/metrics.rs; every
-#    metric of src/metrics.rs is on some panel.
+#    `operation` values come from the closed sets in src/metrics/; every
+#    metric of src/metrics/ is on some panel.
 # 2. Grafana's variables are replaced ($__rate_interval → 5m, $__interval →
 #    1m, $__range → 1h; `label=~"$job"` → `label=~".*"`), each panel query
 #    becomes a recording rule `dashboard:panel_<panel id>_<target number>`
@@ -23,7 +24,6 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dashboard=${DASHBOARD:-$root/ops/grafana/ltvboost-webhooks.json}
-metrics_rs=$root/src/metrics.rs
 unit_test=$root/ops/grafana/dashboard.test.yml
 
 command -v promtool >/dev/null || {
@@ -35,6 +35,20 @@ command -v python3 >/dev/null || { echo "check.sh: python3 not found" >&2; exit 
 tmp=$(mktemp -d -t ltvboost-dashboard-check.XXXXXX)
 # Kept when a step fails, to read the generated rules.
 trap 'status=$?; if [ "$status" -eq 0 ]; then rm -rf "$tmp"; else echo "check.sh: FAILED; generated files kept in $tmp" >&2; fi' EXIT
+
+# What the metrics declare, read as one text: the names and their docs
+# (mod.rs), the describe_* calls and the store operations (real.rs), and
+# the status table's codes (outcome.rs), as a `CODES` list.
+metrics_rs=$tmp/metrics.rs
+cat "$root/src/metrics/mod.rs" "$root/src/metrics/real.rs" >"$metrics_rs"
+python3 - "$root/src/receiver/outcome.rs" >>"$metrics_rs" <<'PY'
+import re, sys
+table = open(sys.argv[1], encoding="utf-8").read().split("status_table! {", 1)[1]
+codes = sorted(set(re.findall(r'=>\s*\w+,\s*"([a-z_]+)",', table)))
+if len(codes) < 20:
+    sys.exit(f"check.sh: found only {len(codes)} codes in the status table: has its format changed?")
+print("const CODES: &[&str] = &[" + ", ".join(f'"{c}"' for c in codes) + "];")
+PY
 
 echo "== dashboard: panels, metric names, labels ($dashboard)"
 python3 - "$dashboard" "$metrics_rs" "$tmp/dashboard.rules.yml" <<'PY'
@@ -50,7 +64,7 @@ def fail(message):
     errors.append(message)
 
 
-# ---- What src/metrics.rs declares --------------------------------------
+# ---- What src/metrics/ declares --------------------------------------
 src = open(metrics_path, encoding="utf-8").read()
 consts = dict(re.findall(r'pub\s+const\s+(\w+)\s*:\s*&(?:\'static\s+)?str\s*=\s*"([^"]+)"', src))
 metrics = {v for v in consts.values() if v.startswith("ltvboost_")}
@@ -67,7 +81,7 @@ for name, kind, cell in re.findall(r"^//! \| `(ltvboost_\w+)` \| (\w+) \|([^|\n]
     labels[name] = set(re.findall(r"`(\w+)`", cell))
 for name in sorted(metrics):
     if kinds.get(name) not in ("counter", "gauge", "histogram"):
-        fail(f"src/metrics.rs: no type (describe_* call or module-docs table row) for {name}")
+        fail(f"src/metrics/: no type (describe_* call or module-docs table row) for {name}")
     labels.setdefault(name, set())
 
 
@@ -170,7 +184,7 @@ used = set()
 
 
 def check_names(expr, where):
-    """Every ltvboost_ name a series of src/metrics.rs; matchers its labels."""
+    """Every ltvboost_ name a series of src/metrics/; matchers its labels."""
     if "__name__" in expr:
         fail(f"{where}: selects by __name__: name each metric, so a rename breaks this check")
     named = []
@@ -183,7 +197,7 @@ def check_names(expr, where):
                 if s.startswith(name) or name.startswith(s):
                     hint = f" (did you mean {s}?)"
                     break
-            fail(f"{where}: {name} is not a series of any metric in src/metrics.rs{hint}")
+            fail(f"{where}: {name} is not a series of any metric in src/metrics/{hint}")
             continue
         used.add(metric)
         named.append(metric)
@@ -205,7 +219,7 @@ def check_names(expr, where):
                 continue  # a real regular expression: not checked
             for v in candidates:
                 if v not in values:
-                    fail(f"{where}: {label}{op}\"{value}\": {v!r} is not a value of {label} in src/metrics.rs")
+                    fail(f"{where}: {label}{op}\"{value}\": {v!r} is not a value of {label} in src/metrics/")
     known = set().union(*(labels[m] for m in named)) if named else set()
     known |= {"job", "instance", "le"}
     for group in GROUPING.findall(expr):
@@ -266,7 +280,7 @@ for name, v in variables.items():
     rules.append((f"dashboard:variable_{name}", f"count by ({label}) ({substitute(selector, where)})", where))
 
 for metric in sorted(metrics - used):
-    fail(f"{metric} (src/metrics.rs) is on no panel: add it to the dashboard")
+    fail(f"{metric} (src/metrics/) is on no panel: add it to the dashboard")
 
 if errors:
     print("\n".join(f"FAIL {e}" for e in errors), file=sys.stderr)
@@ -279,7 +293,7 @@ with open(rules_path, "w", encoding="utf-8") as out:
         out.write(f"      # {' '.join(where.split())}\n")
         # A JSON string is a YAML double-quoted scalar.
         out.write(f"      - record: {record}\n        expr: {json.dumps(expr)}\n")
-print(f"{count} panels, {len(rules)} queries; {len(used)} of {len(metrics)} metrics of src/metrics.rs used, every name and label known")
+print(f"{count} panels, {len(rules)} queries; {len(used)} of {len(metrics)} metrics of src/metrics/ used, every name and label known")
 PY
 
 echo "== promtool check rules (every query parses)"

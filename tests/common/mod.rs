@@ -281,6 +281,22 @@ impl RedisOptions {
     /// Starts it and waits until it accepts connections and, unless it
     /// speaks TLS, has loaded its data.
     pub(crate) async fn start(self) -> RedisServer {
+        // A free port can be taken by another test's server between the
+        // check and the start; the server that answers must be ours.
+        for _ in 0..5 {
+            if let Some(server) = self.try_start().await {
+                return server;
+            }
+            assert!(
+                self.port.is_none(),
+                "redis-server could not listen on {:?}",
+                self.port
+            );
+        }
+        panic!("redis-server never started on a port of its own");
+    }
+
+    async fn try_start(&self) -> Option<RedisServer> {
         let port = self.port.unwrap_or_else(free_port);
         let dir = std::env::temp_dir().join(format!(
             "ltvboost-redis-{}",
@@ -298,8 +314,8 @@ impl RedisOptions {
         if self.durable {
             args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(str::to_owned));
         }
-        args.extend(self.settings);
-        let server = RedisServer {
+        args.extend(self.settings.iter().cloned());
+        let mut server = RedisServer {
             child: spawn_redis(&args),
             dir,
             port,
@@ -307,7 +323,7 @@ impl RedisOptions {
             tls: self.tls,
         };
         server.wait_up().await;
-        server
+        server.is_ours().then_some(server)
     }
 }
 
@@ -355,6 +371,32 @@ impl RedisServer {
     pub(crate) async fn start_again(&mut self) {
         self.child = spawn_redis(&self.args);
         wait_for_listener(SocketAddr::from(([127, 0, 0, 1], self.port))).await;
+    }
+
+    /// Whether the server on its port is this process (not another test's
+    /// that took the port first: this one then exits).
+    fn is_ours(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        for _ in 0..100 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if self.tls {
+                // redis-cli cannot ask a TLS port; still running a moment
+                // after its port answered is the check.
+                std::thread::sleep(Duration::from_millis(200));
+                return matches!(self.child.try_wait(), Ok(None));
+            }
+            let info = redis_cli(self.port, &["INFO", "server"]);
+            if info
+                .lines()
+                .any(|line| line.trim() == format!("process_id:{pid}"))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// `kill -9`, then up again with its data loaded.
