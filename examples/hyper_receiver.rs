@@ -43,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:3000".into())
         .parse()?;
     // `LTVBOOST_WEBHOOK_SECRET` (or `…_SECRET_FILE`), or on loopback the
-    // development secret.
+    // development secret. One account only: examples/receiver.rs serves
+    // an accounts file, each account at its own path.
+    if ltvboost_webhooks::secrets::accounts_file_from_env().is_some() {
+        return Err("LTVBOOST_WEBHOOK_ACCOUNTS_FILE is for examples/receiver.rs".into());
+    }
     let secrets = ltvboost_webhooks::secrets::from_env(addr)?;
     let config = WebhookConfig::new(secrets).path("/webhooks/ltvboost");
     // One line per event: `<type> <id> secret#<n>`.

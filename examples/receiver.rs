@@ -330,17 +330,19 @@ fn serve_metrics_from_env() -> Result<(), Box<dyn std::error::Error>> {
 /// a terminal and never with `NO_COLOR`; `LTVBOOST_LOG_FORMAT=json` writes
 /// one JSON object per line (for journald, Loki and the like).
 ///
-/// By default the receiver's line per delivery is logged from `warn` up
-/// (failures, refusals of signed events): a delivery handled is already
-/// this example's printed line, and a second line per delivery was most of
-/// the example's cost over a hand-written receiver (BENCHMARKS.md).
+/// By default the receiver's line per delivery (target
+/// `ltvboost_webhooks::answer`) is logged from `warn` up (failures,
+/// refusals of signed events): a delivery handled is already this
+/// example's printed line, and a second line per delivery was most of the
+/// example's cost over a hand-written receiver (BENCHMARKS.md). Every other
+/// line keeps the delivery's span (event id, type, outcome).
 /// `RUST_LOG=info` logs every delivery.
 fn init_tracing() {
     use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,ltvboost_webhooks::receiver=warn".into()),
+                .unwrap_or_else(|_| "info,ltvboost_webhooks::answer=warn".into()),
         )
         .with_writer(std::io::stderr);
     if std::env::var("LTVBOOST_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {

@@ -774,6 +774,7 @@ pub fn from_env(bind: std::net::SocketAddr) -> Result<EnvSecrets, SecretError> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum EnvSecrets {
     /// `LTVBOOST_WEBHOOK_SECRET`, or the development secret on loopback.
     Fixed(Verifier),

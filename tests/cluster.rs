@@ -72,8 +72,9 @@ impl Cluster {
         for _ in 0..6 {
             // Each node in a directory of its own: nodes sharing one would
             // share their append-only files.
+            let port = node_port();
             let node = RedisServer::options()
-                .port(node_port())
+                .port(port)
                 .settings(&[
                     "--cluster-enabled",
                     "yes",
@@ -84,8 +85,9 @@ impl Cluster {
                     "--appendonly",
                     "yes",
                 ])
-                .start()
-                .await;
+                .try_start()
+                .await
+                .ok_or_else(|| format!("no node of its own on port {port}"))?;
             cluster.nodes.push(node);
         }
         let addresses: Vec<String> = cluster

@@ -65,7 +65,19 @@ fn crate_paths(source: &str) -> Vec<(usize, String)> {
             if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
                 continue; // `$crate::`, `some_crate::`
             }
-            let name: String = code[at + "crate::".len()..]
+            let rest = &code[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `use crate::{a::X, b};`: each item's first segment.
+                let group = group.split('}').next().unwrap_or_default();
+                for item in group.split(',') {
+                    let name = item.trim().split("::").next().unwrap_or_default();
+                    if !name.is_empty() {
+                        found.push((number + 1, name.to_owned()));
+                    }
+                }
+                continue;
+            }
+            let name: String = rest
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
@@ -113,9 +125,16 @@ fn no_module_imports_one_declared_after_it() {
 #[test]
 fn the_check_sees_an_upward_import() {
     let paths = crate_paths(
-        "use crate::queue::RedisQueue;\n/// [`x`](crate::serve)\nlet a = $crate::event::X; // crate::serve\n",
+        "use crate::queue::RedisQueue;\n/// [`x`](crate::serve)\nlet a = $crate::event::X; // crate::serve\nuse crate::{Outcome, serve::Server};\n",
     );
-    assert_eq!(paths, vec![(1, "queue".to_owned())]);
+    assert_eq!(
+        paths,
+        vec![
+            (1, "queue".to_owned()),
+            (4, "Outcome".to_owned()),
+            (4, "serve".to_owned())
+        ]
+    );
     let lib = "mod a;\npub mod b;\n#[cfg(x)]\npub mod c;\npub use b::{One, two::Three};\n";
     assert_eq!(declared(lib), ["a", "b", "c"]);
     let names = reexports(lib);

@@ -603,8 +603,8 @@ mod tests {
             assert!(reached.contains(line), "no outcome answers {line:?}");
         }
         assert!(Line::ALL.len() <= crate::metrics::ROWS);
-        // Rows that share a code share their status only when they are one
-        // row told apart by a setting (`mismatched`, acknowledged or not).
+        // Only the two `mismatched` rows share a code: one row told apart
+        // by a setting (acknowledged with 200, or refused with 400).
         for (i, a) in Line::ALL.iter().enumerate() {
             for b in &Line::ALL[i + 1..] {
                 if a.code() == b.code() {

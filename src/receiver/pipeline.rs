@@ -534,12 +534,18 @@ fn delivery_span(method: &Method, path: &str) -> tracing::Span {
 macro_rules! event_at {
     ($level:expr, $($event:tt)+) => {
         match $level {
-            Level::DEBUG => tracing::debug!($($event)+),
-            Level::INFO => tracing::info!($($event)+),
-            _ => tracing::warn!($($event)+),
+            Level::DEBUG => tracing::debug!(target: ANSWER_TARGET, $($event)+),
+            Level::INFO => tracing::info!(target: ANSWER_TARGET, $($event)+),
+            _ => tracing::warn!(target: ANSWER_TARGET, $($event)+),
         }
     };
 }
+
+/// The target of the one line per delivery (`webhook answered`, `webhook
+/// refused`): a filter can quiet it (`ltvboost_webhooks::answer=warn`)
+/// and keep the delivery's span, whose fields every other line inside it
+/// carries.
+const ANSWER_TARGET: &str = "ltvboost_webhooks::answer";
 
 /// The one log line per delivery, at its row's level.
 fn report(outcome: &Outcome) {

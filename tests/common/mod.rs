@@ -296,7 +296,9 @@ impl RedisOptions {
         panic!("redis-server never started on a port of its own");
     }
 
-    async fn try_start(&self) -> Option<RedisServer> {
+    /// Starts it; `None` when the server on its port is not this one (the
+    /// port was taken) or it did not come up.
+    pub(crate) async fn try_start(&self) -> Option<RedisServer> {
         let port = self.port.unwrap_or_else(free_port);
         let dir = std::env::temp_dir().join(format!(
             "ltvboost-redis-{}",
@@ -322,8 +324,8 @@ impl RedisOptions {
             args,
             tls: self.tls,
         };
-        server.wait_up().await;
-        server.is_ours().then_some(server)
+        wait_for_listener(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        (server.is_ours() && server.loaded().await).then_some(server)
     }
 }
 
@@ -410,16 +412,22 @@ impl RedisServer {
     /// loading its append-only file.
     pub(crate) async fn wait_up(&self) {
         wait_for_listener(SocketAddr::from(([127, 0, 0, 1], self.port))).await;
+        assert!(self.loaded().await, "redis-server did not start");
+    }
+
+    /// Whether it is done loading its append-only file within 10 s (a TLS
+    /// one: at once, redis-cli cannot ask it).
+    async fn loaded(&self) -> bool {
         if self.tls {
-            return;
+            return true;
         }
         for _ in 0..200 {
             if redis_cli(self.port, &["INFO", "persistence"]).contains("loading:0") {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server did not start");
+        false
     }
 }
 
