@@ -172,6 +172,14 @@ impl Line {
     pub(crate) const fn level(self) -> Level {
         self.facts().2
     }
+
+    const fn text(self) -> Text {
+        self.facts().3
+    }
+
+    const fn allow_post(self) -> bool {
+        self.facts().4
+    }
 }
 
 impl Outcome {
@@ -254,7 +262,7 @@ impl Outcome {
     /// whole answer), one line naming the reason otherwise. Never a secret,
     /// an expected signature, or a value from the body.
     pub fn text(&self) -> Cow<'static, str> {
-        match (self.line().facts().3, self) {
+        match (self.line().text(), self) {
             (Fixed(text), _) => Cow::Borrowed(text),
             (Refusal, Outcome::Rejected(rejection)) => Cow::Owned(refusal_text(rejection)),
             // Every row with a refusal's text is a rejection's.
@@ -277,7 +285,8 @@ impl Outcome {
     /// assert_eq!(response.status(), 409);
     /// ```
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
-        let (status, allow_post) = (self.status(), self.line().facts().4);
+        let line = self.line();
+        let (status, allow_post) = (line.status(), line.allow_post());
         let text = match self.text() {
             Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
             Cow::Owned(text) => Bytes::from(text),
