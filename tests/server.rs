@@ -388,6 +388,9 @@ async fn example_receiver_run(port: u16, env: &[(&str, &str)]) -> (String, Strin
         r#"{"id":"rsp_1","quiz_id":"quiz_7"}"#,
     );
     assert_eq!(post_signed(addr, &body).await.status, 200);
+    // Data that does not fit its type: refused, with a `warn` line.
+    let misfit = event_json("evt_misfit", "segment.ready", r#"{"name":"no id"}"#);
+    assert_eq!(post_signed(addr, &misfit).await.status, 400);
     signal(&child, "TERM");
     tokio::task::spawn_blocking(move || {
         let (mut out, mut err) = (String::new(), String::new());
@@ -411,8 +414,23 @@ async fn the_example_receiver_prints_values_and_logs_plainly_off_a_terminal_or_a
     // By default a handled delivery is the printed line only: the
     // receiver's own line per delivery is for RUST_LOG=info.
     assert!(err.contains("listening on"), "{err}");
-    assert!(!err.contains("webhook answered"), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("webhook answered") && l.contains("evt_shown")),
+        "{err}"
+    );
     assert!(!err.contains('\x1b'), "colour in a log file: {err:?}");
+    // A line logged inside a delivery carries the delivery's span under the
+    // default filter, which quiets only the line per delivery.
+    let misfit = err
+        .lines()
+        .find(|l| l.contains("event data does not fit its type"))
+        .unwrap_or_else(|| panic!("no warning for the misfit: {err}"));
+    assert!(
+        misfit.contains(r#"event_id="evt_misfit""#)
+            && misfit.contains(r#"event_type="segment.ready""#),
+        "{misfit}"
+    );
 
     let (_, err) = example_receiver_run(
         free_port(),
