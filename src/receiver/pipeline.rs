@@ -37,7 +37,7 @@ use tracing::{Instrument, Level, field};
 
 use super::body::{read_body, too_large};
 use super::config::WebhookConfig;
-use super::handover::{PeerAddr, Unsettled};
+use super::handover::{PeerAddr, Settling, Unsettled};
 use std::future::Future;
 
 use super::outcome::Outcome;
@@ -234,21 +234,12 @@ impl Pipeline {
                 // On a task of its own, like the inline handlers: a sender
                 // hanging up cancels no transaction half-way.
                 let target = target.clone();
-                let settling =
-                    unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
-                let delivering = async move {
-                    let outcome = target.deliver(&delivery).await;
-                    drop(settling);
-                    outcome
-                }
-                .in_current_span();
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => runtime.spawn(delivering).await.unwrap_or_else(|panic| {
-                        tracing::error!(%panic, "the transaction failed; asking the sender to retry");
-                        Outcome::StoreUnavailable
-                    }),
-                    Err(_) => delivering.await,
-                }
+                let settling = settling(unsettled.as_ref(), &delivery);
+                let delivering = async move { target.deliver(&delivery).await };
+                on_own_task(settling, delivering).await.unwrap_or_else(|panic| {
+                    tracing::error!(%panic, "the transaction failed; asking the sender to retry");
+                    Outcome::StoreUnavailable
+                })
             }
         }
     }
@@ -379,32 +370,44 @@ async fn handle_on_own_task(
     unsettled: Option<Unsettled>,
 ) -> Outcome {
     let (answer, answered) = oneshot::channel();
-    let settling = unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())));
-    let handling = async move {
+    let settling = settling(unsettled.as_ref(), &delivery);
+    let task = on_own_task(settling, async move {
         handle(&pipeline.config, &handlers, delivery, answer).await;
-        drop(settling);
-    }
-    .in_current_span();
-    let task = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => Some(runtime.spawn(handling)),
-        Err(_) => {
-            handling.await;
-            None
-        }
-    };
+    });
     if let Ok(outcome) = answered.await {
         return outcome;
     }
     // Handler panics are caught where they are dispatched: this is the store's.
-    let panic = match task {
-        Some(task) => task.await.err().and_then(|e| e.try_into_panic().ok()),
-        None => None,
-    };
+    let panic = task.await.err().and_then(|e| e.try_into_panic().ok());
     tracing::error!(
         panic = panic.as_deref().map_or("cancelled", panic_message),
         "dedupe store failed; asking the sender to retry"
     );
     Outcome::StoreUnavailable
+}
+
+/// The delivery counted among those the server's shutdown waits for, until
+/// the returned guard drops.
+fn settling(unsettled: Option<&Unsettled>, delivery: &Delivery) -> Option<Settling> {
+    unsettled.map(|set| set.track(delivery.id().unwrap_or(delivery.dedupe_key())))
+}
+
+/// Runs `work` on a task of its own, in the delivery's span, holding
+/// `settling` until it ends. The pipeline already needs tokio (its clocks),
+/// so a runtime is at hand.
+fn on_own_task<F>(settling: Option<Settling>, work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(
+        async move {
+            let output = work.await;
+            drop(settling);
+            output
+        }
+        .in_current_span(),
+    )
 }
 
 /// Steps 7–8: claim, dispatch with the claim renewed, answer, then record
