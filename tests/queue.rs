@@ -878,12 +878,12 @@ async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
         ],
     );
     assert!(added.contains('-'), "XADD: {added}");
-    // A newer receiver's duplicate: answered as one, its copy appended.
+    // A newer receiver's duplicate: answered as one, its copy removed.
     assert_eq!(
         queue.enqueue(&verified_delivery(body)).await.unwrap(),
         ltvboost_webhooks::receiver::enqueue::Enqueued::Duplicate
     );
-    assert_eq!(queue.stats().await.unwrap().entries, 2);
+    assert_eq!(queue.stats().await.unwrap().entries, 1);
     let counter = Arc::new(Counter::default());
     let (stop, task) = start_worker(Worker::new(
         queue.clone(),
@@ -1479,12 +1479,14 @@ async fn a_handled_events_entry_appended_again_is_not_run() {
 }
 
 /// The enqueue is a transaction that cannot skip its `XADD`: a duplicate
-/// delivery, or the loser of two receivers' race, appends a copy. Each copy
-/// carries a token its event's key does not hold, and is dropped unrun,
-/// whichever order workers read them in.
+/// delivery, or the loser of two receivers' race, appends a copy, and
+/// deletes it once it knows it lost. A copy that stays (its deletion
+/// failed) carries a token its event's key does not hold, and is dropped
+/// unrun, whichever order workers read them in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
     let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port = port_of(&url);
     let queue = queue(&url, &prefix).await;
     let body = created_event("evt_raced");
     // Ten receivers' enqueues of one event at once, before any worker runs.
@@ -1504,9 +1506,34 @@ async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
     assert_eq!(added, 1, "one enqueue wins");
     assert_eq!(
         queue.stats().await.unwrap().entries,
-        10,
-        "each enqueue appended"
+        1,
+        "each losing enqueue removes its copy"
     );
+    // Copies whose deletion failed, as a losing enqueue leaves them: the
+    // entry with a token of its own.
+    let text = String::from_utf8(body.clone()).unwrap();
+    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
+    let key = secret().key_id().to_string();
+    for token in ["lost-race-1", "lost-race-2"] {
+        let added = redis_cli(
+            port,
+            &[
+                "XADD",
+                &format!("{prefix}events"),
+                "*",
+                "body",
+                &text,
+                "signature",
+                &signature,
+                "key",
+                &key,
+                "token",
+                token,
+            ],
+        );
+        assert!(added.contains('-'), "XADD: {added}");
+    }
+    assert_eq!(queue.stats().await.unwrap().entries, 3);
     let counter = Arc::new(Counter::default());
     let workers: Vec<_> = (0..2)
         .map(|_| {
@@ -1695,6 +1722,107 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
     );
     // Ended by the run itself, once its handler returned.
     assert_eq!(counter.total(), 1);
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
+}
+
+/// An entry taken back from a worker that went silent (a suspect) waits
+/// for the worker's other runs to end, then runs alone; it is held while it
+/// waits, so no claim (this worker's own or another's) counts a start it
+/// never had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_entry_is_held_while_it_waits_to_run_alone() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let port = port_of(&url);
+    let queue = queue(&url, &prefix).await;
+    let stream = format!("{prefix}events");
+    let suspect = match queue
+        .enqueue(&verified_delivery(created_event("evt_suspect")))
+        .await
+        .unwrap()
+    {
+        ltvboost_webhooks::receiver::enqueue::Enqueued::Added(id) => id,
+        other => panic!("{other:?}"),
+    };
+    // Read by a worker that then went silent: pending, one delivery.
+    redis_cli(
+        port,
+        &["XGROUP", "CREATE", &stream, "workers", "0", "MKSTREAM"],
+    );
+    let read = redis_cli(
+        port,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "silent",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &stream,
+            ">",
+        ],
+    );
+    assert!(read.contains(&suspect), "{read}");
+    queue
+        .enqueue(&verified_delivery(created_event("evt_slow")))
+        .await
+        .unwrap();
+    let counter = Arc::new(Counter {
+        delay: Duration::from_secs(3),
+        ..Counter::default()
+    });
+    let consumer = format!("w-{}", ltvboost_webhooks::dedupe::ClaimToken::random());
+    let claim_idle = Duration::from_millis(300);
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .consumer_name(consumer.clone())
+        .claim_idle(claim_idle),
+    );
+    // While the slow event runs, the suspect is this worker's, waiting:
+    // its idle time stays under claim_idle and its delivery count at 2.
+    let (mut held_samples, mut longest_idle, mut counts) = (0, 0u64, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !counter.calls.lock().unwrap().contains_key("evt_suspect") {
+        assert!(Instant::now() < deadline, "the suspect never ran");
+        let pending = redis_cli(port, &["XPENDING", &stream, "workers", "-", "+", "10"]);
+        let lines: Vec<&str> = pending.lines().collect();
+        if let Some(at) = lines.iter().position(|l| *l == suspect)
+            && lines.get(at + 1) == Some(&consumer.as_str())
+            && counter.calls.lock().unwrap().contains_key("evt_slow")
+            && !counter.calls.lock().unwrap().contains_key("evt_suspect")
+        {
+            held_samples += 1;
+            longest_idle = longest_idle.max(lines[at + 2].parse().unwrap());
+            counts.push(lines[at + 3].to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        held_samples >= 5,
+        "the suspect was not seen waiting ({held_samples} samples)"
+    );
+    assert!(
+        longest_idle < claim_idle.as_millis() as u64,
+        "unheld while it waited: idle {longest_idle} ms"
+    );
+    assert!(
+        counts.iter().all(|c| c == "2"),
+        "counted starts: {counts:?}"
+    );
+    until_empty(&queue, "an entry never ended").await;
+    drop(stop);
+    task.await.unwrap();
+    let calls = counter.calls.lock().unwrap().clone();
+    assert_eq!(
+        (calls["evt_suspect"], calls["evt_slow"]),
+        (1, 1),
+        "{calls:?}"
+    );
     let letters = queue.dead_letters_after(None, 10).await.unwrap();
     assert!(letters.is_empty(), "{letters:?}");
 }

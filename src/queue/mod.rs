@@ -8,7 +8,8 @@
 //! event's dedupe key is set in the same transaction (`SET … NX GET` and
 //! `XADD`), to a token the entry carries too: an event delivered to any
 //! receiver of a fleet runs once; a duplicate answers `200`, and the copy
-//! its transaction appended is dropped unrun by the workers. Redis unreachable, slow or full answers `503`: nothing is
+//! its transaction appended is deleted (or, if that fails, dropped unrun by
+//! the workers). Redis unreachable, slow or full answers `503`: nothing is
 //! acknowledged that is not stored.
 //!
 //! A [`Worker`] consumes the stream through a consumer group. It verifies
@@ -464,9 +465,10 @@ impl RedisQueue {
     /// and a token new to this entry (`NX GET`: only when the event is new,
     /// answering what was there) and `XADD` of the entry with the same
     /// token. A transaction cannot skip its `XADD`, so a duplicate appends
-    /// an entry too; its token is not the one its event's key holds, and a
-    /// worker drops it unrun. Either both writes happen or neither: a crash
-    /// between them loses nothing answered `202`.
+    /// an entry too, which the enqueue then deletes; its token is not the
+    /// one its event's key holds, so a copy that stays (the deletion failed)
+    /// is dropped unrun by a worker. Either both writes happen or neither: a
+    /// crash between them loses nothing answered `202`.
     pub async fn enqueue(&self, delivery: &Delivery) -> Result<Enqueued, QueueError> {
         let token = crate::dedupe::ClaimToken::random().to_string();
         let mut claim = redis::cmd("SET");
@@ -519,18 +521,29 @@ impl RedisQueue {
                 });
             }
         }
+        let mut delete = redis::cmd("XDEL");
+        delete.arg(&self.keys.stream).arg(&id);
         match before {
             None => Ok(Enqueued::Added(id)),
             // This very transaction, sent again by the client after a lost
             // connection (redis-rs' cluster client resends a pipeline): the
             // second entry carries the key's own token, and would run too.
             Some(before) if before.strip_prefix(QUEUED) == Some(token.as_str()) => {
-                let mut delete = redis::cmd("XDEL");
-                delete.arg(&self.keys.stream).arg(&id);
                 let _: u64 = self.bounded(batch.query(delete)).await?;
                 Ok(Enqueued::Added(id))
             }
-            Some(_) => Ok(Enqueued::Duplicate),
+            // A duplicate: its copy carries a token the key does not hold,
+            // so a worker would drop it unrun; removed now, it neither waits
+            // in the stream nor outlives the key (an entry that waits longer
+            // than `done_ttl` for a worker holding its key would find the
+            // key gone and run). If the removal fails, the worker's check
+            // still drops the copy.
+            Some(_) => {
+                if let Err(error) = self.bounded(batch.query::<u64>(delete)).await {
+                    tracing::debug!(%error, "could not remove a duplicate's copy; workers drop it unrun");
+                }
+                Ok(Enqueued::Duplicate)
+            }
         }
     }
 

@@ -347,7 +347,11 @@ impl Worker {
                         worker.give_back(&entry).await;
                         continue;
                     }
-                    while running.join_next().await.is_some() {}
+                    // Held while the others end (a handler may outlast
+                    // `claim_idle`): no other worker claims it meanwhile,
+                    // which would count a start it never had.
+                    let others = async { while running.join_next().await.is_some() {} };
+                    worker.holding(&entry, others).await;
                     let alone = worker.clone();
                     running.spawn(async move { alone.handle(entry).await });
                     while running.join_next().await.is_some() {}
