@@ -1827,6 +1827,62 @@ async fn a_suspect_entry_is_held_while_it_waits_to_run_alone() {
     assert!(letters.is_empty(), "{letters:?}");
 }
 
+/// Secrets that hang on the first lookup (a database that stopped
+/// answering), then answer.
+struct HangsOnce {
+    hung: AtomicBool,
+}
+
+impl ltvboost_webhooks::secrets::SecretSource for HangsOnce {
+    async fn keys(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Option<ltvboost_webhooks::secrets::Keys>, ltvboost_webhooks::secrets::LookupError>
+    {
+        if !self.hung.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        ltvboost_webhooks::secrets::SecretSource::keys(&verifier(), account).await
+    }
+}
+
+/// A worker's secret lookup is bounded: one that hangs hands the entry
+/// back, uncounted, and the next claim runs it once; the worker is not
+/// stuck behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_source_that_hangs_delays_an_entry_but_neither_loses_nor_stalls_it() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let queue = queue(&url, &prefix).await;
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            HangsOnce {
+                hung: AtomicBool::new(false),
+            },
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .claim_idle(Duration::from_millis(400)),
+    );
+    for id in ["evt_hung_lookup", "evt_after_it"] {
+        queue
+            .enqueue(&verified_delivery(created_event(id)))
+            .await
+            .unwrap();
+    }
+    until_empty(&queue, "an entry behind the hung lookup never ended").await;
+    drop(stop);
+    task.await.unwrap();
+    let calls = counter.calls.lock().unwrap().clone();
+    assert_eq!(
+        (calls["evt_hung_lookup"], calls["evt_after_it"]),
+        (1, 1),
+        "{calls:?}"
+    );
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
+}
+
 /// Queue errors are the queue's own: matched by variant, never by text, and
 /// each names the queue (its stream's key), not "dedupe store".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,18 @@ pub(super) enum End {
 impl Worker {
     /// One entry: verified, run while its hold is renewed, its end recorded.
     pub(super) async fn handle(&self, entry: Entry) {
-        let keys = match self.secrets.keys_boxed(entry.account.as_deref()).await {
+        // Bounded, as at the receiver: a source that hangs (a database, say)
+        // must not keep an unheld entry from the run loop until another
+        // worker's claim counts a start it never had.
+        let deadline = self.claim_idle / 2;
+        let lookup =
+            tokio::time::timeout(deadline, self.secrets.keys_boxed(entry.account.as_deref()));
+        let looked_up = lookup.await.unwrap_or_else(|_| {
+            Err(crate::secrets::LookupError::new(format!(
+                "the secret source did not answer within {deadline:?}"
+            )))
+        });
+        let keys = match looked_up {
             Ok(Some(keys)) => keys,
             Ok(None) => {
                 let account = entry.account.clone();
