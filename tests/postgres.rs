@@ -85,6 +85,19 @@ impl TransactionHandler for Shared {
     }
 }
 
+/// The same handler, with a `committed` hook that takes `after_commit`.
+struct SlowAfterCommit(Shared, Duration);
+
+impl TransactionHandler for SlowAfterCommit {
+    async fn handle(&self, delivery: &Delivery, transaction: &Transaction<'_>) -> HandlerResult {
+        self.0.handle(delivery, transaction).await
+    }
+
+    async fn committed(&self, _: &Delivery) {
+        tokio::time::sleep(self.1).await;
+    }
+}
+
 async fn effects_table(postgres: &PrivatePostgres) -> tokio_postgres::Client {
     let client = postgres.client().await;
     client
@@ -134,6 +147,34 @@ async fn a_handler_writes_through_the_transaction_and_its_retry_is_a_duplicate()
         "{}",
         inbox[0].received_at
     );
+}
+
+/// The `committed` hook runs once the connection is back in the pool:
+/// more deliveries with a slow hook at once than the pool has connections
+/// are all handled, none answered `503` for want of a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_committed_hooks_hold_no_pooled_connection() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let effects = Effects::new();
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let handler = SlowAfterCommit(Shared(effects.clone()), Duration::from_secs(7));
+    let addr = serve(WebhookLayer::in_transaction(config(), store, handler).endpoint()).await;
+    let posts: Vec<_> = (0..24)
+        .map(|n| {
+            let body = event_json(
+                &format!("evt_hook_{n}"),
+                "segment.ready",
+                r#"{"id":"seg_1"}"#,
+            );
+            tokio::spawn(async move { post_signed(addr, &body).await.status })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.unwrap(), 200);
+    }
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 24);
+    assert_eq!(effects.calls.load(Ordering::SeqCst), 24);
 }
 
 #[tokio::test]

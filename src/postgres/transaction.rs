@@ -96,7 +96,8 @@ pub trait TransactionHandler: Send + Sync + 'static {
     /// Runs after the transaction committed and before the answer goes out
     /// (a notification that must follow the commit, say). Nothing it does
     /// can undo the commit, and a crash during it leaves the event done.
-    /// The default does nothing.
+    /// The delivery's connection is back in the pool by then: a slow hook
+    /// holds none. The default does nothing.
     fn committed(&self, delivery: &Delivery) -> impl Future<Output = ()> + Send {
         let _ = delivery;
         async {}
@@ -272,6 +273,8 @@ impl InTransaction {
                 Ok(()) => {
                     outcome.time_handler(delivery.event_type(), handling.elapsed());
                     metrics::inbox_written(InboxOutcome::Handled.as_str());
+                    // Back to the pool first: the hook may be slow.
+                    drop(client);
                     self.handler.committed(delivery).await;
                     return outcome;
                 }
