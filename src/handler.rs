@@ -50,6 +50,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::signature::{KeyId, Signature, Verified};
 
@@ -511,14 +512,15 @@ impl Handlers {
         self
     }
 
-    /// Decodes the payload and calls the method its type names.
-    /// Calls the handler `delivery`'s event is for, with its panics caught:
-    /// one place for inline mode and the worker.
-    pub(crate) async fn dispatch(&self, delivery: &Delivery) -> Dispatched {
-        use futures_util::FutureExt;
-        let call = std::panic::AssertUnwindSafe(self.call(delivery)).catch_unwind();
-        call.await
-            .unwrap_or_else(|panic| Dispatched::Panicked(panic_message(&*panic).to_owned()))
+    /// Calls the handler `delivery`'s event is for (the payload decoded,
+    /// the method its type names), guarded: one place for inline mode and
+    /// the worker.
+    pub(crate) async fn dispatch(
+        &self,
+        delivery: &Delivery,
+        deadline: Option<Duration>,
+    ) -> Dispatched {
+        guarded(deadline, self.call(delivery)).await
     }
 
     async fn call(&self, delivery: &Delivery) -> Dispatched {
@@ -614,6 +616,39 @@ impl Dispatched {
             Dispatched::Handled | Dispatched::Mismatched => None,
         }
     }
+}
+
+/// How long one handler call may run by default before it is dropped and
+/// counts as a failure: a hung handler ends, and is retried. The receiver's
+/// [`WebhookConfig::handler_timeout`](crate::WebhookConfig::handler_timeout)
+/// and the worker's `handler_timeout` (feature `queue`) both start here.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(ltvboost_webhooks::handler::DEFAULT_HANDLER_TIMEOUT, Duration::from_secs(600));
+/// ```
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// A handler call with its panics caught and, with a `deadline`, dropped
+/// once past it as a failure: inline, in a worker and in a Postgres
+/// transaction alike.
+pub(crate) async fn guarded(
+    deadline: Option<Duration>,
+    call: impl Future<Output = Dispatched>,
+) -> Dispatched {
+    use futures_util::FutureExt;
+    let caught = std::panic::AssertUnwindSafe(call).catch_unwind();
+    let caught = match deadline {
+        None => caught.await,
+        Some(deadline) => match tokio::time::timeout(deadline, caught).await {
+            Ok(caught) => caught,
+            Err(_) => {
+                let error = format!("the handler did not finish within {deadline:?}");
+                return Dispatched::Failed(error.into());
+            }
+        },
+    };
+    caught.unwrap_or_else(|panic| Dispatched::Panicked(panic_message(&*panic).to_owned()))
 }
 
 /// The text a panic was raised with.

@@ -149,6 +149,43 @@ async fn a_handler_writes_through_the_transaction_and_its_retry_is_a_duplicate()
     );
 }
 
+/// A handler that hangs inside its transaction is dropped at the deadline:
+/// the transaction rolls back (its insert with it) and frees its lock, the
+/// answer is `500`, and the retry runs the handler and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_in_a_transaction_is_rolled_back_at_its_deadline() {
+    let postgres = PrivatePostgres::start();
+    let client = effects_table(&postgres).await;
+    let effects = Effects::slow(Duration::from_secs(3600));
+    let store = PostgresStore::new(&postgres.url()).unwrap();
+    let config = config().handler_timeout(Duration::from_millis(500));
+    let hung = serve(
+        WebhookLayer::in_transaction(config, store.clone(), Shared(effects.clone())).endpoint(),
+    )
+    .await;
+    let body = event_json("evt_pg_hung", "segment.ready", r#"{"id":"seg_1"}"#);
+    assert_eq!(post_signed(hung, &body).await.status, 500);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 0);
+    // The retry, at a receiver whose handler does not hang.
+    let prompt = Effects::new();
+    let addr = receiver(store.clone(), &prompt).await;
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    assert_eq!(count(&client, "SELECT count(*) FROM effects").await, 1);
+    let inbox = store
+        .inbox(&InboxFilter::default().event_id("evt_pg_hung"))
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = inbox.iter().map(|e| e.outcome).collect();
+    assert_eq!(outcomes, [InboxOutcome::Failed, InboxOutcome::Handled]);
+    assert!(
+        inbox[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not finish")),
+        "{inbox:?}"
+    );
+}
+
 /// The `committed` hook runs once the connection is back in the pool:
 /// more deliveries with a slow hook at once than the pool has connections
 /// are all handled, none answered `503` for want of a connection.

@@ -106,6 +106,26 @@ async fn a_duplicate_arriving_while_the_first_is_in_flight_answers_409() {
     assert_eq!(recorder.total(), 1);
 }
 
+/// A handler that hangs is dropped at its deadline: `500`, its claim
+/// released, and the sender's retry runs it again (not `409` for ever).
+#[tokio::test]
+async fn a_hung_handler_answers_500_at_its_deadline_and_the_retry_runs_it() {
+    let gate = Arc::new(Semaphore::new(0));
+    let recorder = Recorder::gated(gate.clone());
+    let addr = app_with(&recorder, |config| {
+        config.handler_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let body = created("evt_hung");
+    let reply = post_signed(addr, &body).await;
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(!reply.body.contains("did not finish"), "{reply:?}");
+    gate.add_permits(1);
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    assert_eq!(post_signed(addr, &body).await.status, 200);
+    assert_eq!(recorder.calls("response.created"), 2);
+}
+
 #[tokio::test]
 async fn a_failing_handler_answers_500_and_the_retry_runs_it_again() {
     let recorder = Recorder::new();

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio_postgres::error::SqlState;
 
 use super::inbox::InboxOutcome;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 
 use crate::dedupe::StoreError;
 use crate::erase::BoxFuture;
-use crate::handler::{Delivery, Dispatched, HandlerResult, panic_message};
+use crate::handler::{Delivery, Dispatched, HandlerResult, guarded};
 use crate::metrics;
 use crate::receiver::pipeline::{Deliver, Pipeline};
 use crate::{Outcome, WebhookConfig, WebhookLayer};
@@ -137,6 +136,8 @@ struct InTransaction {
     done_ttl: Duration,
     /// Whether a payload that does not fit is acknowledged (and recorded).
     acknowledge_mismatched: bool,
+    /// The handler's deadline, as inline.
+    handler_timeout: Option<Duration>,
 }
 
 /// The constructor of this mode sits here, beside what it builds, so that
@@ -178,6 +179,7 @@ impl WebhookLayer {
             handler: Box::new(handler),
             done_ttl: config.done_record_ttl(),
             acknowledge_mismatched: config.acknowledge_mismatched,
+            handler_timeout: config.handler_timeout,
         };
         Self::from_pipeline(Pipeline::in_transaction(config, Arc::new(target)))
     }
@@ -255,13 +257,11 @@ impl InTransaction {
         let handling = metrics::Timer::start();
         let transaction = Transaction { client: &client };
         let event = delivery.event();
-        let dispatched = std::panic::AssertUnwindSafe(self.handler.handle(delivery, &transaction))
-            .catch_unwind()
-            .await
-            .map_or_else(
-                |panic| Dispatched::Panicked(panic_message(&*panic).to_owned()),
-                |result| Dispatched::of(result, event.is_ok()),
-            );
+        let call = async {
+            let result = self.handler.handle(delivery, &transaction).await;
+            Dispatched::of(result, event.is_ok())
+        };
+        let dispatched = guarded(self.handler_timeout, call).await;
         dispatched.log_failure();
         let outcome = Outcome::of(&dispatched, self.acknowledge_mismatched);
 

@@ -92,9 +92,7 @@ mod worker;
 
 pub use durability::{Durability, Risk};
 pub use error::QueueError;
-pub use worker::{
-    DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_ATTEMPTS, Worker,
-};
+pub use worker::{DEFAULT_CLAIM_IDLE, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, Worker};
 
 use crate::dedupe::DEFAULT_DONE_TTL;
 use crate::handler::Delivery;

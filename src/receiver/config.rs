@@ -78,6 +78,7 @@ pub struct WebhookConfig {
     pub(crate) claim_lease: Duration,
     pub(crate) done_ttl: Duration,
     pub(crate) acknowledge_mismatched: bool,
+    pub(crate) handler_timeout: Option<Duration>,
     pub(crate) require_created_at: bool,
     pub(crate) body_budget: BodyBudget,
 }
@@ -105,6 +106,7 @@ impl WebhookConfig {
             claim_lease: DEFAULT_CLAIM_LEASE,
             done_ttl: DEFAULT_DONE_TTL,
             acknowledge_mismatched: false,
+            handler_timeout: Some(crate::handler::DEFAULT_HANDLER_TIMEOUT),
             require_created_at: false,
             body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
         }
@@ -271,6 +273,31 @@ impl WebhookConfig {
     }
 }
 
+impl WebhookConfig {
+    /// A deadline for one handler call (or, with
+    /// [`WebhookLayer::in_transaction`](crate::WebhookLayer::in_transaction),
+    /// the handler's part of the transaction): past it the call is dropped
+    /// and answered `500` as a failure, its claim released (its transaction
+    /// rolled back), so the sender's retry runs it again; until then a
+    /// retry is answered `409`. Default:
+    /// [`DEFAULT_HANDLER_TIMEOUT`](crate::handler::DEFAULT_HANDLER_TIMEOUT);
+    /// `None` lets a call run for ever, its claim renewed all the while.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ltvboost_webhooks::WebhookConfig;
+    /// # use ltvboost_webhooks::signature::{Secret, Verifier};
+    /// let config = WebhookConfig::new(Verifier::new([Secret::new("a-development-secret-0123")?])?)
+    ///     .handler_timeout(Duration::from_secs(30));
+    /// let unbounded = config.clone().handler_timeout(None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.handler_timeout = timeout.into();
+        self
+    }
+}
+
 impl From<Verifier> for WebhookConfig {
     fn from(verifier: Verifier) -> Self {
         Self::new(verifier)
@@ -289,6 +316,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("claim_lease", &self.claim_lease)
             .field("done_ttl", &self.done_ttl)
             .field("acknowledge_mismatched", &self.acknowledge_mismatched)
+            .field("handler_timeout", &self.handler_timeout)
             .field("require_created_at", &self.require_created_at)
             .field("body_budget", &self.body_budget.bytes())
             .field("body_budget_per_peer", &self.body_budget.peer_share())

@@ -433,7 +433,7 @@ async fn handle(
     let started = metrics::Timer::start();
     let dispatched = tokio::select! {
         biased;
-        dispatched = handlers.dispatch(&delivery) => dispatched,
+        dispatched = handlers.dispatch(&delivery, config.handler_timeout) => dispatched,
         never = keep_claimed(store, key, &token, config) => match never {},
     };
 

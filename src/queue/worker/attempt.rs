@@ -211,18 +211,7 @@ impl Worker {
     /// The handler call, under the optional deadline, while this worker
     /// renews its hold on the entry so that no other worker claims it.
     pub(super) async fn dispatch_holding(&self, entry: &Entry, delivery: &Delivery) -> Dispatched {
-        let call = async {
-            match self.handler_timeout {
-                None => self.handlers.dispatch(delivery).await,
-                Some(deadline) => tokio::time::timeout(deadline, self.handlers.dispatch(delivery))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Dispatched::Failed(
-                            format!("the handler did not finish within {deadline:?}").into(),
-                        )
-                    }),
-            }
-        };
+        let call = self.handlers.dispatch(delivery, self.handler_timeout);
         self.holding(entry, call).await
     }
 

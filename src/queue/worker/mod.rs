@@ -38,10 +38,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// not how long a handler may run.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
 
-/// How long one handler call may run by default before it is dropped and
-/// counts as a failed attempt: a hung handler ends, and is retried.
-pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
 /// How long the blocking read waits for new entries.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
@@ -153,7 +149,7 @@ impl Worker {
                 Duration::from_secs(6 * 3600),
             ),
             claim_idle: DEFAULT_CLAIM_IDLE,
-            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
+            handler_timeout: Some(crate::handler::DEFAULT_HANDLER_TIMEOUT),
             acknowledge_mismatched: false,
             on_dead_letter: None,
             missing_keys: Arc::default(),
@@ -205,7 +201,7 @@ impl Worker {
 
     /// A deadline for one handler call: past it the call is dropped and
     /// counts as a failure (retried, then dead-lettered). Default:
-    /// [`DEFAULT_HANDLER_TIMEOUT`]; `None` lets a call run for ever (its
+    /// [`DEFAULT_HANDLER_TIMEOUT`](crate::handler::DEFAULT_HANDLER_TIMEOUT); `None` lets a call run for ever (its
     /// hold renewed all the while).
     ///
     /// ```
