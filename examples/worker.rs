@@ -21,6 +21,7 @@
 //! | `LTVBOOST_WORKER_MAX_ATTEMPTS` | calls before an event is dead-lettered | 8 |
 //! | `LTVBOOST_WORKER_RETRY_BASE_MS` | the first retry's delay; later ones grow 4× (at most 6 h) | 60000 |
 //! | `LTVBOOST_WORKER_CLAIM_IDLE_MS` | how long an entry stays with a silent worker before another takes it | 300000 |
+//! | `LTVBOOST_WORKER_SHUTDOWN_GRACE_MS` | after SIGTERM, how long running handlers may finish before their entries are handed back | 25000 |
 //! | `LTVBOOST_WORKER_DELAY_MS` | demonstration: each handler call sleeps this long | 0 |
 //! | `LTVBOOST_WORKER_FAIL_TYPES` | demonstration: comma-separated event types whose handler fails | none |
 //! | `LTVBOOST_WORKER_CRASH_TYPES` | demonstration: comma-separated event types whose handler aborts the process | none |
@@ -199,6 +200,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .claim_idle(Duration::from_millis(number(
             "LTVBOOST_WORKER_CLAIM_IDLE_MS",
             300_000,
+        )?))
+        .shutdown_grace(Duration::from_millis(number(
+            "LTVBOOST_WORKER_SHUTDOWN_GRACE_MS",
+            25_000,
         )?))
         .on_dead_letter(|dead| {
             println!(

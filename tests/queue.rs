@@ -1883,6 +1883,56 @@ async fn a_secret_source_that_hangs_delays_an_entry_but_neither_loses_nor_stalls
     assert!(letters.is_empty(), "{letters:?}");
 }
 
+/// A worker asked to stop lets its handlers finish within its shutdown
+/// grace; one still running then is stopped, and its entry handed back for
+/// another worker to take at once, not after claim_idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_hands_back_what_outlasts_its_grace() {
+    let (url, prefix) = (test_redis_url(), unique_prefix());
+    let queue = queue(&url, &prefix).await;
+    let claim_idle = Duration::from_secs(60);
+    let hung = Arc::new(Counter {
+        gate: Some(Arc::new(Semaphore::new(0))),
+        ..Counter::default()
+    });
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(hung.clone())),
+        )
+        .claim_idle(claim_idle)
+        .handler_timeout(None)
+        .shutdown_grace(Duration::from_millis(500)),
+    );
+    queue
+        .enqueue(&verified_delivery(created_event("evt_outlasts")))
+        .await
+        .unwrap();
+    wait_until("the hung call", || hung.total() == 1).await;
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the worker waited for a hung handler past its grace")
+        .unwrap();
+    // Another worker takes it at once, although claim_idle is a minute.
+    let counter = Arc::new(Counter::default());
+    let (stop, task) = start_worker(
+        Worker::new(
+            queue.clone(),
+            verifier(),
+            Handlers::responses(Counting(counter.clone())),
+        )
+        .claim_idle(claim_idle),
+    );
+    until_empty(&queue, "the handed-back entry never ended").await;
+    drop(stop);
+    task.await.unwrap();
+    assert_eq!(counter.calls.lock().unwrap()["evt_outlasts"], 1);
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
+}
+
 /// Queue errors are the queue's own: matched by variant, never by text, and
 /// each names the queue (its stream's key), not "dedupe store".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,15 +258,20 @@ impl Worker {
     /// with this delivery uncounted, so that the next claim pass (any
     /// worker's, within a second) takes it.
     pub(super) async fn give_back(&self, entry: &Entry) {
+        self.give_back_held(&entry.id, &entry.hold).await;
+    }
+
+    /// [`give_back`](Self::give_back) by the entry's id and this run's hold.
+    pub(super) async fn give_back_held(&self, id: &str, hold: &Hold) {
         let mut invocation = script!(scripts::PASS_ON).prepare_invoke();
         invocation
             .key(&self.queue.keys.stream)
             .arg(GROUP)
-            .arg(&entry.id)
+            .arg(id)
             .arg(&self.consumer)
             .arg(millis(self.claim_idle))
-            .arg(entry.hold.deliveries().saturating_sub(1))
-            .arg(entry.hold.deliveries());
+            .arg(hold.deliveries().saturating_sub(1))
+            .arg(hold.deliveries());
         if let Err(error) = self.invoke::<i64>(invocation).await {
             tracing::warn!(%error, "could not hand the entry back; it is claimed after claim_idle");
         }

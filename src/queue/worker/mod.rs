@@ -38,6 +38,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// not how long a handler may run.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
 
+/// How long a stopping worker lets its handlers finish, by default.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
 /// How long the blocking read waits for new entries.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
@@ -96,6 +99,7 @@ pub struct Worker {
     missing_keys: Arc<std::sync::Mutex<HashMap<Missing, Lacking>>>,
     /// The entries this worker runs, by id: never run twice at once.
     running: Arc<std::sync::Mutex<HashMap<String, Arc<Hold>>>>,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -108,6 +112,7 @@ impl std::fmt::Debug for Worker {
             .field("retry_backoff", &self.retry_backoff)
             .field("claim_idle", &self.claim_idle)
             .field("handler_timeout", &self.handler_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +159,7 @@ impl Worker {
             on_dead_letter: None,
             missing_keys: Arc::default(),
             running: Arc::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -196,6 +202,24 @@ impl Worker {
     /// runs about every third of this, so a handler may run longer.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
         self.claim_idle = idle.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How long [`run`](Self::run), once asked to stop, lets running
+    /// handlers finish. Past it they are stopped (as a crash would stop
+    /// them: an event whose handler had done part of its work runs again)
+    /// and their entries handed back, uncounted, for another worker to take
+    /// at once. Default: 25 s, within the 30 s a supervisor such as
+    /// Kubernetes waits before `SIGKILL`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn run(worker: ltvboost_webhooks::queue::Worker) {
+    /// let worker = worker.shutdown_grace(Duration::from_secs(50));
+    /// # }
+    /// ```
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -366,8 +390,36 @@ impl Worker {
                 break;
             }
         }
-        // Stop reading; let what runs finish and record its end.
-        while running.join_next().await.is_some() {}
+        // Stop reading; let what runs finish and record its end, within the
+        // grace. What still runs then is stopped and handed back, uncounted,
+        // for another worker to take at once (rather than after claim_idle,
+        // or cut off half-way by a supervisor's SIGKILL).
+        let drained = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(worker.shutdown_grace, drained)
+            .await
+            .is_err()
+        {
+            let held: Vec<(String, Arc<Hold>)> = worker
+                .running
+                .lock()
+                .map(|running| {
+                    running
+                        .iter()
+                        .map(|(id, hold)| (id.clone(), hold.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            running.shutdown().await;
+            tracing::warn!(
+                count = held.len(),
+                grace = ?worker.shutdown_grace,
+                "handlers still running at the end of the shutdown grace were stopped; \
+                 their entries are handed back for another worker"
+            );
+            for (id, hold) in &held {
+                worker.give_back_held(id, hold).await;
+            }
+        }
         if maintainer {
             // Its gauges must not linger at their last values.
             metrics::queue_stats(0, 0, 0.0, 0, 0);
