@@ -413,3 +413,72 @@ async fn accounts_ride_the_queue_and_each_is_verified_and_deduplicated_apart() {
     assert_eq!(terminate(&mut worker), Some(0));
     assert_eq!(terminate(&mut receiver), Some(0));
 }
+
+/// A rotation inside one account: a receiver already on the account's new
+/// secret, the worker's accounts file not yet. The worker leaves the entry,
+/// names the account, its key id and the accounts file once, and runs it
+/// once its file (which it follows) has the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lacking_an_accounts_new_secret_names_the_account_and_runs_it_once_given() {
+    const ROTATED: &str = "acme-secret-generated-this-morning-89";
+    let url = test_redis_url();
+    let namespace = namespace();
+    let dir = TempDir::new("account-rotation");
+    let (ahead, behind) = (dir.join("ahead.toml"), dir.join("behind.toml"));
+    std::fs::write(
+        &ahead,
+        format!("[accounts.acme]\nsecrets = [\"{ROTATED}\", \"{NEW}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(&behind, format!("[accounts.acme]\nsecrets = [\"{NEW}\"]\n")).unwrap();
+    let (mut receiver, addr) = receiver(&url, &namespace, ahead.to_str().unwrap());
+    let (lines, logs) = (Arc::default(), Arc::default());
+    let mut worker = worker(&url, &namespace, behind.to_str().unwrap(), &lines, &logs);
+    wait_for_listener(addr).await;
+
+    let body = created_event("evt_rotated");
+    let signature = sign(&Secret::new(ROTATED).unwrap(), &body);
+    let request = post_request(
+        "/webhooks/ltvboost/acme",
+        &[("x-ltvboost-signature", &signature)],
+        &body,
+    );
+    assert_eq!(send_raw(addr, &request).await.status, 202);
+    let key_id = Secret::new(ROTATED).unwrap().key_id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        let found = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l: &&String| l.contains("ERROR") && l.contains(&key_id))
+            .cloned();
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "{:?}", logs.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        said.contains("acme") && said.contains("LTVBOOST_WEBHOOK_ACCOUNTS_FILE"),
+        "{said}"
+    );
+    assert!(lines.lock().unwrap().is_empty(), "ran or dead-lettered");
+
+    // The worker's file catches up: the entry runs, once.
+    std::fs::write(
+        &behind,
+        format!("[accounts.acme]\nsecrets = [\"{ROTATED}\", \"{NEW}\"]\n"),
+    )
+    .unwrap();
+    let want = "response.created evt_rotated account=acme".to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.lock().unwrap().contains(&want) {
+        assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(*lines.lock().unwrap(), [want]);
+    assert_eq!(terminate(&mut worker), Some(0));
+    assert_eq!(terminate(&mut receiver), Some(0));
+}

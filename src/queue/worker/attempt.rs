@@ -258,12 +258,23 @@ impl Worker {
             metrics::queue_key_missing();
         }
         match (&missing, say) {
-            (Missing::Key(key_id), true) => tracing::error!(
-                %key_id,
-                "an entry was verified by a secret this worker does not hold: add it to \
-                 LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE (the worker's secret \
-                 source) as on the receivers; its entries are left to workers that hold it"
-            ),
+            (Missing::Key(key_id), true) => match entry.account.as_deref() {
+                None => tracing::error!(
+                    %key_id,
+                    "an entry was verified by a secret this worker does not hold: add it to \
+                     LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE (the worker's \
+                     secret source) as on the receivers; its entries are left to workers that \
+                     hold it"
+                ),
+                Some(account) => tracing::error!(
+                    %key_id,
+                    %account,
+                    "an entry was verified by a secret of this account that this worker does \
+                     not hold: add it to the account's secrets in LTVBOOST_WEBHOOK_ACCOUNTS_FILE \
+                     (the worker's secret source) as on the receivers; its entries are left to \
+                     workers that hold it"
+                ),
+            },
             (Missing::Account(None), true) => tracing::error!(
                 "an entry queued without an account (by a receiver with \
                  LTVBOOST_WEBHOOK_SECRET or LTVBOOST_WEBHOOK_SECRET_FILE) reached a worker with \
