@@ -90,6 +90,54 @@ async fn until_empty(queue: &RedisQueue, never: &str) {
 }
 
 /// A receiver in enqueue mode on `queue`.
+/// Appends `body`, signed, to the stream by hand (`redis-cli XADD`), as a
+/// restore, a script or an earlier version would: with `extra` fields
+/// after the body and signature (`key`, `token`). Returns the entry's id.
+fn append_by_hand(port: u16, prefix: &str, body: &[u8], extra: &[&str]) -> String {
+    let signature = ltvboost_webhooks::signature::sign(&secret(), body);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let stream = format!("{prefix}events");
+    let head = ["XADD", &stream, "*", "body", &text, "signature", &signature];
+    let added = redis_cli(port, &[&head[..], extra].concat());
+    assert!(added.contains('-'), "XADD: {added}");
+    added
+}
+
+/// Waits until the stream is empty, stops `worker`, and checks that each of
+/// `ids` ran once and nothing was dead-lettered.
+async fn drained_once_each(
+    queue: &RedisQueue,
+    worker: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    counter: &Counter,
+    ids: &[&str],
+) {
+    until_empty(queue, "an entry never ended").await;
+    let (stop, task) = worker;
+    drop(stop);
+    task.await.unwrap();
+    let calls = counter.calls.lock().unwrap().clone();
+    for id in ids {
+        assert_eq!(calls.get(*id), Some(&1), "{id}: {calls:?}");
+    }
+    let letters = queue.dead_letters_after(None, 10).await.unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
+}
+
+/// Enqueues a new `response.created` event `id`; returns its entry's id.
+async fn enqueue_new(queue: &RedisQueue, id: &str) -> String {
+    match queue
+        .enqueue(&verified_delivery(created_event(id)))
+        .await
+        .unwrap()
+    {
+        ltvboost_webhooks::receiver::enqueue::Enqueued::Added(entry) => entry,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
 async fn receiver(queue: RedisQueue) -> SocketAddr {
     serve(Router::new().layer(WebhookLayer::enqueue(config(), queue))).await
 }
@@ -841,15 +889,14 @@ async fn the_dead_letters_stay_within_their_byte_cap() {
 }
 
 /// Upgrading: an event an earlier receiver queued (its key a plain
-/// `queued`, its entry without a token) runs once, and the copy a newer
-/// receiver's duplicate appended beside it never runs.
+/// `queued`, its entry without a token) runs once, and a newer receiver
+/// answers its redelivery as a duplicate, leaving no copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
     let (url, prefix) = (test_redis_url(), unique_prefix());
     let port = port_of(&url);
     let queue = queue(&url, &prefix).await;
     let body = created_event("evt_upgraded");
-    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
     let key = secret().key_id().to_string();
     // What the earlier version's script wrote.
     redis_cli(
@@ -862,22 +909,7 @@ async fn an_earlier_versions_queued_event_runs_once_beside_a_newer_copy() {
             "600000",
         ],
     );
-    let text = String::from_utf8(body.clone()).unwrap();
-    let added = redis_cli(
-        port,
-        &[
-            "XADD",
-            &format!("{prefix}events"),
-            "*",
-            "body",
-            &text,
-            "signature",
-            &signature,
-            "key",
-            &key,
-        ],
-    );
-    assert!(added.contains('-'), "XADD: {added}");
+    append_by_hand(port, &prefix, &body, &["key", &key]);
     // A newer receiver's duplicate: answered as one, its copy removed.
     assert_eq!(
         queue.enqueue(&verified_delivery(body)).await.unwrap(),
@@ -1459,18 +1491,10 @@ async fn a_handled_events_entry_appended_again_is_not_run() {
     wait_until("the event", || counter.total() == 1).await;
     // A restore, a script run twice, a hand-made requeue: the same entry
     // appended again after its event was handled.
-    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
-    let body = String::from_utf8(body).unwrap();
     let key = secret().key_id().to_string();
-    let stream = format!("{prefix}events");
-    for fields in [
-        vec!["body", &body, "signature", &signature, "key", &key],
-        // As an earlier version wrote it: no key id.
-        vec!["body", &body, "signature", &signature],
-    ] {
-        let added = redis_cli(port, &[&["XADD", &stream, "*"][..], &fields].concat());
-        assert!(added.contains('-'), "XADD: {added}");
-    }
+    append_by_hand(port, &prefix, &body, &["key", &key]);
+    // As an earlier version wrote it: no key id.
+    append_by_hand(port, &prefix, &body, &[]);
     until_empty(&queue, "the copies were never ended").await;
     drop(stop);
     task.await.unwrap();
@@ -1511,27 +1535,9 @@ async fn copies_appended_by_duplicates_and_races_are_dropped_unrun() {
     );
     // Copies whose deletion failed, as a losing enqueue leaves them: the
     // entry with a token of its own.
-    let text = String::from_utf8(body.clone()).unwrap();
-    let signature = ltvboost_webhooks::signature::sign(&secret(), &body);
     let key = secret().key_id().to_string();
     for token in ["lost-race-1", "lost-race-2"] {
-        let added = redis_cli(
-            port,
-            &[
-                "XADD",
-                &format!("{prefix}events"),
-                "*",
-                "body",
-                &text,
-                "signature",
-                &signature,
-                "key",
-                &key,
-                "token",
-                token,
-            ],
-        );
-        assert!(added.contains('-'), "XADD: {added}");
+        append_by_hand(port, &prefix, &body, &["key", &key, "token", token]);
     }
     assert_eq!(queue.stats().await.unwrap().entries, 3);
     let counter = Arc::new(Counter::default());
@@ -1683,14 +1689,7 @@ async fn an_entry_a_worker_claims_back_while_running_it_runs_once_and_ends() {
         .claim_idle(Duration::from_millis(300)),
     );
     let queue = queue(&url, &prefix).await;
-    let id = match queue
-        .enqueue(&verified_delivery(created_event("evt_claimed_back")))
-        .await
-        .unwrap()
-    {
-        ltvboost_webhooks::receiver::enqueue::Enqueued::Added(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let id = enqueue_new(&queue, "evt_claimed_back").await;
     wait_until("the first call", || {
         counter.calls.lock().unwrap().len() == 1
     })
@@ -1736,14 +1735,7 @@ async fn a_suspect_entry_is_held_while_it_waits_to_run_alone() {
     let port = port_of(&url);
     let queue = queue(&url, &prefix).await;
     let stream = format!("{prefix}events");
-    let suspect = match queue
-        .enqueue(&verified_delivery(created_event("evt_suspect")))
-        .await
-        .unwrap()
-    {
-        ltvboost_webhooks::receiver::enqueue::Enqueued::Added(id) => id,
-        other => panic!("{other:?}"),
-    };
+    let suspect = enqueue_new(&queue, "evt_suspect").await;
     // Read by a worker that then went silent: pending, one delivery.
     redis_cli(
         port,
@@ -1814,17 +1806,7 @@ async fn a_suspect_entry_is_held_while_it_waits_to_run_alone() {
         counts.iter().all(|c| c == "2"),
         "counted starts: {counts:?}"
     );
-    until_empty(&queue, "an entry never ended").await;
-    drop(stop);
-    task.await.unwrap();
-    let calls = counter.calls.lock().unwrap().clone();
-    assert_eq!(
-        (calls["evt_suspect"], calls["evt_slow"]),
-        (1, 1),
-        "{calls:?}"
-    );
-    let letters = queue.dead_letters_after(None, 10).await.unwrap();
-    assert!(letters.is_empty(), "{letters:?}");
+    drained_once_each(&queue, (stop, task), &counter, &["evt_suspect", "evt_slow"]).await;
 }
 
 /// Secrets that hang on the first lookup (a database that stopped
@@ -1864,23 +1846,14 @@ async fn a_secret_source_that_hangs_delays_an_entry_but_neither_loses_nor_stalls
         )
         .claim_idle(Duration::from_millis(400)),
     );
-    for id in ["evt_hung_lookup", "evt_after_it"] {
+    let ids = ["evt_hung_lookup", "evt_after_it"];
+    for id in ids {
         queue
             .enqueue(&verified_delivery(created_event(id)))
             .await
             .unwrap();
     }
-    until_empty(&queue, "an entry behind the hung lookup never ended").await;
-    drop(stop);
-    task.await.unwrap();
-    let calls = counter.calls.lock().unwrap().clone();
-    assert_eq!(
-        (calls["evt_hung_lookup"], calls["evt_after_it"]),
-        (1, 1),
-        "{calls:?}"
-    );
-    let letters = queue.dead_letters_after(None, 10).await.unwrap();
-    assert!(letters.is_empty(), "{letters:?}");
+    drained_once_each(&queue, (stop, task), &counter, &ids).await;
 }
 
 /// A worker asked to stop lets its handlers finish within its shutdown
@@ -1925,12 +1898,7 @@ async fn a_stopping_worker_hands_back_what_outlasts_its_grace() {
         )
         .claim_idle(claim_idle),
     );
-    until_empty(&queue, "the handed-back entry never ended").await;
-    drop(stop);
-    task.await.unwrap();
-    assert_eq!(counter.calls.lock().unwrap()["evt_outlasts"], 1);
-    let letters = queue.dead_letters_after(None, 10).await.unwrap();
-    assert!(letters.is_empty(), "{letters:?}");
+    drained_once_each(&queue, (stop, task), &counter, &["evt_outlasts"]).await;
 }
 
 /// Queue errors are the queue's own: matched by variant, never by text, and
