@@ -84,6 +84,22 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a lookup returns, boxed (see [`ErasedSource`]).
 type Lookup<'a> = crate::erase::BoxFuture<'a, Result<Option<Keys>, LookupError>>;
 
+/// A lookup bounded by `deadline`: a source that does not answer in time
+/// fails as one that answered with an error (the receiver's and the
+/// worker's lookups alike).
+pub(crate) async fn within(
+    deadline: Duration,
+    lookup: Lookup<'_>,
+) -> Result<Option<Keys>, LookupError> {
+    tokio::time::timeout(deadline, lookup)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LookupError::new(format!(
+                "the secret source did not answer within {deadline:?}"
+            )))
+        })
+}
+
 /// How often a [`SecretFile`] reads its file again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 

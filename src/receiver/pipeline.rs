@@ -47,7 +47,7 @@ use crate::event::Envelope;
 use crate::handler::{Delivery, Handlers, panic_message};
 use crate::metrics;
 use crate::replay::parse_timestamp;
-use crate::secrets::{LookupError, RequestHead};
+use crate::secrets::{self, RequestHead};
 use crate::signature::{SIGNATURE_HEADER, Signature, SignatureError};
 use crate::trace;
 
@@ -298,14 +298,7 @@ where
     // Bounded like the body's read: a source that hangs holds no
     // connection for longer.
     let looked_up =
-        tokio::time::timeout(config.read_timeout, config.secrets.lookup_boxed(&request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(LookupError::new(format!(
-                    "the secret source did not answer within {:?}",
-                    config.read_timeout
-                )))
-            });
+        secrets::within(config.read_timeout, config.secrets.lookup_boxed(&request)).await;
     let keys = match looked_up {
         Ok(Some(keys)) => keys,
         Ok(None) => return Err(Rejection::UnknownAccount),

@@ -66,15 +66,8 @@ impl Worker {
         // Bounded, as at the receiver: a source that hangs (a database, say)
         // must not keep an unheld entry from the run loop until another
         // worker's claim counts a start it never had.
-        let deadline = self.claim_idle / 2;
-        let lookup =
-            tokio::time::timeout(deadline, self.secrets.keys_boxed(entry.account.as_deref()));
-        let looked_up = lookup.await.unwrap_or_else(|_| {
-            Err(crate::secrets::LookupError::new(format!(
-                "the secret source did not answer within {deadline:?}"
-            )))
-        });
-        let keys = match looked_up {
+        let lookup = self.secrets.keys_boxed(entry.account.as_deref());
+        let keys = match crate::secrets::within(self.claim_idle / 2, lookup).await {
             Ok(Some(keys)) => keys,
             Ok(None) => {
                 let account = entry.account.clone();

@@ -370,11 +370,10 @@ impl Worker {
                     // Held while the others end (a handler may outlast
                     // `claim_idle`): no other worker claims it meanwhile,
                     // which would count a start it never had.
-                    let others = async { while running.join_next().await.is_some() {} };
-                    worker.holding(&entry, others).await;
+                    worker.holding(&entry, all_ended(&mut running)).await;
                     let alone = worker.clone();
                     running.spawn(async move { alone.handle(entry).await });
-                    while running.join_next().await.is_some() {}
+                    all_ended(&mut running).await;
                     continue;
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -394,8 +393,7 @@ impl Worker {
         // grace. What still runs then is stopped and handed back, uncounted,
         // for another worker to take at once (rather than after claim_idle,
         // or cut off half-way by a supervisor's SIGKILL).
-        let drained = async { while running.join_next().await.is_some() {} };
-        if tokio::time::timeout(worker.shutdown_grace, drained)
+        if tokio::time::timeout(worker.shutdown_grace, all_ended(&mut running))
             .await
             .is_err()
         {
@@ -447,4 +445,9 @@ impl Worker {
         tokio::time::sleep(Duration::from_millis(500)).await;
         *reads = self.read_connection().await;
     }
+}
+
+/// Waits until every task in `running` has ended.
+async fn all_ended(running: &mut JoinSet<()>) {
+    while running.join_next().await.is_some() {}
 }
